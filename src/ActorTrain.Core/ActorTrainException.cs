@@ -1,0 +1,14 @@
+namespace ActorTrain.Core;
+
+/// <summary>
+/// An error caused by the user's input (a configuration value, a data file) rather than by a bug:
+/// the message is written to be shown as-is, naming the key or file and how to fix it.
+/// </summary>
+public class ActorTrainException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>A data file that is missing, truncated or not in the format it claims.</summary>
+public sealed class DataFormatException(string path, string problem, Exception? inner = null)
+    : ActorTrainException($"{path}: {problem}", inner)
+{
+    public string Path { get; } = path;
+}

@@ -1,0 +1,207 @@
+namespace ActorTrain.Core.Optimization;
+
+public enum OptimizerKind
+{
+    Sgd,
+    Momentum,
+    Nesterov,
+    Adagrad,
+    RmsProp,
+    Adam,
+    AdamW,
+}
+
+/// <summary>
+/// Hyperparameters of a first-order optimizer. Defaults follow PyTorch's so that a trajectory can be
+/// compared with torch.optim step for step. <see cref="WeightDecay"/> is an L2 term added to the
+/// gradient (PyTorch's weight_decay) for every kind but AdamW, where it is decoupled.
+/// </summary>
+public sealed record OptimizerSettings
+{
+    public OptimizerKind Kind { get; init; } = OptimizerKind.Sgd;
+    public double Momentum { get; init; } = 0.9;
+    public double Beta1 { get; init; } = 0.9;
+    public double Beta2 { get; init; } = 0.999;
+
+    /// <summary>RMSprop's smoothing constant.</summary>
+    public double Alpha { get; init; } = 0.99;
+
+    /// <summary>Null picks the kind's PyTorch default: 1e-10 for Adagrad, 1e-8 otherwise.</summary>
+    public double? Epsilon { get; init; }
+
+    public double WeightDecay { get; init; }
+
+    /// <summary>Adam and AdamW: off gives the textbook update theta -= eta m / (sqrt(v) + eps).</summary>
+    public bool BiasCorrection { get; init; } = true;
+
+    public double EffectiveEpsilon => Epsilon ?? (Kind == OptimizerKind.Adagrad ? 1e-10 : 1e-8);
+
+    public void Validate()
+    {
+        static void Check(bool ok, string key, object value, string rule)
+        {
+            if (!ok) throw new ActorTrainException($"optimizer.{key} = {value} is out of range: {rule}");
+        }
+        Check(Momentum is >= 0 and < 1, "momentum", Momentum, "0 <= momentum < 1");
+        Check(Beta1 is >= 0 and < 1, "beta1", Beta1, "0 <= beta1 < 1");
+        Check(Beta2 is >= 0 and < 1, "beta2", Beta2, "0 <= beta2 < 1");
+        Check(Alpha is >= 0 and < 1, "alpha", Alpha, "0 <= alpha < 1");
+        Check(EffectiveEpsilon > 0, "epsilon", EffectiveEpsilon, "epsilon > 0");
+        Check(WeightDecay >= 0, "weight-decay", WeightDecay, "weight-decay >= 0");
+    }
+}
+
+/// <summary>
+/// A first-order optimizer over one contiguous FP32 slice and the state for exactly that slice, so
+/// a parameter-server shard can own its range. Allocation-free per step; state is allocated once.
+/// </summary>
+public abstract class Optimizer
+{
+    protected Optimizer(OptimizerSettings settings, int length)
+    {
+        settings.Validate();
+        Settings = settings;
+        Length = length;
+    }
+
+    public OptimizerSettings Settings { get; }
+    public int Length { get; }
+
+    /// <summary>Number of steps taken so far (Adam's t after the step is Steps).</summary>
+    public long Steps { get; protected set; }
+
+    /// <summary>The state buffers, for checkpoints and tests (momentum, squared averages, ...).</summary>
+    public abstract IReadOnlyList<float[]> State { get; }
+
+    public static Optimizer Create(OptimizerSettings settings, int length) => settings.Kind switch
+    {
+        OptimizerKind.Sgd => new Sgd(settings, length, momentum: false, nesterov: false),
+        OptimizerKind.Momentum => new Sgd(settings, length, momentum: true, nesterov: false),
+        OptimizerKind.Nesterov => new Sgd(settings, length, momentum: true, nesterov: true),
+        OptimizerKind.Adagrad => new Adagrad(settings, length),
+        OptimizerKind.RmsProp => new RmsProp(settings, length),
+        OptimizerKind.Adam or OptimizerKind.AdamW => new Adam(settings, length),
+        _ => throw new ArgumentOutOfRangeException(nameof(settings)),
+    };
+
+    public void Step(Span<float> weights, ReadOnlySpan<float> gradient, double learningRate)
+    {
+        if (weights.Length != Length || gradient.Length != Length)
+            throw new ArgumentException($"optimizer owns {Length} parameters; got {weights.Length} weights and {gradient.Length} gradients");
+        Steps++;
+        Apply(weights, gradient, learningRate);
+    }
+
+    /// <summary>Restores the step count (with <see cref="State"/> filled by the caller) from a checkpoint.</summary>
+    public void RestoreSteps(long steps) => Steps = steps;
+
+    protected abstract void Apply(Span<float> w, ReadOnlySpan<float> g, double lr);
+
+    /// <summary>g + weight_decay * w, the L2-regularised gradient of element i.</summary>
+    protected float L2(ReadOnlySpan<float> g, Span<float> w, int i, float wd) => wd == 0 ? g[i] : g[i] + wd * w[i];
+}
+
+/// <summary>Plain SGD, heavy-ball momentum (v = mu v + g; w -= lr v) and Nesterov (w -= lr (g + mu v)).</summary>
+internal sealed class Sgd : Optimizer
+{
+    private readonly float[] _velocity;
+    private readonly bool _momentum, _nesterov;
+
+    public Sgd(OptimizerSettings s, int length, bool momentum, bool nesterov) : base(s, length)
+    {
+        _momentum = momentum;
+        _nesterov = nesterov;
+        _velocity = momentum ? new float[length] : [];
+    }
+
+    public override IReadOnlyList<float[]> State => _momentum ? [_velocity] : [];
+
+    protected override void Apply(Span<float> w, ReadOnlySpan<float> g, double lr)
+    {
+        float rate = (float)lr, wd = (float)Settings.WeightDecay, mu = (float)Settings.Momentum;
+        if (!_momentum)
+        {
+            for (int i = 0; i < w.Length; i++) w[i] -= rate * L2(g, w, i, wd);
+            return;
+        }
+        var v = _velocity;
+        for (int i = 0; i < w.Length; i++)
+        {
+            float d = L2(g, w, i, wd);
+            v[i] = mu * v[i] + d;
+            w[i] -= rate * (_nesterov ? d + mu * v[i] : v[i]);
+        }
+    }
+}
+
+/// <summary>sum += g^2; w -= lr g / (sqrt(sum) + eps).</summary>
+internal sealed class Adagrad(OptimizerSettings s, int length) : Optimizer(s, length)
+{
+    private readonly float[] _sum = new float[length];
+
+    public override IReadOnlyList<float[]> State => [_sum];
+
+    protected override void Apply(Span<float> w, ReadOnlySpan<float> g, double lr)
+    {
+        float rate = (float)lr, wd = (float)Settings.WeightDecay, eps = (float)Settings.EffectiveEpsilon;
+        for (int i = 0; i < w.Length; i++)
+        {
+            float d = L2(g, w, i, wd);
+            _sum[i] += d * d;
+            w[i] -= rate * d / (MathF.Sqrt(_sum[i]) + eps);
+        }
+    }
+}
+
+/// <summary>v = alpha v + (1 - alpha) g^2; w -= lr g / (sqrt(v) + eps).</summary>
+internal sealed class RmsProp(OptimizerSettings s, int length) : Optimizer(s, length)
+{
+    private readonly float[] _square = new float[length];
+
+    public override IReadOnlyList<float[]> State => [_square];
+
+    protected override void Apply(Span<float> w, ReadOnlySpan<float> g, double lr)
+    {
+        float rate = (float)lr, wd = (float)Settings.WeightDecay, eps = (float)Settings.EffectiveEpsilon;
+        float alpha = (float)Settings.Alpha;
+        for (int i = 0; i < w.Length; i++)
+        {
+            float d = L2(g, w, i, wd);
+            _square[i] = alpha * _square[i] + (1 - alpha) * d * d;
+            w[i] -= rate * d / (MathF.Sqrt(_square[i]) + eps);
+        }
+    }
+}
+
+/// <summary>
+/// Adam, in PyTorch's arithmetic: step = lr / (1 - beta1^t), denominator sqrt(v) / sqrt(1 - beta2^t) + eps.
+/// AdamW first decays the weights, w *= 1 - lr wd, and adds no L2 term to the gradient.
+/// </summary>
+internal sealed class Adam(OptimizerSettings s, int length) : Optimizer(s, length)
+{
+    private readonly float[] _m = new float[length];
+    private readonly float[] _v = new float[length];
+
+    public override IReadOnlyList<float[]> State => [_m, _v];
+
+    protected override void Apply(Span<float> w, ReadOnlySpan<float> g, double lr)
+    {
+        bool decoupled = Settings.Kind == OptimizerKind.AdamW;
+        float b1 = (float)Settings.Beta1, b2 = (float)Settings.Beta2, eps = (float)Settings.EffectiveEpsilon;
+        float wd = decoupled ? 0f : (float)Settings.WeightDecay;
+        double bc1 = Settings.BiasCorrection ? 1 - Math.Pow(Settings.Beta1, Steps) : 1;
+        double bc2 = Settings.BiasCorrection ? 1 - Math.Pow(Settings.Beta2, Steps) : 1;
+        float stepSize = (float)(lr / bc1);
+        float bc2Sqrt = (float)Math.Sqrt(bc2);
+        float decay = decoupled ? (float)(1 - lr * Settings.WeightDecay) : 1f;
+        for (int i = 0; i < w.Length; i++)
+        {
+            if (decoupled) w[i] *= decay;
+            float d = L2(g, w, i, wd);
+            _m[i] += (d - _m[i]) * (1 - b1);
+            _v[i] = b2 * _v[i] + (1 - b2) * d * d;
+            float denom = MathF.Sqrt(_v[i]) / bc2Sqrt + eps;
+            w[i] -= stepSize * _m[i] / denom;
+        }
+    }
+}
