@@ -106,8 +106,8 @@ public static class IdxReader
 
         int features = images.ItemSize;
         var x = new float[images.Data.Length];
-        float scale = normalization == PixelNormalization.None ? 1f : 1f / 255f;
-        for (int i = 0; i < x.Length; i++) x[i] = images.Data[i] * scale;
+        float divisor = normalization == PixelNormalization.None ? 1f : 255f;
+        for (int i = 0; i < x.Length; i++) x[i] = images.Data[i] / divisor;
         if (normalization == PixelNormalization.Standardize)
         {
             if (mean is null || std is null)

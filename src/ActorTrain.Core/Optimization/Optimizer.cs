@@ -163,11 +163,12 @@ internal sealed class RmsProp(OptimizerSettings s, int length) : Optimizer(s, le
     protected override void Apply(Span<float> w, ReadOnlySpan<float> g, double lr)
     {
         float rate = (float)lr, wd = (float)Settings.WeightDecay, eps = (float)Settings.EffectiveEpsilon;
-        float alpha = (float)Settings.Alpha;
+        // 1 - alpha is formed in double, as PyTorch does with its Python-float hyperparameters.
+        float alpha = (float)Settings.Alpha, oneMinusAlpha = (float)(1 - Settings.Alpha);
         for (int i = 0; i < w.Length; i++)
         {
             float d = L2(g, w, i, wd);
-            _square[i] = alpha * _square[i] + (1 - alpha) * d * d;
+            _square[i] = alpha * _square[i] + oneMinusAlpha * d * d;
             w[i] -= rate * d / (MathF.Sqrt(_square[i]) + eps);
         }
     }
@@ -187,7 +188,9 @@ internal sealed class Adam(OptimizerSettings s, int length) : Optimizer(s, lengt
     protected override void Apply(Span<float> w, ReadOnlySpan<float> g, double lr)
     {
         bool decoupled = Settings.Kind == OptimizerKind.AdamW;
-        float b1 = (float)Settings.Beta1, b2 = (float)Settings.Beta2, eps = (float)Settings.EffectiveEpsilon;
+        // 1 - beta is formed in double, as PyTorch does with its Python-float hyperparameters.
+        float oneMinusB1 = (float)(1 - Settings.Beta1), b2 = (float)Settings.Beta2, oneMinusB2 = (float)(1 - Settings.Beta2);
+        float eps = (float)Settings.EffectiveEpsilon;
         float wd = decoupled ? 0f : (float)Settings.WeightDecay;
         double bc1 = Settings.BiasCorrection ? 1 - Math.Pow(Settings.Beta1, Steps) : 1;
         double bc2 = Settings.BiasCorrection ? 1 - Math.Pow(Settings.Beta2, Steps) : 1;
@@ -198,8 +201,8 @@ internal sealed class Adam(OptimizerSettings s, int length) : Optimizer(s, lengt
         {
             if (decoupled) w[i] *= decay;
             float d = L2(g, w, i, wd);
-            _m[i] += (d - _m[i]) * (1 - b1);
-            _v[i] = b2 * _v[i] + (1 - b2) * d * d;
+            _m[i] += (d - _m[i]) * oneMinusB1;
+            _v[i] = b2 * _v[i] + oneMinusB2 * d * d;
             float denom = MathF.Sqrt(_v[i]) / bc2Sqrt + eps;
             w[i] -= stepSize * _m[i] / denom;
         }

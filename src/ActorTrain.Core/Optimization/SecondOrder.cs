@@ -136,7 +136,7 @@ public static class Newton
             {
                 for (int i = 0; i < d; i++) trial[i] = x[i] + step * p[i];
                 ft = f.Evaluate(trial, gTrial);
-                if (ft <= fx + 1e-4 * step * slope || step < 1e-12) break;
+                if (SufficientDecrease(ft, fx, step, slope) || step < 1e-12) break;
                 step *= 0.5;
             }
             (x, trial) = (trial, x);
@@ -158,6 +158,14 @@ public static class Newton
         for (int i = 0; i < d; i++) p[i] = -g[i];
         DenseLinearAlgebra.CholeskySolve(l, p, d);
     }
+
+    /// <summary>
+    /// Armijo's condition, relaxed by the rounding error of f itself: near the optimum the decrease
+    /// (about |g|^2) falls below the resolution of f in double, and a strict test would then reject
+    /// every step while the gradient can still be driven down.
+    /// </summary>
+    internal static bool SufficientDecrease(double fNew, double f, double step, double slope) =>
+        fNew <= f + 1e-4 * step * slope + 4e-16 * Math.Abs(f);
 
     internal static double Dot(ReadOnlySpan<double> a, ReadOnlySpan<double> b)
     {
@@ -227,7 +235,7 @@ public static class Lbfgs
             {
                 for (int i = 0; i < d; i++) xNew[i] = x[i] + step * dir[i];
                 fNew = f.Evaluate(xNew, gNew);
-                if (fNew <= fx + 1e-4 * step * slope || step < 1e-14) break;
+                if (Newton.SufficientDecrease(fNew, fx, step, slope) || step < 1e-14) break;
                 step *= 0.5;
             }
 

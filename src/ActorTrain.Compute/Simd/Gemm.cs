@@ -1,0 +1,124 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace ActorTrain.Compute.Simd;
+
+/// <summary>
+/// C[rows x n] += A[rows x k] * B[k x n] for a band of rows, with A addressed through strides (so
+/// A^T is free) and B row-major. Register-blocked: a 4 x 16 tile of C lives in eight Vector256
+/// accumulators while k streams through, one FMA per broadcast A element and B vector. This is the
+/// only matrix product the engine needs: forward Z = A W, weight gradient A^T dZ, and input
+/// gradient dZ W^T (with W^T materialised once per step).
+/// </summary>
+internal static unsafe class Gemm
+{
+    private const int Rows = 4;
+    private const int Cols = 16;
+
+    /// <param name="a">Element (i, p) of A is a[i * aRowStride + p * aColStride].</param>
+    public static void MultiplyAdd(int rows, int n, int k, float* a, int aRowStride, int aColStride,
+        float* b, int ldb, float* c, int ldc)
+    {
+        if (!Vector256.IsHardwareAccelerated)
+        {
+            Scalar(rows, 0, n, k, a, aRowStride, aColStride, b, ldb, c, ldc);
+            return;
+        }
+        int i = 0;
+        for (; i + Rows <= rows; i += Rows)
+        {
+            int j = 0;
+            for (; j + Cols <= n; j += Cols)
+                Tile4x16(k, a + i * aRowStride, aRowStride, aColStride, b + j, ldb, c + i * ldc + j, ldc);
+            for (; j + 8 <= n; j += 8)
+                Tile4x8(k, a + i * aRowStride, aRowStride, aColStride, b + j, ldb, c + i * ldc + j, ldc);
+            if (j < n) Scalar(Rows, j, n, k, a + i * aRowStride, aRowStride, aColStride, b, ldb, c + i * ldc, ldc);
+        }
+        for (; i < rows; i++)
+        {
+            int j = 0;
+            for (; j + 8 <= n; j += 8)
+                Row1x8(k, a + i * aRowStride, aColStride, b + j, ldb, c + i * ldc + j);
+            if (j < n) Scalar(1, j, n, k, a + i * aRowStride, aRowStride, aColStride, b, ldb, c + i * ldc, ldc);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Tile4x16(int k, float* a, int ars, int acs, float* b, int ldb, float* c, int ldc)
+    {
+        Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default;
+        Vector256<float> c20 = default, c21 = default, c30 = default, c31 = default;
+        float* a0 = a, a1 = a + ars, a2 = a + 2 * ars, a3 = a + 3 * ars;
+        for (int p = 0; p < k; p++)
+        {
+            var b0 = Vector256.Load(b);
+            var b1 = Vector256.Load(b + 8);
+            b += ldb;
+            int off = p * acs;
+            var x = Vector256.Create(a0[off]);
+            c00 = Vector256.FusedMultiplyAdd(x, b0, c00);
+            c01 = Vector256.FusedMultiplyAdd(x, b1, c01);
+            x = Vector256.Create(a1[off]);
+            c10 = Vector256.FusedMultiplyAdd(x, b0, c10);
+            c11 = Vector256.FusedMultiplyAdd(x, b1, c11);
+            x = Vector256.Create(a2[off]);
+            c20 = Vector256.FusedMultiplyAdd(x, b0, c20);
+            c21 = Vector256.FusedMultiplyAdd(x, b1, c21);
+            x = Vector256.Create(a3[off]);
+            c30 = Vector256.FusedMultiplyAdd(x, b0, c30);
+            c31 = Vector256.FusedMultiplyAdd(x, b1, c31);
+        }
+        AddStore(c, c00); AddStore(c + 8, c01);
+        c += ldc;
+        AddStore(c, c10); AddStore(c + 8, c11);
+        c += ldc;
+        AddStore(c, c20); AddStore(c + 8, c21);
+        c += ldc;
+        AddStore(c, c30); AddStore(c + 8, c31);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Tile4x8(int k, float* a, int ars, int acs, float* b, int ldb, float* c, int ldc)
+    {
+        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
+        for (int p = 0; p < k; p++)
+        {
+            var bv = Vector256.Load(b);
+            b += ldb;
+            int off = p * acs;
+            c0 = Vector256.FusedMultiplyAdd(Vector256.Create(a[off]), bv, c0);
+            c1 = Vector256.FusedMultiplyAdd(Vector256.Create(a[ars + off]), bv, c1);
+            c2 = Vector256.FusedMultiplyAdd(Vector256.Create(a[2 * ars + off]), bv, c2);
+            c3 = Vector256.FusedMultiplyAdd(Vector256.Create(a[3 * ars + off]), bv, c3);
+        }
+        AddStore(c, c0);
+        AddStore(c + ldc, c1);
+        AddStore(c + 2 * ldc, c2);
+        AddStore(c + 3 * ldc, c3);
+    }
+
+    private static void Row1x8(int k, float* a, int acs, float* b, int ldb, float* c)
+    {
+        Vector256<float> acc = default;
+        for (int p = 0; p < k; p++)
+        {
+            acc = Vector256.FusedMultiplyAdd(Vector256.Create(a[p * acs]), Vector256.Load(b), acc);
+            b += ldb;
+        }
+        AddStore(c, acc);
+    }
+
+    private static void Scalar(int rows, int j0, int n, int k, float* a, int ars, int acs, float* b, int ldb, float* c, int ldc)
+    {
+        for (int i = 0; i < rows; i++)
+            for (int j = j0; j < n; j++)
+            {
+                float s = 0;
+                for (int p = 0; p < k; p++) s = MathF.FusedMultiplyAdd(a[i * ars + p * acs], b[p * ldb + j], s);
+                c[i * ldc + j] += s;
+            }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddStore(float* c, Vector256<float> v) => Vector256.Store(Vector256.Load(c) + v, c);
+}

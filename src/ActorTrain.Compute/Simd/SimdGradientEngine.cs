@@ -1,0 +1,276 @@
+using System.Numerics.Tensors;
+using ActorTrain.Core.Data;
+using ActorTrain.Core.Engines;
+using ActorTrain.Core.Models;
+using ActorTrain.Core.Precision;
+
+namespace ActorTrain.Compute.Simd;
+
+/// <summary>
+/// The CPU engine: forward and backward as register-blocked GEMMs (<see cref="Gemm"/>) and
+/// System.Numerics.Tensors element-wise kernels, each matrix product split by rows over all cores.
+/// Every buffer is allocated (pinned) at construction, so a step allocates nothing.
+/// FP16 mode follows the <see cref="IGradientEngine"/> contract by rounding each stored tensor to
+/// the nearest Half while the products accumulate in FP32.
+/// </summary>
+public sealed unsafe class SimdGradientEngine : IGradientEngine
+{
+    private enum Op { Forward, WeightGradient, InputGradient }
+
+    private readonly WorkerThreads _threads;
+    private readonly Action<int> _partBody;
+    private readonly float[] _weights;
+    private readonly float[] _gradient;
+    private readonly float[][] _acts;      // input of layer l (post-activation of layer l-1), MaxBatch x size[l]
+    private readonly float[] _logits;      // MaxBatch x outputs
+    private readonly float[][] _deltas;    // dL/dz of layer l, MaxBatch x size[l+1]
+    private readonly float[][] _transposed; // W_l^T for l >= 1
+    private readonly int[] _labels;
+    private readonly float[] _targets;
+
+    // The job the parallel parts work on; written by the calling thread before WorkerThreads.Run.
+    private Op _op;
+    private int _layer, _rows, _partRows;
+    private int _batchRows; // the weight-gradient job splits the fan-in, so it needs the batch size apart
+    private bool _fp16;
+
+    public SimdGradientEngine(ModelSpec model, int maxBatch, int threads = 0)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxBatch);
+        Model = model;
+        MaxBatch = maxBatch;
+        int count = threads > 0 ? threads : Environment.ProcessorCount;
+        _threads = new WorkerThreads(count, "simd-engine");
+        _partBody = RunPart;
+        _weights = Pinned(model.ParameterCount);
+        _gradient = Pinned(model.ParameterCount);
+        int layers = model.LayerCount;
+        _acts = new float[layers][];
+        _deltas = new float[layers][];
+        _transposed = new float[layers][];
+        for (int l = 0; l < layers; l++)
+        {
+            _acts[l] = Pinned(maxBatch * model.LayerSizes[l]);
+            _deltas[l] = Pinned(maxBatch * model.LayerSizes[l + 1]);
+            _transposed[l] = l == 0 ? [] : Pinned(model.LayerSizes[l] * model.LayerSizes[l + 1]);
+        }
+        _logits = Pinned(maxBatch * model.Outputs);
+        _labels = new int[maxBatch];
+        _targets = new float[maxBatch * model.Outputs];
+    }
+
+    public string Name => $"simd ({_threads.Count} threads)";
+    public ModelSpec Model { get; }
+    public int MaxBatch { get; }
+    public int Threads => _threads.Count;
+
+    private static float[] Pinned(int length) => GC.AllocateArray<float>(Math.Max(length, 1), pinned: true);
+
+    public GradientResult ComputeGradient(ReadOnlySpan<float> weights, Batch batch, Span<float> gradient, GradientRequest request)
+    {
+        int n = batch.Count;
+        CheckBatch(weights, batch, n);
+        if (gradient.Length != Model.ParameterCount) throw new ArgumentException($"gradient must hold {Model.ParameterCount} values", nameof(gradient));
+        _fp16 = request.Precision == PrecisionMode.Fp16;
+        LoadWeights(weights);
+        LoadBatch(batch, n);
+        _batchRows = n;
+
+        Forward(n);
+        float loss = (float)OutputLoss(n, request.LossScale);
+
+        for (int l = Model.LayerCount - 1; l >= 0; l--)
+        {
+            int fin = Model.LayerSizes[l], fout = Model.LayerSizes[l + 1];
+            Parallel(Op.WeightGradient, l, fin);
+            var db = _gradient.AsSpan(Model.Bias(l).Offset, fout);
+            db.Clear();
+            var delta = _deltas[l];
+            for (int i = 0; i < n; i++) TensorPrimitives.Add(db, delta.AsSpan(i * fout, fout), db);
+            if (l == 0) break;
+            Transpose(_weights.AsSpan(Model.Weight(l).Offset, fin * fout), _transposed[l], fin, fout);
+            Parallel(Op.InputGradient, l, n);
+        }
+
+        long underflow = 0;
+        if (_fp16) underflow = HalfPrecision.RoundCountingUnderflow(_gradient, gradient);
+        else _gradient.AsSpan(0, Model.ParameterCount).CopyTo(gradient);
+        bool nonFinite = !HalfPrecision.AllFinite(gradient);
+        return new GradientResult(loss, Model.FlopsPerSample * n, nonFinite, underflow);
+    }
+
+    public Evaluation Evaluate(ReadOnlySpan<float> weights, Batch batch, PrecisionMode precision)
+    {
+        if (weights.Length != Model.ParameterCount) throw new ArgumentException($"expected {Model.ParameterCount} weights");
+        _fp16 = precision == PrecisionMode.Fp16;
+        LoadWeights(weights);
+        double lossSum = 0;
+        int correct = 0;
+        int inputs = Model.Inputs, outs = Model.Outputs;
+        for (int start = 0; start < batch.Count; start += MaxBatch)
+        {
+            int n = Math.Min(MaxBatch, batch.Count - start);
+            var part = new Batch(batch.Features.Slice(start * inputs, n * inputs), n,
+                batch.Labels.IsEmpty ? default : batch.Labels.Slice(start, n),
+                batch.Targets.IsEmpty ? default : batch.Targets.Slice(start * outs, n * outs));
+            LoadBatch(part, n);
+            Forward(n);
+            lossSum += OutputLoss(n, 0) * n;
+            if (Model.Loss == LossKind.CrossEntropy)
+                for (int i = 0; i < n; i++)
+                    if (TensorPrimitives.IndexOfMax(_logits.AsSpan(i * outs, outs)) == _labels[i]) correct++;
+        }
+        return new Evaluation(batch.Count == 0 ? 0 : lossSum / batch.Count, correct, batch.Count);
+    }
+
+    private void CheckBatch(ReadOnlySpan<float> weights, Batch batch, int n)
+    {
+        if (weights.Length != Model.ParameterCount) throw new ArgumentException($"expected {Model.ParameterCount} weights, got {weights.Length}");
+        if (n <= 0 || n > MaxBatch) throw new ArgumentException($"batch of {n} outside 1..{MaxBatch}");
+        if (batch.Features.Length < n * Model.Inputs) throw new ArgumentException("batch features shorter than count x inputs");
+    }
+
+    private void LoadWeights(ReadOnlySpan<float> weights)
+    {
+        weights.CopyTo(_weights);
+        if (_fp16) HalfPrecision.Round(_weights.AsSpan(0, Model.ParameterCount));
+    }
+
+    private void LoadBatch(Batch batch, int n)
+    {
+        var x = _acts[0].AsSpan(0, n * Model.Inputs);
+        batch.Features[..x.Length].CopyTo(x);
+        if (_fp16) HalfPrecision.Round(x);
+        if (Model.Loss == LossKind.CrossEntropy)
+        {
+            if (batch.Labels.Length < n) throw new ArgumentException("a classifier needs one label per sample");
+            batch.Labels[..n].CopyTo(_labels);
+        }
+        else
+        {
+            if (batch.Targets.Length < n * Model.Outputs) throw new ArgumentException("regression needs count x outputs targets");
+            batch.Targets[..(n * Model.Outputs)].CopyTo(_targets);
+        }
+    }
+
+    private void Forward(int n)
+    {
+        for (int l = 0; l < Model.LayerCount; l++) Parallel(Op.Forward, l, n);
+    }
+
+    /// <summary>
+    /// Mean loss of the batch in the logits buffer; when <paramref name="scale"/> is non-zero also the
+    /// output delta scale * dL/dz (stored as FP16 in FP16 mode), which starts the backward pass.
+    /// </summary>
+    private double OutputLoss(int n, float scale)
+    {
+        int outs = Model.Outputs;
+        var delta = _deltas[^1].AsSpan(0, n * outs);
+        float k = scale / n;
+        double loss = 0;
+        if (Model.Loss == LossKind.MeanSquaredError)
+        {
+            for (int i = 0; i < n * outs; i++)
+            {
+                float r = _logits[i] - _targets[i];
+                loss += (double)r * r;
+                delta[i] = r * k;
+            }
+            loss /= 2.0 * n;
+        }
+        else
+        {
+            for (int i = 0; i < n; i++)
+            {
+                var z = _logits.AsSpan(i * outs, outs);
+                var d = delta.Slice(i * outs, outs);
+                float max = TensorPrimitives.Max(z);
+                float sum = 0;
+                for (int c = 0; c < outs; c++) sum += d[c] = MathF.Exp(z[c] - max);
+                loss += max + Math.Log(sum) - z[_labels[i]];
+                float norm = k / sum;
+                TensorPrimitives.Multiply(d, norm, d);
+                d[_labels[i]] -= k;
+            }
+            loss /= n;
+        }
+        if (_fp16 && scale != 0) HalfPrecision.Round(delta);
+        return loss;
+    }
+
+    private void Parallel(Op op, int layer, int rows)
+    {
+        _op = op;
+        _layer = layer;
+        _rows = rows;
+        int blocks = (rows + 3) / 4;
+        int parts = Math.Min(_threads.Count, blocks);
+        _partRows = (blocks + parts - 1) / parts * 4;
+        _threads.Run(_partBody, parts);
+    }
+
+    private void RunPart(int part)
+    {
+        int r0 = part * _partRows;
+        int r1 = Math.Min(_rows, r0 + _partRows);
+        if (r0 >= r1) return;
+        int l = _layer, fin = Model.LayerSizes[l], fout = Model.LayerSizes[l + 1];
+        bool hidden = l < Model.LayerCount - 1;
+        switch (_op)
+        {
+            case Op.Forward:
+            {
+                var z = hidden ? _acts[l + 1] : _logits;
+                var bias = _weights.AsSpan(Model.Bias(l).Offset, fout);
+                for (int i = r0; i < r1; i++) bias.CopyTo(z.AsSpan(i * fout, fout));
+                fixed (float* a = _acts[l], w = _weights, c = z)
+                    Gemm.MultiplyAdd(r1 - r0, fout, fin, a + r0 * fin, fin, 1, w + Model.Weight(l).Offset, fout, c + r0 * fout, fout);
+                var rows = z.AsSpan(r0 * fout, (r1 - r0) * fout);
+                if (hidden)
+                {
+                    if (Model.Activation == Activation.Relu) TensorPrimitives.Max(rows, 0f, rows);
+                    else TensorPrimitives.Tanh(rows, rows);
+                }
+                if (_fp16) HalfPrecision.Round(rows);
+                break;
+            }
+            case Op.WeightGradient:
+            {
+                int n = _batchRows;
+                var gw = _gradient.AsSpan(Model.Weight(l).Offset + r0 * fout, (r1 - r0) * fout);
+                gw.Clear();
+                fixed (float* a = _acts[l], d = _deltas[l], g = _gradient)
+                    Gemm.MultiplyAdd(r1 - r0, fout, n, a + r0, 1, fin, d, fout, g + Model.Weight(l).Offset + r0 * fout, fout);
+                break;
+            }
+            case Op.InputGradient:
+            {
+                var prev = _deltas[l - 1].AsSpan(r0 * fin, (r1 - r0) * fin);
+                prev.Clear();
+                fixed (float* d = _deltas[l], wt = _transposed[l], p = _deltas[l - 1])
+                    Gemm.MultiplyAdd(r1 - r0, fin, fout, d + r0 * fout, fout, 1, wt, fin, p + r0 * fin, fin);
+                var act = _acts[l].AsSpan(r0 * fin, (r1 - r0) * fin);
+                if (Model.Activation == Activation.Relu)
+                {
+                    for (int i = 0; i < prev.Length; i++)
+                        if (act[i] <= 0) prev[i] = 0;
+                }
+                else
+                {
+                    for (int i = 0; i < prev.Length; i++) prev[i] *= 1 - act[i] * act[i];
+                }
+                if (_fp16) HalfPrecision.Round(prev);
+                break;
+            }
+        }
+    }
+
+    private static void Transpose(ReadOnlySpan<float> source, Span<float> destination, int rows, int cols)
+    {
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++)
+                destination[c * rows + r] = source[r * cols + c];
+    }
+
+    public void Dispose() => _threads.Dispose();
+}
