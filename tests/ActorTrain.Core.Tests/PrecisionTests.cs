@@ -97,3 +97,51 @@ public class HalfPrecisionTests
         }
     }
 }
+
+public class HalfRoundingTests
+{
+    private static void AssertSameAsSystemHalf(float[] values)
+    {
+        var rounded = (float[])values.Clone();
+        HalfPrecision.Round(rounded);
+        for (int i = 0; i < values.Length; i++)
+        {
+            float expected = (float)(Half)values[i];
+            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(rounded[i]) || (float.IsNaN(expected) && float.IsNaN(rounded[i])),
+                $"{values[i]:R} (0x{BitConverter.SingleToInt32Bits(values[i]):X8}): System.Half gives {expected:R}, got {rounded[i]:R}");
+        }
+    }
+
+    [Fact]
+    public void Vector_rounding_equals_system_half_on_edge_cases()
+    {
+        float tieUp = (float)(Half)1f + MathF.Pow(2, -11);              // halfway between 1 and the next half: ties to even (1)
+        float tieUp2 = 1f + 3 * MathF.Pow(2, -11);                      // halfway above an odd mantissa: rounds up
+        float[] edges =
+        [
+            0f, -0f, 1f, -1f, tieUp, tieUp2, 65504f, 65519.99f, 65520f, -65520f, 70000f, float.MaxValue,
+            float.PositiveInfinity, float.NegativeInfinity, float.NaN, MathF.Pow(2, -14), MathF.Pow(2, -14) * 0.999f,
+            MathF.Pow(2, -24), MathF.Pow(2, -25), MathF.Pow(2, -25) * 1.0001f, MathF.Pow(2, -24) * 1.5f, MathF.Pow(2, -24) * 2.5f,
+            1e-10f, -3e-8f, float.Epsilon, 0.1f, 3.14159265f, 1000.5f, 2049f, 2051f,
+        ];
+        // pad to a multiple of 8 so every value goes through the vector path too
+        var padded = edges.Concat(Enumerable.Repeat(0f, 8 - edges.Length % 8)).ToArray();
+        AssertSameAsSystemHalf(padded);
+        AssertSameAsSystemHalf(edges);
+    }
+
+    [Fact]
+    public void Vector_rounding_equals_system_half_on_random_bit_patterns()
+    {
+        var rng = new Rng(99);
+        var values = new float[1 << 16];
+        for (int i = 0; i < values.Length; i++)
+        {
+            // all exponents that matter to FP16, and a share of fully random patterns
+            values[i] = i % 4 == 0
+                ? BitConverter.Int32BitsToSingle((int)rng.NextUInt64())
+                : (float)((rng.NextDouble() - 0.5) * Math.Pow(2, rng.NextInt(50) - 30));
+        }
+        AssertSameAsSystemHalf(values);
+    }
+}

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace ActorTrain.Compute.Simd;
 
@@ -31,15 +32,23 @@ internal static unsafe class Gemm
             for (; j + Cols <= n; j += Cols)
                 Tile4x16(k, a + i * aRowStride, aRowStride, aColStride, b + j, ldb, c + i * ldc + j, ldc);
             for (; j + 8 <= n; j += 8)
-                Tile4x8(k, a + i * aRowStride, aRowStride, aColStride, b + j, ldb, c + i * ldc + j, ldc);
-            if (j < n) Scalar(Rows, j, n, k, a + i * aRowStride, aRowStride, aColStride, b, ldb, c + i * ldc, ldc);
+                Tile4x8(k, a + i * aRowStride, aRowStride, aColStride, b + j, ldb, c + i * ldc + j, ldc, AllLanes);
+            if (j < n)
+            {
+                if (Avx.IsSupported) Tile4x8(k, a + i * aRowStride, aRowStride, aColStride, b + j, ldb, c + i * ldc + j, ldc, TailMask(n - j));
+                else Scalar(Rows, j, n, k, a + i * aRowStride, aRowStride, aColStride, b, ldb, c + i * ldc, ldc);
+            }
         }
         for (; i < rows; i++)
         {
             int j = 0;
             for (; j + 8 <= n; j += 8)
-                Row1x8(k, a + i * aRowStride, aColStride, b + j, ldb, c + i * ldc + j);
-            if (j < n) Scalar(1, j, n, k, a + i * aRowStride, aRowStride, aColStride, b, ldb, c + i * ldc, ldc);
+                Row1x8(k, a + i * aRowStride, aColStride, b + j, ldb, c + i * ldc + j, AllLanes);
+            if (j < n)
+            {
+                if (Avx.IsSupported) Row1x8(k, a + i * aRowStride, aColStride, b + j, ldb, c + i * ldc + j, TailMask(n - j));
+                else Scalar(1, j, n, k, a + i * aRowStride, aRowStride, aColStride, b, ldb, c + i * ldc, ldc);
+            }
         }
     }
 
@@ -77,13 +86,31 @@ internal static unsafe class Gemm
         AddStore(c, c30); AddStore(c + 8, c31);
     }
 
+    private static readonly Vector256<float> AllLanes = Vector256<float>.AllBitsSet;
+
+    /// <summary>The first <paramref name="lanes"/> lanes set: narrow outputs (10 classes) stay vectorised.</summary>
+    private static Vector256<float> TailMask(int lanes) =>
+        Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(lanes)).AsSingle();
+
+    // With a partial mask only the masked lanes of B and C are read or written (AVX masked moves).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Load(float* p, Vector256<float> mask) =>
+        mask == AllLanes || !Avx.IsSupported ? Vector256.Load(p) : Avx.MaskLoad(p, mask);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddStore(float* c, Vector256<float> v, Vector256<float> mask)
+    {
+        if (mask == AllLanes || !Avx.IsSupported) AddStore(c, v);
+        else Avx.MaskStore(c, mask, Avx.MaskLoad(c, mask) + v);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile4x8(int k, float* a, int ars, int acs, float* b, int ldb, float* c, int ldc)
+    private static void Tile4x8(int k, float* a, int ars, int acs, float* b, int ldb, float* c, int ldc, Vector256<float> mask)
     {
         Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
         for (int p = 0; p < k; p++)
         {
-            var bv = Vector256.Load(b);
+            var bv = Load(b, mask);
             b += ldb;
             int off = p * acs;
             c0 = Vector256.FusedMultiplyAdd(Vector256.Create(a[off]), bv, c0);
@@ -91,21 +118,21 @@ internal static unsafe class Gemm
             c2 = Vector256.FusedMultiplyAdd(Vector256.Create(a[2 * ars + off]), bv, c2);
             c3 = Vector256.FusedMultiplyAdd(Vector256.Create(a[3 * ars + off]), bv, c3);
         }
-        AddStore(c, c0);
-        AddStore(c + ldc, c1);
-        AddStore(c + 2 * ldc, c2);
-        AddStore(c + 3 * ldc, c3);
+        AddStore(c, c0, mask);
+        AddStore(c + ldc, c1, mask);
+        AddStore(c + 2 * ldc, c2, mask);
+        AddStore(c + 3 * ldc, c3, mask);
     }
 
-    private static void Row1x8(int k, float* a, int acs, float* b, int ldb, float* c)
+    private static void Row1x8(int k, float* a, int acs, float* b, int ldb, float* c, Vector256<float> mask)
     {
         Vector256<float> acc = default;
         for (int p = 0; p < k; p++)
         {
-            acc = Vector256.FusedMultiplyAdd(Vector256.Create(a[p * acs]), Vector256.Load(b), acc);
+            acc = Vector256.FusedMultiplyAdd(Vector256.Create(a[p * acs]), Load(b, mask), acc);
             b += ldb;
         }
-        AddStore(c, acc);
+        AddStore(c, acc, mask);
     }
 
     private static void Scalar(int rows, int j0, int n, int k, float* a, int ars, int acs, float* b, int ldb, float* c, int ldc)

@@ -1,28 +1,36 @@
-using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace ActorTrain.Core.Precision;
 
 /// <summary>
-/// FP16 storage emulated on FP32 buffers: values are rounded to the nearest System.Half and kept as
-/// float, which is exactly what an FP16-storage / FP32-accumulate kernel sees. Vectorised, no
-/// allocation (a stack chunk carries the Half values).
+/// FP16 storage emulated on FP32 buffers: values are rounded to the nearest FP16 value and kept as
+/// float, which is exactly what an FP16-storage / FP32-accumulate kernel sees. The rounding is done
+/// in the float bit pattern (round-to-nearest-even on the top 10 mantissa bits; subnormals by
+/// adding and subtracting 0.5, whose float ulp is FP16's subnormal step 2^-24), which gives the same
+/// values as a System.Half round trip at several times its speed and without any allocation.
 /// </summary>
 public static class HalfPrecision
 {
-    private const int Chunk = 512;
+    private const int SignMask = int.MinValue;
+    private const int AbsMask = 0x7FFFFFFF;
+    private const int SmallestNormal = 0x38800000;   // 2^-14, FP16's smallest normal
+    private const int Overflow = 0x47800000;         // 65536: anything rounding here is inf in FP16
+    private const int Infinity = 0x7F800000;
 
     /// <summary>Rounds every element to FP16 and back, in place.</summary>
     public static void Round(Span<float> values)
     {
-        Span<Half> tmp = stackalloc Half[Chunk];
-        for (int start = 0; start < values.Length; start += Chunk)
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
         {
-            var part = values.Slice(start, Math.Min(Chunk, values.Length - start));
-            var h = tmp[..part.Length];
-            TensorPrimitives.ConvertToHalf(part, h);
-            TensorPrimitives.ConvertToSingle(h, part);
+            for (; i <= values.Length - Vector256<float>.Count; i += Vector256<float>.Count)
+            {
+                var v = Vector256.Create(values.Slice(i, Vector256<float>.Count));
+                Round(v).CopyTo(values.Slice(i));
+            }
         }
+        for (; i < values.Length; i++) values[i] = (float)(Half)values[i];
     }
 
     /// <summary>
@@ -31,40 +39,45 @@ public static class HalfPrecision
     /// </summary>
     public static long RoundCountingUnderflow(ReadOnlySpan<float> source, Span<float> destination)
     {
-        Span<Half> tmp = stackalloc Half[Chunk];
+        if (destination.Length < source.Length) throw new ArgumentException("destination is shorter than source");
         long flushed = 0;
-        for (int start = 0; start < source.Length; start += Chunk)
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
         {
-            int n = Math.Min(Chunk, source.Length - start);
-            var src = source.Slice(start, n);
-            var dst = destination.Slice(start, n);
-            var h = tmp[..n];
-            TensorPrimitives.ConvertToHalf(src, h);
-            TensorPrimitives.ConvertToSingle(h, dst);
-            flushed += CountFlushed(src, dst);
+            for (; i <= source.Length - Vector256<float>.Count; i += Vector256<float>.Count)
+            {
+                var before = Vector256.Create(source.Slice(i, Vector256<float>.Count));
+                var after = Round(before);
+                after.CopyTo(destination.Slice(i));
+                var lost = Vector256.Equals(after, Vector256<float>.Zero) & ~Vector256.Equals(before, Vector256<float>.Zero);
+                flushed += int.PopCount((int)lost.ExtractMostSignificantBits());
+            }
+        }
+        for (; i < source.Length; i++)
+        {
+            float r = (float)(Half)source[i];
+            if (r == 0 && source[i] != 0) flushed++;
+            destination[i] = r;
         }
         return flushed;
     }
 
-    private static long CountFlushed(ReadOnlySpan<float> before, ReadOnlySpan<float> after)
+    /// <summary>Eight floats rounded to their nearest FP16 values (ties to even; inf and NaN kept).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Round(Vector256<float> x)
     {
-        long count = 0;
-        int i = 0;
-        if (Vector256.IsHardwareAccelerated)
-        {
-            for (; i <= before.Length - Vector256<float>.Count; i += Vector256<float>.Count)
-            {
-                var b = Vector256.Create(before.Slice(i, Vector256<float>.Count));
-                var a = Vector256.Create(after.Slice(i, Vector256<float>.Count));
-                var lost = Vector256.Equals(a, Vector256<float>.Zero) & ~Vector256.Equals(b, Vector256<float>.Zero);
-                count += int.PopCount((int)lost.ExtractMostSignificantBits());
-            }
-        }
-        for (; i < before.Length; i++)
-            if (after[i] == 0 && before[i] != 0) count++;
-        return count;
+        var bits = x.AsInt32();
+        var sign = bits & Vector256.Create(SignMask);
+        var abs = bits & Vector256.Create(AbsMask);
+        var lsb = Vector256.ShiftRightLogical(abs, 13) & Vector256<int>.One;
+        var normal = (abs + Vector256.Create(0xFFF) + lsb) & Vector256.Create(unchecked((int)0xFFFFE000));
+        normal = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(normal, Vector256.Create(Overflow)), Vector256.Create(Infinity), normal);
+        var half = Vector256.Create(0.5f);
+        var subnormal = ((abs.AsSingle() + half) - half).AsInt32();
+        var result = Vector256.ConditionalSelect(Vector256.LessThan(abs, Vector256.Create(SmallestNormal)), subnormal, normal);
+        result = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(abs, Vector256.Create(Infinity)), abs, result);
+        return (result | sign).AsSingle();
     }
-
     /// <summary>True when no element is inf or NaN (x - x is 0 exactly for finite x, NaN otherwise).</summary>
     public static bool AllFinite(ReadOnlySpan<float> values)
     {
