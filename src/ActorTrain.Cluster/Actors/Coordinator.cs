@@ -1,0 +1,336 @@
+using System.Diagnostics;
+using ActorTrain.Cluster.Protocol;
+using ActorTrain.Cluster.Transport;
+using ActorTrain.Core.Data;
+using ActorTrain.Core.Engines;
+using ActorTrain.Core.Models;
+using ActorTrain.Core.Optimization;
+using ActorTrain.Core.Precision;
+using Akka.Actor;
+
+namespace ActorTrain.Cluster.Actors;
+
+public enum StopReason
+{
+    MaxSteps,
+    TargetAccuracy,
+    TargetLoss,
+    TimeBudget,
+}
+
+/// <summary>One evaluation of the master weights on the test split.</summary>
+public sealed record EvaluationPoint(
+    long Step,
+    double Epoch,
+    double ElapsedSeconds,
+    double? TrainLoss,
+    double TestLoss,
+    double TestAccuracy,
+    long SamplesProcessed,
+    long BytesWorkerToShard,
+    long BytesShardToWorker,
+    long SkippedPushes,
+    double MeanLossScale);
+
+public sealed record WorkerSummary(int Worker, long Steps, double ComputeSeconds, double WaitSeconds, long Flops, long UnderflowedElements,
+    long NonFiniteSteps, float LastLossScale);
+
+public sealed record RunOutcome(
+    StopReason StopReason,
+    float[] FinalWeights,
+    long FinalStep,
+    IReadOnlyList<EvaluationPoint> Evaluations,
+    IReadOnlyList<WorkerSummary> Workers,
+    IReadOnlyList<ShardCounters> Shards,
+    double ElapsedSeconds);
+
+/// <summary>Receives each evaluation as it happens (progress display, live metrics file).</summary>
+public interface IRunObserver
+{
+    void OnEvaluation(EvaluationPoint point);
+}
+
+/// <summary>
+/// Builds the topology (K shards, N workers) as its children, evaluates the master weights on the
+/// test split whenever every shard has reported the same version (every EvalEvery steps, and at the
+/// end), applies the stop conditions and completes the run. Evaluation runs off the actor's thread
+/// and comes back as a message; one at a time, in version order.
+/// </summary>
+public sealed class Coordinator : ReceiveActor, IWithTimers
+{
+    public sealed record Settings(
+        ModelSpec Model,
+        float[] InitialWeights,
+        IReadOnlyList<Dataset> Partitions,
+        Dataset Test,
+        int TrainCount,
+        int BatchSize,
+        ulong Seed,
+        PrecisionMode Precision,
+        Func<LossScaler> LossScaler,
+        int Shards,
+        OptimizerSettings Optimizer,
+        LearningRateSchedule Schedule,
+        long MaxSteps,
+        int EvalEvery,
+        double? TargetAccuracy,
+        double? TargetLoss,
+        TimeSpan? TimeBudget,
+        string? WorkerDispatcher);
+
+    private sealed record EvaluationDone(long Step, bool Final, Evaluation Result, float[] Weights);
+    private sealed record ChildFailed(Exception Cause);
+    private sealed class TimeBudgetExpired
+    {
+        public static readonly TimeBudgetExpired Instance = new();
+    }
+
+    private sealed class PendingSnapshot(int parameters, int shards)
+    {
+        public readonly float[] Weights = new float[parameters];
+        public readonly ShardCounters?[] Counters = new ShardCounters?[shards];
+        public int Received;
+        public long Version;
+    }
+
+    private readonly Settings _settings;
+    private readonly IGradientEngineFactory _engines;
+    private readonly ILink _link;
+    private readonly TrafficCounters _traffic;
+    private readonly IRunObserver? _observer;
+    private readonly TaskCompletionSource<RunOutcome> _completion;
+    private readonly ParameterRange[] _ranges;
+    private readonly Stopwatch _elapsed = new();
+    private readonly SortedDictionary<long, PendingSnapshot> _pending = new();
+    private readonly Queue<(long Step, bool Final, float[] Weights)> _toEvaluate = new();
+    private readonly List<EvaluationPoint> _evaluations = [];
+    private readonly WorkerTally[] _workers;
+    private readonly ShardCounters[] _shardCounters;
+    private PendingSnapshot? _final;
+    private IGradientEngine? _evaluator;
+    private readonly List<IActorRef> _children = [];
+    private bool _evaluating, _stopping;
+    private StopReason _stopReason = StopReason.MaxSteps;
+    // Mini-batch losses by the evaluation step whose window (previous evaluation, step] holds their clock.
+    private readonly SortedDictionary<long, (double Sum, int Count)> _trainLoss = new();
+    private long _samples;
+
+    private sealed class WorkerTally
+    {
+        public long Steps, Flops, Underflow, NonFinite;
+        public double Compute, Wait;
+        public float Scale = 1;
+    }
+
+    public Coordinator(Settings settings, IGradientEngineFactory engines, ILink link, TrafficCounters traffic,
+        TaskCompletionSource<RunOutcome> completion, IRunObserver? observer)
+    {
+        _settings = settings;
+        _engines = engines;
+        _link = link;
+        _traffic = traffic;
+        _completion = completion;
+        _observer = observer;
+        _ranges = ParameterSharding.Balanced(settings.Model.ParameterCount, settings.Shards);
+        _workers = Enumerable.Range(0, settings.Partitions.Count).Select(_ => new WorkerTally()).ToArray();
+        _shardCounters = new ShardCounters[settings.Shards];
+
+        Receive<WorkerStepReport>(OnReport);
+        Receive<ShardSnapshot>(OnSnapshot);
+        Receive<EvaluationDone>(OnEvaluated);
+        Receive<TimeBudgetExpired>(_ => BeginStop(StopReason.TimeBudget));
+        Receive<ChildFailed>(f => Fail(f.Cause));
+        Receive<Status.Failure>(f => Fail(f.Cause));
+    }
+
+    public ITimerScheduler Timers { get; set; } = null!;
+
+    public static Props Props(Settings settings, IGradientEngineFactory engines, ILink link, TrafficCounters traffic,
+        TaskCompletionSource<RunOutcome> completion, IRunObserver? observer = null) =>
+        Akka.Actor.Props.Create(() => new Coordinator(settings, engines, link, traffic, completion, observer));
+
+    /// <summary>Any failure of a shard or worker ends the run with that failure.</summary>
+    protected override SupervisorStrategy SupervisorStrategy()
+    {
+        var self = Self;
+        return new OneForOneStrategy(0, TimeSpan.Zero, cause =>
+        {
+            self.Tell(new ChildFailed(cause));
+            return Directive.Stop;
+        });
+    }
+
+    protected override void PreStart()
+    {
+        _elapsed.Start();
+        int evalBatch = Math.Max(1, Math.Min(_settings.Test.Count, 1024));
+        _evaluator = _engines.Create(_settings.Model, evalBatch);
+
+        var shards = new IActorRef[_settings.Shards];
+        for (int k = 0; k < shards.Length; k++)
+        {
+            var range = _ranges[k];
+            var shardSettings = new ParameterServerShard.Settings(k, range.Start,
+                _settings.InitialWeights.AsSpan(range.Start, range.Length).ToArray(), _settings.Partitions.Count,
+                _settings.Optimizer, _settings.Schedule, _settings.MaxSteps, _settings.EvalEvery);
+            shards[k] = Context.ActorOf(ParameterServerShard.Props(shardSettings, _link, Self), $"shard-{k}");
+            _children.Add(shards[k]);
+        }
+        var shardRanges = _ranges.Select(r => new Worker.ShardRange(r.Start, r.Length)).ToArray();
+        for (int w = 0; w < _settings.Partitions.Count; w++)
+        {
+            var workerSettings = new Worker.Settings(w, _settings.Model, _settings.Partitions[w], _settings.BatchSize,
+                WorkerDataSeed(_settings.Seed, w), _settings.Precision, _settings.LossScaler, shardRanges);
+            var props = Worker.Props(workerSettings, _engines, _link, Self, shards);
+            if (_settings.WorkerDispatcher is { } dispatcher) props = props.WithDispatcher(dispatcher);
+            _children.Add(Context.ActorOf(props, $"worker-{w}"));
+        }
+        if (_settings.TimeBudget is { } budget) Timers.StartSingleTimer("time-budget", TimeBudgetExpired.Instance, budget);
+    }
+
+    /// <summary>The mini-batch order seed of worker w; shared with single-process references in tests.</summary>
+    public static ulong WorkerDataSeed(ulong seed, int worker) => Core.Rng.Derive(seed, 0x5EED, (ulong)worker);
+
+    protected override void PostStop()
+    {
+        _evaluator?.Dispose();
+        _completion.TrySetException(new InvalidOperationException("the coordinator stopped before the run completed"));
+    }
+
+    private void OnReport(WorkerStepReport r)
+    {
+        var t = _workers[r.Worker];
+        t.Steps++;
+        t.Compute += r.ComputeSeconds;
+        t.Wait += r.WaitSeconds;
+        t.Flops += r.Flops;
+        t.Underflow += r.UnderflowedElements;
+        if (r.NonFinite) t.NonFinite++;
+        else
+        {
+            long window = (r.Clock / _settings.EvalEvery + 1) * _settings.EvalEvery;
+            var (sum, count) = _trainLoss.GetValueOrDefault(window);
+            _trainLoss[window] = (sum + r.Loss, count + 1);
+        }
+        t.Scale = r.LossScale;
+        _samples += r.Samples;
+    }
+
+    private void OnSnapshot(ShardSnapshot s)
+    {
+        _shardCounters[s.Shard] = s.Counters;
+        PendingSnapshot pending;
+        if (s.Final)
+        {
+            pending = _final ??= new PendingSnapshot(_settings.Model.ParameterCount, _settings.Shards);
+            pending.Version = Math.Max(pending.Version, s.Version);
+        }
+        else
+        {
+            if (_stopping) return;
+            if (!_pending.TryGetValue(s.Version, out pending!))
+                _pending[s.Version] = pending = new PendingSnapshot(_settings.Model.ParameterCount, _settings.Shards) { Version = s.Version };
+        }
+        var range = _ranges[s.Shard];
+        s.Values.Span.CopyTo(pending.Weights.AsSpan(range.Start, range.Length));
+        pending.Received++;
+        if (pending.Received < _settings.Shards) return;
+
+        if (s.Final)
+        {
+            _pending.Clear();
+            _toEvaluate.Enqueue((pending.Version, true, pending.Weights));
+        }
+        else
+        {
+            _pending.Remove(s.Version);
+            _toEvaluate.Enqueue((pending.Version, false, pending.Weights));
+        }
+        EvaluateNext();
+    }
+
+    private void EvaluateNext()
+    {
+        if (_evaluating || _toEvaluate.Count == 0) return;
+        var (step, final, weights) = _toEvaluate.Dequeue();
+        _evaluating = true;
+        var evaluator = _evaluator!;
+        var test = _settings.Test;
+        Task.Run(() => new EvaluationDone(step, final, evaluator.Evaluate(weights, test.AsBatch(), PrecisionMode.Fp32), weights))
+            .PipeTo(Self);
+    }
+
+    private void OnEvaluated(EvaluationDone done)
+    {
+        _evaluating = false;
+        double? trainLoss = TakeTrainLoss(done.Final ? long.MaxValue : done.Step);
+        long skipped = _shardCounters.Where(c => c is not null).Sum(c => c.PushesSkippedNonFinite);
+        var point = new EvaluationPoint(
+            done.Step,
+            (double)done.Step * _settings.BatchSize * _settings.Partitions.Count / _settings.TrainCount,
+            _elapsed.Elapsed.TotalSeconds,
+            trainLoss,
+            done.Result.Loss,
+            done.Result.Accuracy,
+            _samples,
+            _traffic.Bytes(TrafficClass.WorkerToShard),
+            _traffic.Bytes(TrafficClass.ShardToWorker),
+            skipped,
+            _workers.Average(w => (double)w.Scale));
+        _evaluations.Add(point);
+        _observer?.OnEvaluation(point);
+
+        if (done.Final)
+        {
+            Complete(done);
+            return;
+        }
+        if (!_stopping)
+        {
+            if (_settings.TargetAccuracy is { } acc && done.Result.Accuracy >= acc) { Complete(done, StopReason.TargetAccuracy); return; }
+            if (_settings.TargetLoss is { } loss && done.Result.Loss <= loss) { Complete(done, StopReason.TargetLoss); return; }
+        }
+        EvaluateNext();
+    }
+
+    /// <summary>Mean mini-batch loss of the steps up to <paramref name="step"/> not yet reported.</summary>
+    private double? TakeTrainLoss(long step)
+    {
+        double sum = 0;
+        int count = 0;
+        foreach (var window in _trainLoss.Keys.Where(k => k <= step).ToList())
+        {
+            sum += _trainLoss[window].Sum;
+            count += _trainLoss[window].Count;
+            _trainLoss.Remove(window);
+        }
+        return count > 0 ? sum / count : null;
+    }
+
+    private void BeginStop(StopReason reason)
+    {
+        if (_stopping) return;
+        _stopping = true;
+        _stopReason = reason;
+        _toEvaluate.Clear();
+        foreach (var child in _children.Where(c => c.Path.Name.StartsWith("shard-", StringComparison.Ordinal)))
+            child.Tell(FinalSnapshotRequest.Instance);
+    }
+
+    private void Complete(EvaluationDone done, StopReason? reason = null)
+    {
+        if (reason is { } r) _stopReason = r;
+        foreach (var child in _children) child.Tell(StopTraining.Instance);
+        var workers = _workers.Select((t, i) => new WorkerSummary(i, t.Steps, t.Compute, t.Wait, t.Flops, t.Underflow, t.NonFinite, t.Scale)).ToList();
+        _completion.TrySetResult(new RunOutcome(_stopReason, done.Weights, done.Step, _evaluations, workers,
+            _shardCounters.ToList(), _elapsed.Elapsed.TotalSeconds));
+        Context.Stop(Self);
+    }
+
+    private void Fail(Exception cause)
+    {
+        foreach (var child in _children) child.Tell(StopTraining.Instance);
+        _completion.TrySetException(cause);
+        Context.Stop(Self);
+    }
+}

@@ -1,0 +1,111 @@
+using System.Diagnostics;
+using ActorTrain.Cluster.Protocol;
+using ActorTrain.Cluster.Transport;
+using ActorTrain.Core.Data;
+using ActorTrain.Core.Engines;
+using ActorTrain.Core.Models;
+using ActorTrain.Core.Precision;
+using Akka.Actor;
+
+namespace ActorTrain.Cluster.Actors;
+
+/// <summary>
+/// A data-parallel worker: owns a gradient engine and its partition of the training set. It
+/// assembles the full parameter vector from every shard's slice, computes the loss-scaled gradient
+/// of its next mini-batch, and pushes each shard its range. Compute blocks this actor's thread, so
+/// workers run on the dedicated compute dispatcher.
+/// </summary>
+public sealed class Worker : ReceiveActor
+{
+    public sealed record Settings(
+        int WorkerId,
+        ModelSpec Model,
+        Dataset Partition,
+        int BatchSize,
+        ulong DataSeed,
+        PrecisionMode Precision,
+        Func<LossScaler> LossScaler,
+        IReadOnlyList<ShardRange> Shards);
+
+    public sealed record ShardRange(int Start, int Length);
+
+    private readonly Settings _settings;
+    private readonly IGradientEngineFactory _engines;
+    private readonly ILink _link;
+    private readonly IActorRef _coordinator;
+    private readonly IReadOnlyList<IActorRef> _shards;
+    private readonly MiniBatchIterator _batches;
+    private readonly BatchBuffer _batch;
+    private readonly float[] _weights;
+    private readonly float[] _gradient;
+    private readonly LossScaler _scaler;
+    private readonly Stopwatch _waiting = new();
+    private IGradientEngine? _engine;
+    private long _clock;
+    private long _version;
+    private int _slicesReceived;
+
+    public Worker(Settings settings, IGradientEngineFactory engines, ILink link, IActorRef coordinator, IReadOnlyList<IActorRef> shards)
+    {
+        _settings = settings;
+        _engines = engines;
+        _link = link;
+        _coordinator = coordinator;
+        _shards = shards;
+        _batches = new MiniBatchIterator(settings.Partition, settings.BatchSize, settings.DataSeed);
+        _batch = _batches.CreateBuffer();
+        _weights = new float[settings.Model.ParameterCount];
+        _gradient = new float[settings.Model.ParameterCount];
+        _scaler = settings.LossScaler();
+
+        Receive<ParameterSlice>(OnSlice);
+        Receive<StopTraining>(_ => Context.Stop(Self));
+    }
+
+    public static Props Props(Settings settings, IGradientEngineFactory engines, ILink link, IActorRef coordinator, IReadOnlyList<IActorRef> shards) =>
+        Akka.Actor.Props.Create(() => new Worker(settings, engines, link, coordinator, shards));
+
+    protected override void PreStart()
+    {
+        _engine = _engines.Create(_settings.Model, _batches.BatchSize);
+        _waiting.Start();
+        for (int s = 0; s < _shards.Count; s++)
+            _link.Send(_shards[s], new PullParameters(_settings.WorkerId, 0), PullParameters.HeaderBytes, TrafficClass.WorkerToShard, Self);
+    }
+
+    protected override void PostStop() => _engine?.Dispose();
+
+    private void OnSlice(ParameterSlice slice)
+    {
+        var range = _settings.Shards[slice.Shard];
+        slice.Values.Span.CopyTo(_weights.AsSpan(range.Start, range.Length));
+        _version = slice.Version;
+        if (++_slicesReceived < _shards.Count) return;
+        _slicesReceived = 0;
+        Step();
+    }
+
+    private void Step()
+    {
+        double waited = _waiting.Elapsed.TotalSeconds;
+        _batches.Next(_batch);
+        int epoch = _batches.Epoch;
+        var started = Stopwatch.GetTimestamp();
+        float scale = _scaler.Scale;
+        var result = _engine!.ComputeGradient(_weights, _batch.AsBatch(), _gradient, new GradientRequest(_settings.Precision, scale));
+        double computed = Stopwatch.GetElapsedTime(started).TotalSeconds;
+        _scaler.Update(result.NonFinite);
+
+        for (int s = 0; s < _shards.Count; s++)
+        {
+            var range = _settings.Shards[s];
+            var push = new PushGradient(_settings.WorkerId, _clock, _version, scale, result.NonFinite,
+                _gradient.AsSpan(range.Start, range.Length).ToArray());
+            _link.Send(_shards[s], push, push.WireBytes, TrafficClass.WorkerToShard, Self);
+        }
+        _coordinator.Tell(new WorkerStepReport(_settings.WorkerId, _clock, result.Loss, _batch.Count, result.Flops, computed, waited,
+            result.UnderflowedElements, result.NonFinite, scale, epoch), Self);
+        _clock++;
+        _waiting.Restart();
+    }
+}

@@ -1,0 +1,154 @@
+using ActorTrain.Cluster.Actors;
+using ActorTrain.Cluster.Transport;
+using ActorTrain.Core;
+using ActorTrain.Core.Data;
+using ActorTrain.Core.Engines;
+using ActorTrain.Core.Models;
+using ActorTrain.Core.Optimization;
+using ActorTrain.Core.Precision;
+using Akka.TestKit.Xunit2;
+
+namespace ActorTrain.Cluster.Tests;
+
+public class BspTrainingTests : TestKit
+{
+    private static readonly ModelSpec Mlp = ModelSpec.Mlp(6, [8], 3, Activation.Tanh);
+    private const ulong Seed = 2024;
+
+    private static (Dataset Train, Dataset Test) Data() => SyntheticData.Blobs(240, 6, 3, 1.5, 5).Split(0.25, 6);
+
+    private static Coordinator.Settings Settings(Dataset train, Dataset test, int workers, int shards, int batch, long steps,
+        OptimizerSettings optimizer, IGradientEngineFactory? _ = null) => new(
+        Mlp, Initial(), train.Partition(workers, Seed), test, train.Count, batch, Seed, PrecisionMode.Fp32,
+        () => LossScaler.Static(1f), shards, optimizer,
+        LearningRateSchedule.Create(ScheduleKind.InverseTime, 0.2, steps, decay: 0.05), steps, 5, null, null, null, null);
+
+    private static float[] Initial()
+    {
+        var w = new float[Mlp.ParameterCount];
+        Mlp.Initialize(w, Seed);
+        return w;
+    }
+
+    private async Task<RunOutcome> Run(Coordinator.Settings settings, IGradientEngineFactory? engines = null)
+    {
+        var traffic = new TrafficCounters();
+        var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
+        Sys.ActorOf(Coordinator.Props(settings, engines ?? new ReferenceEngineFactory(), new ImmediateLink(traffic), traffic, completion));
+        return await completion.Task.WaitAsync(TimeSpan.FromSeconds(30));
+    }
+
+    public static TheoryData<OptimizerKind> Optimizers => new() { OptimizerKind.Sgd, OptimizerKind.Momentum, OptimizerKind.Adam };
+
+    [Theory]
+    [MemberData(nameof(Optimizers))]
+    public async Task One_worker_one_shard_bsp_reproduces_single_process_minibatch_training_bit_for_bit(OptimizerKind kind)
+    {
+        var (train, test) = Data();
+        var optimizer = new OptimizerSettings { Kind = kind };
+        var settings = Settings(train, test, 1, 1, 16, 30, optimizer);
+        var outcome = await Run(settings);
+
+        // The same computation as one plain loop: same partition, batch order, engine and optimizer.
+        var w = Initial();
+        var g = new float[w.Length];
+        var it = new MiniBatchIterator(settings.Partitions[0], 16, Coordinator.WorkerDataSeed(Seed, 0));
+        var buffer = it.CreateBuffer();
+        var opt = Optimizer.Create(optimizer, w.Length);
+        using var engine = new ReferenceEngine(Mlp, 16);
+        for (int t = 0; t < 30; t++)
+        {
+            it.Next(buffer);
+            engine.ComputeGradient(w, buffer.AsBatch(), g, GradientRequest.Fp32);
+            opt.Step(w, g, settings.Schedule.Rate(t));
+        }
+        Assert.Equal(StopReason.MaxSteps, outcome.StopReason);
+        Assert.Equal(30, outcome.FinalStep);
+        Assert.Equal(w, outcome.FinalWeights);
+    }
+
+    [Fact]
+    public async Task N_workers_of_batch_b_equal_one_process_with_batch_n_times_b()
+    {
+        var (train, test) = Data();
+        const int workers = 3, batch = 10, steps = 20;
+        var optimizer = new OptimizerSettings { Kind = OptimizerKind.Momentum };
+        var settings = Settings(train, test, workers, 2, batch, steps, optimizer);
+        var outcome = await Run(settings);
+
+        var w = Initial();
+        var g = new float[w.Length];
+        var iterators = Enumerable.Range(0, workers)
+            .Select(i => new MiniBatchIterator(settings.Partitions[i], batch, Coordinator.WorkerDataSeed(Seed, i))).ToArray();
+        var buffer = iterators[0].CreateBuffer();
+        var union = new BatchBuffer(workers * batch, Mlp.Inputs, 0);
+        var labels = new int[workers * batch];
+        var features = new float[workers * batch * Mlp.Inputs];
+        var opt = Optimizer.Create(optimizer, w.Length);
+        using var engine = new ReferenceEngine(Mlp, workers * batch);
+        for (int t = 0; t < steps; t++)
+        {
+            for (int i = 0; i < workers; i++)
+            {
+                iterators[i].Next(buffer);
+                Assert.Equal(batch, buffer.Count); // 60 rows per worker, 6 full batches per epoch: BSP's mean of means equals the union's mean only for equal batches
+                buffer.Features.AsSpan(0, batch * Mlp.Inputs).CopyTo(features.AsSpan(i * batch * Mlp.Inputs));
+                buffer.Labels.AsSpan(0, batch).CopyTo(labels.AsSpan(i * batch));
+            }
+            engine.ComputeGradient(w, new Batch(features, workers * batch, labels, default), g, GradientRequest.Fp32);
+            opt.Step(w, g, settings.Schedule.Rate(t));
+        }
+        double scale = w.Max(Math.Abs);
+        for (int i = 0; i < w.Length; i++)
+            Assert.True(Math.Abs(w[i] - outcome.FinalWeights[i]) <= 1e-5 * scale, $"parameter {i}: {w[i]} vs {outcome.FinalWeights[i]}");
+        Assert.Equal(steps, outcome.Workers.Sum(x => x.Steps) / workers);
+    }
+
+    [Fact]
+    public async Task K_shards_give_the_same_weights_as_one_shard()
+    {
+        var (train, test) = Data();
+        var optimizer = new OptimizerSettings { Kind = OptimizerKind.Adam };
+        var one = await Run(Settings(train, test, 2, 1, 10, 15, optimizer));
+        var five = await Run(Settings(train, test, 2, 5, 10, 15, optimizer));
+        Assert.Equal(one.FinalWeights, five.FinalWeights);
+        Assert.Equal(5, five.Shards.Count);
+        Assert.All(five.Shards, s => Assert.Equal(15, s.Steps));
+    }
+
+    [Fact]
+    public async Task Evaluations_come_every_eval_every_steps_from_step_zero_to_the_end()
+    {
+        var (train, test) = Data();
+        var outcome = await Run(Settings(train, test, 2, 2, 10, 17, new OptimizerSettings()));
+        Assert.Equal([0L, 5, 10, 15, 17], outcome.Evaluations.Select(e => e.Step));
+        Assert.True(outcome.Evaluations[^1].TestLoss < outcome.Evaluations[0].TestLoss, "the loss should fall");
+        Assert.Null(outcome.Evaluations[0].TrainLoss);
+        // every step each of 2 workers pushes 2 slices and gets 2 back: bytes are counted per direction
+        Assert.True(outcome.Evaluations[^1].BytesWorkerToShard > 17 * 2 * Mlp.ParameterCount * 4);
+        Assert.True(outcome.Evaluations[^1].BytesShardToWorker > 17 * 2 * Mlp.ParameterCount * 4);
+    }
+
+    [Fact]
+    public async Task Target_accuracy_stops_the_run_at_the_evaluation_that_reaches_it()
+    {
+        var (train, test) = Data();
+        var settings = Settings(train, test, 2, 1, 20, 400, new OptimizerSettings { Kind = OptimizerKind.Adam }) with { TargetAccuracy = 0.6 };
+        var outcome = await Run(settings);
+        Assert.Equal(StopReason.TargetAccuracy, outcome.StopReason);
+        Assert.True(outcome.Evaluations[^1].TestAccuracy >= 0.6);
+        Assert.All(outcome.Evaluations.SkipLast(1), e => Assert.True(e.TestAccuracy < 0.6));
+        Assert.True(outcome.FinalStep < 400);
+    }
+
+    [Fact]
+    public async Task A_non_finite_push_is_skipped_and_the_master_weights_stay_finite()
+    {
+        var (train, test) = Data();
+        // Engines are created in order: the coordinator's evaluator first, then worker 0, worker 1.
+        var outcome = await Run(Settings(train, test, 2, 2, 10, 10, new OptimizerSettings()), new PoisonedEngineFactory(poisonedCreation: 2));
+        Assert.All(outcome.FinalWeights, v => Assert.True(float.IsFinite(v)));
+        Assert.Equal(10L * 2, outcome.Shards.Sum(s => s.PushesSkippedNonFinite)); // 10 steps x 2 shards
+        Assert.Equal(10, outcome.Workers[1].NonFiniteSteps + outcome.Workers[0].NonFiniteSteps);
+    }
+}

@@ -1,0 +1,90 @@
+using System.Runtime.CompilerServices;
+using ActorTrain.Core.Data;
+using ActorTrain.Core.Engines;
+using ActorTrain.Core.Models;
+using ActorTrain.Core.Precision;
+
+namespace ActorTrain.Cluster.Tests;
+
+internal static class TestAssemblySetup
+{
+    /// <summary>Akka.TestKit on 2 cores starves the thread pool without this (DESIGN.md section 7).</summary>
+    [ModuleInitializer]
+    internal static void RaiseThreadPoolMinimum() => ThreadPool.SetMinThreads(32, 32);
+}
+
+/// <summary>
+/// The plain-loop reference model behind the engine interface: Cluster never references Compute,
+/// so actor tests run on this, and it is deterministic by construction.
+/// </summary>
+internal sealed class ReferenceEngine(ModelSpec model, int maxBatch) : IGradientEngine
+{
+    public string Name => "reference";
+    public ModelSpec Model { get; } = model;
+    public int MaxBatch { get; } = maxBatch;
+
+    public GradientResult ComputeGradient(ReadOnlySpan<float> weights, Batch batch, Span<float> gradient, GradientRequest request)
+    {
+        if (batch.Count > MaxBatch) throw new ArgumentException("batch too large");
+        float loss = ReferenceModel.LossAndGradient(Model, weights, batch, gradient);
+        if (request.LossScale != 1f)
+            for (int i = 0; i < gradient.Length; i++) gradient[i] *= request.LossScale;
+        bool nonFinite = false;
+        foreach (float g in gradient) nonFinite |= !float.IsFinite(g);
+        return new GradientResult(loss, Model.FlopsPerSample * batch.Count, nonFinite, 0);
+    }
+
+    public Evaluation Evaluate(ReadOnlySpan<float> weights, Batch batch, PrecisionMode precision)
+    {
+        float loss = ReferenceModel.Loss(Model, weights, batch.Features, batch.Count, batch.Labels, batch.Targets);
+        int correct = 0;
+        if (Model.Loss == LossKind.CrossEntropy)
+        {
+            var logits = ReferenceModel.Outputs(Model, weights, batch.Features, batch.Count);
+            for (int i = 0; i < batch.Count; i++)
+            {
+                var row = logits.AsSpan(i * Model.Outputs, Model.Outputs);
+                int best = 0;
+                for (int c = 1; c < row.Length; c++) if (row[c] > row[best]) best = c;
+                if (best == batch.Labels[i]) correct++;
+            }
+        }
+        return new Evaluation(loss, correct, batch.Count);
+    }
+
+    public void Dispose() { }
+}
+
+internal sealed class ReferenceEngineFactory : IGradientEngineFactory
+{
+    public string Name => "reference";
+    public IGradientEngine Create(ModelSpec model, int maxBatch) => new ReferenceEngine(model, maxBatch);
+}
+
+/// <summary>An engine that returns NaN gradients for chosen workers' engines (by creation order).</summary>
+internal sealed class PoisonedEngineFactory(int poisonedCreation) : IGradientEngineFactory
+{
+    private int _created;
+    public string Name => "poisoned";
+
+    public IGradientEngine Create(ModelSpec model, int maxBatch) =>
+        Interlocked.Increment(ref _created) - 1 == poisonedCreation ? new NaNEngine(model, maxBatch) : new ReferenceEngine(model, maxBatch);
+
+    private sealed class NaNEngine(ModelSpec model, int maxBatch) : IGradientEngine
+    {
+        private readonly ReferenceEngine _inner = new(model, maxBatch);
+        public string Name => "nan";
+        public ModelSpec Model => _inner.Model;
+        public int MaxBatch => _inner.MaxBatch;
+
+        public GradientResult ComputeGradient(ReadOnlySpan<float> weights, Batch batch, Span<float> gradient, GradientRequest request)
+        {
+            var r = _inner.ComputeGradient(weights, batch, gradient, request);
+            gradient[0] = float.NaN;
+            return r with { NonFinite = true };
+        }
+
+        public Evaluation Evaluate(ReadOnlySpan<float> weights, Batch batch, PrecisionMode precision) => _inner.Evaluate(weights, batch, precision);
+        public void Dispose() { }
+    }
+}
