@@ -34,7 +34,7 @@ public class BspTrainingTests : TestKit
     {
         var traffic = new TrafficCounters();
         var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-        Sys.ActorOf(Coordinator.Props(settings, engines ?? new ReferenceEngineFactory(), new ImmediateLink(traffic), traffic, completion));
+        Sys.ActorOf(Coordinator.Props(settings, engines ?? new ReferenceEngineFactory(), new ImmediateLink(traffic), completion));
         return await completion.Task.WaitAsync(TimeSpan.FromSeconds(30));
     }
 

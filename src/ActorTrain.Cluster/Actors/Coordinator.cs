@@ -29,8 +29,8 @@ public sealed record EvaluationPoint(
     long SamplesProcessed,
     long BytesWorkerToShard,
     long BytesShardToWorker,
-    long SkippedPushes,
-    double MeanLossScale);
+    long SkippedGradients,
+    double LossScale);
 
 public sealed record WorkerSummary(int Worker, long Steps, double ComputeSeconds, double WaitSeconds, long Flops, long UnderflowedElements,
     long NonFiniteSteps, float LastLossScale);
@@ -78,7 +78,7 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
         TimeSpan? TimeBudget,
         string? WorkerDispatcher);
 
-    private sealed record EvaluationDone(long Step, bool Final, Evaluation Result, float[] Weights);
+    private sealed record EvaluationDone(long Step, bool Final, Evaluation Result, float[] Weights, ShardCounters[] Counters);
     private sealed record ChildFailed(Exception Cause);
     private sealed class TimeBudgetExpired
     {
@@ -96,13 +96,12 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
     private readonly Settings _settings;
     private readonly IGradientEngineFactory _engines;
     private readonly ILink _link;
-    private readonly TrafficCounters _traffic;
     private readonly IRunObserver? _observer;
     private readonly TaskCompletionSource<RunOutcome> _completion;
     private readonly ParameterRange[] _ranges;
     private readonly Stopwatch _elapsed = new();
     private readonly SortedDictionary<long, PendingSnapshot> _pending = new();
-    private readonly Queue<(long Step, bool Final, float[] Weights)> _toEvaluate = new();
+    private readonly Queue<(long Step, bool Final, PendingSnapshot Snapshot)> _toEvaluate = new();
     private readonly List<EvaluationPoint> _evaluations = [];
     private readonly WorkerTally[] _workers;
     private readonly ShardCounters[] _shardCounters;
@@ -113,7 +112,6 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
     private StopReason _stopReason = StopReason.MaxSteps;
     // Mini-batch losses by the evaluation step whose window (previous evaluation, step] holds their clock.
     private readonly SortedDictionary<long, (double Sum, int Count)> _trainLoss = new();
-    private long _samples;
 
     private sealed class WorkerTally
     {
@@ -122,13 +120,12 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
         public float Scale = 1;
     }
 
-    public Coordinator(Settings settings, IGradientEngineFactory engines, ILink link, TrafficCounters traffic,
+    public Coordinator(Settings settings, IGradientEngineFactory engines, ILink link,
         TaskCompletionSource<RunOutcome> completion, IRunObserver? observer)
     {
         _settings = settings;
         _engines = engines;
         _link = link;
-        _traffic = traffic;
         _completion = completion;
         _observer = observer;
         _ranges = ParameterSharding.Balanced(settings.Model.ParameterCount, settings.Shards);
@@ -145,9 +142,9 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public static Props Props(Settings settings, IGradientEngineFactory engines, ILink link, TrafficCounters traffic,
+    public static Props Props(Settings settings, IGradientEngineFactory engines, ILink link,
         TaskCompletionSource<RunOutcome> completion, IRunObserver? observer = null) =>
-        Akka.Actor.Props.Create(() => new Coordinator(settings, engines, link, traffic, completion, observer));
+        Akka.Actor.Props.Create(() => new Coordinator(settings, engines, link, completion, observer));
 
     /// <summary>Any failure of a shard or worker ends the run with that failure.</summary>
     protected override SupervisorStrategy SupervisorStrategy()
@@ -213,7 +210,6 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
             _trainLoss[window] = (sum + r.Loss, count + 1);
         }
         t.Scale = r.LossScale;
-        _samples += r.Samples;
     }
 
     private void OnSnapshot(ShardSnapshot s)
@@ -233,30 +229,26 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
         }
         var range = _ranges[s.Shard];
         s.Values.Span.CopyTo(pending.Weights.AsSpan(range.Start, range.Length));
+        pending.Counters[s.Shard] = s.Counters;
         pending.Received++;
         if (pending.Received < _settings.Shards) return;
 
-        if (s.Final)
-        {
-            _pending.Clear();
-            _toEvaluate.Enqueue((pending.Version, true, pending.Weights));
-        }
-        else
-        {
-            _pending.Remove(s.Version);
-            _toEvaluate.Enqueue((pending.Version, false, pending.Weights));
-        }
+        if (s.Final) _pending.Clear();
+        else _pending.Remove(s.Version);
+        _toEvaluate.Enqueue((pending.Version, s.Final, pending));
         EvaluateNext();
     }
 
     private void EvaluateNext()
     {
         if (_evaluating || _toEvaluate.Count == 0) return;
-        var (step, final, weights) = _toEvaluate.Dequeue();
+        var (step, final, snapshot) = _toEvaluate.Dequeue();
         _evaluating = true;
         var evaluator = _evaluator!;
         var test = _settings.Test;
-        Task.Run(() => new EvaluationDone(step, final, evaluator.Evaluate(weights, test.AsBatch(), PrecisionMode.Fp32), weights))
+        var weights = snapshot.Weights;
+        var counters = snapshot.Counters.Select(c => c!).ToArray();
+        Task.Run(() => new EvaluationDone(step, final, evaluator.Evaluate(weights, test.AsBatch(), PrecisionMode.Fp32), weights, counters))
             .PipeTo(Self);
     }
 
@@ -264,19 +256,20 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
     {
         _evaluating = false;
         double? trainLoss = TakeTrainLoss(done.Final ? long.MaxValue : done.Step);
-        long skipped = _shardCounters.Where(c => c is not null).Sum(c => c.PushesSkippedNonFinite);
+        // Every shard sees every push, so any one shard's sample count is the run's.
+        long samples = done.Counters.Max(c => c.Samples);
         var point = new EvaluationPoint(
             done.Step,
-            (double)done.Step * _settings.BatchSize * _settings.Partitions.Count / _settings.TrainCount,
+            (double)samples / _settings.TrainCount,
             _elapsed.Elapsed.TotalSeconds,
             trainLoss,
             done.Result.Loss,
             done.Result.Accuracy,
-            _samples,
-            _traffic.Bytes(TrafficClass.WorkerToShard),
-            _traffic.Bytes(TrafficClass.ShardToWorker),
-            skipped,
-            _workers.Average(w => (double)w.Scale));
+            samples,
+            done.Counters.Sum(c => c.BytesIn),
+            done.Counters.Sum(c => c.BytesOut),
+            done.Counters.Max(c => c.PushesSkippedNonFinite),
+            done.Counters[0].LossScale);
         _evaluations.Add(point);
         _observer?.OnEvaluation(point);
 

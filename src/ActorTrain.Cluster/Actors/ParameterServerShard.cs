@@ -40,7 +40,8 @@ public sealed class ParameterServerShard : ReceiveActor
     private readonly List<IActorRef> _pushers;
     private long _version;
     private int _received, _finite;
-    private long _applied, _skipped;
+    private double _scaleSum, _lastStepScale = 1;
+    private long _applied, _skipped, _samples, _bytesIn, _bytesOut;
 
     public ParameterServerShard(Settings settings, ILink link, IActorRef coordinator)
     {
@@ -64,6 +65,7 @@ public sealed class ParameterServerShard : ReceiveActor
         Receive<PullParameters>(pull =>
         {
             // Only the first pull reaches a BSP shard: later ones are fused with the push.
+            _bytesIn += PullParameters.HeaderBytes;
             if (pull.Clock <= _version) SendSlice(Sender, Slice());
         });
         Receive<PushGradient>(OnPush);
@@ -91,6 +93,9 @@ public sealed class ParameterServerShard : ReceiveActor
             throw new InvalidOperationException($"shard {_settings.ShardId}: push of {push.Gradient.Length} values for a range of {_settings.Length}");
         _received++;
         _pushers.Add(Sender);
+        _samples += push.Samples;
+        _bytesIn += push.WireBytes;
+        _scaleSum += push.LossScale;
         if (push.NonFinite)
         {
             _skipped++;
@@ -110,6 +115,8 @@ public sealed class ParameterServerShard : ReceiveActor
         }
         _version++;
         Array.Clear(_sum);
+        _lastStepScale = _scaleSum / _received;
+        _scaleSum = 0;
         _received = _finite = 0;
 
         bool last = _version >= _settings.MaxSteps;
@@ -133,10 +140,13 @@ public sealed class ParameterServerShard : ReceiveActor
     /// <summary>A copy of the weights: sent to every worker and never written again.</summary>
     private ParameterSlice Slice() => new(_settings.ShardId, _version, _weights.AsSpan().ToArray());
 
-    private void SendSlice(IActorRef worker, ParameterSlice slice) =>
+    private void SendSlice(IActorRef worker, ParameterSlice slice)
+    {
+        _bytesOut += slice.WireBytes;
         _link.Send(worker, slice, slice.WireBytes, TrafficClass.ShardToWorker, Self);
+    }
 
     private void SendSnapshot(bool final) =>
         _coordinator.Tell(new ShardSnapshot(_settings.ShardId, _version, _weights.AsSpan().ToArray(),
-            new ShardCounters(_optimizer.Steps, _applied, _skipped), final), Self);
+            new ShardCounters(_optimizer.Steps, _applied, _skipped, _samples, _bytesIn, _bytesOut, _lastStepScale), final), Self);
 }

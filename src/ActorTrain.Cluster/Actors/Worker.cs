@@ -99,7 +99,7 @@ public sealed class Worker : ReceiveActor
         for (int s = 0; s < _shards.Count; s++)
         {
             var range = _settings.Shards[s];
-            var push = new PushGradient(_settings.WorkerId, _clock, _version, scale, result.NonFinite,
+            var push = new PushGradient(_settings.WorkerId, _clock, _version, scale, result.NonFinite, _batch.Count,
                 _gradient.AsSpan(range.Start, range.Length).ToArray());
             _link.Send(_shards[s], push, push.WireBytes, TrafficClass.WorkerToShard, Self);
         }

@@ -1,0 +1,186 @@
+using System.CommandLine;
+using ActorTrain.Cluster.Actors;
+using ActorTrain.Compute;
+using ActorTrain.Compute.Ilgpu;
+using ActorTrain.Core;
+using ActorTrain.Experiments;
+using Spectre.Console;
+
+namespace ActorTrain.Cli;
+
+/// <summary>
+/// The `actortrain` command. Exit codes: 0 success, 2 bad input (configuration, data files, output
+/// folder, command line), 1 failure during the run. Errors are one line, without a stack trace
+/// (set ACTORTRAIN_DEBUG=1 to get it).
+/// </summary>
+public static class ActorTrainCommand
+{
+    public const int Ok = 0, RunFailed = 1, BadInput = 2;
+
+    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr)
+    {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(stdout) });
+        var root = new RootCommand("ActorTrain: actor-based simulation of data-parallel cluster training.");
+
+        var experiment = new Argument<string?>("experiment")
+        {
+            Description = "Experiment file (.conf); omitted: the embedded quickstart (hocon/experiments/quickstart.conf).",
+            Arity = ArgumentArity.ZeroOrOne,
+        };
+        var set = new Option<string[]>("--set")
+        {
+            Description = "Override a key of the experiment, e.g. --set optimizer.learning-rate=0.05 (repeatable).",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        var outDir = new Option<string?>("--out") { Description = "Parent folder of the run folder (default: output.directory, \"runs\")." };
+        var run = new Command("run", "Train an experiment on a coordinator, parameter-server shards and workers; write the run folder.")
+        {
+            experiment, set, outDir,
+        };
+        run.SetAction((parse, token) => Guard(stderr, () => Run(parse.GetValue(experiment), parse.GetValue(set) ?? [], parse.GetValue(outDir), console, stdout, token)));
+
+        var validateFile = new Argument<string>("experiment") { Description = "Experiment file (.conf) to check." };
+        var validate = new Command("validate", "Check an experiment file (keys, values, data) without training.") { validateFile, set };
+        validate.SetAction((parse, token) => Guard(stderr, () => Task.FromResult(Validate(parse.GetValue(validateFile)!, parse.GetValue(set) ?? [], console))));
+
+        var devices = new Command("devices", "List the accelerators ILGPU sees and the engine compute.engine = auto picks.");
+        devices.SetAction((parse, token) => Guard(stderr, () => Task.FromResult(Devices(console))));
+
+        root.Subcommands.Add(run);
+        root.Subcommands.Add(validate);
+        root.Subcommands.Add(devices);
+
+        var result = root.Parse(args);
+        if (result.Errors.Count > 0)
+        {
+            foreach (var error in result.Errors) stderr.WriteLine($"error: {error.Message}");
+            stderr.WriteLine("Try 'actortrain --help'.");
+            return BadInput;
+        }
+        return await result.InvokeAsync(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
+    }
+
+    private static async Task<int> Guard(TextWriter stderr, Func<Task<int>> action)
+    {
+        try
+        {
+            return await action();
+        }
+        catch (Exception e) when (Find<ActorTrainException>(e) is { } user)
+        {
+            stderr.WriteLine($"error: {user.Message}");
+            Debug(stderr, e);
+            return BadInput;
+        }
+        catch (OperationCanceledException)
+        {
+            stderr.WriteLine("cancelled: no run folder was kept");
+            return RunFailed;
+        }
+        catch (Exception e)
+        {
+            var inner = e is AggregateException { InnerException: { } i } ? i : e;
+            stderr.WriteLine($"run failed: {inner.GetType().Name}: {inner.Message.Split('\n')[0]}");
+            Debug(stderr, e);
+            return RunFailed;
+        }
+    }
+
+    private static T? Find<T>(Exception? e) where T : Exception
+    {
+        for (; e is not null; e = e.InnerException)
+            if (e is T t) return t;
+        return null;
+    }
+
+    private static void Debug(TextWriter stderr, Exception e)
+    {
+        if (Environment.GetEnvironmentVariable("ACTORTRAIN_DEBUG") == "1") stderr.WriteLine(e);
+    }
+
+    private static async Task<int> Run(string? file, string[] overrides, string? outDir, IAnsiConsole console, TextWriter stdout, CancellationToken token)
+    {
+        var spec = ExperimentSpec.Load(file, overrides);
+        console.MarkupLine($"[bold]{Markup.Escape(spec.Name)}[/]: {spec.Topology.Workers} workers, {spec.Topology.Shards} shards, BSP, " +
+                           $"{Markup.Escape(spec.Optimizer.Kind.ToString().ToLowerInvariant())}, {spec.Precision.Mode.ToString().ToLowerInvariant()}");
+        RunResult result;
+        if (console.Profile.Capabilities.Interactive)
+        {
+            result = await console.Progress()
+                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+                .StartAsync(async ctx =>
+                {
+                    var task = ctx.AddTask("starting", maxValue: 1);
+                    var observer = new ProgressObserver(p =>
+                    {
+                        task.Description = Markup.Escape(Line(p));
+                        task.Value = p.Step;
+                    }, max => task.MaxValue = max);
+                    return await RunWith(spec, outDir, observer, token, observer);
+                });
+        }
+        else
+        {
+            var observer = new ProgressObserver(p => stdout.WriteLine(Line(p)), _ => { });
+            result = await RunWith(spec, outDir, observer, token, observer);
+        }
+        PrintSummary(console, result);
+        return Ok;
+    }
+
+    private static Task<RunResult> RunWith(ExperimentSpec spec, string? outDir, IRunObserver observer, CancellationToken token, ProgressObserver progress)
+    {
+        progress.SetMax(spec.Training.MaxSteps);
+        return ExperimentRunner.RunAsync(spec, outDir, observer, token);
+    }
+
+    private static string Line(EvaluationPoint p) =>
+        FormattableString.Invariant($"step {p.Step,6}  epoch {p.Epoch,6:0.00}  test loss {p.TestLoss,8:0.0000}  test acc {p.TestAccuracy,6:0.0000}  {p.ElapsedSeconds,7:0.0}s");
+
+    private sealed class ProgressObserver(Action<EvaluationPoint> onPoint, Action<double> onMax) : IRunObserver
+    {
+        public void SetMax(long steps) => onMax(steps);
+        public void OnEvaluation(EvaluationPoint point) => onPoint(point);
+    }
+
+    private static void PrintSummary(IAnsiConsole console, RunResult result)
+    {
+        var s = result.Summary;
+        var table = new Table().Title("[bold]run summary[/]").AddColumn("").AddColumn("");
+        void Row(string k, string v) => table.AddRow(Markup.Escape(k), Markup.Escape(v));
+        Row("model", s.Model);
+        Row("data", $"{s.Dataset}: {s.TrainRows} train / {s.TestRows} test rows");
+        Row("topology", $"{s.Workers} workers x batch {s.BatchSizePerWorker}, {s.Shards} shards, {s.Policy}");
+        Row("engine", $"{s.Engine}, {s.Precision}");
+        Row("stopped by", s.StopReason);
+        Row("steps / epochs", FormattableString.Invariant($"{s.Steps} / {s.Epochs:0.00}"));
+        Row("elapsed", FormattableString.Invariant($"{s.ElapsedSeconds:0.0} s ({s.SamplesPerSecond:0} samples/s)"));
+        Row("final test loss", FormattableString.Invariant($"{s.FinalTestLoss:0.0000}"));
+        Row("final test accuracy", FormattableString.Invariant($"{s.FinalTestAccuracy:0.0000} (best {s.BestTestAccuracy:0.0000})"));
+        Row("bytes worker->shard", FormattableString.Invariant($"{s.BytesWorkerToShard / 1e6:0.0} MB"));
+        Row("bytes shard->worker", FormattableString.Invariant($"{s.BytesShardToWorker / 1e6:0.0} MB"));
+        Row("skipped gradients (non-finite)", s.SkippedGradients.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Row("results", result.Folder);
+        console.Write(table);
+    }
+
+    private static int Validate(string file, string[] overrides, IAnsiConsole console)
+    {
+        var spec = ExperimentSpec.Load(file, overrides);
+        var data = ExperimentData.Build(spec);
+        var engine = new GradientEngineFactory(spec.Compute.Engine, spec.EngineThreads);
+        console.WriteLine(FormattableString.Invariant(
+            $"{file}: ok. {data.Model.Describe()}; {data.Train.Count} train / {data.Test.Count} test rows; {spec.Topology.Workers} workers, {spec.Topology.Shards} shards; {data.Steps(spec)} steps; engine {engine.Name}"));
+        return Ok;
+    }
+
+    private static int Devices(IAnsiConsole console)
+    {
+        var table = new Table().AddColumn("accelerator").AddColumn("type").AddColumn("memory").AddColumn("multiprocessors");
+        foreach (var d in IlgpuDevices.List())
+            table.AddRow(Markup.Escape(d.Name), d.Type.ToString(), FormattableString.Invariant($"{d.MemoryBytes / (1024.0 * 1024 * 1024):0.0} GiB"), d.Multiprocessors.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        console.Write(table);
+        console.WriteLine($"compute.engine = auto picks: {new GradientEngineFactory("auto").Name}");
+        return Ok;
+    }
+}

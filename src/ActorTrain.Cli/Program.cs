@@ -1,0 +1,3 @@
+using ActorTrain.Cli;
+
+return await ActorTrainCommand.RunAsync(args, Console.Out, Console.Error);

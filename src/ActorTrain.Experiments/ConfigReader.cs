@@ -1,0 +1,240 @@
+using System.Globalization;
+using System.Reflection;
+using System.Text;
+using ActorTrain.Core;
+using Akka.Configuration;
+using Akka.Configuration.Hocon;
+
+namespace ActorTrain.Experiments;
+
+/// <summary>
+/// Reads experiment HOCON against the reference file (hocon/actortrain.conf, embedded): merges the
+/// file and --set overrides over the defaults, rejects keys the reference does not have (with the
+/// closest valid key), and reads typed values with errors that name the key and the accepted values.
+/// </summary>
+public sealed class ConfigReader
+{
+    private readonly Config _config;
+
+    private ConfigReader(Config config, IReadOnlyList<string> keys)
+    {
+        _config = config;
+        Keys = keys;
+    }
+
+    /// <summary>Every leaf key of the reference, in file order.</summary>
+    public IReadOnlyList<string> Keys { get; }
+
+    public static string ReferenceText => Resource("actortrain.conf");
+    public static string QuickstartText => Resource("quickstart.conf");
+
+    private static string Resource(string name)
+    {
+        using var stream = Assembly.GetExecutingAssembly().GetManifestResourceStream(name)
+            ?? throw new InvalidOperationException($"embedded resource {name} is missing");
+        return new StreamReader(stream).ReadToEnd();
+    }
+
+    /// <param name="source">Where the text came from, for messages (a path, or "quickstart").</param>
+    public static ConfigReader Load(string text, string source, IEnumerable<string> overrides)
+    {
+        var reference = Parse(ReferenceText, "hocon/actortrain.conf (embedded)");
+        var referenceKeys = LeafKeys(reference);
+        var file = Parse(text, source);
+        CheckKeys(file, referenceKeys, source);
+        var merged = file.WithFallback(reference);
+        foreach (string assignment in overrides)
+        {
+            int eq = assignment.IndexOf('=');
+            if (eq <= 0) throw new ActorTrainException($"--set {assignment}: expected key=value, e.g. --set optimizer.learning-rate=0.05");
+            string key = assignment[..eq].Trim();
+            string value = assignment[(eq + 1)..].Trim();
+            var single = ParseOverride(key, value);
+            CheckKeys(single, referenceKeys, $"--set {assignment}");
+            merged = single.WithFallback(merged);
+        }
+        return new ConfigReader(merged, referenceKeys);
+    }
+
+    private static Config ParseOverride(string key, string value)
+    {
+        try
+        {
+            return ConfigurationFactory.ParseString($"{key} = {value}");
+        }
+        catch (Exception)
+        {
+            // Not a HOCON value as written (a path with odd characters, say): take it as a string.
+            return Parse($"{key} = \"{value.Replace("\\", "\\\\").Replace("\"", "\\\"")}\"", $"--set {key}={value}");
+        }
+    }
+
+    private static Config Parse(string text, string source)
+    {
+        try
+        {
+            var config = ConfigurationFactory.ParseString(text);
+            if (config.Root is null) throw new ActorTrainException($"{source}: empty configuration");
+            return config;
+        }
+        catch (ActorTrainException)
+        {
+            throw;
+        }
+        catch (Exception e)
+        {
+            throw new ActorTrainException($"{source}: malformed HOCON: {FirstLine(e.Message)}", e);
+        }
+    }
+
+    private static string FirstLine(string message) => message.Split('\n')[0].Trim();
+
+    internal static List<string> LeafKeys(Config config)
+    {
+        var keys = new List<string>();
+        if (config.Root?.IsObject() == true) Walk(config.Root.GetObject(), "", keys);
+        return keys;
+    }
+
+    private static void Walk(HoconObject obj, string prefix, List<string> keys)
+    {
+        foreach (var (name, value) in obj.Items)
+        {
+            string path = prefix.Length == 0 ? name : $"{prefix}.{name}";
+            if (value.IsObject()) Walk(value.GetObject(), path, keys);
+            else keys.Add(path);
+        }
+    }
+
+    private static void CheckKeys(Config config, IReadOnlyList<string> valid, string source)
+    {
+        var known = new HashSet<string>(valid);
+        var sections = new HashSet<string>(valid.Select(k => k.Contains('.') ? k[..k.LastIndexOf('.')] : k));
+        foreach (string key in LeafKeys(config))
+        {
+            if (known.Contains(key)) continue;
+            if (sections.Contains(key))
+                throw new ActorTrainException($"{source}: '{key}' is a section, not a value; set one of its keys, e.g. {valid.First(k => k.StartsWith(key + ".", StringComparison.Ordinal))}");
+            string closest = valid.MinBy(k => Levenshtein(k, key))!;
+            throw new ActorTrainException($"{source}: unknown key '{key}'; did you mean '{closest}'? (every key is listed in hocon/actortrain.conf)");
+        }
+    }
+
+    internal static int Levenshtein(string a, string b)
+    {
+        var prev = new int[b.Length + 1];
+        var cur = new int[b.Length + 1];
+        for (int j = 0; j <= b.Length; j++) prev[j] = j;
+        for (int i = 1; i <= a.Length; i++)
+        {
+            cur[0] = i;
+            for (int j = 1; j <= b.Length; j++)
+                cur[j] = Math.Min(Math.Min(cur[j - 1] + 1, prev[j] + 1), prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
+            (prev, cur) = (cur, prev);
+        }
+        return prev[b.Length];
+    }
+
+    private HoconValue Value(string key) =>
+        _config.GetValue(key) ?? throw new InvalidOperationException($"reference configuration lacks {key}");
+
+    public string String(string key)
+    {
+        var value = Value(key);
+        if (value.IsArray() || value.IsObject()) throw new ActorTrainException($"{key} must be a single value, not a list or section");
+        return value.GetString() ?? "";
+    }
+
+    public string Choice(string key, params string[] allowed)
+    {
+        string v = String(key).ToLowerInvariant();
+        if (!allowed.Contains(v))
+            throw new ActorTrainException($"{key} = \"{String(key)}\" is not one of: {string.Join(", ", allowed)}");
+        return v;
+    }
+
+    public double Double(string key, double min = double.NegativeInfinity, double max = double.PositiveInfinity, bool minExclusive = false, bool maxExclusive = false)
+    {
+        string raw = String(key);
+        if (!double.TryParse(raw, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v))
+            throw new ActorTrainException($"{key} = \"{raw}\" is not a number");
+        bool below = minExclusive ? v <= min : v < min;
+        bool above = maxExclusive ? v >= max : v > max;
+        if (below || above)
+            throw new ActorTrainException($"{key} = {raw} is out of range: must be in {(minExclusive ? "(" : "[")}{Show(min)}, {Show(max)}{(maxExclusive ? ")" : "]")}");
+        return v;
+    }
+
+    public long Long(string key, long min = long.MinValue, long max = long.MaxValue)
+    {
+        string raw = String(key);
+        if (!long.TryParse(raw, NumberStyles.Integer, CultureInfo.InvariantCulture, out long v))
+            throw new ActorTrainException($"{key} = \"{raw}\" is not a whole number");
+        if (v < min || v > max) throw new ActorTrainException($"{key} = {raw} is out of range: must be in [{min}, {(max == long.MaxValue ? "inf" : max)}]");
+        return v;
+    }
+
+    public int Int(string key, int min = int.MinValue, int max = int.MaxValue) => (int)Long(key, min, max);
+
+    public bool Bool(string key) => String(key).ToLowerInvariant() switch
+    {
+        "on" or "true" or "yes" => true,
+        "off" or "false" or "no" => false,
+        var other => throw new ActorTrainException($"{key} = \"{other}\" is not on/off (or true/false)"),
+    };
+
+    public int[] IntList(string key, int min)
+    {
+        var value = Value(key);
+        if (!value.IsArray()) throw new ActorTrainException($"{key} must be a list, e.g. [64, 32]");
+        var items = value.GetArray();
+        var result = new int[items.Count];
+        for (int i = 0; i < items.Count; i++)
+        {
+            string raw = items[i].GetString();
+            if (!int.TryParse(raw, NumberStyles.Integer, CultureInfo.InvariantCulture, out result[i]) || result[i] < min)
+                throw new ActorTrainException($"{key}[{i}] = \"{raw}\" must be a whole number >= {min}");
+        }
+        return result;
+    }
+
+    /// <summary>A duration such as 250ms, 30s, 5m, 1h; 0 (any unit) means off.</summary>
+    public TimeSpan Duration(string key)
+    {
+        string raw = String(key).Trim();
+        int split = 0;
+        while (split < raw.Length && (char.IsDigit(raw[split]) || raw[split] == '.')) split++;
+        if (split == 0 || !double.TryParse(raw[..split], NumberStyles.Float, CultureInfo.InvariantCulture, out double amount))
+            throw new ActorTrainException($"{key} = \"{raw}\" is not a duration: write a number and a unit, e.g. 30s, 5m, 250ms");
+        string unit = raw[split..].Trim().ToLowerInvariant();
+        return unit switch
+        {
+            "ms" => TimeSpan.FromMilliseconds(amount),
+            "s" => TimeSpan.FromSeconds(amount),
+            "m" or "min" => TimeSpan.FromMinutes(amount),
+            "h" => TimeSpan.FromHours(amount),
+            _ => throw new ActorTrainException($"{key} = \"{raw}\": unknown unit '{unit}' (use ms, s, m or h)"),
+        };
+    }
+
+    /// <summary>The merged configuration, one `key = value` line per reference key, loadable again as an experiment.</summary>
+    public string Render()
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine("# Resolved configuration of this run: every key, defaults included.");
+        foreach (string key in Keys)
+        {
+            var value = Value(key);
+            string rendered = value.IsArray()
+                ? "[" + string.Join(", ", value.GetArray().Select(v => Quote(v.GetString()))) + "]"
+                : Quote(value.GetString());
+            sb.Append(key).Append(" = ").AppendLine(rendered);
+        }
+        return sb.ToString();
+    }
+
+    private static string Quote(string s) =>
+        double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out _) ? s : "\"" + s.Replace("\\", "\\\\").Replace("\"", "\\\"") + "\"";
+
+    private static string Show(double v) => double.IsInfinity(v) ? (v > 0 ? "inf" : "-inf") : v.ToString(CultureInfo.InvariantCulture);
+}

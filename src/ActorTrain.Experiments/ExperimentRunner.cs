@@ -1,0 +1,170 @@
+using System.Globalization;
+using ActorTrain.Cluster.Actors;
+using ActorTrain.Cluster.Transport;
+using ActorTrain.Compute;
+using ActorTrain.Core;
+using ActorTrain.Core.Optimization;
+using Akka.Actor;
+using Akka.Configuration;
+
+namespace ActorTrain.Experiments;
+
+/// <summary>What a finished run left behind.</summary>
+public sealed record RunResult(string Folder, RunSummary Summary, RunOutcome Outcome);
+
+/// <summary>
+/// Runs one experiment in one process: one ActorSystem holding the coordinator, shards and workers.
+/// Results are written into a hidden ".partial" folder that is renamed to runs/name-timestamp only
+/// when everything is written, and removed on failure, so a folder that looks finished is finished.
+/// </summary>
+public static class ExperimentRunner
+{
+    public const string ComputeDispatcher = "actortrain.compute-dispatcher";
+
+    public static async Task<RunResult> RunAsync(ExperimentSpec spec, string? outputRoot = null, IRunObserver? observer = null,
+        CancellationToken cancellation = default)
+    {
+        var data = ExperimentData.Build(spec);
+        long steps = data.Steps(spec);
+        var engines = new GradientEngineFactory(spec.Compute.Engine, spec.EngineThreads);
+        var schedule = LearningRateSchedule.Create(spec.Schedule.Kind, spec.Schedule.LearningRate, steps, spec.Schedule.WarmupFraction,
+            spec.Schedule.Decay, spec.Schedule.StepSize, spec.Schedule.Gamma, spec.Schedule.MinLearningRate);
+
+        string root = outputRoot ?? spec.Output.Directory;
+        string stamp = DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
+        string final = UniqueFolder(root, $"{spec.Name}-{stamp}");
+        string partial = Path.Combine(root, "." + Path.GetFileName(final) + ".partial");
+        CreateOutput(root, partial);
+        try
+        {
+            File.WriteAllText(Path.Combine(partial, "config.conf"), spec.ResolvedConfig);
+            var initial = new float[data.Model.ParameterCount];
+            data.Model.Initialize(initial, Rng.Derive(spec.Seed, 4));
+            var settings = new Coordinator.Settings(data.Model, initial, data.Partitions, data.Test, data.Train.Count,
+                spec.Training.BatchSize, spec.Seed, spec.Precision.Mode, spec.Precision.CreateScaler, spec.Topology.Shards,
+                spec.Optimizer, schedule, steps, spec.Training.EvalEvery, spec.Training.TargetAccuracy, spec.Training.TargetLoss,
+                spec.Training.TimeBudget, ComputeDispatcher);
+
+            RunOutcome outcome;
+            using (var metrics = new MetricsCsvWriter(Path.Combine(partial, "metrics.csv"), observer))
+            {
+                outcome = await RunTopology(settings, engines, metrics, spec.EngineThreads * spec.Topology.Workers, cancellation);
+            }
+            var summary = RunSummary.Create(spec, data, engines.Name, steps, outcome);
+            summary.Write(Path.Combine(partial, "summary.json"));
+            if (spec.Output.Plots) Plots.Write(partial, outcome, data.Model.Loss == Core.Models.LossKind.CrossEntropy);
+            Directory.Move(partial, final);
+            return new RunResult(final, summary, outcome);
+        }
+        catch
+        {
+            TryDelete(partial);
+            throw;
+        }
+    }
+
+    private static async Task<RunOutcome> RunTopology(Coordinator.Settings settings, GradientEngineFactory engines, IRunObserver observer,
+        int computeThreads, CancellationToken cancellation)
+    {
+        var config = ConfigurationFactory.ParseString($$"""
+            akka {
+              loglevel = WARNING
+              stdout-loglevel = WARNING
+              log-dead-letters = off
+              log-dead-letters-during-shutdown = off
+              actor.default-dispatcher.fork-join-executor.parallelism-max = 4
+            }
+            {{ComputeDispatcher}} {
+              type = ForkJoinDispatcher
+              throughput = 1
+              dedicated-thread-pool.thread-count = {{Math.Max(2, computeThreads)}}
+            }
+            """);
+        var system = ActorSystem.Create("actortrain", config);
+        try
+        {
+            var traffic = new TrafficCounters();
+            var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
+            system.ActorOf(Coordinator.Props(settings, engines, new ImmediateLink(traffic), completion, observer), "coordinator");
+            using var registration = cancellation.Register(() => completion.TrySetCanceled(cancellation));
+            return await completion.Task;
+        }
+        finally
+        {
+            await system.Terminate();
+        }
+    }
+
+    private static string UniqueFolder(string root, string name)
+    {
+        string path = Path.Combine(root, name);
+        for (int i = 2; Directory.Exists(path); i++) path = Path.Combine(root, $"{name}-{i}");
+        return path;
+    }
+
+    private static void CreateOutput(string root, string partial)
+    {
+        try
+        {
+            Directory.CreateDirectory(root);
+            Directory.CreateDirectory(partial);
+            File.WriteAllText(Path.Combine(partial, ".write-test"), "");
+            File.Delete(Path.Combine(partial, ".write-test"));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            TryDelete(partial);
+            throw new ActorTrainException($"output.directory: cannot write to {root} ({e.Message}); choose another with --out", e);
+        }
+    }
+
+    private static void TryDelete(string folder)
+    {
+        try
+        {
+            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Best effort: the folder keeps its ".partial" name, which never looks finished.
+        }
+    }
+}
+
+/// <summary>metrics.csv, a row per evaluation, flushed as each row arrives so a long run can be followed.</summary>
+internal sealed class MetricsCsvWriter : IRunObserver, IDisposable
+{
+    public const string Header = "step,epoch,elapsed_s,train_loss,test_loss,test_accuracy,samples,bytes_worker_to_shard,bytes_shard_to_worker,skipped_gradients,loss_scale";
+
+    private readonly StreamWriter _writer;
+    private readonly IRunObserver? _next;
+
+    public MetricsCsvWriter(string path, IRunObserver? next)
+    {
+        _writer = new StreamWriter(path) { NewLine = "\n" };
+        _writer.WriteLine(Header);
+        _next = next;
+    }
+
+    public void OnEvaluation(EvaluationPoint p)
+    {
+        _writer.WriteLine(Format(p));
+        _writer.Flush();
+        _next?.OnEvaluation(p);
+    }
+
+    internal static string Format(EvaluationPoint p) => string.Join(',',
+        p.Step.ToString(CultureInfo.InvariantCulture),
+        p.Epoch.ToString("0.####", CultureInfo.InvariantCulture),
+        p.ElapsedSeconds.ToString("0.###", CultureInfo.InvariantCulture),
+        p.TrainLoss?.ToString("R", CultureInfo.InvariantCulture) ?? "",
+        p.TestLoss.ToString("R", CultureInfo.InvariantCulture),
+        p.TestAccuracy.ToString("R", CultureInfo.InvariantCulture),
+        p.SamplesProcessed.ToString(CultureInfo.InvariantCulture),
+        p.BytesWorkerToShard.ToString(CultureInfo.InvariantCulture),
+        p.BytesShardToWorker.ToString(CultureInfo.InvariantCulture),
+        p.SkippedGradients.ToString(CultureInfo.InvariantCulture),
+        p.LossScale.ToString("R", CultureInfo.InvariantCulture));
+
+    public void Dispose() => _writer.Dispose();
+}

@@ -1,0 +1,185 @@
+using ActorTrain.Compute;
+using ActorTrain.Core;
+using ActorTrain.Core.Data;
+using ActorTrain.Core.Models;
+using ActorTrain.Core.Optimization;
+using ActorTrain.Core.Precision;
+
+namespace ActorTrain.Experiments;
+
+public sealed record ModelSection(string Type, int[] Hidden, Activation Activation);
+
+public sealed record DatasetSection(
+    string Type, int Samples, int Features, int Classes, double Separation, int Outputs, double Noise,
+    double TestFraction, string Path, PixelNormalization Normalization, int Limit)
+{
+    public bool IsIdx => Type is "fashion-mnist" or "idx";
+}
+
+public sealed record TopologySection(int Workers, int Shards);
+
+public sealed record TrainingSection(int BatchSize, long MaxSteps, double Epochs, int EvalEvery, double? TargetAccuracy, double? TargetLoss, TimeSpan? TimeBudget);
+
+public sealed record ScheduleSection(ScheduleKind Kind, double LearningRate, double Decay, long StepSize, double Gamma, double MinLearningRate, double WarmupFraction);
+
+public sealed record PrecisionSection(PrecisionMode Mode, float? StaticScale, float InitialScale, int GrowthInterval)
+{
+    /// <summary>A static number is used as given; dynamic scaling applies to FP16 only (FP32 gets scale 1).</summary>
+    public LossScaler CreateScaler() => StaticScale is { } s
+        ? LossScaler.Static(s)
+        : Mode == PrecisionMode.Fp16 ? new DynamicLossScaler(InitialScale, growthInterval: GrowthInterval) : LossScaler.Static(1f);
+}
+
+public sealed record ComputeSection(string Engine, int Threads);
+
+public sealed record OutputSection(string Directory, bool Plots);
+
+/// <summary>
+/// An experiment, read once from HOCON into typed, validated settings. Everything a run needs is
+/// here; <see cref="ResolvedConfig"/> is the full configuration as written into the run folder.
+/// </summary>
+public sealed record ExperimentSpec(
+    string Name,
+    ulong Seed,
+    ModelSection Model,
+    DatasetSection Dataset,
+    TopologySection Topology,
+    TrainingSection Training,
+    OptimizerSettings Optimizer,
+    ScheduleSection Schedule,
+    PrecisionSection Precision,
+    ComputeSection Compute,
+    OutputSection Output,
+    string ResolvedConfig)
+{
+    /// <summary>Loads an experiment file (or "quickstart" for the embedded default) with --set overrides.</summary>
+    public static ExperimentSpec Load(string? path, IEnumerable<string>? overrides = null)
+    {
+        string text, source;
+        if (path is null or "quickstart")
+        {
+            text = ConfigReader.QuickstartText;
+            source = "quickstart (embedded)";
+        }
+        else
+        {
+            if (Directory.Exists(path)) throw new ActorTrainException($"{path}: is a folder; give an experiment file (.conf)");
+            if (!File.Exists(path)) throw new ActorTrainException($"{path}: experiment file not found");
+            try
+            {
+                text = File.ReadAllText(path);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new ActorTrainException($"{path}: cannot read ({e.Message})", e);
+            }
+            source = path;
+        }
+        return FromConfig(ConfigReader.Load(text, source, overrides ?? []));
+    }
+
+    public static ExperimentSpec FromConfig(ConfigReader c)
+    {
+        string name = c.String("name");
+        if (name.Length == 0 || name.IndexOfAny(System.IO.Path.GetInvalidFileNameChars()) >= 0 || name.Contains('/'))
+            throw new ActorTrainException($"name = \"{name}\" must be a non-empty file-name-safe word (it names the run folder)");
+
+        var model = new ModelSection(
+            c.Choice("model.type", "linear", "softmax", "mlp"),
+            c.IntList("model.hidden", 1),
+            c.Choice("model.activation", "relu", "tanh") == "relu" ? Activation.Relu : Activation.Tanh);
+        if (model.Type == "mlp" && model.Hidden.Length == 0)
+            throw new ActorTrainException("model.hidden is empty: an mlp needs at least one hidden layer (or use model.type = softmax)");
+
+        var dataset = new DatasetSection(
+            c.Choice("dataset.type", "synthetic-blobs", "synthetic-linear", "fashion-mnist", "idx"),
+            c.Int("dataset.samples", 2),
+            c.Int("dataset.features", 1),
+            c.Int("dataset.classes", 2),
+            c.Double("dataset.separation", 0, minExclusive: true),
+            c.Int("dataset.outputs", 1),
+            c.Double("dataset.noise", 0),
+            c.Double("dataset.test-fraction", 0, 1, minExclusive: true, maxExclusive: true),
+            c.String("dataset.path"),
+            c.Choice("dataset.normalization", "none", "unit-range", "standardize") switch
+            {
+                "none" => PixelNormalization.None,
+                "unit-range" => PixelNormalization.UnitRange,
+                _ => PixelNormalization.Standardize,
+            },
+            c.Int("dataset.limit", 0));
+        bool regression = dataset.Type == "synthetic-linear";
+        if (regression != (model.Type == "linear"))
+            throw new ActorTrainException(regression
+                ? $"model.type = {model.Type} is a classifier but dataset.type = synthetic-linear is regression data: use model.type = linear"
+                : $"model.type = linear is regression but dataset.type = {dataset.Type} is classification data: use softmax or mlp, or dataset.type = synthetic-linear");
+
+        var topology = new TopologySection(c.Int("topology.workers", 1, 100_000), c.Int("topology.shards", 1, 100_000));
+
+        double targetAccuracy = c.Double("training.target-accuracy", 0, 1);
+        double targetLoss = c.Double("training.target-loss", 0);
+        var budget = c.Duration("training.time-budget");
+        var training = new TrainingSection(
+            c.Int("training.batch-size", 0),
+            c.Long("training.max-steps", 1),
+            c.Double("training.epochs", 0),
+            c.Int("training.eval-every", 1),
+            targetAccuracy > 0 ? targetAccuracy : null,
+            targetLoss > 0 ? targetLoss : null,
+            budget > TimeSpan.Zero ? budget : null);
+
+        string epsilon = c.String("optimizer.epsilon");
+        var optimizer = new OptimizerSettings
+        {
+            Kind = c.Choice("optimizer.type", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw") switch
+            {
+                "sgd" => OptimizerKind.Sgd,
+                "momentum" => OptimizerKind.Momentum,
+                "nesterov" => OptimizerKind.Nesterov,
+                "adagrad" => OptimizerKind.Adagrad,
+                "rmsprop" => OptimizerKind.RmsProp,
+                "adam" => OptimizerKind.Adam,
+                _ => OptimizerKind.AdamW,
+            },
+            Momentum = c.Double("optimizer.momentum", 0, 1, maxExclusive: true),
+            Beta1 = c.Double("optimizer.beta1", 0, 1, maxExclusive: true),
+            Beta2 = c.Double("optimizer.beta2", 0, 1, maxExclusive: true),
+            Alpha = c.Double("optimizer.alpha", 0, 1, maxExclusive: true),
+            Epsilon = epsilon == "default" ? null : c.Double("optimizer.epsilon", 0, minExclusive: true),
+            WeightDecay = c.Double("optimizer.weight-decay", 0),
+            BiasCorrection = c.Bool("optimizer.bias-correction"),
+        };
+        double lr = c.Double("optimizer.learning-rate", 0, minExclusive: true);
+        var schedule = new ScheduleSection(
+            c.Choice("optimizer.schedule", "constant", "inverse-time", "step", "cosine") switch
+            {
+                "constant" => ScheduleKind.Constant,
+                "inverse-time" => ScheduleKind.InverseTime,
+                "step" => ScheduleKind.Step,
+                _ => ScheduleKind.Cosine,
+            },
+            lr,
+            c.Double("optimizer.decay", 0),
+            c.Long("optimizer.step-size", 1),
+            c.Double("optimizer.gamma", 0, 1, minExclusive: true),
+            c.Double("optimizer.min-learning-rate", 0, lr),
+            c.Double("optimizer.warmup-fraction", 0, 1, maxExclusive: true));
+
+        string lossScale = c.String("precision.loss-scale");
+        var precision = new PrecisionSection(
+            c.Choice("precision.mode", "fp32", "fp16") == "fp16" ? PrecisionMode.Fp16 : PrecisionMode.Fp32,
+            lossScale == "dynamic" ? null : (float)c.Double("precision.loss-scale", 0, 1e30, minExclusive: true),
+            (float)c.Double("precision.initial-scale", 0, 1e30, minExclusive: true),
+            c.Int("precision.growth-interval", 1));
+
+        var compute = new ComputeSection(c.Choice("compute.engine", [.. GradientEngineFactory.Names]), c.Int("compute.threads", 0, 1024));
+        var output = new OutputSection(c.String("output.directory"), c.Bool("output.plots"));
+        if (output.Directory.Length == 0) throw new ActorTrainException("output.directory is empty");
+
+        return new ExperimentSpec(name, (ulong)c.Long("seed", 0), model, dataset, topology, training, optimizer, schedule, precision,
+            compute, output, c.Render());
+    }
+
+    /// <summary>Threads per SIMD engine when compute.threads = 0: the cores shared among the workers.</summary>
+    public int EngineThreads => Compute.Threads > 0 ? Compute.Threads : Math.Max(1, Environment.ProcessorCount / Topology.Workers);
+}

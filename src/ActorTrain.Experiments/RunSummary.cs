@@ -1,0 +1,87 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using ActorTrain.Cluster.Actors;
+
+namespace ActorTrain.Experiments;
+
+public sealed record WorkerReport(int Worker, long Steps, double ComputeSeconds, double WaitSeconds, double Gflops, long UnderflowedElements, long NonFiniteSteps, float LossScale);
+
+/// <summary>summary.json: what the run was and how it ended.</summary>
+public sealed record RunSummary(
+    string Name,
+    string Model,
+    int Parameters,
+    string Dataset,
+    int TrainRows,
+    int TestRows,
+    int Workers,
+    int Shards,
+    string Policy,
+    int BatchSizePerWorker,
+    string Optimizer,
+    string Precision,
+    string Engine,
+    string StopReason,
+    long Steps,
+    double Epochs,
+    double ElapsedSeconds,
+    double SamplesPerSecond,
+    double? FinalTrainLoss,
+    double FinalTestLoss,
+    double FinalTestAccuracy,
+    double BestTestAccuracy,
+    long BytesWorkerToShard,
+    long BytesShardToWorker,
+    long SkippedGradients,
+    IReadOnlyList<WorkerReport> WorkerTimes)
+{
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+    };
+
+    public static RunSummary Create(ExperimentSpec spec, ExperimentData data, string engine, long plannedSteps, RunOutcome outcome)
+    {
+        var last = outcome.Evaluations[^1];
+        return new RunSummary(
+            spec.Name,
+            data.Model.Describe(),
+            data.Model.ParameterCount,
+            data.Train.Name.Split('/')[0],
+            data.Train.Count,
+            data.Test.Count,
+            spec.Topology.Workers,
+            spec.Topology.Shards,
+            "bsp",
+            spec.Training.BatchSize,
+            spec.Optimizer.Kind.ToString().ToLowerInvariant(),
+            spec.Precision.Mode.ToString().ToLowerInvariant(),
+            engine,
+            outcome.StopReason switch
+            {
+                Cluster.Actors.StopReason.MaxSteps => plannedSteps < spec.Training.MaxSteps ? "epochs" : "max-steps",
+                Cluster.Actors.StopReason.TargetAccuracy => "target-accuracy",
+                Cluster.Actors.StopReason.TargetLoss => "target-loss",
+                _ => "time-budget",
+            },
+            outcome.FinalStep,
+            last.Epoch,
+            outcome.ElapsedSeconds,
+            last.SamplesProcessed / Math.Max(outcome.ElapsedSeconds, 1e-9),
+            outcome.Evaluations.LastOrDefault(e => e.TrainLoss is not null)?.TrainLoss,
+            last.TestLoss,
+            last.TestAccuracy,
+            outcome.Evaluations.Max(e => e.TestAccuracy),
+            last.BytesWorkerToShard,
+            last.BytesShardToWorker,
+            last.SkippedGradients,
+            outcome.Workers.Select(w => new WorkerReport(w.Worker, w.Steps, w.ComputeSeconds, w.WaitSeconds,
+                w.ComputeSeconds > 0 ? w.Flops / w.ComputeSeconds / 1e9 : 0, w.UnderflowedElements, w.NonFiniteSteps, w.LastLossScale)).ToList());
+    }
+
+    public void Write(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, Json) + "\n");
+
+    public static RunSummary Read(string path) => JsonSerializer.Deserialize<RunSummary>(File.ReadAllText(path), Json)!;
+}
