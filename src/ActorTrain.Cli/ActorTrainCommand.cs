@@ -100,6 +100,8 @@ public static class ActorTrainCommand
 
     private static async Task<int> Run(string? file, string[] overrides, string? outDir, IAnsiConsole console, TextWriter stdout, CancellationToken token)
     {
+        if (file is not null && file.StartsWith('-'))
+            throw new ActorTrainException($"unknown option '{file}'; see 'actortrain run --help'");
         var spec = ExperimentSpec.Load(file, overrides);
         console.MarkupLine($"[bold]{Markup.Escape(spec.Name)}[/]: {spec.Topology.Workers} workers, {spec.Topology.Shards} shards, BSP, " +
                            $"{Markup.Escape(spec.Optimizer.Kind.ToString().ToLowerInvariant())}, {spec.Precision.Mode.ToString().ToLowerInvariant()}");

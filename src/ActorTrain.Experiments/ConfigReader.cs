@@ -71,6 +71,7 @@ public sealed class ConfigReader
 
     private static Config Parse(string text, string source)
     {
+        CheckBrackets(text, source);
         try
         {
             var config = ConfigurationFactory.ParseString(text);
@@ -84,6 +85,53 @@ public sealed class ConfigReader
         catch (Exception e)
         {
             throw new ActorTrainException($"{source}: malformed HOCON: {FirstLine(e.Message)}", e);
+        }
+    }
+
+    /// <summary>
+    /// Akka's HOCON parser accepts an unclosed brace and silently ends the object at end of file;
+    /// an experiment with a missing '}' would then run with keys in the wrong section. Braces and
+    /// brackets are matched here first, outside strings and comments.
+    /// </summary>
+    private static void CheckBrackets(string text, string source)
+    {
+        var open = new Stack<(char Bracket, int Line)>();
+        int line = 1;
+        for (int i = 0; i < text.Length; i++)
+        {
+            char ch = text[i];
+            if (ch == '\n') { line++; continue; }
+            if (ch == '#' || (ch == '/' && i + 1 < text.Length && text[i + 1] == '/'))
+            {
+                while (i + 1 < text.Length && text[i + 1] != '\n') i++;
+                continue;
+            }
+            if (ch == '"')
+            {
+                bool triple = i + 2 < text.Length && text[i + 1] == '"' && text[i + 2] == '"';
+                i += triple ? 3 : 1;
+                for (; i < text.Length; i++)
+                {
+                    if (text[i] == '\n') line++;
+                    if (!triple && text[i] == '\\') { i++; continue; }
+                    if (triple ? i + 2 < text.Length && text[i] == '"' && text[i + 1] == '"' && text[i + 2] == '"' : text[i] == '"') break;
+                }
+                if (triple) i += 2;
+                continue;
+            }
+            if (ch is '{' or '[') open.Push((ch, line));
+            else if (ch is '}' or ']')
+            {
+                char expected = ch == '}' ? '{' : '[';
+                if (open.Count == 0 || open.Peek().Bracket != expected)
+                    throw new ActorTrainException($"{source}: malformed HOCON: unexpected '{ch}' on line {line}");
+                open.Pop();
+            }
+        }
+        if (open.Count > 0)
+        {
+            var (bracket, at) = open.Peek();
+            throw new ActorTrainException($"{source}: malformed HOCON: '{bracket}' opened on line {at} is never closed");
         }
     }
 

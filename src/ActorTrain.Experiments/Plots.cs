@@ -47,7 +47,7 @@ public static class Plots
         plot.Title(title);
         plot.XLabel(x);
         plot.YLabel(y);
-        plot.ShowLegend();
+        plot.ShowLegend(Alignment.UpperRight);
         plot.SavePng(path, 800, 500);
     }
 }

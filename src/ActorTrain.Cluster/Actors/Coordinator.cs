@@ -159,6 +159,20 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
 
     protected override void PreStart()
     {
+        try
+        {
+            Start();
+        }
+        catch (Exception e)
+        {
+            // A failure while building the topology (an engine that cannot be created, say) ends the
+            // run with that error rather than an actor restart the caller never hears of.
+            Fail(e);
+        }
+    }
+
+    private void Start()
+    {
         _elapsed.Start();
         int evalBatch = Math.Max(1, Math.Min(_settings.Test.Count, 1024));
         _evaluator = _engines.Create(_settings.Model, evalBatch);

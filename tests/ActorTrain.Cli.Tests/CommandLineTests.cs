@@ -1,0 +1,140 @@
+using System.Buffers.Binary;
+using ActorTrain.Cli;
+
+namespace ActorTrain.Cli.Tests;
+
+/// <summary>The command as a new user meets it: exit codes, one-line errors, and what is left on disk.</summary>
+public sealed class CommandLineTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("actortrain-cli-").FullName;
+    private string Runs => Path.Combine(_dir, "runs");
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private static readonly string[] Small =
+    [
+        "--set", "dataset.samples=1200", "--set", "training.max-steps=30", "--set", "training.eval-every=10", "--set", "compute.engine=simd",
+    ];
+
+    private static async Task<(int Code, string Out, string Err)> Invoke(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = await ActorTrainCommand.RunAsync(args, stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
+    private string Write(string name, string text)
+    {
+        string path = Path.Combine(_dir, name);
+        File.WriteAllText(path, text);
+        return path;
+    }
+
+    private void AssertBadInput((int Code, string Out, string Err) result, string expected)
+    {
+        Assert.Equal(ActorTrainCommand.BadInput, result.Code);
+        var lines = result.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Single(lines);
+        Assert.StartsWith("error: ", lines[0]);
+        Assert.Contains(expected, lines[0]);
+        Assert.DoesNotContain("   at ", result.Err);
+        Assert.False(Directory.Exists(Runs) && Directory.EnumerateFileSystemEntries(Runs).Any(), "a run folder was left behind");
+    }
+
+    [Fact]
+    public async Task Quickstart_runs_and_writes_its_results()
+    {
+        var (code, output, err) = await Invoke(["run", "--out", Runs, .. Small]);
+        Assert.True(code == 0, err);
+        Assert.Contains("run summary", output);
+        string folder = Assert.Single(Directory.GetDirectories(Runs));
+        foreach (string file in new[] { "metrics.csv", "summary.json", "config.conf", "loss_vs_step.png", "accuracy_vs_time.png" })
+            Assert.True(File.Exists(Path.Combine(folder, file)), file);
+    }
+
+    [Fact]
+    public async Task Malformed_hocon_is_bad_input() =>
+        AssertBadInput(await Invoke(["run", Write("bad.conf", "model {\n  type = mlp\n"), "--out", Runs]), "malformed HOCON");
+
+    [Fact]
+    public async Task Unknown_key_suggests_the_closest() =>
+        AssertBadInput(await Invoke(["run", Write("typo.conf", "optimizer { learning_rate = 0.1 }"), "--out", Runs]),
+            "unknown key 'optimizer.learning_rate'; did you mean 'optimizer.learning-rate'?");
+
+    [Fact]
+    public async Task Negative_learning_rate_is_bad_input() =>
+        AssertBadInput(await Invoke(["run", "--set", "optimizer.learning-rate=-1", "--out", Runs]), "optimizer.learning-rate = -1 is out of range");
+
+    [Fact]
+    public async Task Zero_workers_is_bad_input() =>
+        AssertBadInput(await Invoke(["run", "--set", "topology.workers=0", "--out", Runs]), "topology.workers = 0 is out of range");
+
+    [Fact]
+    public async Task More_shards_than_parameters_is_bad_input() =>
+        AssertBadInput(await Invoke(["run", "--set", "model.type=softmax", "--set", "dataset.features=1", "--set", "dataset.classes=2",
+            "--set", "topology.shards=5", "--out", Runs]), "topology.shards = 5 is more than the model's 4 parameters");
+
+    [Fact]
+    public async Task Missing_experiment_file_is_bad_input() =>
+        AssertBadInput(await Invoke(["run", Path.Combine(_dir, "nope.conf"), "--out", Runs]), "experiment file not found");
+
+    [Fact]
+    public async Task Missing_dataset_is_bad_input() =>
+        AssertBadInput(await Invoke(["run", "--set", "dataset.type=idx", "--set", $"dataset.path={_dir}/no-such-folder", "--out", Runs]),
+            "dataset.path");
+
+    [Fact]
+    public async Task Corrupt_dataset_file_is_bad_input()
+    {
+        string folder = Directory.CreateDirectory(Path.Combine(_dir, "idx")).FullName;
+        foreach (string stem in new[] { "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte" })
+            File.WriteAllBytes(Path.Combine(folder, stem + ".gz"), [0x1f, 0x8b, 8, 0, 1, 2, 3]); // gzip magic, then garbage
+        AssertBadInput(await Invoke(["run", "--set", "dataset.type=idx", "--set", $"dataset.path={folder}", "--out", Runs]),
+            "train-images-idx3-ubyte.gz");
+    }
+
+    [Fact]
+    public async Task Unwritable_output_folder_is_bad_input()
+    {
+        string file = Write("not-a-folder", "");
+        AssertBadInput(await Invoke(["run", "--out", Path.Combine(file, "runs"), .. Small]), "cannot write to");
+    }
+
+    [Fact]
+    public async Task Unknown_option_is_bad_input() =>
+        AssertBadInput(await Invoke("run", "--bogus"), "unknown option '--bogus'");
+
+    [Fact]
+    public async Task Stray_argument_is_bad_input()
+    {
+        var (code, _, err) = await Invoke("run", "a.conf", "b.conf");
+        Assert.Equal(ActorTrainCommand.BadInput, code);
+        Assert.Contains("Unrecognized command or argument 'b.conf'", err);
+    }
+
+    [Fact]
+    public async Task Validate_checks_without_training()
+    {
+        var (code, output, _) = await Invoke("validate", Path.Combine(RepoRoot(), "hocon", "experiments", "quickstart.conf"));
+        Assert.Equal(0, code);
+        Assert.Contains("ok. mlp 32-64-8", output);
+        Assert.False(Directory.Exists(Runs));
+    }
+
+    [Fact]
+    public async Task Devices_lists_the_cpu_accelerator_and_the_auto_choice()
+    {
+        var (code, output, _) = await Invoke("devices");
+        Assert.Equal(0, code);
+        Assert.Contains("CPU", output);
+        Assert.Contains("compute.engine = auto picks:", output);
+    }
+
+    private static string RepoRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "ActorTrain.sln"))) return dir.FullName;
+        throw new InvalidOperationException("ActorTrain.sln not found");
+    }
+}

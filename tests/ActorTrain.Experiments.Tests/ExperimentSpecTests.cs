@@ -1,0 +1,120 @@
+using ActorTrain.Core;
+using ActorTrain.Core.Optimization;
+using ActorTrain.Core.Precision;
+
+namespace ActorTrain.Experiments.Tests;
+
+public class ExperimentSpecTests
+{
+    private static ExperimentSpec Parse(string text, params string[] overrides) =>
+        ExperimentSpec.FromConfig(ConfigReader.Load(text, "test.conf", overrides));
+
+    private static string Error(string text, params string[] overrides) =>
+        Assert.Throws<ActorTrainException>(() => Parse(text, overrides)).Message;
+
+    [Fact]
+    public void An_empty_file_takes_every_default_from_the_reference()
+    {
+        var spec = Parse("");
+        Assert.Equal("experiment", spec.Name);
+        Assert.Equal(("mlp", 64), (spec.Model.Type, spec.Model.Hidden.Single()));
+        Assert.Equal((4, 2), (spec.Topology.Workers, spec.Topology.Shards));
+        Assert.Equal(OptimizerKind.Sgd, spec.Optimizer.Kind);
+        Assert.Equal(PrecisionMode.Fp32, spec.Precision.Mode);
+        Assert.Null(spec.Precision.StaticScale);
+        Assert.Null(spec.Training.TargetAccuracy);
+        Assert.Null(spec.Training.TimeBudget);
+        Assert.Equal("auto", spec.Compute.Engine);
+    }
+
+    [Fact]
+    public void File_values_and_set_overrides_are_applied_in_that_order()
+    {
+        var spec = Parse("optimizer { type = adam, learning-rate = 0.01 }\ntraining.time-budget = 90s",
+            "optimizer.learning-rate=0.002", "model.hidden=[32, 16]", "precision.loss-scale=256");
+        Assert.Equal(OptimizerKind.Adam, spec.Optimizer.Kind);
+        Assert.Equal(0.002, spec.Schedule.LearningRate);
+        Assert.Equal([32, 16], spec.Model.Hidden);
+        Assert.Equal(256f, spec.Precision.StaticScale);
+        Assert.Equal(TimeSpan.FromSeconds(90), spec.Training.TimeBudget);
+    }
+
+    [Fact]
+    public void The_resolved_config_loads_back_to_the_same_spec()
+    {
+        var spec = Parse("name = round-trip\noptimizer.type = rmsprop\nmodel.hidden = [8, 4]\ndataset.path = \"/tmp/some folder\"");
+        var again = Parse(spec.ResolvedConfig);
+        Assert.Equal(spec.ResolvedConfig, again.ResolvedConfig);
+        Assert.Equal(spec.Optimizer, again.Optimizer);
+        Assert.Equal(spec.Dataset, again.Dataset);
+    }
+
+    [Fact]
+    public void The_embedded_quickstart_is_valid() =>
+        Assert.Equal("quickstart", ExperimentSpec.Load(null).Name);
+
+    [Theory]
+    [InlineData("optimizer.learning-rat = 0.1", "unknown key 'optimizer.learning-rat'; did you mean 'optimizer.learning-rate'?")]
+    [InlineData("topology { worker = 3 }", "did you mean 'topology.workers'?")]
+    [InlineData("traning.max-steps = 3", "did you mean 'training.max-steps'?")]
+    [InlineData("model = mlp", "'model' is a section, not a value")]
+    public void Unknown_keys_are_rejected_with_the_closest_valid_key(string text, string expected) =>
+        Assert.Contains(expected, Error(text));
+
+    [Fact]
+    public void Unknown_keys_in_set_overrides_are_rejected_too() =>
+        Assert.Contains("--set optimizer.lr=1: unknown key 'optimizer.lr'", Error("", "optimizer.lr=1"));
+
+    [Theory]
+    [InlineData("model { type = mlp", "test.conf: malformed HOCON: '{' opened on line 1 is never closed")]
+    [InlineData("model { hidden = [1, 2 }", "test.conf: malformed HOCON: unexpected '}' on line 1")]
+    [InlineData("name = \"x\"\n}", "test.conf: malformed HOCON: unexpected '}' on line 2")]
+    [InlineData("optimizer.learning-rate = -0.1", "optimizer.learning-rate = -0.1 is out of range")]
+    [InlineData("topology.workers = 0", "topology.workers = 0 is out of range")]
+    [InlineData("training.batch-size = lots", "training.batch-size = \"lots\" is not a whole number")]
+    [InlineData("optimizer.type = lion", "optimizer.type = \"lion\" is not one of: sgd, momentum")]
+    [InlineData("training.time-budget = 5 parsecs", "unknown unit 'parsecs'")]
+    [InlineData("optimizer.momentum = 1.0", "optimizer.momentum = 1.0 is out of range: must be in [0, 1)")]
+    [InlineData("precision.loss-scale = 0", "precision.loss-scale = 0 is out of range")]
+    [InlineData("model.hidden = 64", "model.hidden must be a list")]
+    [InlineData("model.type = linear", "model.type = linear is regression")]
+    [InlineData("compute.engine = tpu", "compute.engine = \"tpu\" is not one of: auto, simd")]
+    [InlineData("name = \"a/b\"", "name = \"a/b\" must be a non-empty file-name-safe word")]
+    public void Bad_values_are_rejected_naming_the_key(string text, string expected) =>
+        Assert.Contains(expected, Error(text));
+
+    [Fact]
+    public void Set_without_an_equals_sign_explains_the_form() =>
+        Assert.Contains("expected key=value", Error("", "optimizer.learning-rate"));
+
+    [Fact]
+    public void Every_reference_key_has_a_comment_above_it()
+    {
+        string path = Path.Combine(RepoRoot.Path, "hocon", "actortrain.conf");
+        var lines = File.ReadAllLines(path);
+        var undocumented = new List<string>();
+        for (int i = 0; i < lines.Length; i++)
+        {
+            string line = lines[i].Trim();
+            if (!line.Contains(" = ") || line.StartsWith('#')) continue;
+            int j = i - 1;
+            // a run of keys may share one comment (beta1 / beta2); walk up past them
+            while (j >= 0 && lines[j].Trim().Contains(" = ") && !lines[j].Trim().StartsWith('#')) j--;
+            if (j < 0 || !lines[j].Trim().StartsWith('#')) undocumented.Add(line);
+        }
+        Assert.Empty(undocumented);
+        Assert.Equal(File.ReadAllText(path), ConfigReader.ReferenceText); // the embedded copy is this file
+    }
+}
+
+internal static class RepoRoot
+{
+    public static string Path { get; } = Find();
+
+    private static string Find()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (File.Exists(System.IO.Path.Combine(dir.FullName, "ActorTrain.sln"))) return dir.FullName;
+        throw new InvalidOperationException("ActorTrain.sln not found above the test folder");
+    }
+}
