@@ -118,30 +118,24 @@ public static class ActorTrainCommand
                         task.Description = Markup.Escape(Line(p));
                         task.Value = p.Step;
                     }, max => task.MaxValue = max);
-                    return await RunWith(spec, outDir, observer, token, observer);
+                    return await ExperimentRunner.RunAsync(spec, outDir, observer, token);
                 });
         }
         else
         {
-            var observer = new ProgressObserver(p => stdout.WriteLine(Line(p)), _ => { });
-            result = await RunWith(spec, outDir, observer, token, observer);
+            var observer = new ProgressObserver(p => stdout.WriteLine(Line(p)), steps => stdout.WriteLine($"training for up to {steps} steps"));
+            result = await ExperimentRunner.RunAsync(spec, outDir, observer, token);
         }
         PrintSummary(console, result);
         return Ok;
     }
 
-    private static Task<RunResult> RunWith(ExperimentSpec spec, string? outDir, IRunObserver observer, CancellationToken token, ProgressObserver progress)
-    {
-        progress.SetMax(spec.Training.MaxSteps);
-        return ExperimentRunner.RunAsync(spec, outDir, observer, token);
-    }
-
     private static string Line(EvaluationPoint p) =>
         FormattableString.Invariant($"step {p.Step,6}  epoch {p.Epoch,6:0.00}  test loss {p.TestLoss,8:0.0000}  test acc {p.TestAccuracy,6:0.0000}  {p.ElapsedSeconds,7:0.0}s");
 
-    private sealed class ProgressObserver(Action<EvaluationPoint> onPoint, Action<double> onMax) : IRunObserver
+    private sealed class ProgressObserver(Action<EvaluationPoint> onPoint, Action<double> onStart) : IRunObserver
     {
-        public void SetMax(long steps) => onMax(steps);
+        public void OnStart(long plannedSteps) => onStart(plannedSteps);
         public void OnEvaluation(EvaluationPoint point) => onPoint(point);
     }
 

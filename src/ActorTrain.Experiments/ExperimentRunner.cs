@@ -146,6 +146,8 @@ internal sealed class MetricsCsvWriter : IRunObserver, IDisposable
         _next = next;
     }
 
+    public void OnStart(long plannedSteps) => _next?.OnStart(plannedSteps);
+
     public void OnEvaluation(EvaluationPoint p)
     {
         _writer.WriteLine(Format(p));

@@ -44,9 +44,12 @@ public sealed record RunOutcome(
     IReadOnlyList<ShardCounters> Shards,
     double ElapsedSeconds);
 
-/// <summary>Receives each evaluation as it happens (progress display, live metrics file).</summary>
+/// <summary>Receives the run's plan and each evaluation as it happens (progress display, live metrics file).</summary>
 public interface IRunObserver
 {
+    /// <summary>The number of global steps the run will take unless a target or the time budget stops it first.</summary>
+    void OnStart(long plannedSteps) { }
+
     void OnEvaluation(EvaluationPoint point);
 }
 
@@ -174,6 +177,7 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
     private void Start()
     {
         _elapsed.Start();
+        _observer?.OnStart(_settings.MaxSteps);
         int evalBatch = Math.Max(1, Math.Min(_settings.Test.Count, 1024));
         _evaluator = _engines.Create(_settings.Model, evalBatch);
 
