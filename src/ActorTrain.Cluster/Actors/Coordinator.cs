@@ -111,6 +111,7 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
     private PendingSnapshot? _final;
     private IGradientEngine? _evaluator;
     private readonly List<IActorRef> _children = [];
+    private readonly List<IActorRef> _shards = [];
     private bool _evaluating, _stopping;
     private StopReason _stopReason = StopReason.MaxSteps;
     // Mini-batch losses by the evaluation step whose window (previous evaluation, step] holds their clock.
@@ -190,6 +191,7 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
                 _settings.Optimizer, _settings.Schedule, _settings.MaxSteps, _settings.EvalEvery);
             shards[k] = Context.ActorOf(ParameterServerShard.Props(shardSettings, _link, Self), $"shard-{k}");
             _children.Add(shards[k]);
+            _shards.Add(shards[k]);
         }
         var shardRanges = _ranges.Select(r => new Worker.ShardRange(r.Start, r.Length)).ToArray();
         for (int w = 0; w < _settings.Partitions.Count; w++)
@@ -324,8 +326,7 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
         _stopping = true;
         _stopReason = reason;
         _toEvaluate.Clear();
-        foreach (var child in _children.Where(c => c.Path.Name.StartsWith("shard-", StringComparison.Ordinal)))
-            child.Tell(FinalSnapshotRequest.Instance);
+        foreach (var shard in _shards) shard.Tell(FinalSnapshotRequest.Instance);
     }
 
     private void Complete(EvaluationDone done, StopReason? reason = null)
