@@ -231,9 +231,24 @@ public sealed class ConfigReader
         var other => throw new ActorTrainException($"{key} = \"{other}\" is not on/off (or true/false)"),
     };
 
+    /// <summary>Akka's HOCON does not report an empty list `[]` as an array.</summary>
+    private static bool IsEmptyList(HoconValue value)
+    {
+        if (value.IsArray()) return value.GetArray().Count == 0;
+        try
+        {
+            return !value.IsObject() && string.IsNullOrEmpty(value.GetString());
+        }
+        catch (Exception)
+        {
+            return false;
+        }
+    }
+
     public int[] IntList(string key, int min)
     {
         var value = Value(key);
+        if (IsEmptyList(value)) return [];
         if (!value.IsArray()) throw new ActorTrainException($"{key} must be a list, e.g. [64, 32]");
         var items = value.GetArray();
         var result = new int[items.Count];
@@ -244,6 +259,43 @@ public sealed class ConfigReader
                 throw new ActorTrainException($"{key}[{i}] = \"{raw}\" must be a whole number >= {min}");
         }
         return result;
+    }
+
+    /// <summary>
+    /// A list of override blocks (compare = [{ name = a, sync.policy = asp }, ...]): for each, its name
+    /// and its keys as key=value assignments, every key checked against the reference.
+    /// </summary>
+    public IReadOnlyList<(string Name, string[] Assignments)> OverrideBlocks(string key)
+    {
+        var value = Value(key);
+        if (IsEmptyList(value)) return [];
+        if (!value.IsArray()) throw new ActorTrainException($"{key} must be a list of blocks, e.g. [{{ name = a, sync.policy = asp }}]");
+        var blocks = new List<(string, string[])>();
+        var names = new HashSet<string>();
+        var items = value.GetArray();
+        for (int i = 0; i < items.Count; i++)
+        {
+            if (!items[i].IsObject()) throw new ActorTrainException($"{key}[{i}] must be a block {{ name = ..., key = value, ... }}");
+            var leaves = new List<string>();
+            Walk(items[i].GetObject(), "", leaves);
+            string? name = null;
+            var assignments = new List<string>();
+            foreach (string leaf in leaves)
+            {
+                var leafValue = items[i].GetObject().GetKey(leaf.Split('.')[0]);
+                foreach (string part in leaf.Split('.').Skip(1)) leafValue = leafValue.GetChildObject(part);
+                string rendered = RenderValue(leafValue);
+                if (leaf == "name") name = leafValue.GetString();
+                else if (!Keys.Contains(leaf) || leaf == key)
+                    throw new ActorTrainException($"{key}[{i}]: unknown key '{leaf}'; did you mean '{Keys.MinBy(k => Levenshtein(k, leaf))}'?");
+                else assignments.Add($"{leaf}={rendered}");
+            }
+            if (string.IsNullOrWhiteSpace(name) || name.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0)
+                throw new ActorTrainException($"{key}[{i}] needs a file-name-safe name = ... (it names the variant's folder)");
+            if (!names.Add(name)) throw new ActorTrainException($"{key}: two variants are named '{name}'");
+            blocks.Add((name, assignments.ToArray()));
+        }
+        return blocks;
     }
 
     /// <summary>A duration such as 250ms, 30s, 5m, 1h; 0 (any unit) means off.</summary>
@@ -273,12 +325,18 @@ public sealed class ConfigReader
         foreach (string key in Keys)
         {
             var value = Value(key);
-            string rendered = value.IsArray()
-                ? "[" + string.Join(", ", value.GetArray().Select(v => Quote(v.GetString()))) + "]"
-                : Quote(value.GetString());
-            sb.Append(key).Append(" = ").AppendLine(rendered);
+            sb.Append(key).Append(" = ").AppendLine(RenderValue(value));
         }
         return sb.ToString();
+    }
+
+    private static string RenderValue(HoconValue value)
+    {
+        if (IsEmptyList(value)) return "[]";
+        if (value.IsArray()) return "[" + string.Join(", ", value.GetArray().Select(RenderValue)) + "]";
+        if (value.IsObject())
+            return "{ " + string.Join(", ", value.GetObject().Items.Select(kv => $"{kv.Key} = {RenderValue(kv.Value)}")) + " }";
+        return Quote(value.GetString());
     }
 
     private static string Quote(string s) =>

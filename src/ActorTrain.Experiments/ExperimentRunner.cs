@@ -42,7 +42,7 @@ public static class ExperimentRunner
             data.Model.Initialize(initial, Rng.Derive(spec.Seed, 4));
             var settings = new Coordinator.Settings(data.Model, initial, data.Partitions, data.Test, data.Train.Count,
                 spec.Training.BatchSize, spec.Seed, spec.Precision.Mode, spec.Precision.CreateScaler, spec.Topology.Shards,
-                spec.Optimizer, schedule, steps, spec.Training.EvalEvery, spec.Training.TargetAccuracy, spec.Training.TargetLoss,
+                spec.Sync, spec.Stragglers.Slowdowns(spec.Topology.Workers), spec.Optimizer, schedule, steps, spec.Training.EvalEvery, spec.Training.TargetAccuracy, spec.Training.TargetLoss,
                 spec.Training.TimeBudget, ComputeDispatcher);
 
             RunOutcome outcome;

@@ -1,3 +1,4 @@
+using ActorTrain.Cluster.Actors;
 using ActorTrain.Compute;
 using ActorTrain.Core;
 using ActorTrain.Core.Data;
@@ -32,6 +33,15 @@ public sealed record PrecisionSection(PrecisionMode Mode, float? StaticScale, fl
 
 public sealed record ComputeSection(string Engine, int Threads);
 
+public sealed record StragglerSection(int[] Workers, double Factor)
+{
+    /// <summary>The slowdown of each of <paramref name="workers"/> workers (1 for the others).</summary>
+    public double[] Slowdowns(int workers) => Enumerable.Range(0, workers).Select(w => Workers.Contains(w) ? Factor : 1.0).ToArray();
+}
+
+/// <summary>One variant of a comparison: its name and the spec with its overrides applied.</summary>
+public sealed record ExperimentVariant(string Name, ExperimentSpec Spec);
+
 public sealed record OutputSection(string Directory, bool Plots);
 
 /// <summary>
@@ -44,12 +54,15 @@ public sealed record ExperimentSpec(
     ModelSection Model,
     DatasetSection Dataset,
     TopologySection Topology,
+    SyncPolicy Sync,
+    StragglerSection Stragglers,
     TrainingSection Training,
     OptimizerSettings Optimizer,
     ScheduleSection Schedule,
     PrecisionSection Precision,
     ComputeSection Compute,
     OutputSection Output,
+    IReadOnlyList<ExperimentVariant> Variants,
     string ResolvedConfig)
 {
     /// <summary>Loads an experiment file (or "quickstart" for the embedded default) with --set overrides.</summary>
@@ -75,10 +88,25 @@ public sealed record ExperimentSpec(
             }
             source = path;
         }
-        return FromConfig(ConfigReader.Load(text, source, overrides ?? []));
+        return Parse(text, source, overrides ?? []);
     }
 
-    public static ExperimentSpec FromConfig(ConfigReader c)
+    /// <summary>
+    /// Parses experiment text; a compare block yields one variant per entry, each the experiment with
+    /// the command-line overrides and then the variant's own keys applied.
+    /// </summary>
+    public static ExperimentSpec Parse(string text, string source, IEnumerable<string> overrides)
+    {
+        var assignments = overrides.ToArray();
+        var reader = ConfigReader.Load(text, source, assignments);
+        var variants = reader.OverrideBlocks("compare")
+            .Select(v => new ExperimentVariant(v.Name,
+                FromConfig(ConfigReader.Load(text, $"{source} (variant {v.Name})", [.. assignments, .. v.Assignments, "compare=[]"]), [])))
+            .ToList();
+        return FromConfig(reader, variants);
+    }
+
+    public static ExperimentSpec FromConfig(ConfigReader c, IReadOnlyList<ExperimentVariant> variants)
     {
         string name = c.String("name");
         if (name.Length == 0 || name.IndexOfAny(System.IO.Path.GetInvalidFileNameChars()) >= 0 || name.Contains('/'))
@@ -115,6 +143,21 @@ public sealed record ExperimentSpec(
                 : $"model.type = linear is regression but dataset.type = {dataset.Type} is classification data: use softmax or mlp, or dataset.type = synthetic-linear");
 
         var topology = new TopologySection(c.Int("topology.workers", 1, 100_000), c.Int("topology.shards", 1, 100_000));
+        var sync = new SyncPolicy(
+            c.Choice("sync.policy", "bsp", "asp", "ssp") switch
+            {
+                "bsp" => SyncPolicyKind.Bsp,
+                "asp" => SyncPolicyKind.Asp,
+                _ => SyncPolicyKind.Ssp,
+            },
+            c.Int("sync.staleness", 0),
+            c.Int("sync.backup-workers", 0),
+            c.Bool("sync.staleness-aware-lr"));
+        sync.Validate(topology.Workers);
+        var stragglers = new StragglerSection(c.IntList("stragglers.workers", 0), c.Double("stragglers.factor", 1));
+        foreach (int w in stragglers.Workers)
+            if (w >= topology.Workers)
+                throw new ActorTrainException($"stragglers.workers lists worker {w}, but topology.workers = {topology.Workers} (ids 0..{topology.Workers - 1})");
 
         double targetAccuracy = c.Double("training.target-accuracy", 0, 1);
         double targetLoss = c.Double("training.target-loss", 0);
@@ -176,8 +219,8 @@ public sealed record ExperimentSpec(
         var output = new OutputSection(c.String("output.directory"), c.Bool("output.plots"));
         if (output.Directory.Length == 0) throw new ActorTrainException("output.directory is empty");
 
-        return new ExperimentSpec(name, (ulong)c.Long("seed", 0), model, dataset, topology, training, optimizer, schedule, precision,
-            compute, output, c.Render());
+        return new ExperimentSpec(name, (ulong)c.Long("seed", 0), model, dataset, topology, sync, stragglers, training, optimizer, schedule,
+            precision, compute, output, variants, c.Render());
     }
 
     /// <summary>Threads per SIMD engine when compute.threads = 0: the cores shared among the workers.</summary>

@@ -15,22 +15,22 @@ public class BspTrainingTests : TestKit
     private static readonly ModelSpec Mlp = ModelSpec.Mlp(6, [8], 3, Activation.Tanh);
     private const ulong Seed = 2024;
 
-    private static (Dataset Train, Dataset Test) Data() => SyntheticData.Blobs(240, 6, 3, 1.5, 5).Split(0.25, 6);
+    internal static (Dataset Train, Dataset Test) Data() => SyntheticData.Blobs(240, 6, 3, 1.5, 5).Split(0.25, 6);
 
-    private static Coordinator.Settings Settings(Dataset train, Dataset test, int workers, int shards, int batch, long steps,
-        OptimizerSettings optimizer, IGradientEngineFactory? _ = null) => new(
+    internal static Coordinator.Settings Settings(Dataset train, Dataset test, int workers, int shards, int batch, long steps,
+        OptimizerSettings optimizer, SyncPolicy? policy = null) => new(
         Mlp, Initial(), train.Partition(workers, Seed), test, train.Count, batch, Seed, PrecisionMode.Fp32,
-        () => LossScaler.Static(1f), shards, optimizer,
+        () => LossScaler.Static(1f), shards, policy ?? SyncPolicy.Bsp, null, optimizer,
         LearningRateSchedule.Create(ScheduleKind.InverseTime, 0.2, steps, decay: 0.05), steps, 5, null, null, null, null);
 
-    private static float[] Initial()
+    internal static float[] Initial()
     {
         var w = new float[Mlp.ParameterCount];
         Mlp.Initialize(w, Seed);
         return w;
     }
 
-    private async Task<RunOutcome> Run(Coordinator.Settings settings, IGradientEngineFactory? engines = null)
+    internal async Task<RunOutcome> Run(Coordinator.Settings settings, IGradientEngineFactory? engines = null)
     {
         var traffic = new TrafficCounters();
         var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -7,7 +7,7 @@ namespace ActorTrain.Experiments.Tests;
 public class ExperimentSpecTests
 {
     private static ExperimentSpec Parse(string text, params string[] overrides) =>
-        ExperimentSpec.FromConfig(ConfigReader.Load(text, "test.conf", overrides));
+        ExperimentSpec.Parse(text, "test.conf", overrides);
 
     private static string Error(string text, params string[] overrides) =>
         Assert.Throws<ActorTrainException>(() => Parse(text, overrides)).Message;

@@ -30,7 +30,11 @@ public sealed record EvaluationPoint(
     long BytesWorkerToShard,
     long BytesShardToWorker,
     long SkippedGradients,
-    double LossScale);
+    double LossScale,
+    long Updates,
+    double MeanStaleness,
+    long MaxStaleness,
+    long DroppedLate);
 
 public sealed record WorkerSummary(int Worker, long Steps, double ComputeSeconds, double WaitSeconds, long Flops, long UnderflowedElements,
     long NonFiniteSteps, float LastLossScale);
@@ -42,7 +46,17 @@ public sealed record RunOutcome(
     IReadOnlyList<EvaluationPoint> Evaluations,
     IReadOnlyList<WorkerSummary> Workers,
     IReadOnlyList<ShardCounters> Shards,
-    double ElapsedSeconds);
+    double ElapsedSeconds)
+{
+    /// <summary>Staleness of every applied push, summed over shards (bucket i = staleness i; the last is 63+).</summary>
+    public long[] StalenessHistogram()
+    {
+        var total = new long[ShardCounters.HistogramBuckets];
+        foreach (var shard in Shards)
+            for (int i = 0; i < total.Length; i++) total[i] += shard.StalenessHistogram[i];
+        return total;
+    }
+}
 
 /// <summary>Receives the run's plan and each evaluation as it happens (progress display, live metrics file).</summary>
 public interface IRunObserver
@@ -72,6 +86,8 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
         PrecisionMode Precision,
         Func<LossScaler> LossScaler,
         int Shards,
+        SyncPolicy Policy,
+        IReadOnlyList<double>? Slowdowns,
         OptimizerSettings Optimizer,
         LearningRateSchedule Schedule,
         long MaxSteps,
@@ -188,7 +204,7 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
             var range = _ranges[k];
             var shardSettings = new ParameterServerShard.Settings(k, range.Start,
                 _settings.InitialWeights.AsSpan(range.Start, range.Length).ToArray(), _settings.Partitions.Count,
-                _settings.Optimizer, _settings.Schedule, _settings.MaxSteps, _settings.EvalEvery);
+                _settings.Policy, _settings.Optimizer, _settings.Schedule, _settings.MaxSteps, _settings.EvalEvery);
             shards[k] = Context.ActorOf(ParameterServerShard.Props(shardSettings, _link, Self), $"shard-{k}");
             _children.Add(shards[k]);
             _shards.Add(shards[k]);
@@ -197,7 +213,8 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
         for (int w = 0; w < _settings.Partitions.Count; w++)
         {
             var workerSettings = new Worker.Settings(w, _settings.Model, _settings.Partitions[w], _settings.BatchSize,
-                WorkerDataSeed(_settings.Seed, w), _settings.Precision, _settings.LossScaler, shardRanges);
+                WorkerDataSeed(_settings.Seed, w), _settings.Precision, _settings.LossScaler, shardRanges, _settings.Policy.Kind,
+                _settings.Slowdowns is { } slow && w < slow.Count ? slow[w] : 1);
             var props = Worker.Props(workerSettings, _engines, _link, Self, shards);
             if (_settings.WorkerDispatcher is { } dispatcher) props = props.WithDispatcher(dispatcher);
             _children.Add(Context.ActorOf(props, $"worker-{w}"));
@@ -239,13 +256,13 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
         if (s.Final)
         {
             pending = _final ??= new PendingSnapshot(_settings.Model.ParameterCount, _settings.Shards);
-            pending.Version = Math.Max(pending.Version, s.Version);
+            pending.Version = Math.Max(pending.Version, s.Step);
         }
         else
         {
             if (_stopping) return;
-            if (!_pending.TryGetValue(s.Version, out pending!))
-                _pending[s.Version] = pending = new PendingSnapshot(_settings.Model.ParameterCount, _settings.Shards) { Version = s.Version };
+            if (!_pending.TryGetValue(s.Step, out pending!))
+                _pending[s.Step] = pending = new PendingSnapshot(_settings.Model.ParameterCount, _settings.Shards) { Version = s.Step };
         }
         var range = _ranges[s.Shard];
         s.Values.Span.CopyTo(pending.Weights.AsSpan(range.Start, range.Length));
@@ -254,7 +271,7 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
         if (pending.Received < _settings.Shards) return;
 
         if (s.Final) _pending.Clear();
-        else _pending.Remove(s.Version);
+        else _pending.Remove(s.Step);
         _toEvaluate.Enqueue((pending.Version, s.Final, pending));
         EvaluateNext();
     }
@@ -289,7 +306,11 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
             done.Counters.Sum(c => c.BytesIn),
             done.Counters.Sum(c => c.BytesOut),
             done.Counters.Max(c => c.PushesSkippedNonFinite),
-            done.Counters[0].LossScale);
+            done.Counters[0].LossScale,
+            done.Counters.Max(c => c.Steps),
+            done.Counters.Sum(c => c.StalenessSum) / (double)Math.Max(1, done.Counters.Sum(c => c.PushesApplied)),
+            done.Counters.Max(c => c.StalenessMax),
+            done.Counters.Sum(c => c.PushesDroppedLate));
         _evaluations.Add(point);
         _observer?.OnEvaluation(point);
 

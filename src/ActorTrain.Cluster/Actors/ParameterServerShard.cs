@@ -9,12 +9,18 @@ namespace ActorTrain.Cluster.Actors;
 /// <summary>
 /// Owns the contiguous range [Start, Start + Length) of the flat parameter vector: its FP32 master
 /// weights, the optimizer state for exactly that range, and the synchronisation of the pushes for it.
+/// Every push is unscaled by the loss scale it was computed with, in FP32; a push flagged
+/// non-finite is skipped and counted without touching the weights.
 ///
-/// BSP: the pushes of clock c are summed (each unscaled by the loss scale it was computed with,
-/// in FP32; non-finite pushes are skipped and counted); when all N have arrived the average of the
-/// finite ones takes one optimizer step, the version becomes c + 1 and every worker gets the new
-/// slice, which is also its answer to the pull of c + 1. If every push of a clock was non-finite the
-/// version still advances, without a step, so clocks stay aligned with versions.
+/// BSP: the pushes of clock c are summed; after the first N - b (b backup workers) the mean of the
+/// finite ones takes one optimizer step, the version becomes c + 1 and those workers get the new
+/// slice, which answers their pull of c + 1. Pushes of an older clock arriving later are dropped,
+/// counted, and answered with the current slice, so their worker rejoins at the current clock. If
+/// every push of a clock was non-finite the version still advances, without a step.
+///
+/// ASP: every push is one optimizer step on gradient / N and is answered at once.
+/// SSP(s): as ASP, but the answer to a worker that has completed c clocks waits until the slowest
+/// worker (as this shard has seen it: every worker pushes to every shard) has completed c - s.
 /// </summary>
 public sealed class ParameterServerShard : ReceiveActor
 {
@@ -23,6 +29,7 @@ public sealed class ParameterServerShard : ReceiveActor
         int Start,
         float[] InitialValues,
         int Workers,
+        SyncPolicy Policy,
         OptimizerSettings Optimizer,
         LearningRateSchedule Schedule,
         long MaxSteps,
@@ -37,11 +44,16 @@ public sealed class ParameterServerShard : ReceiveActor
     private readonly float[] _weights;
     private readonly float[] _sum;
     private readonly Optimizer _optimizer;
+    private readonly int _versionsPerStep;
+    private readonly int _quorum;
     private readonly List<IActorRef> _pushers;
+    private readonly long[] _workerClocks;
+    private readonly List<(IActorRef Worker, long Clock)> _parked = [];
+    private readonly long[] _staleness = new long[ShardCounters.HistogramBuckets];
     private long _version;
     private int _received, _finite;
-    private double _scaleSum, _lastStepScale = 1;
-    private long _applied, _skipped, _samples, _bytesIn, _bytesOut;
+    private long _applied, _skipped, _dropped, _samples, _bytesIn, _bytesOut, _stalenessSum, _stalenessMax, _maxLead;
+    private double _scaleSum, _recentScale = 1;
 
     public ParameterServerShard(Settings settings, ILink link, IActorRef coordinator)
     {
@@ -51,12 +63,18 @@ public sealed class ParameterServerShard : ReceiveActor
         _weights = (float[])settings.InitialValues.Clone();
         _sum = new float[settings.Length];
         _optimizer = Optimizer.Create(settings.Optimizer, settings.Length);
+        _versionsPerStep = settings.Policy.VersionsPerStep(settings.Workers);
+        _quorum = settings.Workers - settings.Policy.BackupWorkers;
         _pushers = new List<IActorRef>(settings.Workers);
+        _workerClocks = new long[settings.Workers];
         Training();
     }
 
     public static Props Props(Settings settings, ILink link, IActorRef coordinator) =>
         Akka.Actor.Props.Create(() => new ParameterServerShard(settings, link, coordinator));
+
+    private long Step => _version / _versionsPerStep;
+    private bool IsBsp => _settings.Policy.Kind == SyncPolicyKind.Bsp;
 
     protected override void PreStart() => SendSnapshot(final: false);
 
@@ -64,16 +82,17 @@ public sealed class ParameterServerShard : ReceiveActor
     {
         Receive<PullParameters>(pull =>
         {
-            // Only the first pull reaches a BSP shard: later ones are fused with the push.
+            // Only the first pull reaches a shard: later ones are fused with the push.
             _bytesIn += PullParameters.HeaderBytes;
-            if (pull.Clock <= _version) SendSlice(Sender, Slice());
+            SendSlice(Sender, Slice());
         });
-        Receive<PushGradient>(OnPush);
-        Receive<FinalSnapshotRequest>(_ =>
+        Receive<PushGradient>(push =>
         {
-            SendSnapshot(final: true);
-            Become(Finished);
+            Account(push);
+            if (IsBsp) OnBspPush(push);
+            else OnAsyncPush(push);
         });
+        Receive<FinalSnapshotRequest>(_ => Finish());
         Receive<StopTraining>(_ => Context.Stop(Self));
     }
 
@@ -85,56 +104,126 @@ public sealed class ParameterServerShard : ReceiveActor
         Receive<StopTraining>(_ => Context.Stop(Self));
     }
 
-    private void OnPush(PushGradient push)
+    private void Account(PushGradient push)
     {
-        if (push.Clock != _version)
-            throw new InvalidOperationException($"shard {_settings.ShardId}: BSP push of clock {push.Clock} from worker {push.Worker} at version {_version}");
         if (push.Gradient.Length != _settings.Length)
             throw new InvalidOperationException($"shard {_settings.ShardId}: push of {push.Gradient.Length} values for a range of {_settings.Length}");
-        _received++;
-        _pushers.Add(Sender);
         _samples += push.Samples;
         _bytesIn += push.WireBytes;
+        long slowest = _workerClocks.Min();
+        _maxLead = Math.Max(_maxLead, push.Clock - slowest);
+        _workerClocks[push.Worker] = Math.Max(_workerClocks[push.Worker], push.Clock + 1);
+    }
+
+    private void OnBspPush(PushGradient push)
+    {
+        if (push.Clock < _version)
+        {
+            _dropped++;
+            SendSlice(Sender, Slice());
+            return;
+        }
+        if (push.Clock > _version)
+            throw new InvalidOperationException($"shard {_settings.ShardId}: BSP push of clock {push.Clock} from worker {push.Worker} at version {_version}");
+        _received++;
+        _pushers.Add(Sender);
         _scaleSum += push.LossScale;
+        Accumulate(push);
+        if (_received < _quorum) return;
+
+        if (_finite > 0) Apply(_settings.Schedule.Rate(_version), 1f / _finite);
+        _recentScale = _scaleSum / _received;
+        _scaleSum = 0;
+        _received = _finite = 0;
+        _version++;
+        var pushers = _pushers.ToArray();
+        _pushers.Clear();
+        if (!AfterVersion())
+        {
+            var slice = Slice();
+            foreach (var worker in pushers) SendSlice(worker, slice);
+        }
+    }
+
+    private void OnAsyncPush(PushGradient push)
+    {
+        if (Accumulate(push))
+        {
+            long staleness = _version - push.BaseVersion;
+            double rate = _settings.Schedule.Rate(Step);
+            if (_settings.Policy.StalenessAwareLearningRate) rate /= Math.Max(1, staleness);
+            Apply(rate, 1f / _settings.Workers);
+            RecordStaleness(staleness);
+        }
+        _recentScale = push.LossScale;
+        _finite = 0;
+        _version++;
+        if (AfterVersion()) return;
+        _parked.Add((Sender, push.Clock + 1));
+        ReleaseParked();
+    }
+
+    /// <summary>Adds the unscaled push to the sum; false when it is non-finite and skipped.</summary>
+    private bool Accumulate(PushGradient push)
+    {
         if (push.NonFinite)
         {
             _skipped++;
+            return false;
         }
-        else
-        {
-            TensorPrimitives.MultiplyAdd(push.Gradient.Span, 1f / push.LossScale, _sum, _sum);
-            _finite++;
-            _applied++;
-        }
-        if (_received < _settings.Workers) return;
+        TensorPrimitives.MultiplyAdd(push.Gradient.Span, 1f / push.LossScale, _sum, _sum);
+        _finite++;
+        if (IsBsp) RecordStaleness(_version - push.BaseVersion);
+        return true;
+    }
 
-        if (_finite > 0)
-        {
-            TensorPrimitives.Multiply(_sum, 1f / _finite, _sum);
-            _optimizer.Step(_weights, _sum, _settings.Schedule.Rate(_version));
-        }
-        _version++;
+    /// <summary>One optimizer step on sum * factor, then the sum is cleared.</summary>
+    private void Apply(double rate, float factor)
+    {
+        TensorPrimitives.Multiply(_sum, factor, _sum);
+        _optimizer.Step(_weights, _sum, rate);
         Array.Clear(_sum);
-        _lastStepScale = _scaleSum / _received;
-        _scaleSum = 0;
-        _received = _finite = 0;
+    }
 
-        bool last = _version >= _settings.MaxSteps;
-        if (!last)
+    private void RecordStaleness(long staleness)
+    {
+        _applied++;
+        _staleness[Math.Min(staleness, ShardCounters.HistogramBuckets - 1)]++;
+        _stalenessSum += staleness;
+        _stalenessMax = Math.Max(_stalenessMax, staleness);
+    }
+
+    /// <summary>Snapshots at evaluation steps; true when the run's last step has been reached.</summary>
+    private bool AfterVersion()
+    {
+        if (_version % _versionsPerStep != 0) return false;
+        if (Step >= _settings.MaxSteps)
         {
-            var slice = Slice();
-            foreach (var worker in _pushers) SendSlice(worker, slice);
+            Finish();
+            return true;
         }
-        _pushers.Clear();
-        if (last)
+        if (Step % _settings.SnapshotEvery == 0) SendSnapshot(final: false);
+        return false;
+    }
+
+    /// <summary>SSP: answer every parked worker now within s clocks of the slowest; ASP: everyone.</summary>
+    private void ReleaseParked()
+    {
+        long limit = _settings.Policy.Kind == SyncPolicyKind.Ssp ? _workerClocks.Min() + _settings.Policy.Staleness : long.MaxValue;
+        ParameterSlice? slice = null;
+        for (int i = 0; i < _parked.Count; i++)
         {
-            SendSnapshot(final: true);
-            Become(Finished);
+            var (worker, clock) = _parked[i];
+            if (clock > limit) continue;
+            SendSlice(worker, slice ??= Slice());
+            _parked.RemoveAt(i--);
         }
-        else if (_version % _settings.SnapshotEvery == 0)
-        {
-            SendSnapshot(final: false);
-        }
+    }
+
+    private void Finish()
+    {
+        SendSnapshot(final: true);
+        Become(Finished);
     }
 
     /// <summary>A copy of the weights: sent to every worker and never written again.</summary>
@@ -147,6 +236,8 @@ public sealed class ParameterServerShard : ReceiveActor
     }
 
     private void SendSnapshot(bool final) =>
-        _coordinator.Tell(new ShardSnapshot(_settings.ShardId, _version, _weights.AsSpan().ToArray(),
-            new ShardCounters(_optimizer.Steps, _applied, _skipped, _samples, _bytesIn, _bytesOut, _lastStepScale), final), Self);
+        _coordinator.Tell(new ShardSnapshot(_settings.ShardId, Step, _weights.AsSpan().ToArray(), Counters(), final), Self);
+
+    private ShardCounters Counters() => new(_optimizer.Steps, _applied, _skipped, _dropped, _samples, _bytesIn, _bytesOut, _recentScale,
+        (long[])_staleness.Clone(), _stalenessSum, _stalenessMax, _maxLead);
 }

@@ -12,8 +12,14 @@ namespace ActorTrain.Cluster.Actors;
 /// <summary>
 /// A data-parallel worker: owns a gradient engine and its partition of the training set. It
 /// assembles the full parameter vector from every shard's slice, computes the loss-scaled gradient
-/// of its next mini-batch, and pushes each shard its range. Compute blocks this actor's thread, so
-/// workers run on the dedicated compute dispatcher.
+/// of its next mini-batch, and pushes each shard its range with the version of that shard's slice it
+/// used. Compute blocks this actor's thread, so workers run on the dedicated compute dispatcher.
+///
+/// Its clock is the number of steps it has pushed, except under BSP, where it takes the clock of
+/// the parameters it received (the lowest shard version): a worker whose push came too late for a
+/// step (backup workers) rejoins at the current clock instead of falling further behind.
+/// A slowdown factor above 1 makes it a straggler: after each gradient it stays busy for
+/// (factor - 1) times the compute time (slept, in whole milliseconds, on its own thread).
 /// </summary>
 public sealed class Worker : ReceiveActor
 {
@@ -25,7 +31,9 @@ public sealed class Worker : ReceiveActor
         ulong DataSeed,
         PrecisionMode Precision,
         Func<LossScaler> LossScaler,
-        IReadOnlyList<ShardRange> Shards);
+        IReadOnlyList<ShardRange> Shards,
+        SyncPolicyKind Policy,
+        double Slowdown = 1);
 
     public sealed record ShardRange(int Start, int Length);
 
@@ -40,9 +48,9 @@ public sealed class Worker : ReceiveActor
     private readonly float[] _gradient;
     private readonly LossScaler _scaler;
     private readonly Stopwatch _waiting = new();
+    private readonly long[] _shardVersions;
     private IGradientEngine? _engine;
     private long _clock;
-    private long _version;
     private int _slicesReceived;
 
     public Worker(Settings settings, IGradientEngineFactory engines, ILink link, IActorRef coordinator, IReadOnlyList<IActorRef> shards)
@@ -57,6 +65,7 @@ public sealed class Worker : ReceiveActor
         _weights = new float[settings.Model.ParameterCount];
         _gradient = new float[settings.Model.ParameterCount];
         _scaler = settings.LossScaler();
+        _shardVersions = new long[shards.Count];
 
         Receive<ParameterSlice>(OnSlice);
         Receive<StopTraining>(_ => Context.Stop(Self));
@@ -79,9 +88,10 @@ public sealed class Worker : ReceiveActor
     {
         var range = _settings.Shards[slice.Shard];
         slice.Values.Span.CopyTo(_weights.AsSpan(range.Start, range.Length));
-        _version = slice.Version;
+        _shardVersions[slice.Shard] = slice.Version;
         if (++_slicesReceived < _shards.Count) return;
         _slicesReceived = 0;
+        if (_settings.Policy == SyncPolicyKind.Bsp) _clock = _shardVersions.Min();
         Step();
     }
 
@@ -94,12 +104,18 @@ public sealed class Worker : ReceiveActor
         float scale = _scaler.Scale;
         var result = _engine!.ComputeGradient(_weights, _batch.AsBatch(), _gradient, new GradientRequest(_settings.Precision, scale));
         double computed = Stopwatch.GetElapsedTime(started).TotalSeconds;
+        if (_settings.Slowdown > 1)
+        {
+            // A straggler's extra compute time: this thread is the worker's compute, so it waits here.
+            Thread.Sleep(TimeSpan.FromMilliseconds(Math.Round((_settings.Slowdown - 1) * computed * 1000)));
+            computed = Stopwatch.GetElapsedTime(started).TotalSeconds;
+        }
         _scaler.Update(result.NonFinite);
 
         for (int s = 0; s < _shards.Count; s++)
         {
             var range = _settings.Shards[s];
-            var push = new PushGradient(_settings.WorkerId, _clock, _version, scale, result.NonFinite, _batch.Count,
+            var push = new PushGradient(_settings.WorkerId, _clock, _shardVersions[s], scale, result.NonFinite, _batch.Count,
                 _gradient.AsSpan(range.Start, range.Length).ToArray());
             _link.Send(_shards[s], push, push.WireBytes, TrafficClass.WorkerToShard, Self);
         }

@@ -23,24 +23,46 @@ public sealed record PushGradient(int Worker, long Clock, long BaseVersion, floa
     public int WireBytes => HeaderBytes + sizeof(float) * Gradient.Length;
 }
 
-/// <summary>Shard -> worker: the shard's FP32 master weights after <paramref name="Version"/> optimizer steps.</summary>
+/// <summary>
+/// Shard -> worker: the shard's FP32 master weights at <paramref name="Version"/> (steps under BSP,
+/// pushes processed under ASP/SSP); the worker sends the version back as its push's base version.
+/// </summary>
 public sealed record ParameterSlice(int Shard, long Version, ReadOnlyMemory<float> Values) : ITrainingMessage
 {
     public const int HeaderBytes = 16;
     public int WireBytes => HeaderBytes + sizeof(float) * Values.Length;
 }
 
-/// <summary>Shard -> coordinator: a copy of the shard's weights at a version, for evaluation.</summary>
-public sealed record ShardSnapshot(int Shard, long Version, ReadOnlyMemory<float> Values, ShardCounters Counters, bool Final) : ITrainingMessage;
+/// <summary>Shard -> coordinator: a copy of the shard's weights at a global step, for evaluation.</summary>
+public sealed record ShardSnapshot(int Shard, long Step, ReadOnlyMemory<float> Values, ShardCounters Counters, bool Final) : ITrainingMessage;
 
 /// <summary>
-/// What a shard has done up to the version of the snapshot that carries these counters: optimizer
-/// steps, pushes applied and skipped, samples behind the pushes, the bytes it received and sent, and
-/// the mean loss scale of the pushes of its last step.
-/// Counting at the shard, by version, makes every column of an evaluation a function of the step,
-/// not of when the coordinator happened to look.
+/// What a shard has done up to the step of the snapshot that carries these counters: optimizer
+/// steps, pushes applied, skipped as non-finite and dropped as late (backup workers), samples behind
+/// the pushes, the bytes it received and sent, the mean loss scale of the recent pushes, the
+/// staleness of every applied push (histogram, sum, max; in shard versions) and the largest lead
+/// of a pushing worker's clock over the slowest worker's. Counting at the shard, by step, makes
+/// every column of an evaluation a function of the step, not of when the coordinator looked.
 /// </summary>
-public sealed record ShardCounters(long Steps, long PushesApplied, long PushesSkippedNonFinite, long Samples, long BytesIn, long BytesOut, double LossScale);
+public sealed record ShardCounters(
+    long Steps,
+    long PushesApplied,
+    long PushesSkippedNonFinite,
+    long PushesDroppedLate,
+    long Samples,
+    long BytesIn,
+    long BytesOut,
+    double LossScale,
+    long[] StalenessHistogram,
+    long StalenessSum,
+    long StalenessMax,
+    long MaxClockLead)
+{
+    /// <summary>Buckets 0..62 count that staleness exactly; the last counts 63 and more.</summary>
+    public const int HistogramBuckets = 64;
+
+    public double MeanStaleness => PushesApplied == 0 ? 0 : (double)StalenessSum / PushesApplied;
+}
 
 /// <summary>Worker -> coordinator, after each step.</summary>
 public sealed record WorkerStepReport(
