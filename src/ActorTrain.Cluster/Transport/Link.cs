@@ -46,3 +46,21 @@ public sealed class ImmediateLink(TrafficCounters counters) : ILink
         to.Tell(message, sender);
     }
 }
+
+/// <summary>
+/// Delivery after a delay chosen per message by <paramref name="delay"/> (from the traffic class and
+/// the message's bytes), through the actor system's scheduler: real time with the default
+/// scheduler, virtual time with a test scheduler. Zero delays are told at once.
+/// </summary>
+public sealed class DelayedLink(IScheduler scheduler, TrafficCounters counters, Func<TrafficClass, long, TimeSpan> delay) : ILink
+{
+    public TrafficCounters Counters { get; } = counters;
+
+    public void Send(IActorRef to, object message, long bytes, TrafficClass traffic, IActorRef sender)
+    {
+        Counters.Add(traffic, bytes);
+        var wait = delay(traffic, bytes);
+        if (wait <= TimeSpan.Zero) to.Tell(message, sender);
+        else scheduler.ScheduleTellOnce(wait, to, message, sender);
+    }
+}

@@ -1,0 +1,235 @@
+using ActorTrain.Cluster.Actors;
+using ActorTrain.Cluster.Protocol;
+using ActorTrain.Cluster.Transport;
+using ActorTrain.Core;
+using ActorTrain.Core.Engines;
+using ActorTrain.Core.Optimization;
+using ActorTrain.Core.Precision;
+using Akka.Actor;
+using Akka.TestKit.Xunit2;
+
+namespace ActorTrain.Cluster.Tests;
+
+/// <summary>
+/// Holds every training message for a random 0-4 ms of virtual time (seeded) and delivers it when
+/// the test advances the clock: delays only reorder deliveries, nothing sleeps. (Akka's
+/// TestScheduler was tried first; it loses items scheduled from other threads while it advances.)
+/// </summary>
+internal sealed class RandomDelayLink(ulong seed) : ILink
+{
+    private readonly Rng _rng = new(seed);
+    private readonly PriorityQueue<(IActorRef To, object Message, IActorRef Sender), (long Due, long Seq)> _queue = new();
+    private long _now, _seq;
+
+    public TrafficCounters Counters { get; } = new();
+
+    public void Send(IActorRef to, object message, long bytes, TrafficClass traffic, IActorRef sender)
+    {
+        Counters.Add(traffic, bytes);
+        lock (_queue) _queue.Enqueue((to, message, sender), (_now + _rng.NextInt(5), _seq++));
+    }
+
+    /// <summary>Moves virtual time on by one millisecond and delivers what is due.</summary>
+    public void Advance()
+    {
+        lock (_queue)
+        {
+            _now++;
+            while (_queue.TryPeek(out var item, out var key) && key.Due <= _now)
+            {
+                _queue.Dequeue();
+                item.To.Tell(item.Message, item.Sender);
+            }
+        }
+    }
+}
+
+/// <summary>Policies under randomised message delays (<see cref="RandomDelayLink"/>).</summary>
+public class SyncPolicyTests : TestKit
+{
+    private async Task<RunOutcome> RunWithDelays(Coordinator.Settings settings, ulong delaySeed, IGradientEngineFactory? engines = null)
+    {
+        var link = new RandomDelayLink(delaySeed);
+        var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
+        Sys.ActorOf(Coordinator.Props(settings, engines ?? new ReferenceEngineFactory(), link, completion));
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (!completion.Task.IsCompleted)
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException("the run did not complete");
+            link.Advance();
+            await Task.Yield();
+        }
+        return await completion.Task;
+    }
+
+    private static Coordinator.Settings Settings(int workers, int shards, long steps, SyncPolicy policy, OptimizerSettings? optimizer = null)
+    {
+        var (train, test) = BspTrainingTests.Data();
+        return BspTrainingTests.Settings(train, test, workers, shards, 10, steps, optimizer ?? new OptimizerSettings(), policy);
+    }
+
+    [Fact]
+    public async Task Ssp_never_lets_a_worker_run_more_than_s_clocks_ahead_of_the_slowest()
+    {
+        const int s = 2;
+        long tightest = 0;
+        for (ulong seed = 1; seed <= 12; seed++)
+        {
+            var outcome = await RunWithDelays(Settings(4, 2, 25, new SyncPolicy(SyncPolicyKind.Ssp, Staleness: s)), seed);
+            long lead = outcome.Shards.Max(c => c.MaxClockLead);
+            Assert.True(lead <= s, $"delay schedule {seed}: a worker ran {lead} clocks ahead of the slowest (bound {s})");
+            tightest = Math.Max(tightest, lead);
+        }
+        Assert.Equal(s, tightest); // the delays do push workers up to the bound: the check can fail
+    }
+
+    [Fact]
+    public async Task Asp_under_the_same_delays_lets_workers_run_further_ahead()
+    {
+        long widest = 0;
+        for (ulong seed = 1; seed <= 6; seed++)
+        {
+            var outcome = await RunWithDelays(Settings(4, 2, 25, new SyncPolicy(SyncPolicyKind.Asp)), seed);
+            widest = Math.Max(widest, outcome.Shards.Max(c => c.MaxClockLead));
+            Assert.True(outcome.StalenessHistogram().Skip(1).Sum() > 0, "ASP under delays should apply stale pushes");
+        }
+        Assert.True(widest > 2, $"ASP's largest lead was only {widest}");
+    }
+
+    [Fact]
+    public async Task Ssp_with_zero_staleness_gives_the_weights_of_bsp()
+    {
+        var bsp = await RunWithDelays(Settings(3, 2, 20, SyncPolicy.Bsp), 5);
+        foreach (ulong seed in new ulong[] { 5, 6, 7 })
+        {
+            var ssp = await RunWithDelays(Settings(3, 2, 20, new SyncPolicy(SyncPolicyKind.Ssp, Staleness: 0)), seed);
+            Assert.Equal(0, ssp.Shards.Max(c => c.MaxClockLead));
+            Assert.Equal(0, ssp.Shards.Max(c => c.StalenessMax) / 3); // within a clock only: < N versions
+            double scale = bsp.FinalWeights.Max(Math.Abs);
+            for (int i = 0; i < bsp.FinalWeights.Length; i++)
+                Assert.True(Math.Abs(bsp.FinalWeights[i] - ssp.FinalWeights[i]) <= 1e-5 * scale,
+                    $"schedule {seed}, parameter {i}: bsp {bsp.FinalWeights[i]}, ssp(0) {ssp.FinalWeights[i]}");
+        }
+    }
+
+    [Theory]
+    [InlineData(OptimizerKind.Sgd)]
+    [InlineData(OptimizerKind.Adam)]
+    public async Task Asp_with_one_worker_equals_bsp_with_one_worker(OptimizerKind kind)
+    {
+        var optimizer = new OptimizerSettings { Kind = kind };
+        var bsp = await RunWithDelays(Settings(1, 2, 25, SyncPolicy.Bsp, optimizer), 1);
+        var asp = await RunWithDelays(Settings(1, 2, 25, new SyncPolicy(SyncPolicyKind.Asp), optimizer), 2);
+        Assert.Equal(bsp.FinalWeights, asp.FinalWeights);
+    }
+
+    public static TheoryData<SyncPolicyKind> Policies => new() { SyncPolicyKind.Bsp, SyncPolicyKind.Asp, SyncPolicyKind.Ssp };
+
+    [Theory]
+    [MemberData(nameof(Policies))]
+    public async Task A_nan_gradient_is_skipped_and_the_master_weights_stay_finite(SyncPolicyKind kind)
+    {
+        // creation order: the coordinator's evaluator, then workers 0..2; worker 1 always returns NaN
+        var outcome = await RunWithDelays(Settings(3, 2, 12, new SyncPolicy(kind, Staleness: 1)), 3, new PoisonedEngineFactory(2));
+        Assert.All(outcome.FinalWeights, v => Assert.True(float.IsFinite(v)));
+        Assert.All(outcome.Shards, c => Assert.True(c.PushesSkippedNonFinite >= 10, $"skipped {c.PushesSkippedNonFinite}"));
+        Assert.True(outcome.Evaluations[^1].TestLoss < outcome.Evaluations[0].TestLoss, "the other workers should still train the model");
+    }
+
+    [Theory]
+    [MemberData(nameof(Policies))]
+    public async Task The_loss_scale_travels_with_the_push_and_is_divided_out(SyncPolicyKind kind)
+    {
+        // A power-of-two scale is exact in FP32. Under BSP only the order in which a shard adds up a
+        // clock's pushes can differ between the runs; under ASP/SSP the order of updates itself
+        // depends on thread timing, so those run one worker, whose order is fixed.
+        int workers = kind == SyncPolicyKind.Bsp ? 3 : 1;
+        var plain = Settings(workers, 2, 15, new SyncPolicy(kind, Staleness: 1));
+        var scaled = plain with { LossScaler = () => LossScaler.Static(1024f) };
+        var a = await RunWithDelays(plain, 1);
+        var b = await RunWithDelays(scaled, 1);
+        double max = a.FinalWeights.Max(Math.Abs);
+        for (int i = 0; i < a.FinalWeights.Length; i++)
+            Assert.True(Math.Abs(a.FinalWeights[i] - b.FinalWeights[i]) <= 1e-5 * max, $"parameter {i}: {a.FinalWeights[i]} vs {b.FinalWeights[i]}");
+        Assert.Equal(1024, b.Evaluations[^1].LossScale);
+    }
+}
+
+/// <summary>The shard on its own, driven by probes standing in for workers.</summary>
+public class ShardTests : TestKit
+{
+    private static ParameterServerShard.Settings Settings(int workers, SyncPolicy policy, long steps = 100) => new(
+        0, 0, [1f, 2f, 3f], workers, policy, new OptimizerSettings(), LearningRateSchedule.Create(ScheduleKind.Constant, 0.5, steps),
+        steps, 1000);
+
+    private static PushGradient Push(int worker, long clock, long baseVersion, bool nonFinite = false) =>
+        new(worker, clock, baseVersion, 1f, nonFinite, 10, new float[] { 1f, 1f, 1f });
+
+    [Fact]
+    public void Bsp_with_b_backup_workers_steps_after_n_minus_b_pushes_and_drops_exactly_b_per_step()
+    {
+        const int n = 4, b = 1, clocks = 6;
+        var coordinator = CreateTestProbe();
+        var shard = Sys.ActorOf(ParameterServerShard.Props(Settings(n, new SyncPolicy(SyncPolicyKind.Bsp, BackupWorkers: b)),
+            new ImmediateLink(new TrafficCounters()), coordinator.Ref));
+        coordinator.ExpectMsg<ShardSnapshot>(); // step 0
+        var workers = Enumerable.Range(0, n).Select(_ => CreateTestProbe()).ToArray();
+        for (int c = 0; c < clocks; c++)
+        {
+            // a different worker is the straggler each clock
+            int late = c % n;
+            var onTime = Enumerable.Range(0, n).Where(w => w != late).ToArray();
+            foreach (int w in onTime) shard.Tell(Push(w, c, c), workers[w].Ref);
+            foreach (int w in onTime) Assert.Equal(c + 1, workers[w].ExpectMsg<ParameterSlice>().Version);
+            shard.Tell(Push(late, c, c), workers[late].Ref);
+            // the late push is dropped and answered with the current parameters
+            Assert.Equal(c + 1, workers[late].ExpectMsg<ParameterSlice>().Version);
+        }
+        shard.Tell(FinalSnapshotRequest.Instance);
+        var final = coordinator.ExpectMsg<ShardSnapshot>();
+        Assert.True(final.Final);
+        Assert.Equal((long)clocks * b, final.Counters.PushesDroppedLate);
+        Assert.Equal((long)clocks * (n - b), final.Counters.PushesApplied);
+        Assert.Equal(clocks, final.Counters.Steps);
+        // every step averaged (n - b) unit gradients: w = w0 - 0.5 * clocks
+        Assert.Equal([1f - 3f, 2f - 3f, 3f - 3f], final.Values.ToArray());
+    }
+
+    [Fact]
+    public void Ssp_holds_the_answer_to_a_worker_s_clocks_ahead_until_the_slowest_catches_up()
+    {
+        var coordinator = CreateTestProbe();
+        var shard = Sys.ActorOf(ParameterServerShard.Props(Settings(2, new SyncPolicy(SyncPolicyKind.Ssp, Staleness: 1)),
+            new ImmediateLink(new TrafficCounters()), coordinator.Ref));
+        var fast = CreateTestProbe();
+        var slow = CreateTestProbe();
+        shard.Tell(Push(0, 0, 0), fast.Ref);
+        Assert.Equal(1, fast.ExpectMsg<ParameterSlice>().Version);  // wants clock 1, slowest at 0: 1 <= 0 + 1
+        shard.Tell(Push(0, 1, 1), fast.Ref);
+        fast.ExpectNoMsg(TimeSpan.FromMilliseconds(100));             // wants clock 2 > 0 + 1: held
+        shard.Tell(Push(1, 0, 0), slow.Ref);                          // the slowest completes clock 0
+        Assert.Equal(3, slow.ExpectMsg<ParameterSlice>().Version);
+        Assert.Equal(3, fast.ExpectMsg<ParameterSlice>().Version);   // released with the current weights
+        shard.Tell(FinalSnapshotRequest.Instance);
+        coordinator.ExpectMsg<ShardSnapshot>();
+        var counters = coordinator.ExpectMsg<ShardSnapshot>().Counters;
+        Assert.Equal(2, counters.StalenessMax); // the slow push was computed on version 0 and applied at 2
+        Assert.Equal([2L, 0, 1], counters.StalenessHistogram.Take(3));
+    }
+
+    [Fact]
+    public void A_non_finite_push_leaves_the_master_weights_untouched()
+    {
+        var coordinator = CreateTestProbe();
+        var shard = Sys.ActorOf(ParameterServerShard.Props(Settings(1, new SyncPolicy(SyncPolicyKind.Asp)),
+            new ImmediateLink(new TrafficCounters()), coordinator.Ref));
+        coordinator.ExpectMsg<ShardSnapshot>();
+        var worker = CreateTestProbe();
+        shard.Tell(Push(0, 0, 0, nonFinite: true) with { Gradient = new float[] { float.NaN, 1f, float.PositiveInfinity } }, worker.Ref);
+        worker.ExpectMsg<ParameterSlice>();
+        shard.Tell(FinalSnapshotRequest.Instance);
+        var final = coordinator.ExpectMsg<ShardSnapshot>();
+        Assert.Equal([1f, 2f, 3f], final.Values.ToArray());
+        Assert.Equal((1L, 0L), (final.Counters.PushesSkippedNonFinite, final.Counters.Steps));
+    }
+}
