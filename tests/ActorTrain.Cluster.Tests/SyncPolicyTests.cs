@@ -129,10 +129,10 @@ public class SyncPolicyTests : TestKit
     [MemberData(nameof(Policies))]
     public async Task A_nan_gradient_is_skipped_and_the_master_weights_stay_finite(SyncPolicyKind kind)
     {
-        // creation order: the coordinator's evaluator, then workers 0..2; worker 1 always returns NaN
-        var outcome = await RunWithDelays(Settings(3, 2, 12, new SyncPolicy(kind, Staleness: 1)), 3, new PoisonedEngineFactory(2));
+        // every worker's 2nd, 5th, 8th, ... gradient holds a NaN
+        var outcome = await RunWithDelays(Settings(3, 2, 12, new SyncPolicy(kind, Staleness: 1)), 3, new PoisonedEngineFactory(period: 3));
         Assert.All(outcome.FinalWeights, v => Assert.True(float.IsFinite(v)));
-        Assert.All(outcome.Shards, c => Assert.True(c.PushesSkippedNonFinite >= 10, $"skipped {c.PushesSkippedNonFinite}"));
+        Assert.All(outcome.Shards, c => Assert.True(c.PushesSkippedNonFinite >= 3, $"skipped {c.PushesSkippedNonFinite}"));
         Assert.True(outcome.Evaluations[^1].TestLoss < outcome.Evaluations[0].TestLoss, "the other workers should still train the model");
     }
 

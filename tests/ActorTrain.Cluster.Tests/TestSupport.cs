@@ -61,18 +61,27 @@ internal sealed class ReferenceEngineFactory : IGradientEngineFactory
     public IGradientEngine Create(ModelSpec model, int maxBatch) => new ReferenceEngine(model, maxBatch);
 }
 
-/// <summary>An engine that returns NaN gradients for chosen workers' engines (by creation order).</summary>
-internal sealed class PoisonedEngineFactory(int poisonedCreation) : IGradientEngineFactory
+/// <summary>
+/// Engines whose gradients hold a NaN: the engine created <paramref name="poisonedCreation"/>-th
+/// (0 = the coordinator's evaluator) on every call, or, with <paramref name="period"/> > 0, every
+/// engine on calls 2, 2 + period, 2 + 2 period, ...
+/// </summary>
+internal sealed class PoisonedEngineFactory(int poisonedCreation = -1, int period = 0) : IGradientEngineFactory
 {
     private int _created;
     public string Name => "poisoned";
 
-    public IGradientEngine Create(ModelSpec model, int maxBatch) =>
-        Interlocked.Increment(ref _created) - 1 == poisonedCreation ? new NaNEngine(model, maxBatch) : new ReferenceEngine(model, maxBatch);
+    public IGradientEngine Create(ModelSpec model, int maxBatch)
+    {
+        int index = Interlocked.Increment(ref _created) - 1;
+        if (period > 0) return new NaNEngine(model, maxBatch, period);
+        return index == poisonedCreation ? new NaNEngine(model, maxBatch, 1) : new ReferenceEngine(model, maxBatch);
+    }
 
-    private sealed class NaNEngine(ModelSpec model, int maxBatch) : IGradientEngine
+    private sealed class NaNEngine(ModelSpec model, int maxBatch, int period) : IGradientEngine
     {
         private readonly ReferenceEngine _inner = new(model, maxBatch);
+        private int _calls;
         public string Name => "nan";
         public ModelSpec Model => _inner.Model;
         public int MaxBatch => _inner.MaxBatch;
@@ -80,6 +89,7 @@ internal sealed class PoisonedEngineFactory(int poisonedCreation) : IGradientEng
         public GradientResult ComputeGradient(ReadOnlySpan<float> weights, Batch batch, Span<float> gradient, GradientRequest request)
         {
             var r = _inner.ComputeGradient(weights, batch, gradient, request);
+            if (++_calls % period != 2 % period) return r;
             gradient[0] = float.NaN;
             return r with { NonFinite = true };
         }
