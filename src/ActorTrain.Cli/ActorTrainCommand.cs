@@ -19,7 +19,15 @@ public static class ActorTrainCommand
 
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr)
     {
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(stdout) });
+        bool terminal = stdout == Console.Out && !Console.IsOutputRedirected;
+        var console = AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Out = new AnsiConsoleOutput(stdout),
+            Ansi = terminal ? AnsiSupport.Detect : AnsiSupport.No,
+            Interactive = terminal ? InteractionSupport.Detect : InteractionSupport.No,
+        });
+        // Redirected output (a log, CI) is read whole: no wrapping of the tables at 80 columns.
+        if (!terminal) console.Profile.Width = 200;
         var root = new RootCommand("ActorTrain: actor-based simulation of data-parallel cluster training.");
 
         var experiment = new Argument<string?>("experiment")
@@ -103,7 +111,38 @@ public static class ActorTrainCommand
         if (file is not null && file.StartsWith('-'))
             throw new ActorTrainException($"unknown option '{file}'; see 'actortrain run --help'");
         var spec = ExperimentSpec.Load(file, overrides);
-        console.MarkupLine($"[bold]{Markup.Escape(spec.Name)}[/]: {spec.Topology.Workers} workers, {spec.Topology.Shards} shards, BSP, " +
+        if (spec.Variants.Count > 0) return await Compare(spec, outDir, console, stdout, token);
+        var result = await RunOne(spec, outDir, console, stdout, token);
+        PrintSummary(console, result);
+        return Ok;
+    }
+
+    private static async Task<int> Compare(ExperimentSpec spec, string? outDir, IAnsiConsole console, TextWriter stdout, CancellationToken token)
+    {
+        console.MarkupLine($"[bold]{Markup.Escape(spec.Name)}[/]: comparing {spec.Variants.Count} variants: {Markup.Escape(string.Join(", ", spec.Variants.Select(v => v.Name)))}");
+        var result = await ExperimentRunner.RunComparisonAsync(spec, outDir, variant =>
+        {
+            stdout.WriteLine($"== {variant.Name}: {variant.Spec.Sync.Describe()}");
+            return new ProgressObserver(p => stdout.WriteLine(Line(p)), steps => stdout.WriteLine($"training for up to {steps} steps"));
+        }, token);
+        var c = result.Comparison;
+        var table = new Table().Title($"[bold]{Markup.Escape(c.Name)}[/]" + (c.TargetLoss is { } t ? FormattableString.Invariant($" (target test loss {t})") : ""));
+        foreach (string h in new[] { "variant", "policy", "updates", "time to target (s)", "updates to target", "final test loss", "mean / max staleness", "mean wait (s)" })
+            table.AddColumn(h);
+        foreach (var r in c.Rows)
+            table.AddRow(Markup.Escape(r.Variant), Markup.Escape(r.Policy), r.Updates.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                r.SecondsToTargetLoss is { } s ? FormattableString.Invariant($"{s:0.00}") : "not reached",
+                r.UpdatesToTargetLoss?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-",
+                FormattableString.Invariant($"{r.FinalTestLoss:0.0000}"), FormattableString.Invariant($"{r.MeanStaleness:0.00} / {r.MaxStaleness}"),
+                FormattableString.Invariant($"{r.MeanWaitSeconds:0.00}"));
+        console.Write(table);
+        console.WriteLine($"results: {result.Folder} (comparison.md, comparison.csv, summary.json, a folder per variant)");
+        return Ok;
+    }
+
+    private static async Task<RunResult> RunOne(ExperimentSpec spec, string? outDir, IAnsiConsole console, TextWriter stdout, CancellationToken token)
+    {
+        console.MarkupLine($"[bold]{Markup.Escape(spec.Name)}[/]: {spec.Topology.Workers} workers, {spec.Topology.Shards} shards, {Markup.Escape(spec.Sync.Describe())}, " +
                            $"{Markup.Escape(spec.Optimizer.Kind.ToString().ToLowerInvariant())}, {spec.Precision.Mode.ToString().ToLowerInvariant()}");
         RunResult result;
         if (console.Profile.Capabilities.Interactive)
@@ -126,8 +165,7 @@ public static class ActorTrainCommand
             var observer = new ProgressObserver(p => stdout.WriteLine(Line(p)), steps => stdout.WriteLine($"training for up to {steps} steps"));
             result = await ExperimentRunner.RunAsync(spec, outDir, observer, token);
         }
-        PrintSummary(console, result);
-        return Ok;
+        return result;
     }
 
     private static string Line(EvaluationPoint p) =>
@@ -156,6 +194,8 @@ public static class ActorTrainCommand
         Row("bytes worker->shard", FormattableString.Invariant($"{s.BytesWorkerToShard / 1e6:0.0} MB"));
         Row("bytes shard->worker", FormattableString.Invariant($"{s.BytesShardToWorker / 1e6:0.0} MB"));
         Row("skipped gradients (non-finite)", s.SkippedGradients.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Row("updates / staleness", FormattableString.Invariant($"{s.Updates} updates, staleness mean {s.MeanStaleness:0.00}, max {s.MaxStaleness}"));
+        Row("wait per worker", string.Join("  ", s.WorkerTimes.Select(w => FormattableString.Invariant($"w{w.Worker}{(w.Slowdown > 1 ? $"(x{w.Slowdown:0.#})" : "")}: {w.WaitSeconds:0.00}s"))));
         Row("results", result.Folder);
         console.Write(table);
     }

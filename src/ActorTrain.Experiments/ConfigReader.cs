@@ -282,8 +282,7 @@ public sealed class ConfigReader
             var assignments = new List<string>();
             foreach (string leaf in leaves)
             {
-                var leafValue = items[i].GetObject().GetKey(leaf.Split('.')[0]);
-                foreach (string part in leaf.Split('.').Skip(1)) leafValue = leafValue.GetChildObject(part);
+                var leafValue = Leaf(items[i], leaf);
                 string rendered = RenderValue(leafValue);
                 if (leaf == "name") name = leafValue.GetString();
                 else if (!Keys.Contains(leaf) || leaf == key)
@@ -330,12 +329,25 @@ public sealed class ConfigReader
         return sb.ToString();
     }
 
+    private static HoconValue Leaf(HoconValue obj, string dottedPath)
+    {
+        var parts = dottedPath.Split('.');
+        var value = obj.GetObject().GetKey(parts[0]);
+        foreach (string part in parts.Skip(1)) value = value.GetChildObject(part);
+        return value;
+    }
+
     private static string RenderValue(HoconValue value)
     {
         if (IsEmptyList(value)) return "[]";
         if (value.IsArray()) return "[" + string.Join(", ", value.GetArray().Select(RenderValue)) + "]";
         if (value.IsObject())
-            return "{ " + string.Join(", ", value.GetObject().Items.Select(kv => $"{kv.Key} = {RenderValue(kv.Value)}")) + " }";
+        {
+            // Dotted keys rather than nested braces: Akka's parser rejects "}, key" inside an object.
+            var leaves = new List<string>();
+            Walk(value.GetObject(), "", leaves);
+            return "{ " + string.Join(", ", leaves.Select(leaf => $"{leaf} = {RenderValue(Leaf(value, leaf))}")) + " }";
+        }
         return Quote(value.GetString());
     }
 

@@ -21,8 +21,47 @@ public static class ExperimentRunner
 {
     public const string ComputeDispatcher = "actortrain.compute-dispatcher";
 
-    public static async Task<RunResult> RunAsync(ExperimentSpec spec, string? outputRoot = null, IRunObserver? observer = null,
+    public static Task<RunResult> RunAsync(ExperimentSpec spec, string? outputRoot = null, IRunObserver? observer = null,
         CancellationToken cancellation = default)
+    {
+        string root = outputRoot ?? spec.Output.Directory;
+        return RunInto(spec, root, UniqueFolder(root, $"{spec.Name}-{Stamp()}"), observer, cancellation);
+    }
+
+    /// <summary>
+    /// Runs every variant of a compare block one after another into one run folder (a subfolder per
+    /// variant) and writes the comparison table beside them: comparison.md, comparison.csv, summary.json.
+    /// </summary>
+    public static async Task<ComparisonResult> RunComparisonAsync(ExperimentSpec spec, string? outputRoot = null,
+        Func<ExperimentVariant, IRunObserver?>? observers = null, CancellationToken cancellation = default)
+    {
+        if (spec.Variants.Count == 0) throw new ArgumentException("the experiment has no compare block", nameof(spec));
+        foreach (var variant in spec.Variants) ExperimentData.Build(variant.Spec); // every variant's input checked before any runs
+        string root = outputRoot ?? spec.Output.Directory;
+        string final = UniqueFolder(root, $"{spec.Name}-{Stamp()}");
+        string partial = Path.Combine(root, "." + Path.GetFileName(final) + ".partial");
+        CreateOutput(root, partial);
+        try
+        {
+            File.WriteAllText(Path.Combine(partial, "config.conf"), spec.ResolvedConfig);
+            var results = new List<(ExperimentVariant, RunResult)>();
+            foreach (var variant in spec.Variants)
+                results.Add((variant, await RunInto(variant.Spec, partial, Path.Combine(partial, variant.Name), observers?.Invoke(variant), cancellation)));
+            var comparison = Comparison.Create(spec, results);
+            comparison.Write(partial);
+            Directory.Move(partial, final);
+            return new ComparisonResult(final, comparison);
+        }
+        catch
+        {
+            TryDelete(partial);
+            throw;
+        }
+    }
+
+    private static string Stamp() => DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
+
+    private static async Task<RunResult> RunInto(ExperimentSpec spec, string root, string final, IRunObserver? observer, CancellationToken cancellation)
     {
         var data = ExperimentData.Build(spec);
         long steps = data.Steps(spec);
@@ -30,9 +69,6 @@ public static class ExperimentRunner
         var schedule = LearningRateSchedule.Create(spec.Schedule.Kind, spec.Schedule.LearningRate, steps, spec.Schedule.WarmupFraction,
             spec.Schedule.Decay, spec.Schedule.StepSize, spec.Schedule.Gamma, spec.Schedule.MinLearningRate);
 
-        string root = outputRoot ?? spec.Output.Directory;
-        string stamp = DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
-        string final = UniqueFolder(root, $"{spec.Name}-{stamp}");
         string partial = Path.Combine(root, "." + Path.GetFileName(final) + ".partial");
         CreateOutput(root, partial);
         try
@@ -134,7 +170,7 @@ public static class ExperimentRunner
 /// <summary>metrics.csv, a row per evaluation, flushed as each row arrives so a long run can be followed.</summary>
 internal sealed class MetricsCsvWriter : IRunObserver, IDisposable
 {
-    public const string Header = "step,epoch,elapsed_s,train_loss,test_loss,test_accuracy,samples,bytes_worker_to_shard,bytes_shard_to_worker,skipped_gradients,loss_scale";
+    public const string Header = "step,epoch,elapsed_s,train_loss,test_loss,test_accuracy,samples,bytes_worker_to_shard,bytes_shard_to_worker,skipped_gradients,loss_scale,updates,mean_staleness,max_staleness,dropped_late";
 
     private readonly StreamWriter _writer;
     private readonly IRunObserver? _next;
@@ -166,7 +202,11 @@ internal sealed class MetricsCsvWriter : IRunObserver, IDisposable
         p.BytesWorkerToShard.ToString(CultureInfo.InvariantCulture),
         p.BytesShardToWorker.ToString(CultureInfo.InvariantCulture),
         p.SkippedGradients.ToString(CultureInfo.InvariantCulture),
-        p.LossScale.ToString("R", CultureInfo.InvariantCulture));
+        p.LossScale.ToString("R", CultureInfo.InvariantCulture),
+        p.Updates.ToString(CultureInfo.InvariantCulture),
+        p.MeanStaleness.ToString("0.####", CultureInfo.InvariantCulture),
+        p.MaxStaleness.ToString(CultureInfo.InvariantCulture),
+        p.DroppedLate.ToString(CultureInfo.InvariantCulture));
 
     public void Dispose() => _writer.Dispose();
 }

@@ -4,7 +4,8 @@ using ActorTrain.Cluster.Actors;
 
 namespace ActorTrain.Experiments;
 
-public sealed record WorkerReport(int Worker, long Steps, double ComputeSeconds, double WaitSeconds, double Gflops, long UnderflowedElements, long NonFiniteSteps, float LossScale);
+public sealed record WorkerReport(int Worker, double Slowdown, long Steps, double ComputeSeconds, double WaitSeconds, double Gflops,
+    long UnderflowedElements, long NonFiniteSteps, float LossScale);
 
 /// <summary>summary.json: what the run was and how it ended.</summary>
 public sealed record RunSummary(
@@ -33,6 +34,11 @@ public sealed record RunSummary(
     long BytesWorkerToShard,
     long BytesShardToWorker,
     long SkippedGradients,
+    long Updates,
+    double MeanStaleness,
+    long MaxStaleness,
+    IReadOnlyList<long> StalenessHistogram,
+    long DroppedLate,
     IReadOnlyList<WorkerReport> WorkerTimes)
 {
     private static readonly JsonSerializerOptions Json = new()
@@ -54,7 +60,7 @@ public sealed record RunSummary(
             data.Test.Count,
             spec.Topology.Workers,
             spec.Topology.Shards,
-            "bsp",
+            spec.Sync.Describe(),
             spec.Training.BatchSize,
             spec.Optimizer.Kind.ToString().ToLowerInvariant(),
             spec.Precision.Mode.ToString().ToLowerInvariant(),
@@ -77,8 +83,20 @@ public sealed record RunSummary(
             last.BytesWorkerToShard,
             last.BytesShardToWorker,
             last.SkippedGradients,
-            outcome.Workers.Select(w => new WorkerReport(w.Worker, w.Steps, w.ComputeSeconds, w.WaitSeconds,
+            last.Updates,
+            last.MeanStaleness,
+            last.MaxStaleness,
+            TrimmedHistogram(outcome.StalenessHistogram()),
+            last.DroppedLate,
+            outcome.Workers.Select(w => new WorkerReport(w.Worker, spec.Stragglers.Slowdowns(spec.Topology.Workers)[w.Worker], w.Steps, w.ComputeSeconds, w.WaitSeconds,
                 w.ComputeSeconds > 0 ? w.Flops / w.ComputeSeconds / 1e9 : 0, w.UnderflowedElements, w.NonFiniteSteps, w.LastLossScale)).ToList());
+    }
+
+    /// <summary>Counts of applied pushes by staleness 0, 1, 2, ... up to the largest seen (the last bucket is 63+).</summary>
+    private static long[] TrimmedHistogram(long[] histogram)
+    {
+        int last = Array.FindLastIndex(histogram, c => c > 0);
+        return histogram[..(last + 1)];
     }
 
     public void Write(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, Json) + "\n");

@@ -138,3 +138,26 @@ public sealed class CommandLineTests : IDisposable
         throw new InvalidOperationException("ActorTrain.sln not found");
     }
 }
+
+public sealed class CompareCommandTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("actortrain-cli-compare-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public async Task The_sync_policy_comparison_prints_its_table_and_writes_it_into_the_run_summary()
+    {
+        string file = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "hocon", "experiments", "sync-policies.conf");
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = await ActorTrainCommand.RunAsync(["run", file, "--out", _dir, "--set", "dataset.samples=2000", "--set", "model.hidden=[16]",
+            "--set", "training.max-steps=20", "--set", "output.plots=off"], stdout, stderr);
+        Assert.True(code == 0, stderr.ToString());
+        string output = stdout.ToString();
+        foreach (string variant in new[] { "== bsp: bsp", "== ssp3: ssp (staleness 3)", "== asp: asp", "time to target (s)", "mean / max staleness" })
+            Assert.Contains(variant, output);
+        string folder = Assert.Single(Directory.GetDirectories(_dir));
+        Assert.Contains("\"variant\": \"ssp3\"", File.ReadAllText(Path.Combine(folder, "summary.json")));
+    }
+}

@@ -134,3 +134,35 @@ public sealed class ExperimentRunnerTests : IDisposable
         Assert.Contains("truncated", e.Message);
     }
 }
+
+public sealed class ComparisonRunTests : IDisposable
+{
+    private readonly string _root = Directory.CreateTempSubdirectory("actortrain-compare-").FullName;
+
+    public void Dispose() => Directory.Delete(_root, recursive: true);
+
+    [Fact]
+    public async Task A_compare_block_runs_every_variant_and_writes_the_table()
+    {
+        string file = Path.Combine(RepoRoot.Path, "hocon", "experiments", "sync-policies.conf");
+        var spec = ExperimentSpec.Load(file, ["dataset.samples=2000", "model.hidden=[16]", "training.max-steps=30", "training.target-loss=0",
+            "output.plots=off"]);
+        var result = await ExperimentRunner.RunComparisonAsync(spec, _root);
+
+        Assert.Equal(["bsp", "ssp3", "asp"], result.Comparison.Rows.Select(r => r.Variant));
+        foreach (string name in new[] { "bsp", "ssp3", "asp" })
+            Assert.True(File.Exists(Path.Combine(result.Folder, name, "metrics.csv")), name);
+        foreach (string file2 in new[] { "comparison.md", "comparison.csv", "summary.json", "config.conf" })
+            Assert.True(File.Exists(Path.Combine(result.Folder, file2)), file2);
+
+        var bsp = result.Comparison.Rows[0];
+        var asp = result.Comparison.Rows[2];
+        Assert.Equal((30L, 30L, 0L), (bsp.Steps, bsp.Updates, bsp.MaxStaleness));
+        Assert.Equal(30L * 4, asp.Updates); // one update per push: 4 workers x 30 steps
+        Assert.Contains("| ssp3 | ssp (staleness 3) |", File.ReadAllText(Path.Combine(result.Folder, "comparison.md")));
+        // the straggler (worker 0, 4x) is reported as such in its variant's summary
+        var summary = RunSummary.Read(Path.Combine(result.Folder, "bsp", "summary.json"));
+        Assert.Equal([4.0, 1, 1, 1], summary.WorkerTimes.Select(w => w.Slowdown));
+        Assert.True(summary.WorkerTimes[0].ComputeSeconds > 2 * summary.WorkerTimes[1].ComputeSeconds);
+    }
+}

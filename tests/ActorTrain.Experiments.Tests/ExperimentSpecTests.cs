@@ -118,3 +118,38 @@ internal static class RepoRoot
         throw new InvalidOperationException("ActorTrain.sln not found above the test folder");
     }
 }
+
+public class CompareBlockTests
+{
+    [Fact]
+    public void Each_variant_applies_its_keys_over_the_experiment_and_the_command_line()
+    {
+        var spec = ExperimentSpec.Parse("""
+            topology.workers = 3
+            compare = [
+              { name = bsp, sync.policy = bsp }
+              { name = ssp2, sync.policy = ssp, sync.staleness = 2, optimizer.learning-rate = 0.5 }
+            ]
+            """, "test.conf", ["optimizer.learning-rate=0.2"]);
+        Assert.Equal(["bsp", "ssp2"], spec.Variants.Select(v => v.Name));
+        var ssp = spec.Variants[1].Spec;
+        Assert.Equal((Cluster.Actors.SyncPolicyKind.Ssp, 2), (ssp.Sync.Kind, ssp.Sync.Staleness));
+        Assert.Equal(0.5, ssp.Schedule.LearningRate);
+        Assert.Equal(0.2, spec.Variants[0].Spec.Schedule.LearningRate);
+        Assert.All(spec.Variants, v => Assert.Equal(3, v.Spec.Topology.Workers));
+        Assert.All(spec.Variants, v => Assert.Empty(v.Spec.Variants));
+        Assert.Contains("compare = [{ name = \"bsp\", sync.policy = \"bsp\" }, { name = \"ssp2\", sync.policy = \"ssp\", sync.staleness = 2", spec.ResolvedConfig);
+        var again = ExperimentSpec.Parse(spec.ResolvedConfig, "config.conf", []);
+        Assert.Equal(spec.Variants.Select(v => v.Spec.ResolvedConfig), again.Variants.Select(v => v.Spec.ResolvedConfig));
+    }
+
+    [Theory]
+    [InlineData("compare = [ { name = a, sync.polcy = asp } ]", "compare[0]: unknown key 'sync.polcy'; did you mean 'sync.policy'?")]
+    [InlineData("compare = [ { sync.policy = asp } ]", "compare[0] needs a file-name-safe name")]
+    [InlineData("compare = [ { name = a }, { name = a } ]", "two variants are named 'a'")]
+    [InlineData("compare = [ { name = a, sync.backup-workers = 9 } ]", "sync.backup-workers = 9 must be in [0, topology.workers - 1]")]
+    [InlineData("stragglers.workers = [7]", "stragglers.workers lists worker 7, but topology.workers = 4")]
+    [InlineData("sync { policy = asp, backup-workers = 1 }", "sync.backup-workers applies to bsp only")]
+    public void Bad_compare_blocks_and_policies_are_rejected(string text, string expected) =>
+        Assert.Contains(expected, Assert.Throws<ActorTrainException>(() => ExperimentSpec.Parse(text, "test.conf", [])).Message);
+}

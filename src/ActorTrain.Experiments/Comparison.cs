@@ -1,0 +1,101 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using ActorTrain.Cluster.Actors;
+
+namespace ActorTrain.Experiments;
+
+public sealed record ComparisonResult(string Folder, Comparison Comparison);
+
+/// <summary>One variant's line in a comparison. Times are wall-clock seconds.</summary>
+public sealed record ComparisonRow(
+    string Variant,
+    string Policy,
+    string StopReason,
+    long Steps,
+    long Updates,
+    double ElapsedSeconds,
+    double? SecondsToTargetLoss,
+    long? UpdatesToTargetLoss,
+    double FinalTestLoss,
+    double FinalTestAccuracy,
+    double MeanStaleness,
+    long MaxStaleness,
+    double MeanWaitSeconds,
+    double MaxWaitSeconds,
+    long DroppedLate,
+    string Folder);
+
+/// <summary>The table of a compare block: comparison.md, comparison.csv and the parent summary.json.</summary>
+public sealed record Comparison(string Name, double? TargetLoss, IReadOnlyList<ComparisonRow> Rows)
+{
+    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+
+    public static Comparison Create(ExperimentSpec spec, IReadOnlyList<(ExperimentVariant Variant, RunResult Result)> runs)
+    {
+        double? target = spec.Training.TargetLoss;
+        var rows = runs.Select(r =>
+        {
+            var o = r.Result.Outcome;
+            var reached = target is { } t ? o.Evaluations.FirstOrDefault(e => e.TestLoss <= t) : null;
+            var last = o.Evaluations[^1];
+            return new ComparisonRow(
+                r.Variant.Name,
+                r.Variant.Spec.Sync.Describe(),
+                r.Result.Summary.StopReason,
+                o.FinalStep,
+                last.Updates,
+                o.ElapsedSeconds,
+                reached?.ElapsedSeconds,
+                reached?.Updates,
+                last.TestLoss,
+                last.TestAccuracy,
+                last.MeanStaleness,
+                last.MaxStaleness,
+                o.Workers.Average(w => w.WaitSeconds),
+                o.Workers.Max(w => w.WaitSeconds),
+                last.DroppedLate,
+                Path.GetFileName(r.Result.Folder));
+        }).ToList();
+        return new Comparison(spec.Name, target, rows);
+    }
+
+    public void Write(string folder)
+    {
+        File.WriteAllText(Path.Combine(folder, "comparison.md"), Markdown());
+        File.WriteAllText(Path.Combine(folder, "comparison.csv"), Csv());
+        File.WriteAllText(Path.Combine(folder, "summary.json"), JsonSerializer.Serialize(this, Json) + "\n");
+    }
+
+    private static string F(double v, string format = "0.###") => v.ToString(format, CultureInfo.InvariantCulture);
+
+    public string Markdown()
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine($"# {Name}: comparison");
+        sb.AppendLine();
+        sb.AppendLine(TargetLoss is { } t
+            ? $"Target test loss {F(t)}; times are wall-clock seconds; staleness is in shard versions (updates)."
+            : "No target loss set (training.target-loss = 0); times are wall-clock seconds.");
+        sb.AppendLine();
+        sb.AppendLine("| variant | policy | stopped by | steps | updates | time (s) | time to target (s) | updates to target | final test loss | final accuracy | mean staleness | max staleness | mean wait / worker (s) | max wait (s) | dropped late |");
+        sb.AppendLine("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var r in Rows)
+            sb.AppendLine($"| {r.Variant} | {r.Policy} | {r.StopReason} | {r.Steps} | {r.Updates} | {F(r.ElapsedSeconds, "0.00")} | " +
+                          $"{(r.SecondsToTargetLoss is { } s ? F(s, "0.00") : "not reached")} | {(r.UpdatesToTargetLoss?.ToString(CultureInfo.InvariantCulture) ?? "-")} | " +
+                          $"{F(r.FinalTestLoss, "0.0000")} | {F(r.FinalTestAccuracy, "0.0000")} | {F(r.MeanStaleness, "0.00")} | {r.MaxStaleness} | " +
+                          $"{F(r.MeanWaitSeconds, "0.00")} | {F(r.MaxWaitSeconds, "0.00")} | {r.DroppedLate} |");
+        return sb.ToString();
+    }
+
+    private string Csv()
+    {
+        var sb = new StringBuilder("variant,policy,stop_reason,steps,updates,elapsed_s,seconds_to_target,updates_to_target,final_test_loss,final_test_accuracy,mean_staleness,max_staleness,mean_wait_s,max_wait_s,dropped_late\n");
+        foreach (var r in Rows)
+            sb.AppendLine(string.Join(',', r.Variant, $"\"{r.Policy}\"", r.StopReason, r.Steps, r.Updates, F(r.ElapsedSeconds),
+                r.SecondsToTargetLoss is { } s ? F(s) : "", r.UpdatesToTargetLoss?.ToString(CultureInfo.InvariantCulture) ?? "",
+                F(r.FinalTestLoss, "R"), F(r.FinalTestAccuracy, "R"), F(r.MeanStaleness, "0.####"), r.MaxStaleness,
+                F(r.MeanWaitSeconds), F(r.MaxWaitSeconds), r.DroppedLate));
+        return sb.ToString();
+    }
+}
