@@ -3,9 +3,13 @@ using ScottPlot;
 
 namespace ActorTrain.Experiments;
 
-/// <summary>PNG plots of a run: loss and accuracy against global step and against elapsed time.</summary>
+/// <summary>
+/// PNG plots of a run: loss and accuracy against global step and against elapsed time, and the
+/// staleness histogram of applied pushes when there was any staleness (ASP, SSP).
+/// </summary>
 public static class Plots
 {
+    /// <summary>The plots of every classification run; staleness.png is added when any applied push was stale.</summary>
     public static readonly string[] Files = ["loss_vs_step.png", "loss_vs_time.png", "accuracy_vs_step.png", "accuracy_vs_time.png"];
 
     public static void Write(string folder, RunOutcome outcome, bool classification)
@@ -26,6 +30,18 @@ public static class Plots
             Line(plot, times, test, "test loss");
             Line(plot, trained.Select(p => p.ElapsedSeconds).ToArray(), trained.Select(p => p.TrainLoss!.Value).ToArray(), "train loss (mini-batch mean)");
         });
+        var histogram = outcome.StalenessHistogram();
+        int last = Array.FindLastIndex(histogram, c => c > 0);
+        if (last > 0)
+        {
+            var plot = new Plot();
+            var bars = plot.Add.Bars(Enumerable.Range(0, last + 1).Select(i => (double)histogram[i]).ToArray());
+            bars.LegendText = "applied pushes";
+            plot.Title("Staleness of applied pushes");
+            plot.XLabel(histogram.Length - 1 == last ? "staleness (shard versions; last bar 63+)" : "staleness (shard versions)");
+            plot.YLabel("pushes");
+            plot.SavePng(Path.Combine(folder, "staleness.png"), 800, 500);
+        }
         if (!classification) return;
         double[] accuracy = points.Select(p => p.TestAccuracy).ToArray();
         Save(Path.Combine(folder, "accuracy_vs_step.png"), "Test accuracy", "global step", "accuracy", plot => Line(plot, steps, accuracy, "test accuracy"));
