@@ -1,0 +1,557 @@
+using System.Buffers.Binary;
+using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+
+namespace ActorTrain.Core.Compression;
+
+/// <summary>
+/// A gradient codec (names as in the GRACE and BytePS compressor sets). Encoding writes the 16-byte
+/// header of <see cref="GradientWire"/> and a self-describing body; <see cref="Decode"/> needs no
+/// settings. <see cref="BodySize"/> is each codec's size formula: encoded size = header + body,
+/// exactly. Stochastic codecs draw from the <see cref="Rng"/> they are given, so a seeded worker
+/// encodes reproducibly. Every decoder checks lengths and indices before it writes anything.
+/// </summary>
+public abstract class GradientCodec
+{
+    public abstract CodecKind Kind { get; }
+
+    /// <summary>Body bytes for a dense length n (for threshold, the count of kept elements decides: this is the upper bound).</summary>
+    public abstract int BodySize(int n);
+
+    public int MaxEncodedSize(int n) => GradientWire.HeaderSize + BodySize(n);
+
+    public int Encode(ReadOnlySpan<float> gradient, Span<byte> destination, Rng rng)
+    {
+        if (destination.Length < MaxEncodedSize(gradient.Length))
+            throw new ArgumentException($"destination holds {destination.Length} bytes, {Kind} needs up to {MaxEncodedSize(gradient.Length)}");
+        int body = EncodeBody(gradient, destination[GradientWire.HeaderSize..], rng);
+        GradientWire.WriteHeader(destination, Kind, gradient.Length, body);
+        return GradientWire.HeaderSize + body;
+    }
+
+    protected abstract int EncodeBody(ReadOnlySpan<float> g, Span<byte> body, Rng rng);
+
+    /// <summary>Writes the dense gradient; the body length has been checked against the header, not the codec.</summary>
+    protected abstract void DecodeBody(ReadOnlySpan<byte> body, Span<float> output);
+
+    private static readonly GradientCodec[] Decoders =
+    [
+        new NoneCodec(), new Fp16Codec(), new U8BitCodec(), new QsgdCodec(8), new TernGradCodec(), new OneBitCodec(),
+        new SignSgdCodec(), new EfSignSgdCodec(), new TopKCodec(0.01), new RandomKCodec(0.01), new ThresholdCodec(0),
+    ];
+
+    /// <summary>Decodes any encoded gradient into <paramref name="output"/>, whose length must be the dense length.</summary>
+    public static void Decode(ReadOnlySpan<byte> message, Span<float> output)
+    {
+        var (kind, dense) = GradientWire.Read(message, out var body);
+        if (dense != output.Length)
+            throw new CompressionFormatException($"message holds a gradient of {dense} values, the receiver expects {output.Length}");
+        Decoders[(int)kind].DecodeBody(body, output);
+    }
+
+    protected static void RequireBody(ReadOnlySpan<byte> body, int expected, string what)
+    {
+        if (body.Length != expected)
+            throw new CompressionFormatException($"{what}: body of {body.Length} bytes, expected {expected}");
+    }
+
+    protected static int Bytes(long bits) => (int)((bits + 7) / 8);
+
+    /// <summary>Writes <paramref name="width"/>-bit codes LSB first.</summary>
+    protected ref struct BitWriter(Span<byte> destination)
+    {
+        private readonly Span<byte> _dst = destination;
+        private ulong _acc;
+        private int _bits, _pos;
+
+        public void Write(uint code, int width)
+        {
+            _acc |= (ulong)code << _bits;
+            _bits += width;
+            while (_bits >= 8)
+            {
+                _dst[_pos++] = (byte)_acc;
+                _acc >>= 8;
+                _bits -= 8;
+            }
+        }
+
+        public int Flush()
+        {
+            if (_bits > 0) _dst[_pos++] = (byte)_acc;
+            _acc = 0;
+            _bits = 0;
+            return _pos;
+        }
+    }
+
+    protected ref struct BitReader(ReadOnlySpan<byte> source)
+    {
+        private readonly ReadOnlySpan<byte> _src = source;
+        private ulong _acc;
+        private int _bits, _pos;
+
+        public uint Read(int width)
+        {
+            while (_bits < width)
+            {
+                _acc |= (ulong)_src[_pos++] << _bits;
+                _bits += 8;
+            }
+            uint code = (uint)(_acc & ((1UL << width) - 1));
+            _acc >>= width;
+            _bits -= width;
+            return code;
+        }
+    }
+}
+
+/// <summary>Dense FP32: 4n bytes.</summary>
+public sealed class NoneCodec : GradientCodec
+{
+    public override CodecKind Kind => CodecKind.None;
+    public override int BodySize(int n) => 4 * n;
+
+    protected override int EncodeBody(ReadOnlySpan<float> g, Span<byte> body, Rng rng)
+    {
+        MemoryMarshal.AsBytes(g).CopyTo(body);
+        return 4 * g.Length;
+    }
+
+    protected override void DecodeBody(ReadOnlySpan<byte> body, Span<float> output)
+    {
+        RequireBody(body, BodySize(output.Length), "none");
+        MemoryMarshal.Cast<byte, float>(body).CopyTo(output);
+    }
+}
+
+/// <summary>FP16, round to nearest: 2n bytes; relative error at most 2^-11 within FP16's normal range.</summary>
+public sealed class Fp16Codec : GradientCodec
+{
+    public override CodecKind Kind => CodecKind.Fp16;
+    public override int BodySize(int n) => 2 * n;
+
+    protected override int EncodeBody(ReadOnlySpan<float> g, Span<byte> body, Rng rng)
+    {
+        TensorPrimitives.ConvertToHalf(g, MemoryMarshal.Cast<byte, Half>(body[..(2 * g.Length)]));
+        return 2 * g.Length;
+    }
+
+    protected override void DecodeBody(ReadOnlySpan<byte> body, Span<float> output)
+    {
+        RequireBody(body, BodySize(output.Length), "fp16");
+        TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(body), output);
+    }
+}
+
+/// <summary>8-bit linear quantisation between min and max: 8 + n bytes; error at most (max - min) / 510.</summary>
+public sealed class U8BitCodec : GradientCodec
+{
+    public override CodecKind Kind => CodecKind.U8Bit;
+    public override int BodySize(int n) => 8 + n;
+
+    protected override int EncodeBody(ReadOnlySpan<float> g, Span<byte> body, Rng rng)
+    {
+        float min = g.IsEmpty ? 0 : TensorPrimitives.Min(g), max = g.IsEmpty ? 0 : TensorPrimitives.Max(g);
+        BinaryPrimitives.WriteSingleLittleEndian(body, min);
+        BinaryPrimitives.WriteSingleLittleEndian(body[4..], max);
+        float scale = max > min ? 255f / (max - min) : 0f;
+        var q = body.Slice(8, g.Length);
+        for (int i = 0; i < g.Length; i++) q[i] = (byte)Math.Clamp(MathF.Round((g[i] - min) * scale), 0, 255);
+        return 8 + g.Length;
+    }
+
+    protected override void DecodeBody(ReadOnlySpan<byte> body, Span<float> output)
+    {
+        RequireBody(body, BodySize(output.Length), "u8bit");
+        float min = BinaryPrimitives.ReadSingleLittleEndian(body), max = BinaryPrimitives.ReadSingleLittleEndian(body[4..]);
+        float step = (max - min) / 255f;
+        var q = body[8..];
+        for (int i = 0; i < output.Length; i++) output[i] = min + q[i] * step;
+    }
+}
+
+/// <summary>
+/// QSGD with s = 2^(bits-1) - 1 levels: each element is sign x norm x level / s, with level the
+/// stochastic rounding of |g| s / ||g||_2, so the decoded gradient is unbiased; per-element error at
+/// most ||g||_2 / s. Body: bits (1 byte), 3 spare, norm (4), then bits per element.
+/// </summary>
+public sealed class QsgdCodec : GradientCodec
+{
+    public QsgdCodec(int bits)
+    {
+        if (bits is < 2 or > 16) throw new ActorTrainException($"compression.bits = {bits}: qsgd needs 2..16 bits (1 sign bit + level bits)");
+        Bits = bits;
+    }
+
+    public int Bits { get; }
+    public int Levels => (1 << (Bits - 1)) - 1;
+    public override CodecKind Kind => CodecKind.Qsgd;
+    public override int BodySize(int n) => 8 + Bytes((long)n * Bits);
+
+    protected override int EncodeBody(ReadOnlySpan<float> g, Span<byte> body, Rng rng)
+    {
+        body[..8].Clear();
+        body[0] = (byte)Bits;
+        float norm = TensorPrimitives.Norm(g);
+        BinaryPrimitives.WriteSingleLittleEndian(body[4..], norm);
+        var writer = new BitWriter(body[8..]);
+        int s = Levels;
+        float k = norm > 0 ? s / norm : 0;
+        for (int i = 0; i < g.Length; i++)
+        {
+            float r = MathF.Abs(g[i]) * k;
+            int level = (int)r;
+            if (level < s && rng.NextDouble() < r - level) level++;
+            writer.Write((uint)(level << 1) | (g[i] < 0 ? 1u : 0u), Bits);
+        }
+        return 8 + writer.Flush();
+    }
+
+    protected override void DecodeBody(ReadOnlySpan<byte> body, Span<float> output)
+    {
+        if (body.Length < 8) throw new CompressionFormatException($"qsgd: body of {body.Length} bytes is shorter than its 8-byte prefix");
+        int bits = body[0];
+        if (bits is < 2 or > 16) throw new CompressionFormatException($"qsgd: {bits} bits per element is not valid");
+        RequireBody(body, 8 + Bytes((long)output.Length * bits), "qsgd");
+        float norm = BinaryPrimitives.ReadSingleLittleEndian(body[4..]);
+        int s = (1 << (bits - 1)) - 1;
+        float unit = norm / s;
+        var reader = new BitReader(body[8..]);
+        for (int i = 0; i < output.Length; i++)
+        {
+            uint code = reader.Read(bits);
+            int level = (int)(code >> 1);
+            if (level > s) throw new CompressionFormatException($"qsgd: level {level} at element {i} exceeds {s}");
+            output[i] = ((code & 1) != 0 ? -unit : unit) * level;
+        }
+    }
+}
+
+/// <summary>
+/// TernGrad: s = max |g|, each element s x sign x Bernoulli(|g| / s): unbiased, values in {-s, 0, s}.
+/// Body: s (4 bytes) then 2 bits per element.
+/// </summary>
+public sealed class TernGradCodec : GradientCodec
+{
+    public override CodecKind Kind => CodecKind.TernGrad;
+    public override int BodySize(int n) => 4 + Bytes(2L * n);
+
+    protected override int EncodeBody(ReadOnlySpan<float> g, Span<byte> body, Rng rng)
+    {
+        float s = g.IsEmpty ? 0 : TensorPrimitives.MaxMagnitude(g);
+        s = MathF.Abs(s);
+        BinaryPrimitives.WriteSingleLittleEndian(body, s);
+        var writer = new BitWriter(body[4..]);
+        for (int i = 0; i < g.Length; i++)
+        {
+            bool keep = s > 0 && rng.NextDouble() < MathF.Abs(g[i]) / s;
+            writer.Write(keep ? (g[i] < 0 ? 2u : 1u) : 0u, 2);
+        }
+        return 4 + writer.Flush();
+    }
+
+    protected override void DecodeBody(ReadOnlySpan<byte> body, Span<float> output)
+    {
+        RequireBody(body, BodySize(output.Length), "terngrad");
+        float s = BinaryPrimitives.ReadSingleLittleEndian(body);
+        var reader = new BitReader(body[4..]);
+        for (int i = 0; i < output.Length; i++)
+        {
+            output[i] = reader.Read(2) switch
+            {
+                0 => 0f,
+                1 => s,
+                2 => -s,
+                var c => throw new CompressionFormatException($"terngrad: code {c} at element {i}"),
+            };
+        }
+    }
+}
+
+/// <summary>
+/// 1-bit SGD (Seide et al.): per chunk of C elements, the mean of the non-negative and of the
+/// negative elements; one bit per element picks one. Body: C (4 bytes), 2 floats per chunk, n bits.
+/// </summary>
+public sealed class OneBitCodec(int chunk = 512) : GradientCodec
+{
+    public int Chunk { get; } = chunk > 0 ? chunk : throw new ActorTrainException($"onebit chunk must be positive, got {chunk}");
+    public override CodecKind Kind => CodecKind.OneBit;
+    public override int BodySize(int n) => 4 + 8 * ((n + Chunk - 1) / Chunk) + Bytes(n);
+
+    protected override int EncodeBody(ReadOnlySpan<float> g, Span<byte> body, Rng rng)
+    {
+        int chunks = (g.Length + Chunk - 1) / Chunk;
+        BinaryPrimitives.WriteInt32LittleEndian(body, Chunk);
+        var scales = body.Slice(4, 8 * chunks);
+        var writer = new BitWriter(body[(4 + 8 * chunks)..]);
+        for (int c = 0; c < chunks; c++)
+        {
+            var part = g.Slice(c * Chunk, Math.Min(Chunk, g.Length - c * Chunk));
+            double pos = 0, neg = 0;
+            int np = 0;
+            foreach (float v in part)
+            {
+                if (v >= 0) { pos += v; np++; }
+                else neg += v;
+            }
+            BinaryPrimitives.WriteSingleLittleEndian(scales[(8 * c)..], np > 0 ? (float)(pos / np) : 0f);
+            BinaryPrimitives.WriteSingleLittleEndian(scales[(8 * c + 4)..], np < part.Length ? (float)(neg / (part.Length - np)) : 0f);
+            foreach (float v in part) writer.Write(v >= 0 ? 1u : 0u, 1);
+        }
+        return 4 + 8 * chunks + writer.Flush();
+    }
+
+    protected override void DecodeBody(ReadOnlySpan<byte> body, Span<float> output)
+    {
+        if (body.Length < 4) throw new CompressionFormatException("onebit: body shorter than its chunk size");
+        int chunk = BinaryPrimitives.ReadInt32LittleEndian(body);
+        if (chunk <= 0) throw new CompressionFormatException($"onebit: chunk size {chunk}");
+        int chunks = (output.Length + chunk - 1) / chunk;
+        RequireBody(body, 4 + 8L * chunks + Bytes(output.Length) is var size and <= int.MaxValue ? (int)size : -1, "onebit");
+        var reader = new BitReader(body[(4 + 8 * chunks)..]);
+        for (int i = 0; i < output.Length; i++)
+        {
+            int c = i / chunk;
+            int at = 4 + 8 * c + (reader.Read(1) == 1 ? 0 : 4);
+            output[i] = BinaryPrimitives.ReadSingleLittleEndian(body[at..]);
+        }
+    }
+}
+
+/// <summary>signSGD: one bit per element, decoded as +1 or -1 (zero as +1). Body: n bits.</summary>
+public sealed class SignSgdCodec : GradientCodec
+{
+    public override CodecKind Kind => CodecKind.SignSgd;
+    public override int BodySize(int n) => Bytes(n);
+
+    protected override int EncodeBody(ReadOnlySpan<float> g, Span<byte> body, Rng rng) => SignBits.Write(g, body);
+
+    protected override void DecodeBody(ReadOnlySpan<byte> body, Span<float> output)
+    {
+        RequireBody(body, BodySize(output.Length), "signsgd");
+        SignBits.Read(body, output, 1f);
+    }
+}
+
+/// <summary>
+/// EF-signSGD's scaled sign (Karimireddy et al.): (||g||_1 / n) x sign(g), meant to run with residual
+/// error feedback. Body: the scale (4 bytes) then n bits.
+/// </summary>
+public sealed class EfSignSgdCodec : GradientCodec
+{
+    public override CodecKind Kind => CodecKind.EfSignSgd;
+    public override int BodySize(int n) => 4 + Bytes(n);
+
+    protected override int EncodeBody(ReadOnlySpan<float> g, Span<byte> body, Rng rng)
+    {
+        BinaryPrimitives.WriteSingleLittleEndian(body, g.IsEmpty ? 0 : TensorPrimitives.SumOfMagnitudes(g) / g.Length);
+        return 4 + SignBits.Write(g, body[4..]);
+    }
+
+    protected override void DecodeBody(ReadOnlySpan<byte> body, Span<float> output)
+    {
+        RequireBody(body, BodySize(output.Length), "efsignsgd");
+        SignBits.Read(body[4..], output, BinaryPrimitives.ReadSingleLittleEndian(body));
+    }
+}
+
+internal static class SignBits
+{
+    public static int Write(ReadOnlySpan<float> g, Span<byte> body)
+    {
+        int bytes = (g.Length + 7) / 8;
+        body[..bytes].Clear();
+        for (int i = 0; i < g.Length; i++)
+            if (g[i] >= 0) body[i >> 3] |= (byte)(1 << (i & 7));
+        return bytes;
+    }
+
+    public static void Read(ReadOnlySpan<byte> bits, Span<float> output, float scale)
+    {
+        for (int i = 0; i < output.Length; i++) output[i] = (bits[i >> 3] & (1 << (i & 7))) != 0 ? scale : -scale;
+    }
+}
+
+/// <summary>Sparse body shared by top-k and threshold: count (4 bytes), count int32 indices, count float values.</summary>
+internal static class SparseBody
+{
+    public static int Size(int count) => 4 + 8 * count;
+
+    public static void Decode(ReadOnlySpan<byte> body, Span<float> output, string codec)
+    {
+        if (body.Length < 4) throw new CompressionFormatException($"{codec}: body shorter than its count");
+        int count = BinaryPrimitives.ReadInt32LittleEndian(body);
+        if (count < 0 || count > output.Length) throw new CompressionFormatException($"{codec}: {count} entries for a gradient of {output.Length}");
+        if (body.Length != Size(count)) throw new CompressionFormatException($"{codec}: body of {body.Length} bytes, expected {Size(count)} for {count} entries");
+        var indices = MemoryMarshal.Cast<byte, int>(body.Slice(4, 4 * count));
+        var values = MemoryMarshal.Cast<byte, float>(body.Slice(4 + 4 * count, 4 * count));
+        foreach (int index in indices)
+            if ((uint)index >= (uint)output.Length) throw new CompressionFormatException($"{codec}: index {index} outside [0, {output.Length})");
+        output.Clear();
+        for (int j = 0; j < count; j++) output[indices[j]] = values[j];
+    }
+}
+
+/// <summary>
+/// Top-k: exactly the k = max(1, ceil(ratio n)) largest magnitudes (ties to the lower index), as
+/// (index, value) pairs. Body: 4 + 8k bytes.
+/// </summary>
+public sealed class TopKCodec : GradientCodec
+{
+    private float[] _scratch = [];
+
+    public TopKCodec(double ratio)
+    {
+        if (!(ratio > 0 && ratio <= 1)) throw new ActorTrainException($"compression.ratio = {ratio} must be in (0, 1]");
+        Ratio = ratio;
+    }
+
+    public double Ratio { get; }
+    public override CodecKind Kind => CodecKind.TopK;
+    public int K(int n) => n == 0 ? 0 : Math.Clamp((int)Math.Ceiling(Ratio * n), 1, n);
+    public override int BodySize(int n) => SparseBody.Size(K(n));
+
+    protected override int EncodeBody(ReadOnlySpan<float> g, Span<byte> body, Rng rng)
+    {
+        int k = K(g.Length);
+        BinaryPrimitives.WriteInt32LittleEndian(body, k);
+        var indices = MemoryMarshal.Cast<byte, int>(body.Slice(4, 4 * k));
+        var values = MemoryMarshal.Cast<byte, float>(body.Slice(4 + 4 * k, 4 * k));
+        if (k == 0) return 4;
+        if (_scratch.Length < g.Length) _scratch = new float[g.Length];
+        var mags = _scratch.AsSpan(0, g.Length);
+        TensorPrimitives.Abs(g, mags);
+        float kth = Select.KthLargest(mags, k);
+        int j = 0;
+        for (int i = 0; i < g.Length && j < k; i++)
+            if (MathF.Abs(g[i]) > kth) { indices[j] = i; values[j++] = g[i]; }
+        for (int i = 0; i < g.Length && j < k; i++)
+            if (MathF.Abs(g[i]) == kth) { indices[j] = i; values[j++] = g[i]; }
+        // indices ascending keeps the payload deterministic and friendly to a later lossless stage
+        indices.Sort(values);
+        return SparseBody.Size(k);
+    }
+
+    protected override void DecodeBody(ReadOnlySpan<byte> body, Span<float> output) => SparseBody.Decode(body, output, "topk");
+}
+
+/// <summary>Threshold: every element with |g| >= tau, as (index, value) pairs. Body: 4 + 8m bytes for m kept.</summary>
+public sealed class ThresholdCodec : GradientCodec
+{
+    public ThresholdCodec(double tau)
+    {
+        if (!(tau >= 0)) throw new ActorTrainException($"compression.threshold = {tau} must be >= 0");
+        Tau = (float)tau;
+    }
+
+    public float Tau { get; }
+    public override CodecKind Kind => CodecKind.Threshold;
+    public override int BodySize(int n) => SparseBody.Size(n);
+
+    protected override int EncodeBody(ReadOnlySpan<float> g, Span<byte> body, Rng rng)
+    {
+        int m = 0;
+        foreach (float v in g) if (MathF.Abs(v) >= Tau) m++;
+        BinaryPrimitives.WriteInt32LittleEndian(body, m);
+        var indices = MemoryMarshal.Cast<byte, int>(body.Slice(4, 4 * m));
+        var values = MemoryMarshal.Cast<byte, float>(body.Slice(4 + 4 * m, 4 * m));
+        int j = 0;
+        for (int i = 0; i < g.Length; i++)
+            if (MathF.Abs(g[i]) >= Tau) { indices[j] = i; values[j++] = g[i]; }
+        return SparseBody.Size(m);
+    }
+
+    protected override void DecodeBody(ReadOnlySpan<byte> body, Span<float> output) => SparseBody.Decode(body, output, "threshold");
+}
+
+/// <summary>
+/// Random-k: k = max(1, ceil(ratio n)) indices chosen uniformly without replacement from a seed that
+/// travels in the message (selection sampling, indices ascending); values scaled by n / k, so the
+/// decoded gradient is unbiased. Body: seed (8), k (4), k floats.
+/// </summary>
+public sealed class RandomKCodec : GradientCodec
+{
+    public RandomKCodec(double ratio)
+    {
+        if (!(ratio > 0 && ratio <= 1)) throw new ActorTrainException($"compression.ratio = {ratio} must be in (0, 1]");
+        Ratio = ratio;
+    }
+
+    public double Ratio { get; }
+    public override CodecKind Kind => CodecKind.RandomK;
+    public int K(int n) => n == 0 ? 0 : Math.Clamp((int)Math.Ceiling(Ratio * n), 1, n);
+    public override int BodySize(int n) => 12 + 4 * K(n);
+
+    protected override int EncodeBody(ReadOnlySpan<float> g, Span<byte> body, Rng rng)
+    {
+        int k = K(g.Length);
+        ulong seed = rng.NextUInt64();
+        BinaryPrimitives.WriteUInt64LittleEndian(body, seed);
+        BinaryPrimitives.WriteInt32LittleEndian(body[8..], k);
+        var values = MemoryMarshal.Cast<byte, float>(body.Slice(12, 4 * k));
+        float scale = k == 0 ? 0 : (float)g.Length / k;
+        int j = 0;
+        foreach (int index in Indices(seed, g.Length, k)) values[j++] = g[index] * scale;
+        return 12 + 4 * k;
+    }
+
+    protected override void DecodeBody(ReadOnlySpan<byte> body, Span<float> output)
+    {
+        if (body.Length < 12) throw new CompressionFormatException("randomk: body shorter than its seed and count");
+        ulong seed = BinaryPrimitives.ReadUInt64LittleEndian(body);
+        int k = BinaryPrimitives.ReadInt32LittleEndian(body[8..]);
+        if (k < 0 || k > output.Length) throw new CompressionFormatException($"randomk: {k} entries for a gradient of {output.Length}");
+        RequireBody(body, 12 + 4 * k, "randomk");
+        var values = MemoryMarshal.Cast<byte, float>(body.Slice(12, 4 * k));
+        output.Clear();
+        int j = 0;
+        foreach (int index in Indices(seed, output.Length, k)) output[index] = values[j++];
+    }
+
+    /// <summary>Knuth's selection sampling: each index kept with probability (needed / left).</summary>
+    private static IEnumerable<int> Indices(ulong seed, int n, int k)
+    {
+        var rng = new Rng(seed);
+        int needed = k;
+        for (int i = 0; i < n && needed > 0; i++)
+        {
+            if (rng.NextDouble() * (n - i) < needed)
+            {
+                needed--;
+                yield return i;
+            }
+        }
+    }
+}
+
+internal static class Select
+{
+    /// <summary>The k-th largest value (1-based) of <paramref name="values"/>, which it reorders (quickselect).</summary>
+    public static float KthLargest(Span<float> values, int k)
+    {
+        int target = values.Length - k; // index of the k-th largest in ascending order
+        int lo = 0, hi = values.Length - 1;
+        var rng = new Rng(0x5E1EC7);
+        while (lo < hi)
+        {
+            float pivot = values[lo + rng.NextInt(hi - lo + 1)];
+            int i = lo, j = hi;
+            while (i <= j)
+            {
+                while (values[i] < pivot) i++;
+                while (values[j] > pivot) j--;
+                if (i <= j)
+                {
+                    (values[i], values[j]) = (values[j], values[i]);
+                    i++;
+                    j--;
+                }
+            }
+            if (target <= j) hi = j;
+            else if (target >= i) lo = i;
+            else return values[target];
+        }
+        return values[target];
+    }
+}

@@ -1,0 +1,282 @@
+using ActorTrain.Core.Compression;
+
+namespace ActorTrain.Core.Tests;
+
+public class CompressionTests
+{
+    private static float[] Gradient(int n, ulong seed, double scale = 1)
+    {
+        var rng = new Rng(seed);
+        return Enumerable.Range(0, n).Select(_ => (float)(scale * rng.NextGaussian())).ToArray();
+    }
+
+    private static float[] RoundTrip(GradientCodec codec, float[] g, ulong seed = 1)
+    {
+        var buffer = new byte[codec.MaxEncodedSize(g.Length)];
+        int n = codec.Encode(g, buffer, new Rng(seed));
+        var output = new float[g.Length];
+        GradientCodec.Decode(buffer.AsSpan(0, n), output);
+        return output;
+    }
+
+    public static TheoryData<string> Codecs => new() { "none", "fp16", "u8bit", "qsgd8", "qsgd2", "terngrad", "onebit", "signsgd", "efsignsgd", "topk", "randomk", "threshold" };
+
+    private static GradientCodec Build(string name) => name switch
+    {
+        "none" => new NoneCodec(),
+        "fp16" => new Fp16Codec(),
+        "u8bit" => new U8BitCodec(),
+        "qsgd8" => new QsgdCodec(8),
+        "qsgd2" => new QsgdCodec(2),
+        "terngrad" => new TernGradCodec(),
+        "onebit" => new OneBitCodec(64),
+        "signsgd" => new SignSgdCodec(),
+        "efsignsgd" => new EfSignSgdCodec(),
+        "topk" => new TopKCodec(0.1),
+        "randomk" => new RandomKCodec(0.1),
+        "threshold" => new ThresholdCodec(1.0),
+        _ => throw new ArgumentException(name),
+    };
+
+    [Theory]
+    [MemberData(nameof(Codecs))]
+    public void Encoded_size_is_header_plus_the_codec_formula(string name)
+    {
+        var codec = Build(name);
+        foreach (int n in new[] { 1, 7, 64, 1000, 4099 })
+        {
+            var g = Gradient(n, (ulong)n);
+            var buffer = new byte[codec.MaxEncodedSize(n)];
+            int written = codec.Encode(g, buffer, new Rng(3));
+            int expected = GradientWire.HeaderSize + name switch
+            {
+                "none" => 4 * n,
+                "fp16" => 2 * n,
+                "u8bit" => 8 + n,
+                "qsgd8" => 8 + (8 * n + 7) / 8,
+                "qsgd2" => 8 + (2 * n + 7) / 8,
+                "terngrad" => 4 + (2 * n + 7) / 8,
+                "onebit" => 4 + 8 * ((n + 63) / 64) + (n + 7) / 8,
+                "signsgd" => (n + 7) / 8,
+                "efsignsgd" => 4 + (n + 7) / 8,
+                "topk" => 4 + 8 * (int)Math.Ceiling(0.1 * n),
+                "randomk" => 12 + 4 * (int)Math.Ceiling(0.1 * n),
+                "threshold" => 4 + 8 * g.Count(v => Math.Abs(v) >= 1.0f),
+                _ => throw new ArgumentException(name),
+            };
+            Assert.Equal(expected, written);
+        }
+    }
+
+    [Fact]
+    public void Lossless_and_deterministic_codecs_meet_their_error_bounds()
+    {
+        var g = Gradient(5000, 1, 0.01);
+        Assert.Equal(g, RoundTrip(new NoneCodec(), g));
+        var h = RoundTrip(new Fp16Codec(), g);
+        for (int i = 0; i < g.Length; i++) Assert.Equal((float)(Half)g[i], h[i]);
+        float min = g.Min(), max = g.Max();
+        var u = RoundTrip(new U8BitCodec(), g);
+        for (int i = 0; i < g.Length; i++) Assert.True(Math.Abs(u[i] - g[i]) <= (max - min) / 510 * 1.0001 + 1e-9, $"u8bit element {i}");
+    }
+
+    [Theory]
+    [InlineData(8)]
+    [InlineData(4)]
+    [InlineData(2)]
+    public void Qsgd_error_per_element_is_at_most_norm_over_s(int bits)
+    {
+        var g = Gradient(3000, 2);
+        var codec = new QsgdCodec(bits);
+        var q = RoundTrip(codec, g);
+        double norm = Math.Sqrt(g.Sum(v => (double)v * v));
+        for (int i = 0; i < g.Length; i++)
+            Assert.True(Math.Abs(q[i] - g[i]) <= norm / codec.Levels * 1.0001, $"element {i}: {q[i]} vs {g[i]}");
+    }
+
+    [Fact]
+    public void Signs_one_bit_and_terngrad_keep_the_sign_of_every_element_they_keep()
+    {
+        var g = Gradient(2000, 4);
+        var sign = RoundTrip(new SignSgdCodec(), g);
+        var ef = RoundTrip(new EfSignSgdCodec(), g);
+        var one = RoundTrip(new OneBitCodec(128), g);
+        var tern = RoundTrip(new TernGradCodec(), g);
+        float scale = g.Sum(Math.Abs) / g.Length;
+        float max = g.Max(Math.Abs);
+        for (int i = 0; i < g.Length; i++)
+        {
+            Assert.Equal(g[i] >= 0 ? 1f : -1f, sign[i]);
+            Assert.Equal(g[i] >= 0 ? scale : -scale, ef[i], 1e-6f);
+            Assert.Equal(Math.Sign(g[i]) >= 0, one[i] >= 0);
+            Assert.Contains(tern[i], new[] { 0f, max, -max });
+            if (tern[i] != 0) Assert.Equal(Math.Sign(g[i]), Math.Sign(tern[i]));
+        }
+        // EF-signSGD is a delta-compressor: ||C(g) - g||^2 <= (1 - ||g||_1^2 / (n ||g||_2^2)) ||g||^2
+        double l1 = g.Sum(v => Math.Abs((double)v)), l2sq = g.Sum(v => (double)v * v);
+        double err = g.Zip(ef, (a, b) => (double)(a - b) * (a - b)).Sum();
+        Assert.True(err <= (1 - l1 * l1 / (g.Length * l2sq)) * l2sq * 1.0001);
+    }
+
+    [Fact]
+    public void Onebit_chunk_means_are_the_means_of_each_sign()
+    {
+        float[] g = [1, 3, -2, -4, 5, -1];
+        var d = RoundTrip(new OneBitCodec(3), g);
+        Assert.Equal([2f, 2f, -2f, -2.5f, 5f, -2.5f], d);
+    }
+
+    [Fact]
+    public void Topk_keeps_exactly_the_k_largest_magnitudes()
+    {
+        var g = Gradient(10_000, 5);
+        var codec = new TopKCodec(0.01);
+        var d = RoundTrip(codec, g);
+        var expected = g.Select((v, i) => (Math.Abs(v), i)).OrderByDescending(t => t.Item1).ThenBy(t => t.i).Take(100).Select(t => t.i).ToHashSet();
+        Assert.Equal(100, d.Count(v => v != 0));
+        for (int i = 0; i < g.Length; i++) Assert.Equal(expected.Contains(i) ? g[i] : 0f, d[i]);
+    }
+
+    [Fact]
+    public void Topk_breaks_ties_to_the_lower_index()
+    {
+        float[] g = [1, -3, 3, 0.5f, 3, 2];
+        Assert.Equal([0f, -3f, 3f, 0f, 0f, 0f], RoundTrip(new TopKCodec(2.0 / 6), g));
+    }
+
+    [Fact]
+    public void Threshold_keeps_every_element_at_or_above_tau()
+    {
+        float[] g = [0.1f, -2f, 1f, -0.99f, 3f];
+        Assert.Equal([0f, -2f, 1f, 0f, 3f], RoundTrip(new ThresholdCodec(1.0), g));
+    }
+
+    /// <summary>
+    /// The mean of M independent encodings approaches g: each coordinate's mean is within 5 standard
+    /// errors, the standard error taken from the codec's exact variance (not the sample's, which is 0
+    /// for a rarely-rounded-up element): QSGD (||g|| / s)^2 p (1 - p) with p the fractional level,
+    /// TernGrad s |g| - g^2, random-k g^2 (n / k - 1).
+    /// </summary>
+    [Theory]
+    [InlineData("qsgd2")]
+    [InlineData("qsgd8")]
+    [InlineData("terngrad")]
+    [InlineData("randomk")]
+    public void Stochastic_codecs_are_unbiased(string name)
+    {
+        var codec = Build(name);
+        var g = Gradient(200, 6);
+        const int m = 4000;
+        var sum = new double[g.Length];
+        var sq = new double[g.Length];
+        var rng = new Rng(77);
+        var buffer = new byte[codec.MaxEncodedSize(g.Length)];
+        var d = new float[g.Length];
+        for (int t = 0; t < m; t++)
+        {
+            int n = codec.Encode(g, buffer, rng);
+            GradientCodec.Decode(buffer.AsSpan(0, n), d);
+            for (int i = 0; i < g.Length; i++) { sum[i] += d[i]; sq[i] += (double)d[i] * d[i]; }
+        }
+        double norm = Math.Sqrt(g.Sum(v => (double)v * v));
+        double max = g.Max(v => Math.Abs((double)v));
+        for (int i = 0; i < g.Length; i++)
+        {
+            double mean = sum[i] / m;
+            double a = Math.Abs((double)g[i]);
+            double variance = codec switch
+            {
+                QsgdCodec q => Math.Pow(norm / q.Levels, 2) * (a * q.Levels / norm % 1) * (1 - a * q.Levels / norm % 1),
+                TernGradCodec => max * a - a * a,
+                RandomKCodec r => a * a * ((double)g.Length / r.K(g.Length) - 1),
+                _ => throw new ArgumentException(name),
+            };
+            double stderr = Math.Sqrt(variance / m);
+            Assert.True(Math.Abs(mean - g[i]) <= 5 * stderr + 1e-6, $"{name} element {i}: mean {mean:G6} vs {g[i]:G6} (stderr {stderr:G3})");
+        }
+    }
+
+    [Theory]
+    [InlineData("topk")]
+    [InlineData("efsignsgd")]
+    [InlineData("qsgd2")]
+    public void Residual_memory_keeps_what_was_not_sent(string name)
+    {
+        // sum of decoded transmissions + final residual = sum of raw gradients
+        var codec = Build(name);
+        var compressor = new GradientCompressor(codec, 500, errorFeedback: true, seed: 9);
+        var raw = new double[500];
+        var sent = new double[500];
+        var buffer = new byte[compressor.MaxEncodedSize];
+        var d = new float[500];
+        for (int t = 0; t < 30; t++)
+        {
+            var g = Gradient(500, (ulong)(100 + t));
+            for (int i = 0; i < g.Length; i++) raw[i] += g[i];
+            int n = compressor.Compress(g, 1f, buffer);
+            GradientCodec.Decode(buffer.AsSpan(0, n), d);
+            for (int i = 0; i < g.Length; i++) sent[i] += d[i];
+        }
+        // float rounding of g + e and (g + e) - decoded, 30 times, at the magnitude of what was sent
+        for (int i = 0; i < 500; i++)
+        {
+            double scale = Math.Max(1, Math.Max(Math.Abs(sent[i]), Math.Abs(compressor.Residual[i])));
+            Assert.True(Math.Abs(sent[i] + compressor.Residual[i] - raw[i]) <= 30 * 4e-7 * scale * 10,
+                $"{name} element {i}: sent {sent[i]} + residual {compressor.Residual[i]} vs raw {raw[i]}");
+        }
+    }
+
+    [Fact]
+    public void Residual_is_rescaled_when_the_loss_scale_changes()
+    {
+        var compressor = new GradientCompressor(new TopKCodec(0.25), 4, errorFeedback: true, seed: 1);
+        var buffer = new byte[compressor.MaxEncodedSize];
+        compressor.Compress([4f, 1f, -3f, 0.5f], 2f, buffer);     // top-1 sends 4
+        Assert.Equal([0f, 1f, -3f, 0.5f], compressor.Residual.ToArray());
+        compressor.Compress([0f, 0f, 0f, 0f], 4f, buffer);        // scale doubled: residual becomes (0, 2, -6, 1), -6 is sent
+        Assert.Equal([0f, 2f, 0f, 1f], compressor.Residual.ToArray());
+    }
+
+    [Theory]
+    [MemberData(nameof(Codecs))]
+    public void Truncated_or_corrupted_messages_are_rejected_with_a_clear_error(string name)
+    {
+        var codec = Build(name);
+        var g = Gradient(300, 8);
+        var buffer = new byte[codec.MaxEncodedSize(g.Length)];
+        int n = codec.Encode(g, buffer, new Rng(1));
+        var output = new float[g.Length];
+        // every truncation, from the empty message to one byte short
+        for (int cut = 0; cut < n; cut += Math.Max(1, n / 50))
+            Assert.Throws<CompressionFormatException>(() => GradientCodec.Decode(buffer.AsSpan(0, cut), output));
+        Assert.Throws<CompressionFormatException>(() => GradientCodec.Decode(buffer.AsSpan(0, n - 1), output));
+        // a receiver expecting another length
+        Assert.Contains("expects 299", Assert.Throws<CompressionFormatException>(() => GradientCodec.Decode(buffer.AsSpan(0, n), new float[299])).Message);
+        // a lying header: body length grown by 4 with 4 junk bytes appended
+        var longer = buffer.AsSpan(0, n).ToArray().Concat(new byte[4]).ToArray();
+        BitConverter.TryWriteBytes(longer.AsSpan(8), n - GradientWire.HeaderSize + 4);
+        Assert.Throws<CompressionFormatException>(() => GradientCodec.Decode(longer, output));
+        // bad magic
+        var bad = buffer.AsSpan(0, n).ToArray();
+        bad[0] ^= 0xFF;
+        Assert.Contains("not a gradient message", Assert.Throws<CompressionFormatException>(() => GradientCodec.Decode(bad, output)).Message);
+    }
+
+    [Fact]
+    public void Sparse_indices_out_of_range_are_rejected()
+    {
+        var codec = new TopKCodec(0.5);
+        var buffer = new byte[codec.MaxEncodedSize(4)];
+        int n = codec.Encode([1f, 2f, 3f, 4f], buffer, new Rng(1));
+        BitConverter.TryWriteBytes(buffer.AsSpan(GradientWire.HeaderSize + 4), 1000); // first index
+        Assert.Contains("index 1000 outside [0, 4)", Assert.Throws<CompressionFormatException>(() => GradientCodec.Decode(buffer.AsSpan(0, n), new float[4])).Message);
+    }
+
+    [Fact]
+    public void Randomk_is_reproducible_from_the_seed_in_the_message()
+    {
+        var g = Gradient(1000, 3);
+        Assert.Equal(RoundTrip(new RandomKCodec(0.05), g, 42), RoundTrip(new RandomKCodec(0.05), g, 42));
+        Assert.Equal(50, RoundTrip(new RandomKCodec(0.05), g, 42).Count(v => v != 0));
+    }
+}
