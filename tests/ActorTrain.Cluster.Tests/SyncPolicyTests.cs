@@ -165,7 +165,7 @@ public class ShardTests : TestKit
         steps, 1000);
 
     private static PushGradient Push(int worker, long clock, long baseVersion, bool nonFinite = false) =>
-        new(worker, clock, baseVersion, 1f, nonFinite, 10, new float[] { 1f, 1f, 1f });
+        new(worker, clock, baseVersion, 1f, nonFinite, 10, nonFinite ? [] : Wire.Dense(1f, 1f, 1f));
 
     [Fact]
     public void Bsp_with_b_backup_workers_steps_after_n_minus_b_pushes_and_drops_exactly_b_per_step()
@@ -227,7 +227,7 @@ public class ShardTests : TestKit
             new ImmediateLink(new TrafficCounters()), coordinator.Ref));
         coordinator.ExpectMsg<ShardSnapshot>();
         var worker = CreateTestProbe();
-        shard.Tell(Push(0, 0, 0, nonFinite: true) with { Gradient = new float[] { float.NaN, 1f, float.PositiveInfinity } }, worker.Ref);
+        shard.Tell(Push(0, 0, 0, nonFinite: true), worker.Ref);
         worker.ExpectMsg<ParameterSlice>();
         shard.Tell(FinalSnapshotRequest.Instance);
         var final = coordinator.ExpectMsg<ShardSnapshot>();
@@ -246,12 +246,12 @@ public class StalenessAwareLearningRateTests : TestKit
         var coordinator = CreateTestProbe();
         var worker = CreateTestProbe();
         var shard = Sys.ActorOf(ParameterServerShard.Props(settings, new ImmediateLink(new TrafficCounters()), coordinator.Ref));
-        PushGradient Push(long clock, long baseVersion, float g) => new(0, clock, baseVersion, 1f, false, 1, new[] { g });
+        PushGradient Push(long clock, long baseVersion, float g) => new(0, clock, baseVersion, 1f, false, 1, Wire.Dense(g));
         shard.Tell(Push(0, 0, 1f), worker.Ref);   // staleness 0: w = 0 - 1 * 1
-        Assert.Equal(-1f, worker.ExpectMsg<ParameterSlice>().Values.Span[0]);
+        Assert.Equal(-1f, Wire.Values(worker.ExpectMsg<ParameterSlice>(), 1)[0]);
         shard.Tell(Push(1, 1, 1f), worker.Ref);   // staleness 0: w = -2
         worker.ExpectMsg<ParameterSlice>();
         shard.Tell(Push(2, 0, 4f), worker.Ref);   // computed on version 0, applied at 2: lr / 2 -> w = -2 - 2
-        Assert.Equal(-4f, worker.ExpectMsg<ParameterSlice>().Values.Span[0]);
+        Assert.Equal(-4f, Wire.Values(worker.ExpectMsg<ParameterSlice>(), 1)[0]);
     }
 }

@@ -98,3 +98,22 @@ internal sealed class PoisonedEngineFactory(int poisonedCreation = -1, int perio
         public void Dispose() { }
     }
 }
+
+/// <summary>Dense FP32 payloads for tests that talk to a shard directly.</summary>
+internal static class Wire
+{
+    public static byte[] Dense(params float[] values)
+    {
+        var codec = new ActorTrain.Core.Compression.NoneCodec();
+        var payload = new byte[codec.MaxEncodedSize(values.Length)];
+        codec.Encode(values, payload, new ActorTrain.Core.Rng(0));
+        return payload;
+    }
+
+    public static float[] Values(ActorTrain.Cluster.Protocol.ParameterSlice slice, int length)
+    {
+        var values = new float[length];
+        ActorTrain.Core.Compression.GradientCodec.Decode(slice.Payload.Span, values);
+        return values;
+    }
+}

@@ -23,11 +23,16 @@ public class SimdEngineAllocationTests
         engine.ComputeGradient(w, data.AsBatch(), g, request); // warm-up: JIT, first-use paths
         engine.Evaluate(w, data.AsBatch(), precision);
         long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 20; i++)
+        const int steps = 100;
+        for (int i = 0; i < steps; i++)
         {
             engine.ComputeGradient(w, data.AsBatch(), g, request);
             engine.Evaluate(w, data.AsBatch(), precision);
         }
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        // The first time the calling thread has to block on the worker threads, the wait primitive
+        // creates its kernel event once (about 100 bytes); anything allocated per step would cost at
+        // least 24 bytes x 100 steps.
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.True(allocated < 1024, $"{allocated} bytes allocated over {steps} steps");
     }
 }

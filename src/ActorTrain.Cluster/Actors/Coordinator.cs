@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using ActorTrain.Cluster.Protocol;
 using ActorTrain.Cluster.Transport;
+using ActorTrain.Core.Compression;
 using ActorTrain.Core.Data;
 using ActorTrain.Core.Engines;
 using ActorTrain.Core.Models;
@@ -34,7 +35,14 @@ public sealed record EvaluationPoint(
     long Updates,
     double MeanStaleness,
     long MaxStaleness,
-    long DroppedLate);
+    long DroppedLate,
+    long DenseBytesWorkerToShard,
+    long DenseBytesShardToWorker)
+{
+    /// <summary>Dense FP32 bytes over bytes sent, per direction: how much compression saved.</summary>
+    public double UplinkRatio => BytesWorkerToShard == 0 ? 1 : (double)DenseBytesWorkerToShard / BytesWorkerToShard;
+    public double DownlinkRatio => BytesShardToWorker == 0 ? 1 : (double)DenseBytesShardToWorker / BytesShardToWorker;
+}
 
 public sealed record WorkerSummary(int Worker, long Steps, double ComputeSeconds, double WaitSeconds, long Flops, long UnderflowedElements,
     long NonFiniteSteps, float LastLossScale);
@@ -95,7 +103,8 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
         double? TargetAccuracy,
         double? TargetLoss,
         TimeSpan? TimeBudget,
-        string? WorkerDispatcher);
+        string? WorkerDispatcher,
+        CompressionSettings? Compression = null);
 
     private sealed record EvaluationDone(long Step, bool Final, Evaluation Result, float[] Weights, ShardCounters[] Counters);
     private sealed record ChildFailed(Exception Cause);
@@ -204,7 +213,7 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
             var range = _ranges[k];
             var shardSettings = new ParameterServerShard.Settings(k, range.Start,
                 _settings.InitialWeights.AsSpan(range.Start, range.Length).ToArray(), _settings.Partitions.Count,
-                _settings.Policy, _settings.Optimizer, _settings.Schedule, _settings.MaxSteps, _settings.EvalEvery);
+                _settings.Policy, _settings.Optimizer, _settings.Schedule, _settings.MaxSteps, _settings.EvalEvery, _settings.Compression);
             shards[k] = Context.ActorOf(ParameterServerShard.Props(shardSettings, _link, Self), $"shard-{k}");
             _children.Add(shards[k]);
             _shards.Add(shards[k]);
@@ -214,7 +223,7 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
         {
             var workerSettings = new Worker.Settings(w, _settings.Model, _settings.Partitions[w], _settings.BatchSize,
                 WorkerDataSeed(_settings.Seed, w), _settings.Precision, _settings.LossScaler, shardRanges, _settings.Policy.Kind,
-                _settings.Slowdowns is { } slow && w < slow.Count ? slow[w] : 1);
+                _settings.Slowdowns is { } slow && w < slow.Count ? slow[w] : 1, _settings.Compression);
             var props = Worker.Props(workerSettings, _engines, _link, Self, shards);
             if (_settings.WorkerDispatcher is { } dispatcher) props = props.WithDispatcher(dispatcher);
             _children.Add(Context.ActorOf(props, $"worker-{w}"));
@@ -310,7 +319,9 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
             done.Counters.Max(c => c.Steps),
             done.Counters.Sum(c => c.StalenessSum) / (double)Math.Max(1, done.Counters.Sum(c => c.PushesApplied)),
             done.Counters.Max(c => c.StalenessMax),
-            done.Counters.Sum(c => c.PushesDroppedLate));
+            done.Counters.Sum(c => c.PushesDroppedLate),
+            done.Counters.Sum(c => c.DenseBytesIn),
+            done.Counters.Sum(c => c.DenseBytesOut));
         _evaluations.Add(point);
         _observer?.OnEvaluation(point);
 

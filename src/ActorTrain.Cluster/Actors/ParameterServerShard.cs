@@ -1,6 +1,8 @@
 using System.Numerics.Tensors;
 using ActorTrain.Cluster.Protocol;
 using ActorTrain.Cluster.Transport;
+using ActorTrain.Core;
+using ActorTrain.Core.Compression;
 using ActorTrain.Core.Optimization;
 using Akka.Actor;
 
@@ -33,7 +35,8 @@ public sealed class ParameterServerShard : ReceiveActor
         OptimizerSettings Optimizer,
         LearningRateSchedule Schedule,
         long MaxSteps,
-        int SnapshotEvery)
+        int SnapshotEvery,
+        CompressionSettings? Compression = null)
     {
         public int Length => InitialValues.Length;
     }
@@ -46,13 +49,15 @@ public sealed class ParameterServerShard : ReceiveActor
     private readonly Optimizer _optimizer;
     private readonly int _versionsPerStep;
     private readonly int _quorum;
-    private readonly List<IActorRef> _pushers;
+    private readonly List<(IActorRef Ref, int Id)> _pushers;
     private readonly long[] _workerClocks;
-    private readonly List<(IActorRef Worker, long Clock)> _parked = [];
+    private readonly List<(IActorRef Ref, int Id, long Clock)> _parked = [];
+    private readonly float[] _decoded;
+    private readonly Downlink _downlink;
     private readonly long[] _staleness = new long[ShardCounters.HistogramBuckets];
     private long _version;
     private int _received, _finite;
-    private long _applied, _skipped, _dropped, _samples, _bytesIn, _bytesOut, _stalenessSum, _stalenessMax, _maxLead;
+    private long _applied, _skipped, _dropped, _samples, _bytesIn, _bytesOut, _denseIn, _denseOut, _stalenessSum, _stalenessMax, _maxLead;
     private double _scaleSum, _recentScale = 1;
 
     public ParameterServerShard(Settings settings, ILink link, IActorRef coordinator)
@@ -65,8 +70,11 @@ public sealed class ParameterServerShard : ReceiveActor
         _optimizer = Optimizer.Create(settings.Optimizer, settings.Length);
         _versionsPerStep = settings.Policy.VersionsPerStep(settings.Workers);
         _quorum = settings.Workers - settings.Policy.BackupWorkers;
-        _pushers = new List<IActorRef>(settings.Workers);
+        _pushers = new(settings.Workers);
         _workerClocks = new long[settings.Workers];
+        _decoded = new float[settings.Length];
+        _downlink = new Downlink(settings.Compression ?? CompressionSettings.Dense, settings.Workers, settings.Length,
+            Rng.Derive(0xD0, (ulong)settings.ShardId));
         Training();
     }
 
@@ -84,7 +92,8 @@ public sealed class ParameterServerShard : ReceiveActor
         {
             // Only the first pull reaches a shard: later ones are fused with the push.
             _bytesIn += PullParameters.HeaderBytes;
-            SendSlice(Sender, Slice());
+            _denseIn += PullParameters.HeaderBytes;
+            SendSlice(Sender, pull.Worker, first: true);
         });
         Receive<PushGradient>(push =>
         {
@@ -106,10 +115,9 @@ public sealed class ParameterServerShard : ReceiveActor
 
     private void Account(PushGradient push)
     {
-        if (push.Gradient.Length != _settings.Length)
-            throw new InvalidOperationException($"shard {_settings.ShardId}: push of {push.Gradient.Length} values for a range of {_settings.Length}");
         _samples += push.Samples;
         _bytesIn += push.WireBytes;
+        _denseIn += PushGradient.DenseBytes(_settings.Length);
         long slowest = _workerClocks.Min();
         _maxLead = Math.Max(_maxLead, push.Clock - slowest);
         _workerClocks[push.Worker] = Math.Max(_workerClocks[push.Worker], push.Clock + 1);
@@ -120,13 +128,13 @@ public sealed class ParameterServerShard : ReceiveActor
         if (push.Clock < _version)
         {
             _dropped++;
-            SendSlice(Sender, Slice());
+            SendSlice(Sender, push.Worker);
             return;
         }
         if (push.Clock > _version)
             throw new InvalidOperationException($"shard {_settings.ShardId}: BSP push of clock {push.Clock} from worker {push.Worker} at version {_version}");
         _received++;
-        _pushers.Add(Sender);
+        _pushers.Add((Sender, push.Worker));
         _scaleSum += push.LossScale;
         Accumulate(push);
         if (_received < _quorum) return;
@@ -140,8 +148,7 @@ public sealed class ParameterServerShard : ReceiveActor
         _pushers.Clear();
         if (!AfterVersion())
         {
-            var slice = Slice();
-            foreach (var worker in pushers) SendSlice(worker, slice);
+            foreach (var (worker, id) in pushers) SendSlice(worker, id);
         }
     }
 
@@ -159,7 +166,7 @@ public sealed class ParameterServerShard : ReceiveActor
         _finite = 0;
         _version++;
         if (AfterVersion()) return;
-        _parked.Add((Sender, push.Clock + 1));
+        _parked.Add((Sender, push.Worker, push.Clock + 1));
         ReleaseParked();
     }
 
@@ -171,7 +178,8 @@ public sealed class ParameterServerShard : ReceiveActor
             _skipped++;
             return false;
         }
-        TensorPrimitives.MultiplyAdd(push.Gradient.Span, 1f / push.LossScale, _sum, _sum);
+        GradientCodec.Decode(push.Payload.Span, _decoded);
+        TensorPrimitives.MultiplyAdd(_decoded, 1f / push.LossScale, _sum, _sum);
         _finite++;
         if (IsBsp) RecordStaleness(_version - push.BaseVersion);
         return true;
@@ -210,12 +218,11 @@ public sealed class ParameterServerShard : ReceiveActor
     private void ReleaseParked()
     {
         long limit = _settings.Policy.Kind == SyncPolicyKind.Ssp ? _workerClocks.Min() + _settings.Policy.Staleness : long.MaxValue;
-        ParameterSlice? slice = null;
         for (int i = 0; i < _parked.Count; i++)
         {
-            var (worker, clock) = _parked[i];
+            var (worker, id, clock) = _parked[i];
             if (clock > limit) continue;
-            SendSlice(worker, slice ??= Slice());
+            SendSlice(worker, id);
             _parked.RemoveAt(i--);
         }
     }
@@ -226,18 +233,87 @@ public sealed class ParameterServerShard : ReceiveActor
         Become(Finished);
     }
 
-    /// <summary>A copy of the weights: sent to every worker and never written again.</summary>
-    private ParameterSlice Slice() => new(_settings.ShardId, _version, _weights.AsSpan().ToArray());
-
-    private void SendSlice(IActorRef worker, ParameterSlice slice)
+    /// <summary>The current weights for one worker, as the downlink encodes them; the payload is never written again.</summary>
+    private void SendSlice(IActorRef worker, int workerId, bool first = false)
     {
+        var (payload, delta) = _downlink.Encode(_weights, _version, workerId, first);
+        var slice = new ParameterSlice(_settings.ShardId, _version, payload, delta);
         _bytesOut += slice.WireBytes;
+        _denseOut += ParameterSlice.DenseBytes(_settings.Length);
         _link.Send(worker, slice, slice.WireBytes, TrafficClass.ShardToWorker, Self);
     }
 
     private void SendSnapshot(bool final) =>
         _coordinator.Tell(new ShardSnapshot(_settings.ShardId, Step, _weights.AsSpan().ToArray(), Counters(), final), Self);
 
-    private ShardCounters Counters() => new(_optimizer.Steps, _applied, _skipped, _dropped, _samples, _bytesIn, _bytesOut, _recentScale,
+    private ShardCounters Counters() => new(_optimizer.Steps, _applied, _skipped, _dropped, _samples, _bytesIn, _bytesOut, _denseIn, _denseOut, _recentScale,
         (long[])_staleness.Clone(), _stalenessSum, _stalenessMax, _maxLead);
+}
+
+/// <summary>
+/// What a shard sends back. FP32 and FP16 encode the full weights once per version and share that
+/// payload among the workers that receive it. The codec mode keeps, per worker, a mirror of the
+/// weights that worker holds and an error-feedback compressor: it sends the encoded change
+/// weights - mirror and adds what the worker will decode to the mirror, so mirror and worker agree.
+/// A worker's first slice is always full FP32.
+/// </summary>
+internal sealed class Downlink
+{
+    private readonly GradientCodec _full;
+    private readonly float[][]? _mirrors;
+    private readonly GradientCompressor[]? _compressors;
+    private readonly float[] _change;
+    private readonly byte[] _scratch;
+    private long _cachedVersion = -1;
+    private byte[] _cached = [];
+
+    public Downlink(CompressionSettings settings, int workers, int length, ulong seed)
+    {
+        _full = settings.Downlink == DownlinkMode.Fp16 ? new Fp16Codec() : new NoneCodec();
+        _change = new float[length];
+        if (settings.Downlink == DownlinkMode.Codec)
+        {
+            _mirrors = new float[workers][];
+            _compressors = new GradientCompressor[workers];
+            for (int w = 0; w < workers; w++)
+                _compressors[w] = new GradientCompressor(settings.CreateCodec(), length, errorFeedback: true, Rng.Derive(seed, (ulong)w));
+            _scratch = new byte[_compressors[0].MaxEncodedSize];
+        }
+        else
+        {
+            _scratch = [];
+        }
+    }
+
+    public (byte[] Payload, bool Delta) Encode(float[] weights, long version, int worker, bool first)
+    {
+        if (_mirrors is null || first || _mirrors[worker] is null)
+        {
+            if (_mirrors is not null)
+            {
+                _mirrors[worker] = (float[])weights.Clone();
+                return (Full(new NoneCodec(), weights), false);
+            }
+            if (_cachedVersion != version)
+            {
+                _cached = Full(_full, weights);
+                _cachedVersion = version;
+            }
+            return (_cached, false);
+        }
+        var mirror = _mirrors[worker];
+        TensorPrimitives.Subtract(weights, mirror, _change);
+        int written = _compressors![worker].Compress(_change, 1f, _scratch);
+        var payload = _scratch.AsSpan(0, written).ToArray();
+        GradientCodec.Decode(payload, _change);
+        TensorPrimitives.Add(mirror, _change, mirror);
+        return (payload, true);
+    }
+
+    private static byte[] Full(GradientCodec codec, float[] weights)
+    {
+        var payload = new byte[codec.MaxEncodedSize(weights.Length)];
+        codec.Encode(weights, payload, new Rng(0));
+        return payload;
+    }
 }

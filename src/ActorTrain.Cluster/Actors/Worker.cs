@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using ActorTrain.Cluster.Protocol;
 using ActorTrain.Cluster.Transport;
+using ActorTrain.Core.Compression;
 using ActorTrain.Core.Data;
 using ActorTrain.Core.Engines;
 using ActorTrain.Core.Models;
@@ -33,7 +34,8 @@ public sealed class Worker : ReceiveActor
         Func<LossScaler> LossScaler,
         IReadOnlyList<ShardRange> Shards,
         SyncPolicyKind Policy,
-        double Slowdown = 1);
+        double Slowdown = 1,
+        CompressionSettings? Compression = null);
 
     public sealed record ShardRange(int Start, int Length);
 
@@ -49,6 +51,9 @@ public sealed class Worker : ReceiveActor
     private readonly LossScaler _scaler;
     private readonly Stopwatch _waiting = new();
     private readonly long[] _shardVersions;
+    private readonly GradientCompressor[] _compressors;
+    private readonly byte[] _encoded;
+    private readonly float[] _decoded;
     private IGradientEngine? _engine;
     private long _clock;
     private int _slicesReceived;
@@ -66,6 +71,11 @@ public sealed class Worker : ReceiveActor
         _gradient = new float[settings.Model.ParameterCount];
         _scaler = settings.LossScaler();
         _shardVersions = new long[shards.Count];
+        var compression = settings.Compression ?? CompressionSettings.Dense;
+        _compressors = settings.Shards.Select((r, k) => new GradientCompressor(compression.CreateCodec(), r.Length, compression.ErrorFeedback,
+            Core.Rng.Derive(settings.DataSeed, 0xC0DEC, (ulong)k))).ToArray();
+        _encoded = new byte[_compressors.Max(c => c.MaxEncodedSize)];
+        _decoded = new float[settings.Shards.Max(r => r.Length)];
 
         Receive<ParameterSlice>(OnSlice);
         Receive<StopTraining>(_ => Context.Stop(Self));
@@ -87,7 +97,17 @@ public sealed class Worker : ReceiveActor
     private void OnSlice(ParameterSlice slice)
     {
         var range = _settings.Shards[slice.Shard];
-        slice.Values.Span.CopyTo(_weights.AsSpan(range.Start, range.Length));
+        var target = _weights.AsSpan(range.Start, range.Length);
+        if (slice.Delta)
+        {
+            var change = _decoded.AsSpan(0, range.Length);
+            GradientCodec.Decode(slice.Payload.Span, change);
+            System.Numerics.Tensors.TensorPrimitives.Add(target, change, target);
+        }
+        else
+        {
+            GradientCodec.Decode(slice.Payload.Span, target);
+        }
         _shardVersions[slice.Shard] = slice.Version;
         if (++_slicesReceived < _shards.Count) return;
         _slicesReceived = 0;
@@ -115,8 +135,11 @@ public sealed class Worker : ReceiveActor
         for (int s = 0; s < _shards.Count; s++)
         {
             var range = _settings.Shards[s];
-            var push = new PushGradient(_settings.WorkerId, _clock, _shardVersions[s], scale, result.NonFinite, _batch.Count,
-                _gradient.AsSpan(range.Start, range.Length).ToArray());
+            // A non-finite gradient is not encoded (nor fed to error feedback): the shard skips it unread.
+            byte[] payload = result.NonFinite
+                ? []
+                : _encoded.AsSpan(0, _compressors[s].Compress(_gradient.AsSpan(range.Start, range.Length), scale, _encoded)).ToArray();
+            var push = new PushGradient(_settings.WorkerId, _clock, _shardVersions[s], scale, result.NonFinite, _batch.Count, payload);
             _link.Send(_shards[s], push, push.WireBytes, TrafficClass.WorkerToShard, Self);
         }
         _coordinator.Tell(new WorkerStepReport(_settings.WorkerId, _clock, result.Loss, _batch.Count, result.Flops, computed, waited,

@@ -11,26 +11,34 @@ public sealed record PullParameters(int Worker, long Clock) : ITrainingMessage
 
 /// <summary>
 /// Worker -> shard: the worker's gradient for the shard's range, computed on parameters of
-/// <paramref name="BaseVersion"/> and multiplied by <paramref name="LossScale"/>; the shard unscales.
-/// <paramref name="NonFinite"/> is the worker's verdict on its whole gradient (not just this slice),
-/// so every shard skips the same pushes. <paramref name="Samples"/> is the mini-batch size behind it.
-/// The payload array is never written after sending.
+/// <paramref name="BaseVersion"/>, multiplied by <paramref name="LossScale"/> (the shard unscales)
+/// and encoded by the run's codec (<see cref="Core.Compression.GradientCodec"/>; dense FP32 is the
+/// codec "none"). <paramref name="NonFinite"/> is the worker's verdict on its whole gradient (not
+/// just this slice), so every shard skips the same pushes; such a push carries no payload.
+/// <paramref name="Samples"/> is the mini-batch size behind it. The payload is never written after sending.
 /// </summary>
-public sealed record PushGradient(int Worker, long Clock, long BaseVersion, float LossScale, bool NonFinite, int Samples, ReadOnlyMemory<float> Gradient)
+public sealed record PushGradient(int Worker, long Clock, long BaseVersion, float LossScale, bool NonFinite, int Samples, ReadOnlyMemory<byte> Payload)
     : ITrainingMessage
 {
     public const int HeaderBytes = 36;
-    public int WireBytes => HeaderBytes + sizeof(float) * Gradient.Length;
+    public int WireBytes => HeaderBytes + Payload.Length;
+
+    /// <summary>What the same push costs as dense FP32: the baseline of compression ratios.</summary>
+    public static int DenseBytes(int length) => HeaderBytes + Core.Compression.GradientWire.HeaderSize + sizeof(float) * length;
 }
 
 /// <summary>
-/// Shard -> worker: the shard's FP32 master weights at <paramref name="Version"/> (steps under BSP,
-/// pushes processed under ASP/SSP); the worker sends the version back as its push's base version.
+/// Shard -> worker: the shard's weights at <paramref name="Version"/> (steps under BSP, pushes
+/// processed under ASP/SSP), encoded (FP32 or FP16 in full, or with <paramref name="Delta"/> the
+/// encoded change since what this worker last received); the worker sends the version back as its
+/// push's base version.
 /// </summary>
-public sealed record ParameterSlice(int Shard, long Version, ReadOnlyMemory<float> Values) : ITrainingMessage
+public sealed record ParameterSlice(int Shard, long Version, ReadOnlyMemory<byte> Payload, bool Delta = false) : ITrainingMessage
 {
     public const int HeaderBytes = 16;
-    public int WireBytes => HeaderBytes + sizeof(float) * Values.Length;
+    public int WireBytes => HeaderBytes + Payload.Length;
+
+    public static int DenseBytes(int length) => HeaderBytes + Core.Compression.GradientWire.HeaderSize + sizeof(float) * length;
 }
 
 /// <summary>Shard -> coordinator: a copy of the shard's weights at a global step, for evaluation.</summary>
@@ -39,7 +47,7 @@ public sealed record ShardSnapshot(int Shard, long Step, ReadOnlyMemory<float> V
 /// <summary>
 /// What a shard has done up to the step of the snapshot that carries these counters: optimizer
 /// steps, pushes applied, skipped as non-finite and dropped as late (backup workers), samples behind
-/// the pushes, the bytes it received and sent, the mean loss scale of the recent pushes, the
+/// the pushes, the bytes it received and sent (and what they would have been as dense FP32), the mean loss scale of the recent pushes, the
 /// staleness of every applied push (histogram, sum, max; in shard versions) and the largest lead
 /// of a pushing worker's clock over the slowest worker's. Counting at the shard, by step, makes
 /// every column of an evaluation a function of the step, not of when the coordinator looked.
@@ -52,6 +60,8 @@ public sealed record ShardCounters(
     long Samples,
     long BytesIn,
     long BytesOut,
+    long DenseBytesIn,
+    long DenseBytesOut,
     double LossScale,
     long[] StalenessHistogram,
     long StalenessSum,

@@ -1,0 +1,58 @@
+namespace ActorTrain.Core.Compression;
+
+public enum DownlinkMode
+{
+    /// <summary>Full FP32 weights.</summary>
+    Fp32,
+    /// <summary>Full weights rounded to FP16.</summary>
+    Fp16,
+    /// <summary>The uplink codec applied to the change since what this worker last received, with the shard's own memory.</summary>
+    Codec,
+}
+
+/// <summary>
+/// The compression of an experiment (compression.* keys). The codec is used worker -> shard on every
+/// push, with error feedback when <see cref="ErrorFeedback"/> is set; <see cref="Downlink"/> says what
+/// shards send back.
+/// </summary>
+public sealed record CompressionSettings(
+    string Codec = "none",
+    double Ratio = 0.01,
+    int Bits = 8,
+    double Threshold = 1e-3,
+    int Chunk = 512,
+    bool ErrorFeedback = false,
+    DownlinkMode Downlink = DownlinkMode.Fp32)
+{
+    public static readonly IReadOnlyList<string> Names =
+        ["none", "fp16", "u8bit", "qsgd", "terngrad", "onebit", "signsgd", "efsignsgd", "topk", "randomk", "threshold"];
+
+    public static readonly CompressionSettings Dense = new();
+
+    public bool IsDense => Codec == "none";
+
+    public GradientCodec CreateCodec() => Codec switch
+    {
+        "none" => new NoneCodec(),
+        "fp16" => new Fp16Codec(),
+        "u8bit" => new U8BitCodec(),
+        "qsgd" => new QsgdCodec(Bits),
+        "terngrad" => new TernGradCodec(),
+        "onebit" => new OneBitCodec(Chunk),
+        "signsgd" => new SignSgdCodec(),
+        "efsignsgd" => new EfSignSgdCodec(),
+        "topk" => new TopKCodec(Ratio),
+        "randomk" => new RandomKCodec(Ratio),
+        "threshold" => new ThresholdCodec(Threshold),
+        _ => throw new ActorTrainException($"compression.codec = \"{Codec}\" is not a codec; choose one of {string.Join(", ", Names)}"),
+    };
+
+    public string Describe() => Codec switch
+    {
+        "none" => "dense fp32",
+        "qsgd" => $"qsgd {Bits}-bit",
+        "topk" or "randomk" => $"{Codec} {Ratio:0.####}",
+        "threshold" => $"threshold {Threshold:G3}",
+        _ => Codec,
+    } + (ErrorFeedback ? " + error feedback" : "") + (Downlink == DownlinkMode.Fp32 ? "" : $", downlink {Downlink.ToString().ToLowerInvariant()}");
+}
