@@ -122,19 +122,21 @@ public static class ActorTrainCommand
         console.MarkupLine($"[bold]{Markup.Escape(spec.Name)}[/]: comparing {spec.Variants.Count} variants: {Markup.Escape(string.Join(", ", spec.Variants.Select(v => v.Name)))}");
         var result = await ExperimentRunner.RunComparisonAsync(spec, outDir, variant =>
         {
-            stdout.WriteLine($"== {variant.Name}: {variant.Spec.Sync.Describe()}");
+            stdout.WriteLine($"== {variant.Name}: {variant.Spec.Sync.Describe()}, {variant.Spec.Compression.Describe()}");
             return new ProgressObserver(p => stdout.WriteLine(Line(p)), steps => stdout.WriteLine($"training for up to {steps} steps"));
         }, token);
         var c = result.Comparison;
         var table = new Table().Title($"[bold]{Markup.Escape(c.Name)}[/]" + (c.TargetLoss is { } t ? FormattableString.Invariant($" (target test loss {t})") : ""));
-        foreach (string h in new[] { "variant", "policy", "updates", "time to target (s)", "updates to target", "final test loss", "mean / max staleness", "mean wait (s)" })
+        foreach (string h in new[] { "variant", "policy", "compression", "updates", "time to target (s)", "updates to target", "final test loss",
+                     "mean / max staleness", "mean wait (s)", "MB worker->shard", "ratio vs fp32" })
             table.AddColumn(h);
         foreach (var r in c.Rows)
-            table.AddRow(Markup.Escape(r.Variant), Markup.Escape(r.Policy), r.Updates.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            table.AddRow(Markup.Escape(r.Variant), Markup.Escape(r.Policy), Markup.Escape(r.Compression), r.Updates.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 r.SecondsToTargetLoss is { } s ? FormattableString.Invariant($"{s:0.00}") : "not reached",
                 r.UpdatesToTargetLoss?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-",
                 FormattableString.Invariant($"{r.FinalTestLoss:0.0000}"), FormattableString.Invariant($"{r.MeanStaleness:0.00} / {r.MaxStaleness}"),
-                FormattableString.Invariant($"{r.MeanWaitSeconds:0.00}"));
+                FormattableString.Invariant($"{r.MeanWaitSeconds:0.00}"), FormattableString.Invariant($"{r.BytesWorkerToShard / 1e6:0.00}"),
+                FormattableString.Invariant($"{r.UplinkRatio:0.0}x"));
         console.Write(table);
         console.WriteLine($"results: {result.Folder} (comparison.md, comparison.csv, summary.json, a folder per variant)");
         return Ok;
@@ -191,8 +193,9 @@ public static class ActorTrainCommand
         Row("elapsed", FormattableString.Invariant($"{s.ElapsedSeconds:0.0} s ({s.SamplesPerSecond:0} samples/s)"));
         Row("final test loss", FormattableString.Invariant($"{s.FinalTestLoss:0.0000}"));
         Row("final test accuracy", FormattableString.Invariant($"{s.FinalTestAccuracy:0.0000} (best {s.BestTestAccuracy:0.0000})"));
-        Row("bytes worker->shard", FormattableString.Invariant($"{s.BytesWorkerToShard / 1e6:0.0} MB"));
-        Row("bytes shard->worker", FormattableString.Invariant($"{s.BytesShardToWorker / 1e6:0.0} MB"));
+        Row("compression", s.Compression);
+        Row("bytes worker->shard", FormattableString.Invariant($"{s.BytesWorkerToShard / 1e6:0.00} MB ({s.UplinkCompressionRatio:0.0}x smaller than dense fp32)"));
+        Row("bytes shard->worker", FormattableString.Invariant($"{s.BytesShardToWorker / 1e6:0.00} MB ({s.DownlinkCompressionRatio:0.0}x)"));
         Row("skipped gradients (non-finite)", s.SkippedGradients.ToString(System.Globalization.CultureInfo.InvariantCulture));
         Row("updates / staleness", FormattableString.Invariant($"{s.Updates} updates, staleness mean {s.MeanStaleness:0.00}, max {s.MaxStaleness}"));
         Row("wait per worker", string.Join("  ", s.WorkerTimes.Select(w => FormattableString.Invariant($"w{w.Worker}{(w.Slowdown > 1 ? $"(x{w.Slowdown:0.#})" : "")}: {w.WaitSeconds:0.00}s"))));

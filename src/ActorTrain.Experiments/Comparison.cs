@@ -24,6 +24,10 @@ public sealed record ComparisonRow(
     double MeanWaitSeconds,
     double MaxWaitSeconds,
     long DroppedLate,
+    string Compression,
+    long BytesWorkerToShard,
+    long BytesShardToWorker,
+    double UplinkRatio,
     string Folder);
 
 /// <summary>The table of a compare block: comparison.md, comparison.csv and the parent summary.json.</summary>
@@ -55,6 +59,10 @@ public sealed record Comparison(string Name, double? TargetLoss, IReadOnlyList<C
                 o.Workers.Average(w => w.WaitSeconds),
                 o.Workers.Max(w => w.WaitSeconds),
                 last.DroppedLate,
+                r.Variant.Spec.Compression.Describe(),
+                last.BytesWorkerToShard,
+                last.BytesShardToWorker,
+                last.UplinkRatio,
                 Path.GetFileName(r.Result.Folder));
         }).ToList();
         return new Comparison(spec.Name, target, rows);
@@ -78,24 +86,24 @@ public sealed record Comparison(string Name, double? TargetLoss, IReadOnlyList<C
             ? $"Target test loss {F(t)}; times are wall-clock seconds; staleness is in shard versions (updates)."
             : "No target loss set (training.target-loss = 0); times are wall-clock seconds.");
         sb.AppendLine();
-        sb.AppendLine("| variant | policy | stopped by | steps | updates | time (s) | time to target (s) | updates to target | final test loss | final accuracy | mean staleness | max staleness | mean wait / worker (s) | max wait (s) | dropped late |");
-        sb.AppendLine("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        sb.AppendLine("| variant | policy | compression | stopped by | steps | updates | time (s) | time to target (s) | updates to target | final test loss | final accuracy | mean staleness | max staleness | mean wait / worker (s) | max wait (s) | dropped late | bytes worker->shard | bytes shard->worker | uplink ratio vs fp32 |");
+        sb.AppendLine("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in Rows)
-            sb.AppendLine($"| {r.Variant} | {r.Policy} | {r.StopReason} | {r.Steps} | {r.Updates} | {F(r.ElapsedSeconds, "0.00")} | " +
+            sb.AppendLine($"| {r.Variant} | {r.Policy} | {r.Compression} | {r.StopReason} | {r.Steps} | {r.Updates} | {F(r.ElapsedSeconds, "0.00")} | " +
                           $"{(r.SecondsToTargetLoss is { } s ? F(s, "0.00") : "not reached")} | {(r.UpdatesToTargetLoss?.ToString(CultureInfo.InvariantCulture) ?? "-")} | " +
                           $"{F(r.FinalTestLoss, "0.0000")} | {F(r.FinalTestAccuracy, "0.0000")} | {F(r.MeanStaleness, "0.00")} | {r.MaxStaleness} | " +
-                          $"{F(r.MeanWaitSeconds, "0.00")} | {F(r.MaxWaitSeconds, "0.00")} | {r.DroppedLate} |");
+                          $"{F(r.MeanWaitSeconds, "0.00")} | {F(r.MaxWaitSeconds, "0.00")} | {r.DroppedLate} | {r.BytesWorkerToShard} | {r.BytesShardToWorker} | {F(r.UplinkRatio, "0.0")}x |");
         return sb.ToString();
     }
 
     private string Csv()
     {
-        var sb = new StringBuilder("variant,policy,stop_reason,steps,updates,elapsed_s,seconds_to_target,updates_to_target,final_test_loss,final_test_accuracy,mean_staleness,max_staleness,mean_wait_s,max_wait_s,dropped_late\n");
+        var sb = new StringBuilder("variant,policy,compression,stop_reason,steps,updates,elapsed_s,seconds_to_target,updates_to_target,final_test_loss,final_test_accuracy,mean_staleness,max_staleness,mean_wait_s,max_wait_s,dropped_late,bytes_worker_to_shard,bytes_shard_to_worker,uplink_ratio\n");
         foreach (var r in Rows)
-            sb.AppendLine(string.Join(',', r.Variant, $"\"{r.Policy}\"", r.StopReason, r.Steps, r.Updates, F(r.ElapsedSeconds),
+            sb.AppendLine(string.Join(',', r.Variant, $"\"{r.Policy}\"", $"\"{r.Compression}\"", r.StopReason, r.Steps, r.Updates, F(r.ElapsedSeconds),
                 r.SecondsToTargetLoss is { } s ? F(s) : "", r.UpdatesToTargetLoss?.ToString(CultureInfo.InvariantCulture) ?? "",
                 F(r.FinalTestLoss, "R"), F(r.FinalTestAccuracy, "R"), F(r.MeanStaleness, "0.####"), r.MaxStaleness,
-                F(r.MeanWaitSeconds), F(r.MaxWaitSeconds), r.DroppedLate));
+                F(r.MeanWaitSeconds), F(r.MaxWaitSeconds), r.DroppedLate, r.BytesWorkerToShard, r.BytesShardToWorker, F(r.UplinkRatio)));
         return sb.ToString();
     }
 }

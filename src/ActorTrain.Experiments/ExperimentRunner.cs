@@ -79,7 +79,7 @@ public static class ExperimentRunner
             var settings = new Coordinator.Settings(data.Model, initial, data.Partitions, data.Test, data.Train.Count,
                 spec.Training.BatchSize, spec.Seed, spec.Precision.Mode, spec.Precision.CreateScaler, spec.Topology.Shards,
                 spec.Sync, spec.Stragglers.Slowdowns(spec.Topology.Workers), spec.Optimizer, schedule, steps, spec.Training.EvalEvery, spec.Training.TargetAccuracy, spec.Training.TargetLoss,
-                spec.Training.TimeBudget, ComputeDispatcher);
+                spec.Training.TimeBudget, ComputeDispatcher, spec.Compression);
 
             RunOutcome outcome;
             using (var metrics = new MetricsCsvWriter(Path.Combine(partial, "metrics.csv"), observer))
@@ -170,7 +170,7 @@ public static class ExperimentRunner
 /// <summary>metrics.csv, a row per evaluation, flushed as each row arrives so a long run can be followed.</summary>
 internal sealed class MetricsCsvWriter : IRunObserver, IDisposable
 {
-    public const string Header = "step,epoch,elapsed_s,train_loss,test_loss,test_accuracy,samples,bytes_worker_to_shard,bytes_shard_to_worker,skipped_gradients,loss_scale,updates,mean_staleness,max_staleness,dropped_late";
+    public const string Header = "step,epoch,elapsed_s,train_loss,test_loss,test_accuracy,samples,bytes_worker_to_shard,bytes_shard_to_worker,skipped_gradients,loss_scale,updates,mean_staleness,max_staleness,dropped_late,dense_bytes_worker_to_shard,dense_bytes_shard_to_worker";
 
     private readonly StreamWriter _writer;
     private readonly IRunObserver? _next;
@@ -206,7 +206,9 @@ internal sealed class MetricsCsvWriter : IRunObserver, IDisposable
         p.Updates.ToString(CultureInfo.InvariantCulture),
         p.MeanStaleness.ToString("0.####", CultureInfo.InvariantCulture),
         p.MaxStaleness.ToString(CultureInfo.InvariantCulture),
-        p.DroppedLate.ToString(CultureInfo.InvariantCulture));
+        p.DroppedLate.ToString(CultureInfo.InvariantCulture),
+        p.DenseBytesWorkerToShard.ToString(CultureInfo.InvariantCulture),
+        p.DenseBytesShardToWorker.ToString(CultureInfo.InvariantCulture));
 
     public void Dispose() => _writer.Dispose();
 }

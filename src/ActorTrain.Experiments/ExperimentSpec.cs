@@ -1,6 +1,7 @@
 using ActorTrain.Cluster.Actors;
 using ActorTrain.Compute;
 using ActorTrain.Core;
+using ActorTrain.Core.Compression;
 using ActorTrain.Core.Data;
 using ActorTrain.Core.Models;
 using ActorTrain.Core.Optimization;
@@ -55,6 +56,7 @@ public sealed record ExperimentSpec(
     DatasetSection Dataset,
     TopologySection Topology,
     SyncPolicy Sync,
+    CompressionSettings Compression,
     StragglerSection Stragglers,
     TrainingSection Training,
     OptimizerSettings Optimizer,
@@ -154,6 +156,19 @@ public sealed record ExperimentSpec(
             c.Int("sync.backup-workers", 0),
             c.Bool("sync.staleness-aware-lr"));
         sync.Validate(topology.Workers);
+        var compression = new CompressionSettings(
+            c.Choice("compression.codec", [.. CompressionSettings.Names]),
+            c.Double("compression.ratio", 0, 1, minExclusive: true),
+            c.Int("compression.bits", 2, 16),
+            c.Double("compression.threshold", 0),
+            c.Int("compression.chunk", 1),
+            c.Bool("compression.error-feedback"),
+            c.Choice("compression.downlink", "fp32", "fp16", "codec") switch
+            {
+                "fp32" => DownlinkMode.Fp32,
+                "fp16" => DownlinkMode.Fp16,
+                _ => DownlinkMode.Codec,
+            });
         var stragglers = new StragglerSection(c.IntList("stragglers.workers", 0), c.Double("stragglers.factor", 1));
         foreach (int w in stragglers.Workers)
             if (w >= topology.Workers)
@@ -219,7 +234,7 @@ public sealed record ExperimentSpec(
         var output = new OutputSection(c.String("output.directory"), c.Bool("output.plots"));
         if (output.Directory.Length == 0) throw new ActorTrainException("output.directory is empty");
 
-        return new ExperimentSpec(name, (ulong)c.Long("seed", 0), model, dataset, topology, sync, stragglers, training, optimizer, schedule,
+        return new ExperimentSpec(name, (ulong)c.Long("seed", 0), model, dataset, topology, sync, compression, stragglers, training, optimizer, schedule,
             precision, compute, output, variants, c.Render());
     }
 

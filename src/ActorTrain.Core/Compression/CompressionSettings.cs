@@ -36,7 +36,7 @@ public sealed record CompressionSettings(
         "none" => new NoneCodec(),
         "fp16" => new Fp16Codec(),
         "u8bit" => new U8BitCodec(),
-        "qsgd" => new QsgdCodec(Bits),
+        "qsgd" => new QsgdCodec(Bits, Chunk),
         "terngrad" => new TernGradCodec(),
         "onebit" => new OneBitCodec(Chunk),
         "signsgd" => new SignSgdCodec(),

@@ -172,54 +172,70 @@ public sealed class U8BitCodec : GradientCodec
 }
 
 /// <summary>
-/// QSGD with s = 2^(bits-1) - 1 levels: each element is sign x norm x level / s, with level the
-/// stochastic rounding of |g| s / ||g||_2, so the decoded gradient is unbiased; per-element error at
-/// most ||g||_2 / s. Body: bits (1 byte), 3 spare, norm (4), then bits per element.
+/// QSGD with s = 2^(bits-1) - 1 levels and buckets of B elements (Alistarh et al. quantise per
+/// bucket to bound the variance): each element is sign x norm_b x level / s, with norm_b the 2-norm
+/// of its bucket and level the stochastic rounding of |g| s / norm_b, so the decoded gradient is
+/// unbiased; per-element error at most norm_b / s. Body: bits (1 byte), 3 spare, B (4), one norm
+/// per bucket (4 each), then bits per element.
 /// </summary>
 public sealed class QsgdCodec : GradientCodec
 {
-    public QsgdCodec(int bits)
+    public QsgdCodec(int bits, int bucket = 512)
     {
         if (bits is < 2 or > 16) throw new ActorTrainException($"compression.bits = {bits}: qsgd needs 2..16 bits (1 sign bit + level bits)");
+        if (bucket <= 0) throw new ActorTrainException($"compression.chunk = {bucket}: qsgd buckets need at least one element");
         Bits = bits;
+        Bucket = bucket;
     }
 
     public int Bits { get; }
+    public int Bucket { get; }
     public int Levels => (1 << (Bits - 1)) - 1;
     public override CodecKind Kind => CodecKind.Qsgd;
-    public override int BodySize(int n) => 8 + Bytes((long)n * Bits);
+    public override int BodySize(int n) => 8 + 4 * Buckets(n, Bucket) + Bytes((long)n * Bits);
+
+    private static int Buckets(int n, int bucket) => (n + bucket - 1) / bucket;
 
     protected override int EncodeBody(ReadOnlySpan<float> g, Span<byte> body, Rng rng)
     {
         body[..8].Clear();
         body[0] = (byte)Bits;
-        float norm = TensorPrimitives.Norm(g);
-        BinaryPrimitives.WriteSingleLittleEndian(body[4..], norm);
-        var writer = new BitWriter(body[8..]);
+        BinaryPrimitives.WriteInt32LittleEndian(body[4..], Bucket);
+        int buckets = Buckets(g.Length, Bucket);
+        var writer = new BitWriter(body[(8 + 4 * buckets)..]);
         int s = Levels;
-        float k = norm > 0 ? s / norm : 0;
-        for (int i = 0; i < g.Length; i++)
+        for (int b = 0; b < buckets; b++)
         {
-            float r = MathF.Abs(g[i]) * k;
-            int level = (int)r;
-            if (level < s && rng.NextDouble() < r - level) level++;
-            writer.Write((uint)(level << 1) | (g[i] < 0 ? 1u : 0u), Bits);
+            var part = g.Slice(b * Bucket, Math.Min(Bucket, g.Length - b * Bucket));
+            float norm = TensorPrimitives.Norm(part);
+            BinaryPrimitives.WriteSingleLittleEndian(body[(8 + 4 * b)..], norm);
+            float k = norm > 0 ? s / norm : 0;
+            foreach (float v in part)
+            {
+                float r = MathF.Abs(v) * k;
+                int level = Math.Min((int)r, s);
+                if (level < s && rng.NextDouble() < r - level) level++;
+                writer.Write((uint)(level << 1) | (v < 0 ? 1u : 0u), Bits);
+            }
         }
-        return 8 + writer.Flush();
+        return 8 + 4 * buckets + writer.Flush();
     }
 
     protected override void DecodeBody(ReadOnlySpan<byte> body, Span<float> output)
     {
         if (body.Length < 8) throw new CompressionFormatException($"qsgd: body of {body.Length} bytes is shorter than its 8-byte prefix");
         int bits = body[0];
+        int bucket = BinaryPrimitives.ReadInt32LittleEndian(body[4..]);
         if (bits is < 2 or > 16) throw new CompressionFormatException($"qsgd: {bits} bits per element is not valid");
-        RequireBody(body, 8 + Bytes((long)output.Length * bits), "qsgd");
-        float norm = BinaryPrimitives.ReadSingleLittleEndian(body[4..]);
+        if (bucket <= 0) throw new CompressionFormatException($"qsgd: bucket size {bucket}");
+        int buckets = Buckets(output.Length, bucket);
+        long expected = 8 + 4L * buckets + Bytes((long)output.Length * bits);
+        RequireBody(body, expected <= int.MaxValue ? (int)expected : -1, "qsgd");
         int s = (1 << (bits - 1)) - 1;
-        float unit = norm / s;
-        var reader = new BitReader(body[8..]);
+        var reader = new BitReader(body[(8 + 4 * buckets)..]);
         for (int i = 0; i < output.Length; i++)
         {
+            float unit = BinaryPrimitives.ReadSingleLittleEndian(body[(8 + 4 * (i / bucket))..]) / s;
             uint code = reader.Read(bits);
             int level = (int)(code >> 1);
             if (level > s) throw new CompressionFormatException($"qsgd: level {level} at element {i} exceeds {s}");
