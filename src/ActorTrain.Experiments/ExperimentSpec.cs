@@ -168,7 +168,10 @@ public sealed record ExperimentSpec(
                 "fp32" => DownlinkMode.Fp32,
                 "fp16" => DownlinkMode.Fp16,
                 _ => DownlinkMode.Codec,
-            });
+            },
+            c.Double("compression.dgc-momentum", 0, 1, maxExclusive: true),
+            c.Double("compression.dgc-clip", 0),
+            c.Int("compression.dgc-warmup-steps", 0));
         var stragglers = new StragglerSection(c.IntList("stragglers.workers", 0), c.Double("stragglers.factor", 1));
         foreach (int w in stragglers.Workers)
             if (w >= topology.Workers)

@@ -282,3 +282,49 @@ public class CompressionTests
         Assert.Equal(50, RoundTrip(new RandomKCodec(0.05), g, 42).Count(v => v != 0));
     }
 }
+
+public class DgcTests
+{
+    [Fact]
+    public void Momentum_correction_accumulates_and_masking_clears_what_was_sent()
+    {
+        var dgc = new DgcCompressor(4, finalDensity: 0.25, momentum: 0.5, clip: 0, warmupSteps: 0, seed: 1);
+        var buffer = new byte[dgc.MaxEncodedSize];
+        var sent = new float[4];
+        GradientCodec.Decode(buffer.AsSpan(0, dgc.Compress([1f, 0.5f, 0f, 0f], 1f, buffer)), sent);
+        Assert.Equal([1f, 0f, 0f, 0f], sent);                        // v = u = g: the largest goes
+        Assert.Equal([0f, 0.5f, 0f, 0f], dgc.Momentum.ToArray());     // masked where sent
+        Assert.Equal([0f, 0.5f, 0f, 0f], dgc.Accumulation.ToArray());
+        GradientCodec.Decode(buffer.AsSpan(0, dgc.Compress([0f, 0f, 0f, 0.2f], 1f, buffer)), sent);
+        // u = 0.5 (0, 0.5, 0, 0) + (0, 0, 0, 0.2) = (0, 0.25, 0, 0.2); v = (0, 0.75, 0, 0.2)
+        Assert.Equal([0f, 0.75f, 0f, 0f], sent);
+        Assert.Equal([0f, 0f, 0f, 0.2f], dgc.Momentum.ToArray());
+        Assert.Equal([0f, 0f, 0f, 0.2f], dgc.Accumulation.ToArray());
+    }
+
+    [Fact]
+    public void Density_warms_up_through_the_published_stages()
+    {
+        var dgc = new DgcCompressor(1000, finalDensity: 0.001, momentum: 0.9, clip: 0, warmupSteps: 2, seed: 1);
+        var buffer = new byte[dgc.MaxEncodedSize];
+        var rng = new Rng(4);
+        var kept = new List<int>();
+        for (int step = 0; step < 10; step++)
+        {
+            var g = Enumerable.Range(0, 1000).Select(_ => (float)rng.NextGaussian()).ToArray();
+            int n = dgc.Compress(g, 1f, buffer);
+            kept.Add((n - GradientWire.HeaderSize - 4) / 8);
+        }
+        Assert.Equal([250, 250, 63, 63, 16, 16, 4, 4, 1, 1], kept);
+    }
+
+    [Fact]
+    public void Local_clipping_bounds_the_gradient_norm_before_accumulation()
+    {
+        var dgc = new DgcCompressor(2, finalDensity: 1, momentum: 0, clip: 1, warmupSteps: 0, seed: 1);
+        var buffer = new byte[dgc.MaxEncodedSize];
+        var sent = new float[2];
+        GradientCodec.Decode(buffer.AsSpan(0, dgc.Compress([6f, 8f], 2f, buffer)), sent);
+        Assert.Equal([1.2f, 1.6f], sent); // norm 10 clipped to clip x loss scale = 2
+    }
+}

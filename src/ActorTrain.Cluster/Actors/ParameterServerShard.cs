@@ -261,7 +261,7 @@ internal sealed class Downlink
 {
     private readonly GradientCodec _full;
     private readonly float[][]? _mirrors;
-    private readonly GradientCompressor[]? _compressors;
+    private readonly IGradientCompressor[]? _compressors;
     private readonly float[] _change;
     private readonly byte[] _scratch;
     private long _cachedVersion = -1;
@@ -274,9 +274,9 @@ internal sealed class Downlink
         if (settings.Downlink == DownlinkMode.Codec)
         {
             _mirrors = new float[workers][];
-            _compressors = new GradientCompressor[workers];
+            _compressors = new IGradientCompressor[workers];
             for (int w = 0; w < workers; w++)
-                _compressors[w] = new GradientCompressor(settings.CreateCodec(), length, errorFeedback: true, Rng.Derive(seed, (ulong)w));
+                _compressors[w] = settings.CreateCompressor(length, Rng.Derive(seed, (ulong)w), errorFeedback: true);
             _scratch = new byte[_compressors[0].MaxEncodedSize];
         }
         else

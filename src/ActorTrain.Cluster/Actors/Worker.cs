@@ -51,7 +51,7 @@ public sealed class Worker : ReceiveActor
     private readonly LossScaler _scaler;
     private readonly Stopwatch _waiting = new();
     private readonly long[] _shardVersions;
-    private readonly GradientCompressor[] _compressors;
+    private readonly IGradientCompressor[] _compressors;
     private readonly byte[] _encoded;
     private readonly float[] _decoded;
     private IGradientEngine? _engine;
@@ -72,8 +72,8 @@ public sealed class Worker : ReceiveActor
         _scaler = settings.LossScaler();
         _shardVersions = new long[shards.Count];
         var compression = settings.Compression ?? CompressionSettings.Dense;
-        _compressors = settings.Shards.Select((r, k) => new GradientCompressor(compression.CreateCodec(), r.Length, compression.ErrorFeedback,
-            Core.Rng.Derive(settings.DataSeed, 0xC0DEC, (ulong)k))).ToArray();
+        _compressors = settings.Shards.Select((r, k) => compression.CreateCompressor(r.Length,
+            Core.Rng.Derive(settings.DataSeed, 0xC0DEC, (ulong)k), compression.ErrorFeedback)).ToArray();
         _encoded = new byte[_compressors.Max(c => c.MaxEncodedSize)];
         _decoded = new float[settings.Shards.Max(r => r.Length)];
 

@@ -22,10 +22,18 @@ public sealed record CompressionSettings(
     double Threshold = 1e-3,
     int Chunk = 512,
     bool ErrorFeedback = false,
-    DownlinkMode Downlink = DownlinkMode.Fp32)
+    DownlinkMode Downlink = DownlinkMode.Fp32,
+    double DgcMomentum = 0.9,
+    double DgcClip = 0,
+    int DgcWarmupSteps = 0)
 {
     public static readonly IReadOnlyList<string> Names =
-        ["none", "fp16", "u8bit", "qsgd", "terngrad", "onebit", "signsgd", "efsignsgd", "topk", "randomk", "threshold"];
+        ["none", "fp16", "u8bit", "qsgd", "terngrad", "onebit", "signsgd", "efsignsgd", "topk", "randomk", "threshold", "dgc"];
+
+    /// <summary>The compressor of one sender's stream of <paramref name="length"/> values.</summary>
+    public IGradientCompressor CreateCompressor(int length, ulong seed, bool errorFeedback) => Codec == "dgc"
+        ? new DgcCompressor(length, Ratio, DgcMomentum, DgcClip, DgcWarmupSteps, seed)
+        : new GradientCompressor(CreateCodec(), length, errorFeedback, seed);
 
     public static readonly CompressionSettings Dense = new();
 
@@ -44,6 +52,8 @@ public sealed record CompressionSettings(
         "topk" => new TopKCodec(Ratio),
         "randomk" => new RandomKCodec(Ratio),
         "threshold" => new ThresholdCodec(Threshold),
+        // DGC's messages are top-k messages; its state lives in DgcCompressor.
+        "dgc" => new TopKCodec(Ratio),
         _ => throw new ActorTrainException($"compression.codec = \"{Codec}\" is not a codec; choose one of {string.Join(", ", Names)}"),
     };
 
@@ -52,6 +62,7 @@ public sealed record CompressionSettings(
         "none" => "dense fp32",
         "qsgd" => $"qsgd {Bits}-bit",
         "topk" or "randomk" => $"{Codec} {Ratio:0.####}",
+        "dgc" => $"dgc {Ratio:0.####} (momentum {DgcMomentum:0.##}{(DgcWarmupSteps > 0 ? $", warm-up {DgcWarmupSteps} steps per stage" : "")})",
         "threshold" => $"threshold {Threshold:G3}",
         _ => Codec,
     } + (ErrorFeedback ? " + error feedback" : "") + (Downlink == DownlinkMode.Fp32 ? "" : $", downlink {Downlink.ToString().ToLowerInvariant()}");

@@ -9,7 +9,7 @@ namespace ActorTrain.Core.Compression;
 /// when the scale changes, the residual is rescaled with it so it stays in the same units.
 /// Buffers are allocated once; Compress does not allocate.
 /// </summary>
-public sealed class GradientCompressor
+public sealed class GradientCompressor : IGradientCompressor
 {
     private readonly GradientCodec _codec;
     private readonly Rng _rng;
