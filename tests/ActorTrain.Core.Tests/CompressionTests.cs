@@ -328,3 +328,73 @@ public class DgcTests
         Assert.Equal([1.2f, 1.6f], sent); // norm 10 clipped to clip x loss scale = 2
     }
 }
+
+public class PowerSgdTests
+{
+    private static float[] RoundTrip(GradientCodec codec, float[] g)
+    {
+        var buffer = new byte[codec.MaxEncodedSize(g.Length)];
+        int n = codec.Encode(g, buffer, new Rng(1));
+        Assert.Equal(codec.MaxEncodedSize(g.Length), n); // size = header + 8 + 12 B + 4 sum (rows + cols) r + 4 dense
+        var output = new float[g.Length];
+        GradientCodec.Decode(buffer.AsSpan(0, n), output);
+        return output;
+    }
+
+    [Fact]
+    public void A_rank_one_block_is_recovered_and_the_rest_travels_dense()
+    {
+        // 3 dense values, a 6x5 rank-1 block u v^T, 2 dense values
+        float[] u = [1, -2, 0.5f, 3, 1, -1], v = [2, 1, -1, 0.5f, 4];
+        var g = new float[3 + 30 + 2];
+        g[0] = 7; g[1] = -8; g[2] = 9; g[33] = 0.25f; g[34] = -0.5f;
+        for (int i = 0; i < 6; i++) for (int j = 0; j < 5; j++) g[3 + i * 5 + j] = u[i] * v[j];
+        var codec = new PowerSgdCodec(2, [new MatrixBlock(3, 6, 5)]);
+        Assert.Equal(8 + 12 + 4 * (6 + 5) * 2 + 4 * 5, codec.BodySize(g.Length));
+        var d = RoundTrip(codec, g);
+        for (int i = 0; i < g.Length; i++) Assert.Equal(g[i], d[i], 4);
+    }
+
+    [Fact]
+    public void Warm_start_makes_repeated_messages_of_a_low_rank_gradient_converge_to_it()
+    {
+        var rng = new Rng(3);
+        var g = new float[20 * 12];
+        // rank 2 plus small noise
+        var a = Enumerable.Range(0, 40).Select(_ => (float)rng.NextGaussian()).ToArray();
+        var b = Enumerable.Range(0, 24).Select(_ => (float)rng.NextGaussian()).ToArray();
+        for (int i = 0; i < 20; i++)
+            for (int j = 0; j < 12; j++)
+                g[i * 12 + j] = a[i] * b[j] + a[20 + i] * b[12 + j] + 0.01f * (float)rng.NextGaussian();
+        var codec = new PowerSgdCodec(2, [new MatrixBlock(0, 20, 12)]);
+        double Error(float[] d) => Math.Sqrt(g.Zip(d, (x, y) => (double)(x - y) * (x - y)).Sum() / g.Sum(x => (double)x * x));
+        double first = Error(RoundTrip(codec, g));
+        for (int t = 0; t < 5; t++) RoundTrip(codec, g);
+        double later = Error(RoundTrip(codec, g));
+        Assert.True(later < 0.02, $"relative error after warm starts {later:G3}");
+        Assert.True(later <= first, $"{later} vs first {first}");
+    }
+
+    [Fact]
+    public void Blocks_follow_shard_boundaries_by_whole_rows()
+    {
+        var model = Models.ModelSpec.Mlp(10, [6], 3, Models.Activation.Relu); // W0 10x6 at 0, b0 at 60, W1 6x3 at 66, b1 at 84
+        // range [20, 80): rows 4..9 of W0 (offset 24 -> 4), b0, and W1 rows 0..4 (66..80 holds 4 whole rows of 3 + 2)
+        var blocks = MatrixBlock.InRange(model, 20, 60, rank: 2);
+        Assert.Equal([new MatrixBlock(4, 6, 6), new MatrixBlock(46, 4, 3)], blocks);
+        Assert.Equal([new MatrixBlock(4, 6, 6)], MatrixBlock.InRange(model, 20, 60, rank: 3)); // W1's 3 columns are no longer than the rank
+    }
+
+    [Fact]
+    public void Malformed_blocks_are_rejected()
+    {
+        var codec = new PowerSgdCodec(1, [new MatrixBlock(0, 4, 4)]);
+        var buffer = new byte[codec.MaxEncodedSize(20)];
+        int n = codec.Encode(new float[20], buffer, new Rng(1));
+        var output = new float[20];
+        var bad = buffer.AsSpan(0, n).ToArray();
+        BitConverter.TryWriteBytes(bad.AsSpan(GradientWire.HeaderSize + 12), 50); // rows
+        Assert.Throws<CompressionFormatException>(() => GradientCodec.Decode(bad, output));
+        for (int cut = 0; cut < n; cut += 7) Assert.Throws<CompressionFormatException>(() => GradientCodec.Decode(buffer.AsSpan(0, cut), output));
+    }
+}

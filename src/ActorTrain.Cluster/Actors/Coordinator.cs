@@ -213,7 +213,8 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
             var range = _ranges[k];
             var shardSettings = new ParameterServerShard.Settings(k, range.Start,
                 _settings.InitialWeights.AsSpan(range.Start, range.Length).ToArray(), _settings.Partitions.Count,
-                _settings.Policy, _settings.Optimizer, _settings.Schedule, _settings.MaxSteps, _settings.EvalEvery, _settings.Compression);
+                _settings.Policy, _settings.Optimizer, _settings.Schedule, _settings.MaxSteps, _settings.EvalEvery, _settings.Compression,
+                MatrixBlock.InRange(_settings.Model, range.Start, range.Length, (_settings.Compression ?? CompressionSettings.Dense).Rank));
             shards[k] = Context.ActorOf(ParameterServerShard.Props(shardSettings, _link, Self), $"shard-{k}");
             _children.Add(shards[k]);
             _shards.Add(shards[k]);

@@ -36,7 +36,8 @@ public sealed class ParameterServerShard : ReceiveActor
         LearningRateSchedule Schedule,
         long MaxSteps,
         int SnapshotEvery,
-        CompressionSettings? Compression = null)
+        CompressionSettings? Compression = null,
+        IReadOnlyList<MatrixBlock>? Blocks = null)
     {
         public int Length => InitialValues.Length;
     }
@@ -74,7 +75,7 @@ public sealed class ParameterServerShard : ReceiveActor
         _workerClocks = new long[settings.Workers];
         _decoded = new float[settings.Length];
         _downlink = new Downlink(settings.Compression ?? CompressionSettings.Dense, settings.Workers, settings.Length,
-            Rng.Derive(0xD0, (ulong)settings.ShardId));
+            Rng.Derive(0xD0, (ulong)settings.ShardId), settings.Blocks ?? []);
         Training();
     }
 
@@ -267,7 +268,7 @@ internal sealed class Downlink
     private long _cachedVersion = -1;
     private byte[] _cached = [];
 
-    public Downlink(CompressionSettings settings, int workers, int length, ulong seed)
+    public Downlink(CompressionSettings settings, int workers, int length, ulong seed, IReadOnlyList<MatrixBlock> blocks)
     {
         _full = settings.Downlink == DownlinkMode.Fp16 ? new Fp16Codec() : new NoneCodec();
         _change = new float[length];
@@ -276,7 +277,7 @@ internal sealed class Downlink
             _mirrors = new float[workers][];
             _compressors = new IGradientCompressor[workers];
             for (int w = 0; w < workers; w++)
-                _compressors[w] = settings.CreateCompressor(length, Rng.Derive(seed, (ulong)w), errorFeedback: true);
+                _compressors[w] = settings.CreateCompressor(length, Rng.Derive(seed, (ulong)w), errorFeedback: true, blocks);
             _scratch = new byte[_compressors[0].MaxEncodedSize];
         }
         else

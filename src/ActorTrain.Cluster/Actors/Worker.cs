@@ -73,7 +73,8 @@ public sealed class Worker : ReceiveActor
         _shardVersions = new long[shards.Count];
         var compression = settings.Compression ?? CompressionSettings.Dense;
         _compressors = settings.Shards.Select((r, k) => compression.CreateCompressor(r.Length,
-            Core.Rng.Derive(settings.DataSeed, 0xC0DEC, (ulong)k), compression.ErrorFeedback)).ToArray();
+            Core.Rng.Derive(settings.DataSeed, 0xC0DEC, (ulong)k), compression.ErrorFeedback,
+            MatrixBlock.InRange(settings.Model, r.Start, r.Length, compression.Rank))).ToArray();
         _encoded = new byte[_compressors.Max(c => c.MaxEncodedSize)];
         _decoded = new float[settings.Shards.Max(r => r.Length)];
 

@@ -25,15 +25,22 @@ public sealed record CompressionSettings(
     DownlinkMode Downlink = DownlinkMode.Fp32,
     double DgcMomentum = 0.9,
     double DgcClip = 0,
-    int DgcWarmupSteps = 0)
+    int DgcWarmupSteps = 0,
+    int Rank = 2)
 {
     public static readonly IReadOnlyList<string> Names =
-        ["none", "fp16", "u8bit", "qsgd", "terngrad", "onebit", "signsgd", "efsignsgd", "topk", "randomk", "threshold", "dgc"];
+        ["none", "fp16", "u8bit", "qsgd", "terngrad", "onebit", "signsgd", "efsignsgd", "topk", "randomk", "threshold", "dgc", "powersgd"];
 
-    /// <summary>The compressor of one sender's stream of <paramref name="length"/> values.</summary>
-    public IGradientCompressor CreateCompressor(int length, ulong seed, bool errorFeedback) => Codec == "dgc"
-        ? new DgcCompressor(length, Ratio, DgcMomentum, DgcClip, DgcWarmupSteps, seed)
-        : new GradientCompressor(CreateCodec(), length, errorFeedback, seed);
+    /// <summary>
+    /// The compressor of one sender's stream of <paramref name="length"/> values; <paramref name="blocks"/>
+    /// are the 2-D matrices inside the stream, used by powersgd.
+    /// </summary>
+    public IGradientCompressor CreateCompressor(int length, ulong seed, bool errorFeedback, IReadOnlyList<MatrixBlock>? blocks = null) => Codec switch
+    {
+        "dgc" => new DgcCompressor(length, Ratio, DgcMomentum, DgcClip, DgcWarmupSteps, seed),
+        "powersgd" => new GradientCompressor(new PowerSgdCodec(Rank, blocks ?? [], seed), length, errorFeedback, seed),
+        _ => new GradientCompressor(CreateCodec(), length, errorFeedback, seed),
+    };
 
     public static readonly CompressionSettings Dense = new();
 
@@ -54,6 +61,7 @@ public sealed record CompressionSettings(
         "threshold" => new ThresholdCodec(Threshold),
         // DGC's messages are top-k messages; its state lives in DgcCompressor.
         "dgc" => new TopKCodec(Ratio),
+        "powersgd" => new PowerSgdCodec(Rank, []),
         _ => throw new ActorTrainException($"compression.codec = \"{Codec}\" is not a codec; choose one of {string.Join(", ", Names)}"),
     };
 
@@ -64,6 +72,7 @@ public sealed record CompressionSettings(
         "topk" or "randomk" => $"{Codec} {Ratio:0.####}",
         "dgc" => $"dgc {Ratio:0.####} (momentum {DgcMomentum:0.##}{(DgcWarmupSteps > 0 ? $", warm-up {DgcWarmupSteps} steps per stage" : "")})",
         "threshold" => $"threshold {Threshold:G3}",
+        "powersgd" => $"powersgd rank {Rank}",
         _ => Codec,
     } + (ErrorFeedback ? " + error feedback" : "") + (Downlink == DownlinkMode.Fp32 ? "" : $", downlink {Downlink.ToString().ToLowerInvariant()}");
 }

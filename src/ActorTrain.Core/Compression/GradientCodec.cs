@@ -38,6 +38,7 @@ public abstract class GradientCodec
     [
         new NoneCodec(), new Fp16Codec(), new U8BitCodec(), new QsgdCodec(8), new TernGradCodec(), new OneBitCodec(),
         new SignSgdCodec(), new EfSignSgdCodec(), new TopKCodec(0.01), new RandomKCodec(0.01), new ThresholdCodec(0),
+        new PowerSgdCodec(),
     ];
 
     /// <summary>Decodes any encoded gradient into <paramref name="output"/>, whose length must be the dense length.</summary>

@@ -15,6 +15,7 @@ public enum CodecKind : byte
     TopK = 8,
     RandomK = 9,
     Threshold = 10,
+    PowerSgd = 11,
 }
 
 /// <summary>A compressed gradient that cannot be decoded: truncated, corrupt, or not a gradient at all.</summary>
@@ -49,7 +50,7 @@ public static class GradientWire
             throw new CompressionFormatException($"gradient message of {message.Length} bytes is shorter than its {HeaderSize}-byte header");
         if (message[0] != Magic) throw new CompressionFormatException($"not a gradient message (magic 0x{message[0]:x2}, expected 0x{Magic:x2})");
         if (message[1] != Version) throw new CompressionFormatException($"gradient format version {message[1]} is not supported (expected {Version})");
-        if (message[2] > (byte)CodecKind.Threshold) throw new CompressionFormatException($"unknown codec id {message[2]}");
+        if (message[2] > (byte)CodecKind.PowerSgd) throw new CompressionFormatException($"unknown codec id {message[2]}");
         int dense = BinaryPrimitives.ReadInt32LittleEndian(message[4..]);
         int length = BinaryPrimitives.ReadInt32LittleEndian(message[8..]);
         if (dense < 0 || length < 0) throw new CompressionFormatException($"negative length in header (dense {dense}, body {length})");
