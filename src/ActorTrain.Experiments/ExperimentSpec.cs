@@ -172,7 +172,8 @@ public sealed record ExperimentSpec(
             c.Double("compression.dgc-momentum", 0, 1, maxExclusive: true),
             c.Double("compression.dgc-clip", 0),
             c.Int("compression.dgc-warmup-steps", 0),
-            c.Int("compression.rank", 1));
+            c.Int("compression.rank", 1),
+            c.Bool("compression.lz4"));
         var stragglers = new StragglerSection(c.IntList("stragglers.workers", 0), c.Double("stragglers.factor", 1));
         foreach (int w in stragglers.Workers)
             if (w >= topology.Workers)

@@ -398,3 +398,46 @@ public class PowerSgdTests
         for (int cut = 0; cut < n; cut += 7) Assert.Throws<CompressionFormatException>(() => GradientCodec.Decode(buffer.AsSpan(0, cut), output));
     }
 }
+
+public class Lz4StageTests
+{
+    [Fact]
+    public void Lz4_shrinks_compressible_bodies_losslessly_and_leaves_dense_floats_alone()
+    {
+        // top-k that keeps equal values (a saturated or clipped gradient): the value array repeats
+        var rng = new Rng(2);
+        var g = Enumerable.Range(0, 20_000).Select(i => i % 50 == 0 ? 3f : 0.001f * (float)rng.NextGaussian()).ToArray();
+        var plain = new GradientCompressor(new TopKCodec(0.02), g.Length, errorFeedback: false, seed: 1);
+        var packed = new GradientCompressor(new TopKCodec(0.02), g.Length, errorFeedback: false, seed: 1, lz4: true);
+        var a = new byte[plain.MaxEncodedSize];
+        var b = new byte[packed.MaxEncodedSize];
+        int na = plain.Compress(g, 1f, a), nb = packed.Compress(g, 1f, b);
+        Assert.True(nb < na, $"lz4 {nb} bytes vs {na}");
+        var da = new float[g.Length];
+        var db = new float[g.Length];
+        GradientCodec.Decode(a.AsSpan(0, na), da);
+        GradientCodec.Decode(b.AsSpan(0, nb), db);
+        Assert.Equal(da, db);
+
+        var dense = new GradientCompressor(new NoneCodec(), 1000, errorFeedback: false, seed: 1, lz4: true);
+        var buffer = new byte[dense.MaxEncodedSize];
+        var noise = Enumerable.Range(0, 1000).Select(_ => (float)rng.NextGaussian()).ToArray();
+        Assert.Equal(GradientWire.HeaderSize + 4000, dense.Compress(noise, 1f, buffer)); // not smaller: kept raw
+    }
+
+    [Fact]
+    public void A_corrupt_lz4_body_is_rejected()
+    {
+        var g = Enumerable.Range(0, 4000).Select(i => i % 100 == 0 ? 5f : 0f).ToArray();
+        var c = new GradientCompressor(new ThresholdCodec(1), g.Length, errorFeedback: false, seed: 1, lz4: true);
+        var buffer = new byte[c.MaxEncodedSize];
+        int n = c.Compress(g, 1f, buffer);
+        Assert.Equal(GradientWire.Lz4Flag, buffer[3]);
+        var bad = buffer.AsSpan(0, n).ToArray();
+        BitConverter.TryWriteBytes(bad.AsSpan(12), 1 << 30); // absurd decompressed size
+        Assert.Throws<CompressionFormatException>(() => GradientCodec.Decode(bad, new float[g.Length]));
+        var truncated = buffer.AsSpan(0, n - 3).ToArray();
+        BitConverter.TryWriteBytes(truncated.AsSpan(8), n - 3 - GradientWire.HeaderSize);
+        Assert.Throws<CompressionFormatException>(() => GradientCodec.Decode(truncated, new float[g.Length]));
+    }
+}

@@ -26,7 +26,8 @@ public sealed record CompressionSettings(
     double DgcMomentum = 0.9,
     double DgcClip = 0,
     int DgcWarmupSteps = 0,
-    int Rank = 2)
+    int Rank = 2,
+    bool Lz4 = false)
 {
     public static readonly IReadOnlyList<string> Names =
         ["none", "fp16", "u8bit", "qsgd", "terngrad", "onebit", "signsgd", "efsignsgd", "topk", "randomk", "threshold", "dgc", "powersgd"];
@@ -38,8 +39,8 @@ public sealed record CompressionSettings(
     public IGradientCompressor CreateCompressor(int length, ulong seed, bool errorFeedback, IReadOnlyList<MatrixBlock>? blocks = null) => Codec switch
     {
         "dgc" => new DgcCompressor(length, Ratio, DgcMomentum, DgcClip, DgcWarmupSteps, seed),
-        "powersgd" => new GradientCompressor(new PowerSgdCodec(Rank, blocks ?? [], seed), length, errorFeedback, seed),
-        _ => new GradientCompressor(CreateCodec(), length, errorFeedback, seed),
+        "powersgd" => new GradientCompressor(new PowerSgdCodec(Rank, blocks ?? [], seed), length, errorFeedback, seed, Lz4),
+        _ => new GradientCompressor(CreateCodec(), length, errorFeedback, seed, Lz4),
     };
 
     public static readonly CompressionSettings Dense = new();
@@ -74,5 +75,5 @@ public sealed record CompressionSettings(
         "threshold" => $"threshold {Threshold:G3}",
         "powersgd" => $"powersgd rank {Rank}",
         _ => Codec,
-    } + (ErrorFeedback ? " + error feedback" : "") + (Downlink == DownlinkMode.Fp32 ? "" : $", downlink {Downlink.ToString().ToLowerInvariant()}");
+    } + (ErrorFeedback ? " + error feedback" : "") + (Lz4 ? " + lz4" : "") + (Downlink == DownlinkMode.Fp32 ? "" : $", downlink {Downlink.ToString().ToLowerInvariant()}");
 }

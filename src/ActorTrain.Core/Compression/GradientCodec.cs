@@ -45,6 +45,22 @@ public abstract class GradientCodec
     public static void Decode(ReadOnlySpan<byte> message, Span<float> output)
     {
         var (kind, dense) = GradientWire.Read(message, out var body);
+        if ((GradientWire.Flags(message) & GradientWire.Lz4Flag) != 0)
+        {
+            int raw = GradientWire.RawBodyLength(message);
+            if (raw < 0 || raw > 64 * (output.Length + 1024L)) throw new CompressionFormatException($"LZ4 stage announces a {raw}-byte body for {output.Length} values");
+            var rented = System.Buffers.ArrayPool<byte>.Shared.Rent(GradientWire.HeaderSize + raw);
+            try
+            {
+                int length = Lz4Stage.Undo(message, body, rented);
+                Decode(rented.AsSpan(0, length), output);
+            }
+            finally
+            {
+                System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+            }
+            return;
+        }
         if (dense != output.Length)
             throw new CompressionFormatException($"message holds a gradient of {dense} values, the receiver expects {output.Length}");
         Decoders[(int)kind].DecodeBody(body, output);

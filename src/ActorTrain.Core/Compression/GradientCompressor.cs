@@ -18,9 +18,12 @@ public sealed class GradientCompressor : IGradientCompressor
     private readonly float[] _decoded;
     private float _scale;
 
-    public GradientCompressor(GradientCodec codec, int length, bool errorFeedback, ulong seed)
+    private readonly byte[] _lz4;
+
+    public GradientCompressor(GradientCodec codec, int length, bool errorFeedback, ulong seed, bool lz4 = false)
     {
         _codec = codec;
+        _lz4 = lz4 ? new byte[Lz4Stage.ScratchSize(codec.BodySize(length))] : [];
         Length = length;
         _rng = new Rng(seed);
         _residual = errorFeedback ? new float[length] : null;
@@ -40,6 +43,12 @@ public sealed class GradientCompressor : IGradientCompressor
     public int Compress(ReadOnlySpan<float> gradient, float lossScale, Span<byte> destination)
     {
         if (gradient.Length != Length) throw new ArgumentException($"compressor of {Length} values given {gradient.Length}");
+        int written = Encode(gradient, lossScale, destination);
+        return _lz4.Length > 0 ? Lz4Stage.Apply(destination, written, _lz4) : written;
+    }
+
+    private int Encode(ReadOnlySpan<float> gradient, float lossScale, Span<byte> destination)
+    {
         if (_residual is null) return _codec.Encode(gradient, destination, _rng);
         if (_scale != 0 && _scale != lossScale) TensorPrimitives.Multiply(_residual, lossScale / _scale, _residual);
         _scale = lossScale;
