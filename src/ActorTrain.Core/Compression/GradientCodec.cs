@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace ActorTrain.Core.Compression;
 
@@ -391,18 +392,45 @@ public sealed class EfSignSgdCodec : GradientCodec
 
 internal static class SignBits
 {
+    /// <summary>Bit i set when g[i] >= 0, LSB first; 8 elements per byte from one vector compare.</summary>
     public static int Write(ReadOnlySpan<float> g, Span<byte> body)
     {
         int bytes = (g.Length + 7) / 8;
-        body[..bytes].Clear();
-        for (int i = 0; i < g.Length; i++)
-            if (g[i] >= 0) body[i >> 3] |= (byte)(1 << (i & 7));
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var zero = Vector256<float>.Zero;
+            for (; i + 8 <= g.Length; i += 8)
+            {
+                var v = Vector256.Create(g.Slice(i, 8));
+                body[i >> 3] = (byte)Vector256.GreaterThanOrEqual(v, zero).ExtractMostSignificantBits();
+            }
+        }
+        if (i < g.Length)
+        {
+            body[i >> 3] = 0;
+            for (; i < g.Length; i++)
+                if (g[i] >= 0) body[i >> 3] |= (byte)(1 << (i & 7));
+        }
         return bytes;
     }
 
     public static void Read(ReadOnlySpan<byte> bits, Span<float> output, float scale)
     {
-        for (int i = 0; i < output.Length; i++) output[i] = (bits[i >> 3] & (1 << (i & 7))) != 0 ? scale : -scale;
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var lanes = Vector256.Create(1, 2, 4, 8, 16, 32, 64, 128);
+            var plus = Vector256.Create(scale);
+            var minus = Vector256.Create(-scale);
+            for (; i + 8 <= output.Length; i += 8)
+            {
+                var set = Vector256.Create((int)bits[i >> 3]) & lanes;
+                var mask = Vector256.Equals(set, lanes).AsSingle();
+                Vector256.ConditionalSelect(mask, plus, minus).CopyTo(output.Slice(i, 8));
+            }
+        }
+        for (; i < output.Length; i++) output[i] = (bits[i >> 3] & (1 << (i & 7))) != 0 ? scale : -scale;
     }
 }
 
