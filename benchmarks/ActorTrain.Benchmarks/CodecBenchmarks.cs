@@ -1,10 +1,6 @@
 using ActorTrain.Core;
 using ActorTrain.Core.Compression;
 using BenchmarkDotNet.Attributes;
-using BenchmarkDotNet.Columns;
-using BenchmarkDotNet.Configs;
-using BenchmarkDotNet.Reports;
-using BenchmarkDotNet.Running;
 
 namespace ActorTrain.Benchmarks;
 
@@ -65,29 +61,4 @@ public class MemcpyBenchmark
 
     [Benchmark]
     public void Memcpy() => _source.AsSpan().CopyTo(_target);
-}
-
-/// <summary>GB/s of dense FP32 input (4 bytes x 1M elements over the mean time).</summary>
-public sealed class DenseThroughputColumn : IColumn
-{
-    public string Id => nameof(DenseThroughputColumn);
-    public string ColumnName => "GB/s (dense fp32)";
-    public bool AlwaysShow => true;
-    public ColumnCategory Category => ColumnCategory.Custom;
-    public int PriorityInCategory => 0;
-    public bool IsNumeric => true;
-    public UnitType UnitType => UnitType.Dimensionless;
-    public string Legend => "4 x 1,048,576 bytes of FP32 gradient per operation, over the mean time";
-    public bool IsDefault(Summary summary, BenchmarkCase benchmarkCase) => false;
-    public bool IsAvailable(Summary summary) => true;
-    public string GetValue(Summary summary, BenchmarkCase benchmarkCase) => GetValue(summary, benchmarkCase, SummaryStyle.Default);
-
-    public string GetValue(Summary summary, BenchmarkCase benchmarkCase, SummaryStyle style) =>
-        summary[benchmarkCase]?.ResultStatistics is { } stats ? (4.0 * CodecBenchmarks.Length / stats.Mean).ToString("F2") : "-";
-}
-
-[AttributeUsage(AttributeTargets.Class)]
-public sealed class DenseThroughputColumnAttribute : Attribute, IConfigSource
-{
-    public IConfig Config { get; } = ManualConfig.CreateEmpty().AddColumn(new DenseThroughputColumn());
 }

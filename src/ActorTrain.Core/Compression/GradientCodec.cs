@@ -75,6 +75,12 @@ public abstract class GradientCodec
 
     protected static int Bytes(long bits) => (int)((bits + 7) / 8);
 
+    protected static double CheckRatio(double ratio) =>
+        ratio is > 0 and <= 1 ? ratio : throw new ActorTrainException($"compression.ratio = {ratio} must be in (0, 1]");
+
+    /// <summary>k = max(1, ceil(ratio n)) elements of n (0 of 0).</summary>
+    protected static int KeptOf(int n, double ratio) => n == 0 ? 0 : Math.Clamp((int)Math.Ceiling(ratio * n), 1, n);
+
     /// <summary>Writes <paramref name="width"/>-bit codes LSB first.</summary>
     protected ref struct BitWriter(Span<byte> destination)
     {
@@ -462,15 +468,11 @@ public sealed class TopKCodec : GradientCodec
 {
     private float[] _scratch = [];
 
-    public TopKCodec(double ratio)
-    {
-        if (!(ratio > 0 && ratio <= 1)) throw new ActorTrainException($"compression.ratio = {ratio} must be in (0, 1]");
-        Ratio = ratio;
-    }
+    public TopKCodec(double ratio) => Ratio = CheckRatio(ratio);
 
     public double Ratio { get; }
     public override CodecKind Kind => CodecKind.TopK;
-    public int K(int n) => n == 0 ? 0 : Math.Clamp((int)Math.Ceiling(Ratio * n), 1, n);
+    public int K(int n) => KeptOf(n, Ratio);
     public override int BodySize(int n) => SparseBody.Size(K(n));
 
     protected override int EncodeBody(ReadOnlySpan<float> g, Span<byte> body, Rng rng)
@@ -533,15 +535,11 @@ public sealed class ThresholdCodec : GradientCodec
 /// </summary>
 public sealed class RandomKCodec : GradientCodec
 {
-    public RandomKCodec(double ratio)
-    {
-        if (!(ratio > 0 && ratio <= 1)) throw new ActorTrainException($"compression.ratio = {ratio} must be in (0, 1]");
-        Ratio = ratio;
-    }
+    public RandomKCodec(double ratio) => Ratio = CheckRatio(ratio);
 
     public double Ratio { get; }
     public override CodecKind Kind => CodecKind.RandomK;
-    public int K(int n) => n == 0 ? 0 : Math.Clamp((int)Math.Ceiling(Ratio * n), 1, n);
+    public int K(int n) => KeptOf(n, Ratio);
     public override int BodySize(int n) => 12 + 4 * K(n);
 
     protected override int EncodeBody(ReadOnlySpan<float> g, Span<byte> body, Rng rng)
