@@ -441,3 +441,37 @@ public class Lz4StageTests
         Assert.Throws<CompressionFormatException>(() => GradientCodec.Decode(truncated, new float[g.Length]));
     }
 }
+
+public class TopKSamplingTests
+{
+    private static void AssertExactTopK(float[] g, double ratio)
+    {
+        var codec = new TopKCodec(ratio);
+        var buffer = new byte[codec.MaxEncodedSize(g.Length)];
+        int n = codec.Encode(g, buffer, new Rng(1));
+        var d = new float[g.Length];
+        GradientCodec.Decode(buffer.AsSpan(0, n), d);
+        int k = codec.K(g.Length);
+        var expected = g.Select((v, i) => (Mag: Math.Abs(v), i)).OrderByDescending(t => t.Mag).ThenBy(t => t.i).Take(k).Select(t => t.i).ToHashSet();
+        for (int i = 0; i < g.Length; i++) Assert.True((expected.Contains(i) ? g[i] : 0f) == d[i], $"element {i}");
+    }
+
+    [Fact]
+    public void The_sampled_threshold_path_selects_exactly_the_k_largest_with_ties_to_the_lower_index()
+    {
+        var rng = new Rng(11);
+        // 200k values on a coarse grid: many ties around the k-th magnitude
+        var g = Enumerable.Range(0, 200_000).Select(_ => MathF.Round((float)rng.NextGaussian() * 8) / 8).ToArray();
+        AssertExactTopK(g, 0.01);
+        AssertExactTopK(g, 0.003);
+    }
+
+    [Fact]
+    public void A_sample_that_overshoots_falls_back_to_the_full_selection()
+    {
+        // every sampled position (stride 200000 / 8192 = 24) holds a large value, the rest are small:
+        // the sampled threshold admits too few candidates for k = 20000
+        var g = Enumerable.Range(0, 200_000).Select(i => i % 24 == 0 ? 10f : 1f + i * 1e-7f).ToArray();
+        AssertExactTopK(g, 0.1);
+    }
+}

@@ -466,7 +466,10 @@ internal static class SparseBody
 /// </summary>
 public sealed class TopKCodec : GradientCodec
 {
-    private float[] _scratch = [];
+    private const int Sample = 8192;
+    private float[] _magnitudes = [];
+    private int[] _candidates = [];
+    private readonly float[] _sample = new float[Sample];
 
     public TopKCodec(double ratio) => Ratio = CheckRatio(ratio);
 
@@ -475,25 +478,76 @@ public sealed class TopKCodec : GradientCodec
     public int K(int n) => KeptOf(n, Ratio);
     public override int BodySize(int n) => SparseBody.Size(K(n));
 
+    /// <summary>
+    /// Finds the k-th largest magnitude without selecting over all n: a strided sample of 8192
+    /// magnitudes gives a threshold a little below it (1.5x the expected rank, plus 8), one vector
+    /// pass collects every element at or above that threshold, and quickselect runs on those
+    /// candidates only. Every element tied with or above the k-th is a candidate, so the result is
+    /// exact; if the sample overshoots (fewer than k candidates) the full quickselect runs instead.
+    /// Output indices ascend, ties go to the lower index.
+    /// </summary>
     protected override int EncodeBody(ReadOnlySpan<float> g, Span<byte> body, Rng rng)
     {
-        int k = K(g.Length);
+        int n = g.Length, k = K(n);
         BinaryPrimitives.WriteInt32LittleEndian(body, k);
         var indices = MemoryMarshal.Cast<byte, int>(body.Slice(4, 4 * k));
         var values = MemoryMarshal.Cast<byte, float>(body.Slice(4 + 4 * k, 4 * k));
         if (k == 0) return 4;
-        if (_scratch.Length < g.Length) _scratch = new float[g.Length];
-        var mags = _scratch.AsSpan(0, g.Length);
-        TensorPrimitives.Abs(g, mags);
+        if (_magnitudes.Length < n)
+        {
+            _magnitudes = new float[n];
+            _candidates = new int[n];
+        }
+        int count = n > 4 * Sample ? Candidates(g, k) : 0;
+        if (count < k)
+        {
+            for (int i = 0; i < n; i++) _candidates[i] = i;
+            count = n;
+        }
+        var mags = _magnitudes.AsSpan(0, count);
+        for (int c = 0; c < count; c++) mags[c] = MathF.Abs(g[_candidates[c]]);
         float kth = Select.KthLargest(mags, k);
-        int j = 0;
-        for (int i = 0; i < g.Length && j < k; i++)
-            if (MathF.Abs(g[i]) > kth) { indices[j] = i; values[j++] = g[i]; }
-        for (int i = 0; i < g.Length && j < k; i++)
-            if (MathF.Abs(g[i]) == kth) { indices[j] = i; values[j++] = g[i]; }
-        // indices ascending keeps the payload deterministic and friendly to a later lossless stage
-        indices.Sort(values);
+        int above = 0;
+        for (int c = 0; c < count; c++)
+            if (MathF.Abs(g[_candidates[c]]) > kth) above++;
+        int ties = k - above, j = 0;
+        for (int c = 0; c < count && j < k; c++)
+        {
+            int i = _candidates[c];
+            float a = MathF.Abs(g[i]);
+            if (a > kth || (a == kth && ties-- > 0))
+            {
+                indices[j] = i;
+                values[j++] = g[i];
+            }
+        }
         return SparseBody.Size(k);
+    }
+
+    /// <summary>Indices (ascending) of the elements at or above a sampled threshold; their count.</summary>
+    private int Candidates(ReadOnlySpan<float> g, int k)
+    {
+        int n = g.Length, stride = n / Sample;
+        for (int s = 0; s < Sample; s++) _sample[s] = MathF.Abs(g[s * stride]);
+        int rank = Math.Min(Sample, (int)Math.Ceiling(1.5 * k * Sample / n) + 8);
+        float low = Select.KthLargest(_sample, rank);
+        int count = 0, i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var threshold = Vector256.Create(low);
+            for (; i + 8 <= n; i += 8)
+            {
+                uint mask = Vector256.GreaterThanOrEqual(Vector256.Abs(Vector256.Create(g.Slice(i, 8))), threshold).ExtractMostSignificantBits();
+                while (mask != 0)
+                {
+                    _candidates[count++] = i + System.Numerics.BitOperations.TrailingZeroCount(mask);
+                    mask &= mask - 1;
+                }
+            }
+        }
+        for (; i < n; i++)
+            if (MathF.Abs(g[i]) >= low) _candidates[count++] = i;
+        return count;
     }
 
     protected override void DecodeBody(ReadOnlySpan<byte> body, Span<float> output) => SparseBody.Decode(body, output, "topk");
