@@ -165,9 +165,9 @@ public sealed class ComparisonRunTests : IDisposable
         Assert.Equal((30L, 30L, 0L), (bsp.Steps, bsp.Updates, bsp.MaxStaleness));
         Assert.Equal(30L * 4, asp.Updates); // one update per push: 4 workers x 30 steps
         Assert.Contains("| ssp3 | ssp (staleness 3) |", File.ReadAllText(Path.Combine(result.Folder, "comparison.md")));
-        // the straggler (worker 0, 4x) is reported as such in its variant's summary
+        // the straggler (worker 0, 4x) is reported as such in its variant's summary; how much slower
+        // it ran is wall-clock time on a shared machine, measured by the experiment, not asserted here
         var summary = RunSummary.Read(Path.Combine(result.Folder, "bsp", "summary.json"));
         Assert.Equal([4.0, 1, 1, 1], summary.WorkerTimes.Select(w => w.Slowdown));
-        Assert.True(summary.WorkerTimes[0].ComputeSeconds > 2 * summary.WorkerTimes[1].ComputeSeconds);
     }
 }

@@ -20,7 +20,8 @@ namespace ActorTrain.Cluster.Actors;
 /// the parameters it received (the lowest shard version): a worker whose push came too late for a
 /// step (backup workers) rejoins at the current clock instead of falling further behind.
 /// A slowdown factor above 1 makes it a straggler: after each gradient it stays busy for
-/// (factor - 1) times the compute time (slept, in whole milliseconds, on its own thread).
+/// (factor - 1) times the compute time (slept on its own thread, in whole milliseconds with the
+/// remainder carried over).
 /// </summary>
 public sealed class Worker : ReceiveActor
 {
@@ -57,6 +58,7 @@ public sealed class Worker : ReceiveActor
     private IGradientEngine? _engine;
     private long _clock;
     private int _slicesReceived;
+    private double _owedSeconds;
 
     public Worker(Settings settings, IGradientEngineFactory engines, ILink link, IActorRef coordinator, IReadOnlyList<IActorRef> shards)
     {
@@ -127,8 +129,16 @@ public sealed class Worker : ReceiveActor
         double computed = Stopwatch.GetElapsedTime(started).TotalSeconds;
         if (_settings.Slowdown > 1)
         {
-            // A straggler's extra compute time: this thread is the worker's compute, so it waits here.
-            Thread.Sleep(TimeSpan.FromMilliseconds(Math.Round((_settings.Slowdown - 1) * computed * 1000)));
+            // A straggler's extra compute time: this thread is the worker's compute, so it waits here,
+            // in whole milliseconds with the fraction carried to the next step, so that even sub-
+            // millisecond steps are slowed by the factor on average.
+            _owedSeconds += (_settings.Slowdown - 1) * computed;
+            int ms = (int)(_owedSeconds * 1000);
+            if (ms > 0)
+            {
+                Thread.Sleep(ms);
+                _owedSeconds -= ms / 1000.0;
+            }
             computed = Stopwatch.GetElapsedTime(started).TotalSeconds;
         }
         _scaler.Update(result.NonFinite);
