@@ -80,6 +80,11 @@ public class ExperimentSpecTests
     [InlineData("model.type = linear", "model.type = linear is regression")]
     [InlineData("compute.engine = tpu", "compute.engine = \"tpu\" is not one of: auto, simd")]
     [InlineData("name = \"a/b\"", "name = \"a/b\" must be a non-empty file-name-safe word")]
+    [InlineData("compression.codec = zip", "compression.codec = \"zip\" is not one of: none, fp16")]
+    [InlineData("compression.ratio = 0", "compression.ratio = 0 is out of range: must be in (0, 1]")]
+    [InlineData("compression.bits = 1", "compression.bits = 1 is out of range: must be in [2, 16]")]
+    [InlineData("compression.downlink = int8", "compression.downlink = \"int8\" is not one of: fp32, fp16, codec")]
+    [InlineData("sync.policy = gossip", "sync.policy = \"gossip\" is not one of: bsp, asp, ssp")]
     public void Bad_values_are_rejected_naming_the_key(string text, string expected) =>
         Assert.Contains(expected, Error(text));
 
