@@ -228,6 +228,7 @@ public sealed class QsgdCodec : GradientCodec
         int buckets = Buckets(g.Length, Bucket);
         var writer = new BitWriter(body[(8 + 4 * buckets)..]);
         int s = Levels;
+        var uniform = new Rng.FloatStream(rng);
         for (int b = 0; b < buckets; b++)
         {
             var part = g.Slice(b * Bucket, Math.Min(Bucket, g.Length - b * Bucket));
@@ -238,7 +239,7 @@ public sealed class QsgdCodec : GradientCodec
             {
                 float r = MathF.Abs(v) * k;
                 int level = Math.Min((int)r, s);
-                if (level < s && rng.NextDouble() < r - level) level++;
+                if (level < s && uniform.Next() < r - level) level++;
                 writer.Write((uint)(level << 1) | (v < 0 ? 1u : 0u), Bits);
             }
         }
@@ -283,9 +284,11 @@ public sealed class TernGradCodec : GradientCodec
         s = MathF.Abs(s);
         BinaryPrimitives.WriteSingleLittleEndian(body, s);
         var writer = new BitWriter(body[4..]);
+        var uniform = new Rng.FloatStream(rng);
+        float inv = s > 0 ? 1 / s : 0;
         for (int i = 0; i < g.Length; i++)
         {
-            bool keep = s > 0 && rng.NextDouble() < MathF.Abs(g[i]) / s;
+            bool keep = s > 0 && uniform.Next() < MathF.Abs(g[i]) * inv;
             writer.Write(keep ? (g[i] < 0 ? 2u : 1u) : 0u, 2);
         }
         return 4 + writer.Flush();
@@ -584,8 +587,8 @@ public sealed class ThresholdCodec : GradientCodec
 
 /// <summary>
 /// Random-k: k = max(1, ceil(ratio n)) indices chosen uniformly without replacement from a seed that
-/// travels in the message (selection sampling, indices ascending); values scaled by n / k, so the
-/// decoded gradient is unbiased. Body: seed (8), k (4), k floats.
+/// travels in the message (Floyd's algorithm on a bitmap, read out in ascending order); values
+/// scaled by n / k, so the decoded gradient is unbiased. Body: seed (8), k (4), k floats.
 /// </summary>
 public sealed class RandomKCodec : GradientCodec
 {
@@ -604,8 +607,16 @@ public sealed class RandomKCodec : GradientCodec
         BinaryPrimitives.WriteInt32LittleEndian(body[8..], k);
         var values = MemoryMarshal.Cast<byte, float>(body.Slice(12, 4 * k));
         float scale = k == 0 ? 0 : (float)g.Length / k;
-        int j = 0;
-        foreach (int index in Indices(seed, g.Length, k)) values[j++] = g[index] * scale;
+        var indices = System.Buffers.ArrayPool<int>.Shared.Rent(Math.Max(k, 1));
+        try
+        {
+            Indices(seed, g.Length, k, indices);
+            for (int j = 0; j < k; j++) values[j] = g[indices[j]] * scale;
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<int>.Shared.Return(indices);
+        }
         return 12 + 4 * k;
     }
 
@@ -618,22 +629,48 @@ public sealed class RandomKCodec : GradientCodec
         RequireBody(body, 12 + 4 * k, "randomk");
         var values = MemoryMarshal.Cast<byte, float>(body.Slice(12, 4 * k));
         output.Clear();
-        int j = 0;
-        foreach (int index in Indices(seed, output.Length, k)) output[index] = values[j++];
+        var indices = System.Buffers.ArrayPool<int>.Shared.Rent(Math.Max(k, 1));
+        try
+        {
+            Indices(seed, output.Length, k, indices);
+            for (int j = 0; j < k; j++) output[indices[j]] = values[j];
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<int>.Shared.Return(indices);
+        }
     }
 
-    /// <summary>Knuth's selection sampling: each index kept with probability (needed / left).</summary>
-    private static IEnumerable<int> Indices(ulong seed, int n, int k)
+    /// <summary>Floyd's sampling of k distinct indices of n into a bitmap, written out ascending.</summary>
+    private static void Indices(ulong seed, int n, int k, Span<int> destination)
     {
-        var rng = new Rng(seed);
-        int needed = k;
-        for (int i = 0; i < n && needed > 0; i++)
+        int words = (n + 63) / 64;
+        var bitmap = System.Buffers.ArrayPool<ulong>.Shared.Rent(Math.Max(words, 1));
+        try
         {
-            if (rng.NextDouble() * (n - i) < needed)
+            var bits = bitmap.AsSpan(0, words);
+            bits.Clear();
+            var rng = new Rng(seed);
+            for (int j = n - k; j < n; j++)
             {
-                needed--;
-                yield return i;
+                int t = rng.NextInt(j + 1);
+                int pick = (bits[t >> 6] & (1UL << (t & 63))) != 0 ? j : t;
+                bits[pick >> 6] |= 1UL << (pick & 63);
             }
+            int count = 0;
+            for (int w = 0; w < words; w++)
+            {
+                ulong word = bits[w];
+                while (word != 0)
+                {
+                    destination[count++] = (w << 6) + System.Numerics.BitOperations.TrailingZeroCount(word);
+                    word &= word - 1;
+                }
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<ulong>.Shared.Return(bitmap);
         }
     }
 }
