@@ -255,3 +255,28 @@ public class StalenessAwareLearningRateTests : TestKit
         Assert.Equal(-4f, Wire.Values(worker.ExpectMsg<ParameterSlice>(), 1)[0]);
     }
 }
+
+public class BspDeterminismTests : TestKit
+{
+    [Fact]
+    public async Task Bsp_weights_do_not_depend_on_the_order_pushes_arrive_in()
+    {
+        var (train, test) = BspTrainingTests.Data();
+        var settings = BspTrainingTests.Settings(train, test, 4, 2, 10, 20, new OptimizerSettings { Kind = OptimizerKind.Adam });
+        float[]? first = null;
+        foreach (ulong seed in new ulong[] { 1, 2, 3, 4 })
+        {
+            var link = new RandomDelayLink(seed);
+            var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
+            Sys.ActorOf(Coordinator.Props(settings, new ReferenceEngineFactory(), link, completion));
+            while (!completion.Task.IsCompleted)
+            {
+                link.Advance();
+                await Task.Yield();
+            }
+            var weights = (await completion.Task).FinalWeights;
+            if (first is null) first = weights;
+            else Assert.Equal(first, weights); // bit for bit, whatever the delays did to the arrival order
+        }
+    }
+}

@@ -14,8 +14,9 @@ namespace ActorTrain.Cluster.Actors;
 /// Every push is unscaled by the loss scale it was computed with, in FP32; a push flagged
 /// non-finite is skipped and counted without touching the weights.
 ///
-/// BSP: the pushes of clock c are summed; after the first N - b (b backup workers) the mean of the
-/// finite ones takes one optimizer step, the version becomes c + 1 and those workers get the new
+/// BSP: the pushes of clock c are held; after the first N - b (b backup workers) they are summed in
+/// worker order (so the result does not depend on arrival order) and the mean of the finite ones
+/// takes one optimizer step, the version becomes c + 1 and those workers get the new
 /// slice, which answers their pull of c + 1. Pushes of an older clock arriving later are dropped,
 /// counted, and answered with the current slice, so their worker rejoins at the current clock. If
 /// every push of a clock was non-finite the version still advances, without a step.
@@ -54,6 +55,7 @@ public sealed class ParameterServerShard : ReceiveActor
     private readonly long[] _workerClocks;
     private readonly List<(IActorRef Ref, int Id, long Clock)> _parked = [];
     private readonly float[] _decoded;
+    private readonly PushGradient?[] _clockPushes;
     private readonly Downlink _downlink;
     private readonly long[] _staleness = new long[ShardCounters.HistogramBuckets];
     private long _version;
@@ -74,6 +76,7 @@ public sealed class ParameterServerShard : ReceiveActor
         _pushers = new(settings.Workers);
         _workerClocks = new long[settings.Workers];
         _decoded = new float[settings.Length];
+        _clockPushes = new PushGradient?[settings.Workers];
         _downlink = new Downlink(settings.Compression ?? CompressionSettings.Dense, settings.Workers, settings.Length,
             Rng.Derive(0xD0, (ulong)settings.ShardId), settings.Blocks ?? []);
         Training();
@@ -137,9 +140,17 @@ public sealed class ParameterServerShard : ReceiveActor
         _received++;
         _pushers.Add((Sender, push.Worker));
         _scaleSum += push.LossScale;
-        Accumulate(push);
+        _clockPushes[push.Worker] = push;
         if (_received < _quorum) return;
 
+        // Summed in worker order, not arrival order: float addition is not associative, and the
+        // arrival order follows thread timing, which would make BSP runs differ in the last bits.
+        for (int w = 0; w < _clockPushes.Length; w++)
+        {
+            if (_clockPushes[w] is not { } held) continue;
+            Accumulate(held);
+            _clockPushes[w] = null;
+        }
         if (_finite > 0) Apply(_settings.Schedule.Rate(_version), 1f / _finite);
         _recentScale = _scaleSum / _received;
         _scaleSum = 0;
