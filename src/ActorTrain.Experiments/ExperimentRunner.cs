@@ -119,9 +119,8 @@ public static class ExperimentRunner
         var system = ActorSystem.Create("actortrain", config);
         try
         {
-            var traffic = new TrafficCounters();
             var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-            system.ActorOf(Coordinator.Props(settings, engines, new ImmediateLink(traffic), completion, observer), "coordinator");
+            system.ActorOf(Coordinator.Props(settings, engines, ImmediateLink.Instance, completion, observer), "coordinator");
             using var registration = cancellation.Register(() => completion.TrySetCanceled(cancellation));
             return await completion.Task;
         }

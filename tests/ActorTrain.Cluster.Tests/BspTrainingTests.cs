@@ -32,9 +32,8 @@ public class BspTrainingTests : TestKit
 
     internal async Task<RunOutcome> Run(Coordinator.Settings settings, IGradientEngineFactory? engines = null)
     {
-        var traffic = new TrafficCounters();
         var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-        Sys.ActorOf(Coordinator.Props(settings, engines ?? new ReferenceEngineFactory(), new ImmediateLink(traffic), completion));
+        Sys.ActorOf(Coordinator.Props(settings, engines ?? new ReferenceEngineFactory(), ImmediateLink.Instance, completion));
         return await completion.Task.WaitAsync(TimeSpan.FromSeconds(30));
     }
 

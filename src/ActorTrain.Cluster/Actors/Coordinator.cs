@@ -104,7 +104,8 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
         double? TargetLoss,
         TimeSpan? TimeBudget,
         string? WorkerDispatcher,
-        CompressionSettings? Compression = null);
+        CompressionSettings? Compression = null,
+        string? ShardDispatcher = null);
 
     private sealed record EvaluationDone(long Step, bool Final, Evaluation Result, float[] Weights, ShardCounters[] Counters);
     private sealed record ChildFailed(Exception Cause);
@@ -215,7 +216,9 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
                 _settings.InitialWeights.AsSpan(range.Start, range.Length).ToArray(), _settings.Partitions.Count,
                 _settings.Policy, _settings.Optimizer, _settings.Schedule, _settings.MaxSteps, _settings.EvalEvery, _settings.Compression,
                 MatrixBlock.InRange(_settings.Model, range.Start, range.Length, (_settings.Compression ?? CompressionSettings.Dense).Rank));
-            shards[k] = Context.ActorOf(ParameterServerShard.Props(shardSettings, _link, Self), $"shard-{k}");
+            var shardProps = ParameterServerShard.Props(shardSettings, _link, Self);
+            if (_settings.ShardDispatcher is { } shardDispatcher) shardProps = shardProps.WithDispatcher(shardDispatcher);
+            shards[k] = Context.ActorOf(shardProps, $"shard-{k}");
             _children.Add(shards[k]);
             _shards.Add(shards[k]);
         }

@@ -97,7 +97,11 @@ public sealed class ParameterServerShard : ReceiveActor
             // Only the first pull reaches a shard: later ones are fused with the push.
             _bytesIn += PullParameters.HeaderBytes;
             _denseIn += PullParameters.HeaderBytes;
-            SendSlice(Sender, pull.Worker, first: true);
+            // SSP answers a pull for clock 0 with the initial weights: a late first pull must not see
+            // other workers' clock-0 updates, or SSP(0) would no longer read at BSP's barrier.
+            // (Later pulls are released at the barrier itself.) ASP reads whatever is current.
+            if (_settings.Policy.Kind == SyncPolicyKind.Ssp && pull.Clock == 0) SendSlice(Sender, pull.Worker, _settings.InitialValues, 0, first: true);
+            else SendSlice(Sender, pull.Worker, first: true);
         });
         Receive<PushGradient>(push =>
         {
@@ -246,10 +250,12 @@ public sealed class ParameterServerShard : ReceiveActor
     }
 
     /// <summary>The current weights for one worker, as the downlink encodes them; the payload is never written again.</summary>
-    private void SendSlice(IActorRef worker, int workerId, bool first = false)
+    private void SendSlice(IActorRef worker, int workerId, bool first = false) => SendSlice(worker, workerId, _weights, _version, first);
+
+    private void SendSlice(IActorRef worker, int workerId, float[] weights, long version, bool first)
     {
-        var (payload, delta) = _downlink.Encode(_weights, _version, workerId, first);
-        var slice = new ParameterSlice(_settings.ShardId, _version, payload, delta);
+        var (payload, delta) = _downlink.Encode(weights, version, workerId, first);
+        var slice = new ParameterSlice(_settings.ShardId, version, payload, delta);
         _bytesOut += slice.WireBytes;
         _denseOut += ParameterSlice.DenseBytes(_settings.Length);
         _link.Send(worker, slice, slice.WireBytes, TrafficClass.ShardToWorker, Self);
