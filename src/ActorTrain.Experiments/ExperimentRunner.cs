@@ -21,11 +21,11 @@ public static class ExperimentRunner
 {
     public const string ComputeDispatcher = "actortrain.compute-dispatcher";
 
-    public static Task<RunResult> RunAsync(ExperimentSpec spec, string? outputRoot = null, IRunObserver? observer = null,
+    public static async Task<RunResult> RunAsync(ExperimentSpec spec, string? outputRoot = null, IRunObserver? observer = null,
         CancellationToken cancellation = default)
     {
         string root = outputRoot ?? spec.Output.Directory;
-        return RunInto(spec, root, UniqueFolder(root, $"{spec.Name}-{Stamp()}"), observer, cancellation);
+        return await RunInto(spec, ExperimentData.Build(spec), root, UniqueFolder(root, $"{spec.Name}-{Stamp()}"), observer, cancellation);
     }
 
     /// <summary>
@@ -36,7 +36,8 @@ public static class ExperimentRunner
         Func<ExperimentVariant, IRunObserver?>? observers = null, CancellationToken cancellation = default)
     {
         if (spec.Variants.Count == 0) throw new ArgumentException("the experiment has no compare block", nameof(spec));
-        foreach (var variant in spec.Variants) ExperimentData.Build(variant.Spec); // every variant's input checked before any runs
+        // every variant's input is checked before any runs; the data is built once per variant
+        var data = spec.Variants.Select(v => (ExperimentData?)ExperimentData.Build(v.Spec)).ToList();
         string root = outputRoot ?? spec.Output.Directory;
         string final = UniqueFolder(root, $"{spec.Name}-{Stamp()}");
         string partial = Path.Combine(root, "." + Path.GetFileName(final) + ".partial");
@@ -45,8 +46,12 @@ public static class ExperimentRunner
         {
             File.WriteAllText(Path.Combine(partial, "config.conf"), spec.ResolvedConfig);
             var results = new List<(ExperimentVariant, RunResult)>();
-            foreach (var variant in spec.Variants)
-                results.Add((variant, await RunInto(variant.Spec, partial, Path.Combine(partial, variant.Name), observers?.Invoke(variant), cancellation)));
+            for (int v = 0; v < spec.Variants.Count; v++)
+            {
+                var variant = spec.Variants[v];
+                results.Add((variant, await RunInto(variant.Spec, data[v]!, partial, Path.Combine(partial, variant.Name), observers?.Invoke(variant), cancellation)));
+                data[v] = null; // a variant's data is not needed once it has run
+            }
             var comparison = Comparison.Create(spec, results);
             comparison.Write(partial);
             Directory.Move(partial, final);
@@ -61,9 +66,9 @@ public static class ExperimentRunner
 
     private static string Stamp() => DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
 
-    private static async Task<RunResult> RunInto(ExperimentSpec spec, string root, string final, IRunObserver? observer, CancellationToken cancellation)
+    private static async Task<RunResult> RunInto(ExperimentSpec spec, ExperimentData data, string root, string final, IRunObserver? observer,
+        CancellationToken cancellation)
     {
-        var data = ExperimentData.Build(spec);
         long steps = data.Steps(spec);
         var engines = new GradientEngineFactory(spec.Compute.Engine, spec.EngineThreads);
         var schedule = LearningRateSchedule.Create(spec.Schedule.Kind, spec.Schedule.LearningRate, steps, spec.Schedule.WarmupFraction,

@@ -54,6 +54,7 @@ public sealed record RunSummary(
     public static RunSummary Create(ExperimentSpec spec, ExperimentData data, string engine, long plannedSteps, RunOutcome outcome)
     {
         var last = outcome.Evaluations[^1];
+        var slowdowns = spec.Stragglers.Slowdowns(spec.Topology.Workers);
         return new RunSummary(
             spec.Name,
             data.Model.Describe(),
@@ -94,7 +95,7 @@ public sealed record RunSummary(
             last.MaxStaleness,
             TrimmedHistogram(outcome.StalenessHistogram()),
             last.DroppedLate,
-            outcome.Workers.Select(w => new WorkerReport(w.Worker, spec.Stragglers.Slowdowns(spec.Topology.Workers)[w.Worker], w.Steps, w.ComputeSeconds, w.WaitSeconds,
+            outcome.Workers.Select(w => new WorkerReport(w.Worker, slowdowns[w.Worker], w.Steps, w.ComputeSeconds, w.WaitSeconds,
                 w.ComputeSeconds > 0 ? w.Flops / w.ComputeSeconds / 1e9 : 0, w.UnderflowedElements, w.NonFiniteSteps, w.LastLossScale)).ToList());
     }
 

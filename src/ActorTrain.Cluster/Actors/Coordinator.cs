@@ -222,11 +222,10 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
             _children.Add(shards[k]);
             _shards.Add(shards[k]);
         }
-        var shardRanges = _ranges.Select(r => new Worker.ShardRange(r.Start, r.Length)).ToArray();
         for (int w = 0; w < _settings.Partitions.Count; w++)
         {
             var workerSettings = new Worker.Settings(w, _settings.Model, _settings.Partitions[w], _settings.BatchSize,
-                WorkerDataSeed(_settings.Seed, w), _settings.Precision, _settings.LossScaler, shardRanges, _settings.Policy.Kind,
+                WorkerDataSeed(_settings.Seed, w), _settings.Precision, _settings.LossScaler, _ranges, _settings.Policy.Kind,
                 _settings.Slowdowns is { } slow && w < slow.Count ? slow[w] : 1, _settings.Compression);
             var props = Worker.Props(workerSettings, _engines, _link, Self, shards);
             if (_settings.WorkerDispatcher is { } dispatcher) props = props.WithDispatcher(dispatcher);

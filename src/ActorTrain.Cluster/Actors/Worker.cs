@@ -33,12 +33,10 @@ public sealed class Worker : ReceiveActor
         ulong DataSeed,
         PrecisionMode Precision,
         Func<LossScaler> LossScaler,
-        IReadOnlyList<ShardRange> Shards,
+        IReadOnlyList<ParameterRange> Shards,
         SyncPolicyKind Policy,
         double Slowdown = 1,
         CompressionSettings? Compression = null);
-
-    public sealed record ShardRange(int Start, int Length);
 
     private readonly Settings _settings;
     private readonly IGradientEngineFactory _engines;

@@ -698,10 +698,14 @@ internal static class Select
     {
         int target = values.Length - k; // index of the k-th largest in ascending order
         int lo = 0, hi = values.Length - 1;
-        var rng = new Rng(0x5E1EC7);
+        // a fixed xorshift stream picks the pivots: deterministic, and no allocation on the encode path
+        ulong state = 0x9E3779B97F4A7C15UL;
         while (lo < hi)
         {
-            float pivot = values[lo + rng.NextInt(hi - lo + 1)];
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            float pivot = values[lo + (int)(state % (ulong)(hi - lo + 1))];
             int i = lo, j = hi;
             while (i <= j)
             {

@@ -92,9 +92,6 @@ public abstract class Optimizer
         Apply(weights, gradient, learningRate);
     }
 
-    /// <summary>Restores the step count (with <see cref="State"/> filled by the caller) from a checkpoint.</summary>
-    public void RestoreSteps(long steps) => Steps = steps;
-
     protected abstract void Apply(Span<float> w, ReadOnlySpan<float> g, double lr);
 
     /// <summary>g + weight_decay * w, the L2-regularised gradient of element i.</summary>

@@ -92,13 +92,4 @@ public sealed class DynamicLossScaler : LossScaler
         }
         return true;
     }
-
-    /// <summary>Restores state from a checkpoint.</summary>
-    public void Restore(float scale, int growthTracker, long steps, long skipped)
-    {
-        CurrentScale = scale;
-        GrowthTracker = growthTracker;
-        Steps = steps;
-        SkippedSteps = skipped;
-    }
 }
