@@ -20,6 +20,7 @@ p.add_argument("--batch", type=int, default=64)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--seconds", type=float, default=3.0)
 p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+p.add_argument("--device", default="cpu", help="cpu or cuda (timings synchronise the device)")
 a = p.parse_args()
 
 torch.set_num_threads(a.threads)
@@ -31,9 +32,10 @@ for i in range(len(sizes) - 1):
     layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
     if i < len(sizes) - 2:
         layers.append(torch.nn.ReLU())
-net = torch.nn.Sequential(*layers).to(dtype)
-x = torch.randn(a.batch, 784, dtype=dtype)
-y = torch.randint(0, 10, (a.batch,))
+dev = torch.device(a.device)
+net = torch.nn.Sequential(*layers).to(dev, dtype)
+x = torch.randn(a.batch, 784, dtype=dtype, device=dev)
+y = torch.randint(0, 10, (a.batch,), device=dev)
 loss_fn = torch.nn.CrossEntropyLoss()
 
 
@@ -45,18 +47,25 @@ def step():
     return loss
 
 
+def sync():
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
 t0 = time.perf_counter()
 while time.perf_counter() - t0 < min(1.0, a.seconds / 3):
     step()
+sync()
 n = 0
 t0 = time.perf_counter()
 while time.perf_counter() - t0 < a.seconds:
     step()
     n += 1
+sync()
 elapsed = time.perf_counter() - t0
 mac = sum(sizes[i] * sizes[i + 1] for i in range(len(sizes) - 1))
 flops_per_sample = sum((4 if i == 0 else 6) * sizes[i] * sizes[i + 1] for i in range(len(sizes) - 1))
 sps = n / elapsed
-print(f"impl=pytorch-{torch.__version__} engine=torch-cpu model={a.model} precision={a.precision} batch={a.batch} "
+print(f"impl=pytorch-{torch.__version__} engine=torch-{a.device} model={a.model} precision={a.precision} batch={a.batch} "
       f"steps_per_s={sps:.1f} samples_per_s={sps * a.batch:.0f} gflops={sps * flops_per_sample * a.batch / 1e9:.2f} "
       f"ms_per_step={1000 / sps:.3f} threads={a.threads}")
