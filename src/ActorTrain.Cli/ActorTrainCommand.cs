@@ -171,7 +171,7 @@ public static class ActorTrainCommand
     }
 
     private static string Line(EvaluationPoint p) =>
-        FormattableString.Invariant($"step {p.Step,6}  epoch {p.Epoch,6:0.00}  test loss {p.TestLoss,8:0.0000}  test acc {p.TestAccuracy,6:0.0000}  {p.ElapsedSeconds,7:0.0}s");
+        FormattableString.Invariant($"step {p.Step,6}  epoch {p.Epoch,6:0.00}  test loss {p.TestLoss,8:0.0000}  test acc {p.TestAccuracy,6:0.0000}  {Core.Simulation.Quantity.FormatSeconds(p.ElapsedSeconds),9}");
 
     private sealed class ProgressObserver(Action<EvaluationPoint> onPoint, Action<double> onStart) : IRunObserver
     {
@@ -190,7 +190,11 @@ public static class ActorTrainCommand
         Row("engine", $"{s.Engine}, {s.Precision}");
         Row("stopped by", s.StopReason);
         Row("steps / epochs", FormattableString.Invariant($"{s.Steps} / {s.Epochs:0.00}"));
-        Row("elapsed", FormattableString.Invariant($"{s.ElapsedSeconds:0.0} s ({s.SamplesPerSecond:0} samples/s)"));
+        Row("clock", s.Clock);
+        Row("network", s.Network.Description);
+        Row("elapsed", s.Clock.StartsWith("virtual", StringComparison.Ordinal)
+            ? FormattableString.Invariant($"{s.ElapsedSeconds:0.####} virtual s ({s.SamplesPerSecond:0} samples/virtual s), simulated in {s.WallSeconds:0.0} s")
+            : FormattableString.Invariant($"{s.ElapsedSeconds:0.0} s ({s.SamplesPerSecond:0} samples/s)"));
         Row("final test loss", FormattableString.Invariant($"{s.FinalTestLoss:0.0000}"));
         Row("final test accuracy", FormattableString.Invariant($"{s.FinalTestAccuracy:0.0000} (best {s.BestTestAccuracy:0.0000})"));
         Row("compression", s.Compression);
@@ -198,7 +202,13 @@ public static class ActorTrainCommand
         Row("bytes shard->worker", FormattableString.Invariant($"{s.BytesShardToWorker / 1e6:0.00} MB ({s.DownlinkCompressionRatio:0.0}x)"));
         Row("skipped gradients (non-finite)", s.SkippedGradients.ToString(System.Globalization.CultureInfo.InvariantCulture));
         Row("updates / staleness", FormattableString.Invariant($"{s.Updates} updates, staleness mean {s.MeanStaleness:0.00}, max {s.MaxStaleness}"));
-        Row("wait per worker", string.Join("  ", s.WorkerTimes.Select(w => FormattableString.Invariant($"w{w.Worker}{(w.Slowdown > 1 ? $"(x{w.Slowdown:0.#})" : "")}: {w.WaitSeconds:0.00}s"))));
+        if (s.Network.Retransmissions + s.Network.Lost + s.Network.LostToStoppedActors > 0)
+            Row("network faults", FormattableString.Invariant(
+                $"{s.Network.Retransmissions} retransmissions, {s.Network.DuplicatesDiscarded} duplicates discarded, {s.Network.Lost} lost, {s.Network.LostToStoppedActors} to killed workers"));
+        // the busiest few workers, so a 1024-worker run does not print 1024 entries
+        var shown = s.WorkerTimes.Count <= 8 ? s.WorkerTimes : s.WorkerTimes.OrderByDescending(w => w.ComputeSeconds).Take(8).ToList();
+        Row(s.WorkerTimes.Count <= 8 ? "compute / comm / wait" : "compute / comm / wait (8 busiest)", string.Join("  ", shown.Select(w => FormattableString.Invariant(
+            $"w{w.Worker}{(w.Slowdown > 1 ? $"(x{w.Slowdown:0.#})" : "")}{(w.Kills > 0 ? $"(killed {w.Kills}x)" : "")}: {Core.Simulation.Quantity.FormatSeconds(w.ComputeSeconds)}/{Core.Simulation.Quantity.FormatSeconds(w.CommunicationSeconds)}/{Core.Simulation.Quantity.FormatSeconds(w.WaitSeconds)}"))));
         Row("results", result.Folder);
         console.Write(table);
     }

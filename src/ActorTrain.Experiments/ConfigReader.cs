@@ -297,6 +297,36 @@ public sealed class ConfigReader
         return blocks;
     }
 
+    /// <summary>
+    /// A list of blocks with their own keys (network.links, faults, simulation.devices): each block's
+    /// leaves as raw strings, keys checked against <paramref name="allowed"/>.
+    /// </summary>
+    public IReadOnlyList<IReadOnlyDictionary<string, string>> BlockList(string key, string[] allowed, string example)
+    {
+        var value = Value(key);
+        if (IsEmptyList(value)) return [];
+        if (!value.IsArray()) throw new ActorTrainException($"{key} must be a list of blocks, e.g. {example}");
+        var items = value.GetArray();
+        var blocks = new List<IReadOnlyDictionary<string, string>>();
+        for (int i = 0; i < items.Count; i++)
+        {
+            if (!items[i].IsObject()) throw new ActorTrainException($"{key}[{i}] must be a block, e.g. {example}");
+            var leaves = new List<string>();
+            Walk(items[i].GetObject(), "", leaves);
+            var block = new Dictionary<string, string>();
+            foreach (string leaf in leaves)
+            {
+                if (!allowed.Contains(leaf))
+                    throw new ActorTrainException($"{key}[{i}]: unknown key '{leaf}'; did you mean '{allowed.MinBy(k => Levenshtein(k, leaf))}'? (a block takes {string.Join(", ", allowed)})");
+                var leafValue = Leaf(items[i], leaf);
+                if (leafValue.IsArray() || leafValue.IsObject()) throw new ActorTrainException($"{key}[{i}].{leaf} must be a single value");
+                block[leaf] = leafValue.GetString() ?? "";
+            }
+            blocks.Add(block);
+        }
+        return blocks;
+    }
+
     /// <summary>A duration such as 250ms, 30s, 5m, 1h; 0 (any unit) means off.</summary>
     public TimeSpan Duration(string key)
     {

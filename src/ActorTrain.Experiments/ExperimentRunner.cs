@@ -84,12 +84,15 @@ public static class ExperimentRunner
             var settings = new Coordinator.Settings(data.Model, initial, data.Partitions, data.Test, data.Train.Count,
                 spec.Training.BatchSize, spec.Seed, spec.Precision.Mode, spec.Precision.CreateScaler, spec.Topology.Shards,
                 spec.Sync, spec.Stragglers.Slowdowns(spec.Topology.Workers), spec.Optimizer, schedule, steps, spec.Training.EvalEvery, spec.Training.TargetAccuracy, spec.Training.TargetLoss,
-                spec.Training.TimeBudget, ComputeDispatcher, spec.Compression);
+                spec.Training.TimeBudget, ComputeDispatcher, spec.Compression, Timing: new TimingSettings(spec.Simulation.ComputeTime,
+                    spec.Simulation.ShardDevice, spec.Stragglers.RandomSlowdown, spec.Faults));
 
             RunOutcome outcome;
             using (var metrics = new MetricsCsvWriter(Path.Combine(partial, "metrics.csv"), observer))
             {
-                outcome = await RunTopology(settings, engines, metrics, spec.EngineThreads * spec.Topology.Workers, cancellation);
+                // Under the virtual clock workers never block waiting for time, so cores are enough threads.
+                int threads = spec.Simulation.Virtual ? Environment.ProcessorCount : spec.EngineThreads * spec.Topology.Workers;
+                outcome = await RunTopology(settings, engines, CreateLink(spec), metrics, threads, cancellation);
             }
             var summary = RunSummary.Create(spec, data, engines.Name, steps, outcome);
             summary.Write(Path.Combine(partial, "summary.json"));
@@ -104,7 +107,15 @@ public static class ExperimentRunner
         }
     }
 
-    private static async Task<RunOutcome> RunTopology(Coordinator.Settings settings, GradientEngineFactory engines, IRunObserver observer,
+    /// <summary>The run's link: the virtual clock, or the wall clock with the network's delays (none at all on an ideal network).</summary>
+    public static ILink CreateLink(ExperimentSpec spec)
+    {
+        ulong seed = Rng.Derive(spec.Seed, 6);
+        if (spec.Simulation.Virtual) return new VirtualLink(spec.Network, seed, spec.Topology.Workers, spec.Topology.Shards);
+        return new WallClockLink(spec.Network, seed, spec.Network.MinLatency(spec.Topology.Workers, spec.Topology.Shards));
+    }
+
+    private static async Task<RunOutcome> RunTopology(Coordinator.Settings settings, GradientEngineFactory engines, ILink link, IRunObserver observer,
         int computeThreads, CancellationToken cancellation)
     {
         var config = ConfigurationFactory.ParseString($$"""
@@ -125,12 +136,14 @@ public static class ExperimentRunner
         try
         {
             var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-            system.ActorOf(Coordinator.Props(settings, engines, ImmediateLink.Instance, completion, observer), "coordinator");
+            system.ActorOf(Coordinator.Props(settings, engines, link, completion, observer), "coordinator");
             using var registration = cancellation.Register(() => completion.TrySetCanceled(cancellation));
             return await completion.Task;
         }
         finally
         {
+            link.Stop();
+            (link as IDisposable)?.Dispose();
             await system.Terminate();
         }
     }
@@ -198,7 +211,7 @@ internal sealed class MetricsCsvWriter : IRunObserver, IDisposable
     internal static string Format(EvaluationPoint p) => string.Join(',',
         p.Step.ToString(CultureInfo.InvariantCulture),
         p.Epoch.ToString("0.####", CultureInfo.InvariantCulture),
-        p.ElapsedSeconds.ToString("0.###", CultureInfo.InvariantCulture),
+        p.ElapsedSeconds.ToString("0.#########", CultureInfo.InvariantCulture),
         p.TrainLoss?.ToString("R", CultureInfo.InvariantCulture) ?? "",
         p.TestLoss.ToString("R", CultureInfo.InvariantCulture),
         p.TestAccuracy.ToString("R", CultureInfo.InvariantCulture),

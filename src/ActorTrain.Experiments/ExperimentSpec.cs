@@ -6,6 +6,7 @@ using ActorTrain.Core.Data;
 using ActorTrain.Core.Models;
 using ActorTrain.Core.Optimization;
 using ActorTrain.Core.Precision;
+using ActorTrain.Core.Simulation;
 
 namespace ActorTrain.Experiments;
 
@@ -34,7 +35,7 @@ public sealed record PrecisionSection(PrecisionMode Mode, float? StaticScale, fl
 
 public sealed record ComputeSection(string Engine, int Threads);
 
-public sealed record StragglerSection(int[] Workers, double Factor)
+public sealed record StragglerSection(int[] Workers, double Factor, Distribution? RandomSlowdown = null)
 {
     /// <summary>The slowdown of each of <paramref name="workers"/> workers (1 for the others).</summary>
     public double[] Slowdowns(int workers) => Enumerable.Range(0, workers).Select(w => Workers.Contains(w) ? Factor : 1.0).ToArray();
@@ -44,6 +45,12 @@ public sealed record StragglerSection(int[] Workers, double Factor)
 public sealed record ExperimentVariant(string Name, ExperimentSpec Spec);
 
 public sealed record OutputSection(string Directory, bool Plots);
+
+/// <summary>The run's clock and its time models.</summary>
+public sealed record SimulationSection(bool Virtual, ComputeTime ComputeTime, DeviceProfile WorkerDevice, DeviceProfile ShardDevice)
+{
+    public string Describe() => Virtual ? $"virtual, compute {ComputeTime}" : $"wall, compute {ComputeTime}";
+}
 
 /// <summary>
 /// An experiment, read once from HOCON into typed, validated settings. Everything a run needs is
@@ -58,6 +65,9 @@ public sealed record ExperimentSpec(
     SyncPolicy Sync,
     CompressionSettings Compression,
     StragglerSection Stragglers,
+    NetworkSettings Network,
+    SimulationSection Simulation,
+    IReadOnlyList<WorkerFault> Faults,
     TrainingSection Training,
     OptimizerSettings Optimizer,
     ScheduleSection Schedule,
@@ -174,10 +184,17 @@ public sealed record ExperimentSpec(
             c.Int("compression.dgc-warmup-steps", 0),
             c.Int("compression.rank", 1),
             c.Bool("compression.lz4"));
-        var stragglers = new StragglerSection(c.IntList("stragglers.workers", 0), c.Double("stragglers.factor", 1));
+        string randomSlowdown = c.String("stragglers.random-slowdown");
+        var stragglers = new StragglerSection(c.IntList("stragglers.workers", 0), c.Double("stragglers.factor", 1),
+            randomSlowdown.Trim().Equals("none", StringComparison.OrdinalIgnoreCase) ? null : Distribution.Parse(randomSlowdown, "stragglers.random-slowdown", timed: false));
         foreach (int w in stragglers.Workers)
             if (w >= topology.Workers)
                 throw new ActorTrainException($"stragglers.workers lists worker {w}, but topology.workers = {topology.Workers} (ids 0..{topology.Workers - 1})");
+
+        var network = ReadNetwork(c);
+        network.Validate(topology.Workers, topology.Shards);
+        var simulation = ReadSimulation(c);
+        var faults = ReadFaults(c, topology.Workers);
 
         double targetAccuracy = c.Double("training.target-accuracy", 0, 1);
         double targetLoss = c.Double("training.target-loss", 0);
@@ -239,8 +256,107 @@ public sealed record ExperimentSpec(
         var output = new OutputSection(c.String("output.directory"), c.Bool("output.plots"));
         if (output.Directory.Length == 0) throw new ActorTrainException("output.directory is empty");
 
-        return new ExperimentSpec(name, (ulong)c.Long("seed", 0), model, dataset, topology, sync, compression, stragglers, training, optimizer, schedule,
-            precision, compute, output, variants, c.Render());
+        return new ExperimentSpec(name, (ulong)c.Long("seed", 0), model, dataset, topology, sync, compression, stragglers, network, simulation, faults,
+            training, optimizer, schedule, precision, compute, output, variants, c.Render());
+    }
+
+    private static readonly string[] OverrideKeys = ["latency", "bandwidth", "jitter", "drop"];
+
+    private static NetworkSettings ReadNetwork(ConfigReader c)
+    {
+        var basic = new LinkSpec(
+            Distribution.Parse(c.String("network.latency"), "network.latency", timed: true),
+            Quantity.BytesPerSecond(c.String("network.bandwidth"), "network.bandwidth"),
+            Quantity.Seconds(c.String("network.jitter"), "network.jitter"),
+            c.Double("network.drop", 0, 1, maxExclusive: true));
+        LinkOverride Section(string section) => Override(OverrideKeys.ToDictionary(k => k, k => c.String($"{section}.{k}")), section);
+        var rules = c.BlockList("network.links", ["from", "to", .. OverrideKeys], "[{ from = worker-0, to = shard-0, latency = \"constant(2ms)\" }]")
+            .Select((b, i) =>
+            {
+                string at = $"network.links[{i}]";
+                if (!b.ContainsKey("from") || !b.ContainsKey("to")) throw new ActorTrainException($"{at} needs from and to, e.g. from = worker-0, to = shard-0");
+                return new LinkRule(Endpoint.Parse(b["from"], at + ".from"), Endpoint.Parse(b["to"], at + ".to"), Override(b, at));
+            }).ToList();
+        return new NetworkSettings(basic, Section("network.uplink"), Section("network.downlink"), c.Int("network.racks", 1),
+            Section("network.cross-rack"), rules, Quantity.Seconds(c.String("network.retransmit-timeout"), "network.retransmit-timeout"));
+    }
+
+    private static LinkOverride Override(IReadOnlyDictionary<string, string> values, string at)
+    {
+        string? Given(string key) => values.TryGetValue(key, out var v) && !v.Trim().Equals("inherit", StringComparison.OrdinalIgnoreCase) ? v : null;
+        double? drop = null;
+        if (Given("drop") is { } d)
+        {
+            if (!double.TryParse(d, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double p) || p < 0 || p >= 1)
+                throw new ActorTrainException($"{at}.drop = \"{d}\" must be a probability in [0, 1) (or inherit)");
+            drop = p;
+        }
+        return new LinkOverride(
+            Given("latency") is { } l ? Distribution.Parse(l, at + ".latency", timed: true) : null,
+            Given("bandwidth") is { } b ? Quantity.BytesPerSecond(b, at + ".bandwidth") : null,
+            Given("jitter") is { } j ? Quantity.Seconds(j, at + ".jitter") : null,
+            drop);
+    }
+
+    private static SimulationSection ReadSimulation(ConfigReader c)
+    {
+        var custom = new Dictionary<string, DeviceProfile>();
+        string[] keys = ["name", "fp32-tflops", "fp16-tflops", "memory-bandwidth", "launch-overhead", "efficiency"];
+        var blocks = c.BlockList("simulation.devices", keys, "[{ name = l4, fp32-tflops = 30, fp16-tflops = 121, memory-bandwidth = 300GB/s, launch-overhead = 5us, efficiency = 0.5 }]");
+        for (int i = 0; i < blocks.Count; i++)
+        {
+            var b = blocks[i];
+            string at = $"simulation.devices[{i}]";
+            foreach (string key in keys)
+                if (!b.ContainsKey(key)) throw new ActorTrainException($"{at} lacks {key} (a device takes {string.Join(", ", keys)})");
+            double Number(string key, double min, double max)
+            {
+                if (!double.TryParse(b[key], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double v) || v <= min || v > max)
+                    throw new ActorTrainException($"{at}.{key} = \"{b[key]}\" must be a number in ({min}, {max}]");
+                return v;
+            }
+            string name = b["name"].Trim().ToLowerInvariant();
+            if (name.Length == 0 || !custom.TryAdd(name, new DeviceProfile(name, Number("fp32-tflops", 0, 1e6) * 1e12, Number("fp16-tflops", 0, 1e6) * 1e12,
+                    Quantity.BytesPerSecond(b["memory-bandwidth"], at + ".memory-bandwidth"), Quantity.Seconds(b["launch-overhead"], at + ".launch-overhead"),
+                    Number("efficiency", 0, 1))))
+                throw new ActorTrainException($"{at}.name = \"{b["name"]}\" is empty or names a second device of that name");
+        }
+        var worker = DeviceProfile.Resolve(c.String("simulation.worker-device").Trim().ToLowerInvariant(), custom, "simulation.worker-device");
+        var shard = DeviceProfile.Resolve(c.String("simulation.shard-device").Trim().ToLowerInvariant(), custom, "simulation.shard-device");
+        string computeTime = c.String("simulation.compute-time").Trim().ToLowerInvariant();
+        var compute = computeTime switch
+        {
+            "profile" => new ComputeTime(ComputeTimeKind.Profile, Device: worker),
+            "measured" => ComputeTime.Measured,
+            _ when computeTime.Length > 0 && (char.IsDigit(computeTime[0]) || computeTime[0] == '.') =>
+                new ComputeTime(ComputeTimeKind.Fixed, Quantity.Seconds(computeTime, "simulation.compute-time")),
+            _ => throw new ActorTrainException($"simulation.compute-time = \"{computeTime}\" is not one of: profile, measured, or a duration such as 5ms"),
+        };
+        return new SimulationSection(c.Choice("simulation.clock", "virtual", "wall") == "virtual", compute, worker, shard);
+    }
+
+    private static IReadOnlyList<WorkerFault> ReadFaults(ConfigReader c, int workers)
+    {
+        var faults = new List<WorkerFault>();
+        var blocks = c.BlockList("faults", ["worker", "at", "at-step", "restart-after"], "[{ worker = 1, at-step = 30, restart-after = 10ms }]");
+        for (int i = 0; i < blocks.Count; i++)
+        {
+            var b = blocks[i];
+            string at = $"faults[{i}]";
+            if (!b.TryGetValue("worker", out var w) || !int.TryParse(w, out int worker) || worker < 0 || worker >= workers)
+                throw new ActorTrainException($"{at}.worker must name a worker id in 0..{workers - 1}");
+            if (b.ContainsKey("at") == b.ContainsKey("at-step"))
+                throw new ActorTrainException($"{at} needs exactly one of at (a time, e.g. 20ms) and at-step (a step count, e.g. 30)");
+            long? atStep = null;
+            if (b.TryGetValue("at-step", out var stepText))
+            {
+                if (!long.TryParse(stepText, out long step) || step < 1) throw new ActorTrainException($"{at}.at-step = \"{stepText}\" must be a whole number >= 1");
+                atStep = step;
+            }
+            faults.Add(new WorkerFault(worker, b.TryGetValue("at", out var time) ? Quantity.Seconds(time, at + ".at") : null, atStep,
+                b.TryGetValue("restart-after", out var after) ? Quantity.Seconds(after, at + ".restart-after") : null));
+        }
+        return faults;
     }
 
     /// <summary>Threads per SIMD engine when compute.threads = 0: the cores shared among the workers.</summary>

@@ -4,8 +4,13 @@ using ActorTrain.Cluster.Actors;
 
 namespace ActorTrain.Experiments;
 
-public sealed record WorkerReport(int Worker, double Slowdown, long Steps, double ComputeSeconds, double WaitSeconds, double Gflops,
-    long UnderflowedElements, long NonFiniteSteps, float LossScale);
+/// <summary>A worker's time on the run's clock: compute (modelled under the virtual clock), communication, wait; restarts after faults.</summary>
+public sealed record WorkerReport(int Worker, double Slowdown, long Steps, double ComputeSeconds, double CommunicationSeconds, double WaitSeconds,
+    double Gflops, long UnderflowedElements, long NonFiniteSteps, float LossScale, int Kills);
+
+/// <summary>What the link did: messages, retransmissions after drops, duplicates the receivers discarded, losses.</summary>
+public sealed record NetworkReport(string Description, long Messages, long WireBytes, long Retransmissions, long DuplicatesDiscarded, long Lost,
+    long LostToStoppedActors, long Events);
 
 /// <summary>summary.json: what the run was and how it ended.</summary>
 public sealed record RunSummary(
@@ -23,10 +28,12 @@ public sealed record RunSummary(
     string Optimizer,
     string Precision,
     string Engine,
+    string Clock,
     string StopReason,
     long Steps,
     double Epochs,
     double ElapsedSeconds,
+    double WallSeconds,
     double SamplesPerSecond,
     double? FinalTrainLoss,
     double FinalTestLoss,
@@ -42,6 +49,7 @@ public sealed record RunSummary(
     long MaxStaleness,
     IReadOnlyList<long> StalenessHistogram,
     long DroppedLate,
+    NetworkReport Network,
     IReadOnlyList<WorkerReport> WorkerTimes)
 {
     private static readonly JsonSerializerOptions Json = new()
@@ -70,6 +78,7 @@ public sealed record RunSummary(
             spec.Optimizer.Kind.ToString().ToLowerInvariant(),
             spec.Precision.Mode.ToString().ToLowerInvariant(),
             engine,
+            spec.Simulation.Describe(),
             outcome.StopReason switch
             {
                 Cluster.Actors.StopReason.MaxSteps => plannedSteps < spec.Training.MaxSteps ? "epochs" : "max-steps",
@@ -80,6 +89,7 @@ public sealed record RunSummary(
             outcome.FinalStep,
             last.Epoch,
             outcome.ElapsedSeconds,
+            outcome.WallSeconds,
             last.SamplesProcessed / Math.Max(outcome.ElapsedSeconds, 1e-9),
             outcome.Evaluations.LastOrDefault(e => e.TrainLoss is not null)?.TrainLoss,
             last.TestLoss,
@@ -95,8 +105,18 @@ public sealed record RunSummary(
             last.MaxStaleness,
             TrimmedHistogram(outcome.StalenessHistogram()),
             last.DroppedLate,
-            outcome.Workers.Select(w => new WorkerReport(w.Worker, slowdowns[w.Worker], w.Steps, w.ComputeSeconds, w.WaitSeconds,
-                w.ComputeSeconds > 0 ? w.Flops / w.ComputeSeconds / 1e9 : 0, w.UnderflowedElements, w.NonFiniteSteps, w.LastLossScale)).ToList());
+            Describe(spec.Network, outcome.Link ?? new()),
+            outcome.Workers.Select(w => new WorkerReport(w.Worker, slowdowns[w.Worker], w.Steps, w.ComputeSeconds, w.CommunicationSeconds, w.WaitSeconds,
+                w.ComputeSeconds > 0 ? w.Flops / w.ComputeSeconds / 1e9 : 0, w.UnderflowedElements, w.NonFiniteSteps, w.LastLossScale, w.Kills)).ToList());
+    }
+
+    private static NetworkReport Describe(Core.Simulation.NetworkSettings n, Cluster.Transport.LinkStatistics s)
+    {
+        var d = n.Default;
+        string bandwidth = double.IsPositiveInfinity(d.BytesPerSecond) ? "unlimited" : FormattableString.Invariant($"{d.BytesPerSecond * 8 / 1e9:0.###} Gbit/s");
+        string description = FormattableString.Invariant($"latency {d.Latency}, bandwidth {bandwidth}, jitter {Core.Simulation.Quantity.FormatSeconds(d.Jitter)}, drop {d.Drop}") +
+            (n.Racks > 1 ? $", {n.Racks} racks" : "") + (n.Rules.Count > 0 ? $", {n.Rules.Count} link rules" : "");
+        return new NetworkReport(description, s.Messages, s.WireBytes, s.Retransmissions, s.DuplicatesDiscarded, s.Lost, s.LostToStoppedActors, s.Events);
     }
 
     /// <summary>Counts of applied pushes by staleness 0, 1, 2, ... up to the largest seen (the last bucket is 63+).</summary>

@@ -33,7 +33,7 @@ public class BspTrainingTests : TestKit
     internal async Task<RunOutcome> Run(Coordinator.Settings settings, IGradientEngineFactory? engines = null)
     {
         var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-        Sys.ActorOf(Coordinator.Props(settings, engines ?? new ReferenceEngineFactory(), ImmediateLink.Instance, completion));
+        Sys.ActorOf(Coordinator.Props(settings, engines ?? new ReferenceEngineFactory(), new WallClockLink(), completion));
         return await completion.Task.WaitAsync(TimeSpan.FromSeconds(30));
     }
 

@@ -5,99 +5,35 @@ using ActorTrain.Core;
 using ActorTrain.Core.Engines;
 using ActorTrain.Core.Optimization;
 using ActorTrain.Core.Precision;
+using ActorTrain.Core.Simulation;
 using Akka.Actor;
 using Akka.TestKit.Xunit2;
 
 namespace ActorTrain.Cluster.Tests;
 
 /// <summary>
-/// Holds every training message for a random 0-4 ms of virtual time (seeded) and delivers it when
-/// the test advances the clock: delays only reorder deliveries, nothing sleeps. With the actors on
-/// the calling-thread dispatcher (<see cref="SequentialActors"/>) each delivery runs to completion,
-/// so a seed fixes the whole run. (Akka's TestScheduler was tried first; it loses items scheduled
-/// from other threads while it advances.)
+/// Runs a topology under the virtual clock with every message delayed by a seeded uniform 0-4 ms
+/// and a fixed 1 ms of compute per step: the delays reorder deliveries, nothing sleeps, and the
+/// seed fixes the whole run whatever the thread timing.
 /// </summary>
-internal sealed class RandomDelayLink(ulong seed) : ILink
+internal static class Delayed
 {
-    private readonly Rng _rng = new(seed);
-    private readonly PriorityQueue<(IActorRef To, object Message, IActorRef Sender), (long Due, long Seq)> _queue = new();
-    private long _now, _seq;
-
-    public void Send(IActorRef to, object message, long bytes, TrafficClass traffic, IActorRef sender)
+    public static async Task<RunOutcome> Run(ActorSystem system, Coordinator.Settings settings, ulong seed, IGradientEngineFactory? engines = null)
     {
-        lock (_queue) _queue.Enqueue((to, message, sender), (_now + _rng.NextInt(5), _seq++));
-    }
-
-    public long Sent
-    {
-        get
-        {
-            lock (_queue) return _seq;
-        }
-    }
-
-    /// <summary>
-    /// Pumps until <paramref name="done"/> completes. The topology is built asynchronously (the user
-    /// guardian creates the coordinator), so virtual time starts only once every worker has sent its
-    /// first pull to every shard; from then on every delivery runs to completion on the pump.
-    /// </summary>
-    public async Task<T> Run<T>(Task<T> done, int initialPulls)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-        while (Sent < initialPulls)
-        {
-            if (DateTime.UtcNow > deadline) throw new TimeoutException("the topology did not start");
-            await Task.Yield();
-        }
-        while (!done.IsCompleted)
-        {
-            if (DateTime.UtcNow > deadline) throw new TimeoutException("the run did not complete");
-            Advance();
-            await Task.Yield();
-        }
-        return await done;
-    }
-
-    /// <summary>Moves virtual time on by one millisecond and delivers what is due.</summary>
-    public void Advance()
-    {
-        lock (_queue)
-        {
-            _now++;
-            while (_queue.TryPeek(out var item, out var key) && key.Due <= _now)
-            {
-                _queue.Dequeue();
-                item.To.Tell(item.Message, item.Sender);
-            }
-        }
+        var network = NetworkSettings.Ideal with { Default = LinkSpec.Ideal with { Latency = new Distribution.Uniform(0, 0.004) } };
+        var link = new VirtualLink(network, seed, settings.Partitions.Count, settings.Shards);
+        settings = settings with { Timing = new TimingSettings(new ComputeTime(ComputeTimeKind.Fixed, 0.001)) };
+        var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
+        system.ActorOf(Coordinator.Props(settings, engines ?? new ReferenceEngineFactory(), link, completion));
+        return await completion.Task.WaitAsync(TimeSpan.FromSeconds(60));
     }
 }
 
-/// <summary>
-/// Runs the topology's actors on the calling thread (Akka.TestKit's calling-thread dispatcher): the
-/// pump delivering the link's messages then runs each handler to completion before the next
-/// delivery, so a delay schedule fixes the whole order of events and a run is deterministic.
-/// </summary>
-internal static class SequentialActors
-{
-    public const string Dispatcher = "akka.test.calling-thread-dispatcher";
-
-    public static Coordinator.Settings On(Coordinator.Settings settings) =>
-        settings with { WorkerDispatcher = Dispatcher, ShardDispatcher = Dispatcher };
-
-    public static Akka.Actor.Props On(Akka.Actor.Props props) => props.WithDispatcher(Dispatcher);
-}
-
-/// <summary>Policies under randomised message delays (<see cref="RandomDelayLink"/>).</summary>
+/// <summary>Policies under randomised message delays (<see cref="Delayed"/>).</summary>
 public class SyncPolicyTests : TestKit
 {
-    private async Task<RunOutcome> RunWithDelays(Coordinator.Settings settings, ulong delaySeed, IGradientEngineFactory? engines = null)
-    {
-        var link = new RandomDelayLink(delaySeed);
-        var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-        Sys.ActorOf(SequentialActors.On(Coordinator.Props(SequentialActors.On(settings), engines ?? new ReferenceEngineFactory(), link, completion)));
-        return await link.Run(completion.Task, settings.Partitions.Count * settings.Shards);
-    }
+    private Task<RunOutcome> RunWithDelays(Coordinator.Settings settings, ulong delaySeed, IGradientEngineFactory? engines = null) =>
+        Delayed.Run(Sys, settings, delaySeed, engines);
 
     private static Coordinator.Settings Settings(int workers, int shards, long steps, SyncPolicy policy, OptimizerSettings? optimizer = null)
     {
@@ -205,7 +141,8 @@ public class ShardTests : TestKit
         const int n = 4, b = 1, clocks = 6;
         var coordinator = CreateTestProbe();
         var shard = Sys.ActorOf(ParameterServerShard.Props(Settings(n, new SyncPolicy(SyncPolicyKind.Bsp, BackupWorkers: b)),
-            ImmediateLink.Instance, coordinator.Ref));
+            new WallClockLink(), coordinator.Ref));
+        shard.Tell(Begin.First);
         coordinator.ExpectMsg<ShardSnapshot>(); // step 0
         var workers = Enumerable.Range(0, n).Select(_ => CreateTestProbe()).ToArray();
         for (int c = 0; c < clocks; c++)
@@ -234,7 +171,8 @@ public class ShardTests : TestKit
     {
         var coordinator = CreateTestProbe();
         var shard = Sys.ActorOf(ParameterServerShard.Props(Settings(2, new SyncPolicy(SyncPolicyKind.Ssp, Staleness: 1)),
-            ImmediateLink.Instance, coordinator.Ref));
+            new WallClockLink(), coordinator.Ref));
+        shard.Tell(Begin.First);
         var fast = CreateTestProbe();
         var slow = CreateTestProbe();
         shard.Tell(Push(0, 0, 0), fast.Ref);
@@ -256,7 +194,8 @@ public class ShardTests : TestKit
     {
         var coordinator = CreateTestProbe();
         var shard = Sys.ActorOf(ParameterServerShard.Props(Settings(1, new SyncPolicy(SyncPolicyKind.Asp)),
-            ImmediateLink.Instance, coordinator.Ref));
+            new WallClockLink(), coordinator.Ref));
+        shard.Tell(Begin.First);
         coordinator.ExpectMsg<ShardSnapshot>();
         var worker = CreateTestProbe();
         shard.Tell(Push(0, 0, 0, nonFinite: true), worker.Ref);
@@ -277,7 +216,8 @@ public class StalenessAwareLearningRateTests : TestKit
             new OptimizerSettings(), LearningRateSchedule.Create(ScheduleKind.Constant, 1.0, 100), 100, 1000);
         var coordinator = CreateTestProbe();
         var worker = CreateTestProbe();
-        var shard = Sys.ActorOf(ParameterServerShard.Props(settings, ImmediateLink.Instance, coordinator.Ref));
+        var shard = Sys.ActorOf(ParameterServerShard.Props(settings, new WallClockLink(), coordinator.Ref));
+        shard.Tell(Begin.First);
         PushGradient Push(long clock, long baseVersion, float g) => new(0, clock, baseVersion, 1f, false, 1, Wire.Dense(g));
         shard.Tell(Push(0, 0, 1f), worker.Ref);   // staleness 0: w = 0 - 1 * 1
         Assert.Equal(-1f, Wire.Values(worker.ExpectMsg<ParameterSlice>(), 1)[0]);
@@ -298,10 +238,7 @@ public class BspDeterminismTests : TestKit
         float[]? first = null;
         foreach (ulong seed in new ulong[] { 1, 2, 3, 4 })
         {
-            var link = new RandomDelayLink(seed);
-            var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-            Sys.ActorOf(SequentialActors.On(Coordinator.Props(SequentialActors.On(settings), new ReferenceEngineFactory(), link, completion)));
-            var weights = (await link.Run(completion.Task, 4 * 2)).FinalWeights;
+            var weights = (await Delayed.Run(Sys, settings, seed)).FinalWeights;
             if (first is null) first = weights;
             else Assert.Equal(first, weights); // bit for bit, whatever the delays did to the arrival order
         }

@@ -7,6 +7,7 @@ using ActorTrain.Core.Engines;
 using ActorTrain.Core.Models;
 using ActorTrain.Core.Optimization;
 using ActorTrain.Core.Precision;
+using ActorTrain.Core.Simulation;
 using Akka.Actor;
 
 namespace ActorTrain.Cluster.Actors;
@@ -44,8 +45,30 @@ public sealed record EvaluationPoint(
     public double DownlinkRatio => BytesShardToWorker == 0 ? 1 : (double)DenseBytesShardToWorker / BytesShardToWorker;
 }
 
-public sealed record WorkerSummary(int Worker, long Steps, double ComputeSeconds, double WaitSeconds, long Flops, long UnderflowedElements,
-    long NonFiniteSteps, float LastLossScale);
+/// <summary>
+/// One worker over the run: compute (modelled under the virtual clock), communication (its
+/// messages on the network, queueing included) and wait (the shards holding their answer: barrier,
+/// staleness bound, apply), in seconds of the run's clock; restarts after faults.
+/// </summary>
+public sealed record WorkerSummary(int Worker, long Steps, double ComputeSeconds, double CommunicationSeconds, double WaitSeconds, long Flops,
+    long UnderflowedElements, long NonFiniteSteps, float LastLossScale, int Kills = 0);
+
+/// <summary>
+/// A fault to inject: worker <paramref name="Worker"/> is killed at <paramref name="AtSeconds"/> on the
+/// run's clock or once it has pushed <paramref name="AtStep"/> steps, and restarted
+/// <paramref name="RestartAfter"/> seconds later (never when null).
+/// </summary>
+public sealed record WorkerFault(int Worker, double? AtSeconds, long? AtStep, double? RestartAfter);
+
+/// <summary>How time is spent besides the gradient itself: compute-time model, shard apply cost, random slowdowns, faults.</summary>
+public sealed record TimingSettings(
+    ComputeTime ComputeTime,
+    DeviceProfile? ShardDevice = null,
+    Distribution? RandomSlowdown = null,
+    IReadOnlyList<WorkerFault>? Faults = null)
+{
+    public static readonly TimingSettings Measured = new(ComputeTime.Measured);
+}
 
 public sealed record RunOutcome(
     StopReason StopReason,
@@ -54,7 +77,10 @@ public sealed record RunOutcome(
     IReadOnlyList<EvaluationPoint> Evaluations,
     IReadOnlyList<WorkerSummary> Workers,
     IReadOnlyList<ShardCounters> Shards,
-    double ElapsedSeconds)
+    double ElapsedSeconds,
+    double WallSeconds = 0,
+    bool VirtualTime = false,
+    LinkStatistics? Link = null)
 {
     /// <summary>Staleness of every applied push, summed over shards (bucket i = staleness i; the last is 63+).</summary>
     public long[] StalenessHistogram()
@@ -76,12 +102,15 @@ public interface IRunObserver
 }
 
 /// <summary>
-/// Builds the topology (K shards, N workers) as its children, evaluates the master weights on the
-/// test split whenever every shard has reported the same version (every EvalEvery steps, and at the
-/// end), applies the stop conditions and completes the run. Evaluation runs off the actor's thread
-/// and comes back as a message; one at a time, in version order.
+/// Builds the topology (K shards, N workers) as its children, starts them through the link, evaluates
+/// the master weights on the test split whenever every shard has reported the same version (every
+/// EvalEvery steps, and at the end), applies the stop conditions, injects the fault schedule and
+/// completes the run. Evaluation runs off the actor's thread and comes back as a message; one at a
+/// time, in version order. Its inputs (reports, snapshots, timers) come through the link, so under
+/// the virtual clock they arrive in a deterministic order at virtual times, and every figure of an
+/// evaluation is fixed when its snapshot completes.
 /// </summary>
-public sealed class Coordinator : ReceiveActor, IWithTimers
+public sealed class Coordinator : LinkedActor
 {
     public sealed record Settings(
         ModelSpec Model,
@@ -105,14 +134,18 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
         TimeSpan? TimeBudget,
         string? WorkerDispatcher,
         CompressionSettings? Compression = null,
-        string? ShardDispatcher = null);
+        string? ShardDispatcher = null,
+        TimingSettings? Timing = null);
 
-    private sealed record EvaluationDone(long Step, bool Final, Evaluation Result, float[] Weights, ShardCounters[] Counters);
+    private sealed record EvaluationDone(long Step, bool Final, Evaluation Result, PendingSnapshot Snapshot);
     private sealed record ChildFailed(Exception Cause);
     private sealed class TimeBudgetExpired
     {
         public static readonly TimeBudgetExpired Instance = new();
     }
+
+    private sealed record KillWorker(int Fault);
+    private sealed record RestartWorker(int Worker);
 
     private sealed class PendingSnapshot(int parameters, int shards)
     {
@@ -120,15 +153,22 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
         public readonly ShardCounters?[] Counters = new ShardCounters?[shards];
         public int Received;
         public long Version;
+        public double Time;
+        public double? TrainLoss;
     }
 
     private readonly Settings _settings;
+    private readonly TimingSettings _timing;
     private readonly IGradientEngineFactory _engines;
-    private readonly ILink _link;
     private readonly IRunObserver? _observer;
     private readonly TaskCompletionSource<RunOutcome> _completion;
     private readonly ParameterRange[] _ranges;
-    private readonly Stopwatch _elapsed = new();
+    private readonly Stopwatch _wall = new();
+    private readonly IReadOnlyList<WorkerFault> _faults;
+    private readonly bool[] _faultFired;
+    private IActorRef[] _workerRefs = [];
+    private int _incarnations;
+    private double _startedAt;
     private readonly SortedDictionary<long, PendingSnapshot> _pending = new();
     private readonly Queue<(long Step, bool Final, PendingSnapshot Snapshot)> _toEvaluate = new();
     private readonly List<EvaluationPoint> _evaluations = [];
@@ -137,7 +177,7 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
     private PendingSnapshot? _final;
     private IGradientEngine? _evaluator;
     private readonly List<IActorRef> _children = [];
-    private readonly List<IActorRef> _shards = [];
+    private IActorRef[] _shards = [];
     private bool _evaluating, _stopping;
     private StopReason _stopReason = StopReason.MaxSteps;
     // Mini-batch losses by the evaluation step whose window (previous evaluation, step] holds their clock.
@@ -146,16 +186,19 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
     private sealed class WorkerTally
     {
         public long Steps, Flops, Underflow, NonFinite;
-        public double Compute, Wait;
+        public double Compute, Communication, Wait;
         public float Scale = 1;
+        public int Kills;
     }
 
     public Coordinator(Settings settings, IGradientEngineFactory engines, ILink link,
-        TaskCompletionSource<RunOutcome> completion, IRunObserver? observer)
+        TaskCompletionSource<RunOutcome> completion, IRunObserver? observer) : base(link)
     {
         _settings = settings;
+        _timing = settings.Timing ?? TimingSettings.Measured;
+        _faults = _timing.Faults ?? [];
+        _faultFired = new bool[_faults.Count];
         _engines = engines;
-        _link = link;
         _completion = completion;
         _observer = observer;
         _ranges = ParameterSharding.Balanced(settings.Model.ParameterCount, settings.Shards);
@@ -166,11 +209,12 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
         Receive<ShardSnapshot>(OnSnapshot);
         Receive<EvaluationDone>(OnEvaluated);
         Receive<TimeBudgetExpired>(_ => BeginStop(StopReason.TimeBudget));
+        Receive<KillWorker>(k => Kill(k.Fault));
+        Receive<RestartWorker>(r => Restart(r.Worker));
+        Receive<SimulationIdle>(OnIdle);
         Receive<ChildFailed>(f => Fail(f.Cause));
         Receive<Status.Failure>(f => Fail(f.Cause));
     }
-
-    public ITimerScheduler Timers { get; set; } = null!;
 
     public static Props Props(Settings settings, IGradientEngineFactory engines, ILink link,
         TaskCompletionSource<RunOutcome> completion, IRunObserver? observer = null) =>
@@ -203,35 +247,76 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
 
     private void Start()
     {
-        _elapsed.Start();
+        _wall.Start();
+        _startedAt = Link.Now;
         _observer?.OnStart(_settings.MaxSteps);
         int evalBatch = Math.Max(1, Math.Min(_settings.Test.Count, 1024));
         _evaluator = _engines.Create(_settings.Model, evalBatch);
+        Link.Attach(Self, Endpoint.Coordinator);
 
-        var shards = new IActorRef[_settings.Shards];
-        for (int k = 0; k < shards.Length; k++)
+        _shards = new IActorRef[_settings.Shards];
+        for (int k = 0; k < _shards.Length; k++)
         {
             var range = _ranges[k];
             var shardSettings = new ParameterServerShard.Settings(k, range.Start,
                 _settings.InitialWeights.AsSpan(range.Start, range.Length).ToArray(), _settings.Partitions.Count,
                 _settings.Policy, _settings.Optimizer, _settings.Schedule, _settings.MaxSteps, _settings.EvalEvery, _settings.Compression,
-                MatrixBlock.InRange(_settings.Model, range.Start, range.Length, (_settings.Compression ?? CompressionSettings.Dense).Rank));
-            var shardProps = ParameterServerShard.Props(shardSettings, _link, Self);
+                MatrixBlock.InRange(_settings.Model, range.Start, range.Length, (_settings.Compression ?? CompressionSettings.Dense).Rank),
+                _timing.ShardDevice);
+            var shardProps = ParameterServerShard.Props(shardSettings, Link, Self);
             if (_settings.ShardDispatcher is { } shardDispatcher) shardProps = shardProps.WithDispatcher(shardDispatcher);
-            shards[k] = Context.ActorOf(shardProps, $"shard-{k}");
-            _children.Add(shards[k]);
-            _shards.Add(shards[k]);
+            _shards[k] = Context.ActorOf(shardProps, $"shard-{k}");
+            Link.Attach(_shards[k], Endpoint.Shard(k));
+            _children.Add(_shards[k]);
         }
-        for (int w = 0; w < _settings.Partitions.Count; w++)
-        {
-            var workerSettings = new Worker.Settings(w, _settings.Model, _settings.Partitions[w], _settings.BatchSize,
-                WorkerDataSeed(_settings.Seed, w), _settings.Precision, _settings.LossScaler, _ranges, _settings.Policy.Kind,
-                _settings.Slowdowns is { } slow && w < slow.Count ? slow[w] : 1, _settings.Compression);
-            var props = Worker.Props(workerSettings, _engines, _link, Self, shards);
-            if (_settings.WorkerDispatcher is { } dispatcher) props = props.WithDispatcher(dispatcher);
-            _children.Add(Context.ActorOf(props, $"worker-{w}"));
-        }
-        if (_settings.TimeBudget is { } budget) Timers.StartSingleTimer("time-budget", TimeBudgetExpired.Instance, budget);
+        _workerRefs = new IActorRef[_settings.Partitions.Count];
+        for (int w = 0; w < _workerRefs.Length; w++) _workerRefs[w] = CreateWorker(w, $"worker-{w}");
+
+        foreach (var shard in _shards) Link.Send(shard, Begin.First, 0, TrafficClass.Control, Self);
+        foreach (var worker in _workerRefs) Link.Send(worker, Begin.First, 0, TrafficClass.Control, Self);
+        if (_settings.TimeBudget is { } budget) Link.ScheduleOnce(Self, TimeBudgetExpired.Instance, budget.TotalSeconds, Self);
+        for (int f = 0; f < _faults.Count; f++)
+            if (_faults[f].AtSeconds is { } at) Link.ScheduleOnce(Self, new KillWorker(f), at, Self);
+        if (Link is VirtualLink simulated) simulated.NotifyWhenIdle(Self);
+        Link.Start();
+    }
+
+    private IActorRef CreateWorker(int w, string name)
+    {
+        var workerSettings = new Worker.Settings(w, _settings.Model, _settings.Partitions[w], _settings.BatchSize,
+            WorkerDataSeed(_settings.Seed, w), _settings.Precision, _settings.LossScaler, _ranges, _settings.Policy.Kind,
+            _settings.Slowdowns is { } slow && w < slow.Count ? slow[w] : 1, _settings.Compression, _timing.ComputeTime, _timing.RandomSlowdown);
+        var props = Worker.Props(workerSettings, _engines, Link, Self, _shards);
+        if (_settings.WorkerDispatcher is { } dispatcher) props = props.WithDispatcher(dispatcher);
+        var worker = Context.ActorOf(props, name);
+        Link.Attach(worker, Endpoint.Worker(w));
+        _children.Add(worker);
+        return worker;
+    }
+
+    private void Kill(int fault)
+    {
+        if (_faultFired[fault] || _stopping) return;
+        _faultFired[fault] = true;
+        var f = _faults[fault];
+        Link.Kill(_workerRefs[f.Worker]);
+        _workers[f.Worker].Kills++;
+        if (f.RestartAfter is { } after) Link.ScheduleOnce(Self, new RestartWorker(f.Worker), after, Self);
+    }
+
+    private void Restart(int w)
+    {
+        if (_stopping) return;
+        _workerRefs[w] = CreateWorker(w, $"worker-{w}-{++_incarnations}");
+        Link.Send(_workerRefs[w], new Begin(Rejoin: true), 0, TrafficClass.Control, Self);
+    }
+
+    /// <summary>The virtual clock ran out of events: fine once the final snapshots are in, a stall otherwise.</summary>
+    private void OnIdle(SimulationIdle idle)
+    {
+        if (_final is { } f && f.Received == _settings.Shards) return;
+        Fail(new Core.ActorTrainException(FormattableString.Invariant(
+            $"the simulation stalled at virtual time {idle.Time:0.######} s: no message is in flight and the run is not finished (a killed worker that never restarts blocks BSP and SSP)")));
     }
 
     /// <summary>The mini-batch order seed of worker w; shared with single-process references in tests.</summary>
@@ -248,6 +333,7 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
         var t = _workers[r.Worker];
         t.Steps++;
         t.Compute += r.ComputeSeconds;
+        t.Communication += r.CommunicationSeconds;
         t.Wait += r.WaitSeconds;
         t.Flops += r.Flops;
         t.Underflow += r.UnderflowedElements;
@@ -259,6 +345,8 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
             _trainLoss[window] = (sum + r.Loss, count + 1);
         }
         t.Scale = r.LossScale;
+        for (int f = 0; f < _faults.Count; f++)
+            if (!_faultFired[f] && _faults[f].Worker == r.Worker && _faults[f].AtStep is { } at && r.Clock + 1 >= at) Kill(f);
     }
 
     private void OnSnapshot(ShardSnapshot s)
@@ -284,6 +372,8 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
 
         if (s.Final) _pending.Clear();
         else _pending.Remove(s.Step);
+        pending.Time = Link.Now - _startedAt;
+        pending.TrainLoss = TakeTrainLoss(s.Final ? long.MaxValue : pending.Version);
         _toEvaluate.Enqueue((pending.Version, s.Final, pending));
         EvaluateNext();
     }
@@ -295,36 +385,34 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
         _evaluating = true;
         var evaluator = _evaluator!;
         var test = _settings.Test;
-        var weights = snapshot.Weights;
-        var counters = snapshot.Counters.Select(c => c!).ToArray();
-        Task.Run(() => new EvaluationDone(step, final, evaluator.Evaluate(weights, test.AsBatch(), PrecisionMode.Fp32), weights, counters))
+        Task.Run(() => new EvaluationDone(step, final, evaluator.Evaluate(snapshot.Weights, test.AsBatch(), PrecisionMode.Fp32), snapshot))
             .PipeTo(Self);
     }
 
     private void OnEvaluated(EvaluationDone done)
     {
         _evaluating = false;
-        double? trainLoss = TakeTrainLoss(done.Final ? long.MaxValue : done.Step);
+        var counters = done.Snapshot.Counters.Select(c => c!).ToArray();
         // Every shard sees every push, so any one shard's sample count is the run's.
-        long samples = done.Counters.Max(c => c.Samples);
+        long samples = counters.Max(c => c.Samples);
         var point = new EvaluationPoint(
             done.Step,
             (double)samples / _settings.TrainCount,
-            _elapsed.Elapsed.TotalSeconds,
-            trainLoss,
+            done.Snapshot.Time,
+            done.Snapshot.TrainLoss,
             done.Result.Loss,
             done.Result.Accuracy,
             samples,
-            done.Counters.Sum(c => c.BytesIn),
-            done.Counters.Sum(c => c.BytesOut),
-            done.Counters.Max(c => c.PushesSkippedNonFinite),
-            done.Counters[0].LossScale,
-            done.Counters.Max(c => c.Steps),
-            done.Counters.Sum(c => c.StalenessSum) / (double)Math.Max(1, done.Counters.Sum(c => c.PushesApplied)),
-            done.Counters.Max(c => c.StalenessMax),
-            done.Counters.Sum(c => c.PushesDroppedLate),
-            done.Counters.Sum(c => c.DenseBytesIn),
-            done.Counters.Sum(c => c.DenseBytesOut));
+            counters.Sum(c => c.BytesIn),
+            counters.Sum(c => c.BytesOut),
+            counters.Max(c => c.PushesSkippedNonFinite),
+            counters[0].LossScale,
+            counters.Max(c => c.Steps),
+            counters.Sum(c => c.StalenessSum) / (double)Math.Max(1, counters.Sum(c => c.PushesApplied)),
+            counters.Max(c => c.StalenessMax),
+            counters.Sum(c => c.PushesDroppedLate),
+            counters.Sum(c => c.DenseBytesIn),
+            counters.Sum(c => c.DenseBytesOut));
         _evaluations.Add(point);
         _observer?.OnEvaluation(point);
 
@@ -361,21 +449,25 @@ public sealed class Coordinator : ReceiveActor, IWithTimers
         _stopping = true;
         _stopReason = reason;
         _toEvaluate.Clear();
-        foreach (var shard in _shards) shard.Tell(FinalSnapshotRequest.Instance);
+        foreach (var shard in _shards) Link.Send(shard, FinalSnapshotRequest.Instance, 0, TrafficClass.Control, Self);
     }
 
     private void Complete(EvaluationDone done, StopReason? reason = null)
     {
         if (reason is { } r) _stopReason = r;
+        Link.Stop();
         foreach (var child in _children) child.Tell(StopTraining.Instance);
-        var workers = _workers.Select((t, i) => new WorkerSummary(i, t.Steps, t.Compute, t.Wait, t.Flops, t.Underflow, t.NonFinite, t.Scale)).ToList();
-        _completion.TrySetResult(new RunOutcome(_stopReason, done.Weights, done.Step, _evaluations, workers,
-            _shardCounters.ToList(), _elapsed.Elapsed.TotalSeconds));
+        var workers = _workers.Select((t, i) => new WorkerSummary(i, t.Steps, t.Compute, t.Communication, t.Wait, t.Flops, t.Underflow, t.NonFinite,
+            t.Scale, t.Kills)).ToList();
+        var shards = done.Final ? done.Snapshot.Counters.Select(c => c!).ToList() : _shardCounters.ToList();
+        _completion.TrySetResult(new RunOutcome(_stopReason, done.Snapshot.Weights, done.Step, _evaluations, workers,
+            shards, done.Snapshot.Time, _wall.Elapsed.TotalSeconds, Link.IsVirtual, Link.Statistics));
         Context.Stop(Self);
     }
 
     private void Fail(Exception cause)
     {
+        Link.Stop();
         foreach (var child in _children) child.Tell(StopTraining.Instance);
         _completion.TrySetException(cause);
         Context.Stop(Self);

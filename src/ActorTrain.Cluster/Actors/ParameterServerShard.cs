@@ -4,6 +4,7 @@ using ActorTrain.Cluster.Transport;
 using ActorTrain.Core;
 using ActorTrain.Core.Compression;
 using ActorTrain.Core.Optimization;
+using ActorTrain.Core.Simulation;
 using Akka.Actor;
 
 namespace ActorTrain.Cluster.Actors;
@@ -24,8 +25,14 @@ namespace ActorTrain.Cluster.Actors;
 /// ASP: every push is one optimizer step on gradient / N and is answered at once.
 /// SSP(s): as ASP, but the answer to a worker that has completed c clocks waits until the slowest
 /// worker (as this shard has seen it: every worker pushes to every shard) has completed c - s.
+///
+/// Workers are addressed by id (the last actor that spoke for the id), so a worker restarted after
+/// a fault gets the answers of its predecessor. Its first pull is a rejoin: under BSP it is answered
+/// with the current slice, or at the step if its predecessor's push of this clock is already held;
+/// under ASP/SSP it is parked like a push of the clock the shard has seen from that worker. Under the
+/// virtual clock the shard spends the modelled time of each accumulation and optimizer step.
 /// </summary>
-public sealed class ParameterServerShard : ReceiveActor
+public sealed class ParameterServerShard : LinkedActor
 {
     public sealed record Settings(
         int ShardId,
@@ -38,22 +45,26 @@ public sealed class ParameterServerShard : ReceiveActor
         long MaxSteps,
         int SnapshotEvery,
         CompressionSettings? Compression = null,
-        IReadOnlyList<MatrixBlock>? Blocks = null)
+        IReadOnlyList<MatrixBlock>? Blocks = null,
+        DeviceProfile? Device = null)
     {
         public int Length => InitialValues.Length;
     }
 
     private readonly Settings _settings;
-    private readonly ILink _link;
     private readonly IActorRef _coordinator;
     private readonly float[] _weights;
     private readonly float[] _sum;
     private readonly Optimizer _optimizer;
     private readonly int _versionsPerStep;
     private readonly int _quorum;
-    private readonly List<(IActorRef Ref, int Id)> _pushers;
+    private readonly List<int> _pushers;
     private readonly long[] _workerClocks;
-    private readonly List<(IActorRef Ref, int Id, long Clock)> _parked = [];
+    private readonly IActorRef[] _workerRefs;
+    private readonly double[] _requestAt;
+    private readonly bool[] _fresh;
+    private readonly double _accumulateSeconds, _applySeconds;
+    private readonly List<(int Id, long Clock)> _parked = [];
     private readonly float[] _decoded;
     private readonly PushGradient?[] _clockPushes;
     private readonly Downlink _downlink;
@@ -63,10 +74,9 @@ public sealed class ParameterServerShard : ReceiveActor
     private long _applied, _skipped, _dropped, _samples, _bytesIn, _bytesOut, _denseIn, _denseOut, _stalenessSum, _stalenessMax, _maxLead;
     private double _scaleSum, _recentScale = 1;
 
-    public ParameterServerShard(Settings settings, ILink link, IActorRef coordinator)
+    public ParameterServerShard(Settings settings, ILink link, IActorRef coordinator) : base(link)
     {
         _settings = settings;
-        _link = link;
         _coordinator = coordinator;
         _weights = (float[])settings.InitialValues.Clone();
         _sum = new float[settings.Length];
@@ -75,6 +85,11 @@ public sealed class ParameterServerShard : ReceiveActor
         _quorum = settings.Workers - settings.Policy.BackupWorkers;
         _pushers = new(settings.Workers);
         _workerClocks = new long[settings.Workers];
+        _workerRefs = new IActorRef[settings.Workers];
+        _requestAt = new double[settings.Workers];
+        _fresh = new bool[settings.Workers];
+        _accumulateSeconds = settings.Device?.AccumulateSeconds(settings.Length) ?? 0;
+        _applySeconds = settings.Device?.ApplySeconds(settings.Length, _optimizer.State.Count) ?? 0;
         _decoded = new float[settings.Length];
         _clockPushes = new PushGradient?[settings.Workers];
         _downlink = new Downlink(settings.Compression ?? CompressionSettings.Dense, settings.Workers, settings.Length,
@@ -88,23 +103,13 @@ public sealed class ParameterServerShard : ReceiveActor
     private long Step => _version / _versionsPerStep;
     private bool IsBsp => _settings.Policy.Kind == SyncPolicyKind.Bsp;
 
-    protected override void PreStart() => SendSnapshot(final: false);
-
     private void Training()
     {
-        Receive<PullParameters>(pull =>
-        {
-            // Only the first pull reaches a shard: later ones are fused with the push.
-            _bytesIn += PullParameters.HeaderBytes;
-            _denseIn += PullParameters.HeaderBytes;
-            // SSP answers a pull for clock 0 with the initial weights: a late first pull must not see
-            // other workers' clock-0 updates, or SSP(0) would no longer read at BSP's barrier.
-            // (Later pulls are released at the barrier itself.) ASP reads whatever is current.
-            if (_settings.Policy.Kind == SyncPolicyKind.Ssp && pull.Clock == 0) SendSlice(Sender, pull.Worker, _settings.InitialValues, 0, first: true);
-            else SendSlice(Sender, pull.Worker, first: true);
-        });
+        Receive<Begin>(_ => SendSnapshot(final: false));
+        Receive<PullParameters>(OnPull);
         Receive<PushGradient>(push =>
         {
+            Heard(push.Worker);
             Account(push);
             if (IsBsp) OnBspPush(push);
             else OnAsyncPush(push);
@@ -115,10 +120,45 @@ public sealed class ParameterServerShard : ReceiveActor
 
     private void Finished()
     {
+        Receive<Begin>(_ => { });
         Receive<PullParameters>(_ => { });
         Receive<PushGradient>(_ => { });
         Receive<FinalSnapshotRequest>(_ => { });
         Receive<StopTraining>(_ => Context.Stop(Self));
+    }
+
+    private void Heard(int worker)
+    {
+        _workerRefs[worker] = Sender;
+        _requestAt[worker] = Link.Now;
+    }
+
+    private void OnPull(PullParameters pull)
+    {
+        // Only a worker's first pull (and a restarted worker's) reaches a shard: later ones are fused with the push.
+        Heard(pull.Worker);
+        _bytesIn += PullParameters.HeaderBytes;
+        _denseIn += PullParameters.HeaderBytes;
+        if (pull.Rejoin)
+        {
+            if (IsBsp)
+            {
+                // its predecessor's push of this clock is held: the answer comes with the step
+                _fresh[pull.Worker] = true;
+                if (_clockPushes[pull.Worker] is null) SendSlice(pull.Worker);
+                return;
+            }
+            _fresh[pull.Worker] = true;
+            _parked.RemoveAll(p => p.Id == pull.Worker);
+            _parked.Add((pull.Worker, _workerClocks[pull.Worker]));
+            ReleaseParked();
+            return;
+        }
+        // SSP answers a pull for clock 0 with the initial weights: a late first pull must not see
+        // other workers' clock-0 updates, or SSP(0) would no longer read at BSP's barrier.
+        // (Later pulls are released at the barrier itself.) ASP reads whatever is current.
+        if (_settings.Policy.Kind == SyncPolicyKind.Ssp && pull.Clock == 0) SendSlice(pull.Worker, _settings.InitialValues, 0, first: true);
+        else SendSlice(pull.Worker, first: true);
     }
 
     private void Account(PushGradient push)
@@ -136,13 +176,13 @@ public sealed class ParameterServerShard : ReceiveActor
         if (push.Clock < _version)
         {
             _dropped++;
-            SendSlice(Sender, push.Worker);
+            SendSlice(push.Worker);
             return;
         }
         if (push.Clock > _version)
             throw new InvalidOperationException($"shard {_settings.ShardId}: BSP push of clock {push.Clock} from worker {push.Worker} at version {_version}");
         _received++;
-        _pushers.Add((Sender, push.Worker));
+        _pushers.Add(push.Worker);
         _scaleSum += push.LossScale;
         _clockPushes[push.Worker] = push;
         if (_received < _quorum) return;
@@ -164,7 +204,7 @@ public sealed class ParameterServerShard : ReceiveActor
         _pushers.Clear();
         if (!AfterVersion())
         {
-            foreach (var (worker, id) in pushers) SendSlice(worker, id);
+            foreach (int id in pushers) SendSlice(id);
         }
     }
 
@@ -182,7 +222,7 @@ public sealed class ParameterServerShard : ReceiveActor
         _finite = 0;
         _version++;
         if (AfterVersion()) return;
-        _parked.Add((Sender, push.Worker, push.Clock + 1));
+        _parked.Add((push.Worker, push.Clock + 1));
         ReleaseParked();
     }
 
@@ -196,6 +236,7 @@ public sealed class ParameterServerShard : ReceiveActor
         }
         GradientCodec.Decode(push.Payload.Span, _decoded);
         TensorPrimitives.MultiplyAdd(_decoded, 1f / push.LossScale, _sum, _sum);
+        if (Link.IsVirtual) Link.Occupy(_accumulateSeconds, 0);
         _finite++;
         if (IsBsp) RecordStaleness(_version - push.BaseVersion);
         return true;
@@ -207,6 +248,7 @@ public sealed class ParameterServerShard : ReceiveActor
         TensorPrimitives.Multiply(_sum, factor, _sum);
         _optimizer.Step(_weights, _sum, rate);
         Array.Clear(_sum);
+        if (Link.IsVirtual) Link.Occupy(_applySeconds, 0);
     }
 
     private void RecordStaleness(long staleness)
@@ -236,9 +278,9 @@ public sealed class ParameterServerShard : ReceiveActor
         long limit = _settings.Policy.Kind == SyncPolicyKind.Ssp ? _workerClocks.Min() + _settings.Policy.Staleness : long.MaxValue;
         for (int i = 0; i < _parked.Count; i++)
         {
-            var (worker, id, clock) = _parked[i];
+            var (id, clock) = _parked[i];
             if (clock > limit) continue;
-            SendSlice(worker, id);
+            SendSlice(id);
             _parked.RemoveAt(i--);
         }
     }
@@ -250,19 +292,22 @@ public sealed class ParameterServerShard : ReceiveActor
     }
 
     /// <summary>The current weights for one worker, as the downlink encodes them; the payload is never written again.</summary>
-    private void SendSlice(IActorRef worker, int workerId, bool first = false) => SendSlice(worker, workerId, _weights, _version, first);
+    private void SendSlice(int workerId, bool first = false) => SendSlice(workerId, _weights, _version, first);
 
-    private void SendSlice(IActorRef worker, int workerId, float[] weights, long version, bool first)
+    private void SendSlice(int workerId, float[] weights, long version, bool first)
     {
+        // a restarted worker holds nothing: its next slice is full, whatever the downlink mode
+        first |= _fresh[workerId];
+        _fresh[workerId] = false;
         var (payload, delta) = _downlink.Encode(weights, version, workerId, first);
-        var slice = new ParameterSlice(_settings.ShardId, version, payload, delta);
+        var slice = new ParameterSlice(_settings.ShardId, version, payload, delta, _workerClocks[workerId], Link.Now - _requestAt[workerId]);
         _bytesOut += slice.WireBytes;
         _denseOut += ParameterSlice.DenseBytes(_settings.Length);
-        _link.Send(worker, slice, slice.WireBytes, TrafficClass.ShardToWorker, Self);
+        Link.Send(_workerRefs[workerId], slice, slice.WireBytes, TrafficClass.ShardToWorker, Self);
     }
 
     private void SendSnapshot(bool final) =>
-        _coordinator.Tell(new ShardSnapshot(_settings.ShardId, Step, _weights.AsSpan().ToArray(), Counters(), final), Self);
+        Link.Send(_coordinator, new ShardSnapshot(_settings.ShardId, Step, _weights.AsSpan().ToArray(), Counters(), final), 0, TrafficClass.Control, Self);
 
     private ShardCounters Counters() => new(_optimizer.Steps, _applied, _skipped, _dropped, _samples, _bytesIn, _bytesOut, _denseIn, _denseOut, _recentScale,
         (long[])_staleness.Clone(), _stalenessSum, _stalenessMax, _maxLead);

@@ -6,6 +6,7 @@ using ActorTrain.Core.Data;
 using ActorTrain.Core.Engines;
 using ActorTrain.Core.Models;
 using ActorTrain.Core.Precision;
+using ActorTrain.Core.Simulation;
 using Akka.Actor;
 
 namespace ActorTrain.Cluster.Actors;
@@ -18,12 +19,15 @@ namespace ActorTrain.Cluster.Actors;
 ///
 /// Its clock is the number of steps it has pushed, except under BSP, where it takes the clock of
 /// the parameters it received (the lowest shard version): a worker whose push came too late for a
-/// step (backup workers) rejoins at the current clock instead of falling further behind.
-/// A slowdown factor above 1 makes it a straggler: after each gradient it stays busy for
-/// (factor - 1) times the compute time (slept on its own thread, in whole milliseconds with the
-/// remainder carried over).
+/// step (backup workers) rejoins at the current clock instead of falling further behind. A worker
+/// restarted after a fault starts from scratch (fresh engine, compressors, loss scaler, batch
+/// order) and resumes at the clock the shards have seen from it.
+///
+/// A step takes the <see cref="ComputeTime"/> (measured, fixed or the device profile's) times its
+/// slowdown: the fixed straggler factor, times 1 + a draw of the random slowdown when one is set.
+/// The link turns that into virtual time, or sleeps the difference under the wall clock.
 /// </summary>
-public sealed class Worker : ReceiveActor
+public sealed class Worker : LinkedActor
 {
     public sealed record Settings(
         int WorkerId,
@@ -36,11 +40,12 @@ public sealed class Worker : ReceiveActor
         IReadOnlyList<ParameterRange> Shards,
         SyncPolicyKind Policy,
         double Slowdown = 1,
-        CompressionSettings? Compression = null);
+        CompressionSettings? Compression = null,
+        ComputeTime? ComputeTime = null,
+        Distribution? RandomSlowdown = null);
 
     private readonly Settings _settings;
     private readonly IGradientEngineFactory _engines;
-    private readonly ILink _link;
     private readonly IActorRef _coordinator;
     private readonly IReadOnlyList<IActorRef> _shards;
     private readonly MiniBatchIterator _batches;
@@ -48,21 +53,23 @@ public sealed class Worker : ReceiveActor
     private readonly float[] _weights;
     private readonly float[] _gradient;
     private readonly LossScaler _scaler;
-    private readonly Stopwatch _waiting = new();
     private readonly long[] _shardVersions;
     private readonly IGradientCompressor[] _compressors;
     private readonly byte[] _encoded;
     private readonly float[] _decoded;
+    private readonly ComputeTime _computeTime;
+    private readonly Core.Rng _slowdownRng;
     private IGradientEngine? _engine;
     private long _clock;
     private int _slicesReceived;
-    private double _owedSeconds;
+    private bool _rejoining;
+    private double _pushedAt, _held;
 
     public Worker(Settings settings, IGradientEngineFactory engines, ILink link, IActorRef coordinator, IReadOnlyList<IActorRef> shards)
+        : base(link)
     {
         _settings = settings;
         _engines = engines;
-        _link = link;
         _coordinator = coordinator;
         _shards = shards;
         _batches = new MiniBatchIterator(settings.Partition, settings.BatchSize, settings.DataSeed);
@@ -77,7 +84,10 @@ public sealed class Worker : ReceiveActor
             MatrixBlock.InRange(settings.Model, r.Start, r.Length, compression.Rank))).ToArray();
         _encoded = new byte[_compressors.Max(c => c.MaxEncodedSize)];
         _decoded = new float[settings.Shards.Max(r => r.Length)];
+        _computeTime = settings.ComputeTime ?? ComputeTime.Measured;
+        _slowdownRng = new Core.Rng(Core.Rng.Derive(settings.DataSeed, 0x510));
 
+        Receive<Begin>(OnBegin);
         Receive<ParameterSlice>(OnSlice);
         Receive<StopTraining>(_ => Context.Stop(Self));
     }
@@ -85,15 +95,17 @@ public sealed class Worker : ReceiveActor
     public static Props Props(Settings settings, IGradientEngineFactory engines, ILink link, IActorRef coordinator, IReadOnlyList<IActorRef> shards) =>
         Akka.Actor.Props.Create(() => new Worker(settings, engines, link, coordinator, shards));
 
-    protected override void PreStart()
-    {
-        _engine = _engines.Create(_settings.Model, _batches.BatchSize);
-        _waiting.Start();
-        for (int s = 0; s < _shards.Count; s++)
-            _link.Send(_shards[s], new PullParameters(_settings.WorkerId, 0), PullParameters.HeaderBytes, TrafficClass.WorkerToShard, Self);
-    }
+    protected override void PreStart() => _engine = _engines.Create(_settings.Model, _batches.BatchSize);
 
     protected override void PostStop() => _engine?.Dispose();
+
+    private void OnBegin(Begin begin)
+    {
+        _rejoining = begin.Rejoin;
+        _pushedAt = Link.Now;
+        for (int s = 0; s < _shards.Count; s++)
+            Link.Send(_shards[s], new PullParameters(_settings.WorkerId, 0, begin.Rejoin), PullParameters.HeaderBytes, TrafficClass.WorkerToShard, Self);
+    }
 
     private void OnSlice(ParameterSlice slice)
     {
@@ -110,35 +122,31 @@ public sealed class Worker : ReceiveActor
             GradientCodec.Decode(slice.Payload.Span, target);
         }
         _shardVersions[slice.Shard] = slice.Version;
+        _held = Math.Max(_held, slice.HeldSeconds);
+        if (_rejoining) _clock = Math.Max(_clock, slice.WorkerClock);
         if (++_slicesReceived < _shards.Count) return;
         _slicesReceived = 0;
+        _rejoining = false;
         if (_settings.Policy == SyncPolicyKind.Bsp) _clock = _shardVersions.Min();
         Step();
     }
 
     private void Step()
     {
-        double waited = _waiting.Elapsed.TotalSeconds;
+        // From the pushes leaving to the last slice arriving: the shards held the answer for up to
+        // _held of it, the rest was the network (transfer, queueing at the shard).
+        double idle = Math.Max(0, Link.Now - _pushedAt);
+        double wait = Math.Min(idle, _held);
+        _held = 0;
         _batches.Next(_batch);
         int epoch = _batches.Epoch;
         var started = Stopwatch.GetTimestamp();
         float scale = _scaler.Scale;
         var result = _engine!.ComputeGradient(_weights, _batch.AsBatch(), _gradient, new GradientRequest(_settings.Precision, scale));
-        double computed = Stopwatch.GetElapsedTime(started).TotalSeconds;
-        if (_settings.Slowdown > 1)
-        {
-            // A straggler's extra compute time: this thread is the worker's compute, so it waits here,
-            // in whole milliseconds with the fraction carried to the next step, so that even sub-
-            // millisecond steps are slowed by the factor on average.
-            _owedSeconds += (_settings.Slowdown - 1) * computed;
-            int ms = (int)(_owedSeconds * 1000);
-            if (ms > 0)
-            {
-                Thread.Sleep(ms);
-                _owedSeconds -= ms / 1000.0;
-            }
-            computed = Stopwatch.GetElapsedTime(started).TotalSeconds;
-        }
+        double measured = Stopwatch.GetElapsedTime(started).TotalSeconds;
+        double slowdown = _settings.Slowdown * (1 + (_settings.RandomSlowdown?.Sample(_slowdownRng) ?? 0));
+        double computed = _computeTime.Seconds(measured, _settings.Model, _batch.Count, _settings.Precision) * slowdown;
+        Link.Occupy(computed, measured);
         _scaler.Update(result.NonFinite);
 
         for (int s = 0; s < _shards.Count; s++)
@@ -149,11 +157,11 @@ public sealed class Worker : ReceiveActor
                 ? []
                 : _encoded.AsSpan(0, _compressors[s].Compress(_gradient.AsSpan(range.Start, range.Length), scale, _encoded)).ToArray();
             var push = new PushGradient(_settings.WorkerId, _clock, _shardVersions[s], scale, result.NonFinite, _batch.Count, payload);
-            _link.Send(_shards[s], push, push.WireBytes, TrafficClass.WorkerToShard, Self);
+            Link.Send(_shards[s], push, push.WireBytes, TrafficClass.WorkerToShard, Self);
         }
-        _coordinator.Tell(new WorkerStepReport(_settings.WorkerId, _clock, result.Loss, _batch.Count, result.Flops, computed, waited,
-            result.UnderflowedElements, result.NonFinite, scale, epoch), Self);
+        Link.Send(_coordinator, new WorkerStepReport(_settings.WorkerId, _clock, result.Loss, _batch.Count, result.Flops, computed, idle - wait, wait,
+            result.UnderflowedElements, result.NonFinite, scale, epoch), 0, TrafficClass.Control, Self);
         _clock++;
-        _waiting.Restart();
+        _pushedAt = Link.Now;
     }
 }

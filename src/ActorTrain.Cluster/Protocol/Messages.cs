@@ -3,8 +3,22 @@ namespace ActorTrain.Cluster.Protocol;
 /// <summary>Marker for every message of the training protocol.</summary>
 public interface ITrainingMessage;
 
-/// <summary>Worker -> shard: send me your slice at (at least) this clock.</summary>
-public sealed record PullParameters(int Worker, long Clock) : ITrainingMessage
+/// <summary>
+/// Coordinator -> shard or worker, through the link: the topology is built, begin (a shard sends its
+/// first snapshot, a worker its first pulls). <paramref name="Rejoin"/>: a restarted worker, which
+/// takes its clock from the shards.
+/// </summary>
+public sealed record Begin(bool Rejoin = false) : ITrainingMessage
+{
+    public static readonly Begin First = new();
+}
+
+/// <summary>
+/// Worker -> shard: send me your slice at (at least) this clock. <paramref name="Rejoin"/>: the worker
+/// restarted after a fault and lost its state; the shard answers with the current weights and the
+/// clock it has seen from that worker.
+/// </summary>
+public sealed record PullParameters(int Worker, long Clock, bool Rejoin = false) : ITrainingMessage
 {
     public const int HeaderBytes = 16;
 }
@@ -31,9 +45,13 @@ public sealed record PushGradient(int Worker, long Clock, long BaseVersion, floa
 /// Shard -> worker: the shard's weights at <paramref name="Version"/> (steps under BSP, pushes
 /// processed under ASP/SSP), encoded (FP32 or FP16 in full, or with <paramref name="Delta"/> the
 /// encoded change since what this worker last received); the worker sends the version back as its
-/// push's base version.
+/// push's base version. <paramref name="WorkerClock"/> is the number of clocks the shard has seen
+/// the worker complete (a restarted worker resumes there); <paramref name="HeldSeconds"/> how long the
+/// shard held the answer after the request reached it (barrier, staleness bound, apply), which the
+/// worker reports as wait time, apart from the time its messages spent on the network.
 /// </summary>
-public sealed record ParameterSlice(int Shard, long Version, ReadOnlyMemory<byte> Payload, bool Delta = false) : ITrainingMessage
+public sealed record ParameterSlice(int Shard, long Version, ReadOnlyMemory<byte> Payload, bool Delta = false, long WorkerClock = 0, double HeldSeconds = 0)
+    : ITrainingMessage
 {
     public const int HeaderBytes = 16;
     public int WireBytes => HeaderBytes + Payload.Length;
@@ -82,6 +100,7 @@ public sealed record WorkerStepReport(
     int Samples,
     long Flops,
     double ComputeSeconds,
+    double CommunicationSeconds,
     double WaitSeconds,
     long UnderflowedElements,
     bool NonFinite,

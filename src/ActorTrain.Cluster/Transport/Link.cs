@@ -1,3 +1,4 @@
+using ActorTrain.Core.Simulation;
 using Akka.Actor;
 
 namespace ActorTrain.Cluster.Transport;
@@ -6,29 +7,102 @@ public enum TrafficClass
 {
     WorkerToShard,
     ShardToWorker,
+    /// <summary>Coordinator traffic (start, reports, snapshots): never lost, not counted, the link's minimum latency.</summary>
     Control,
 }
 
 /// <summary>
-/// The link layer every piece of simulated traffic goes through (DESIGN.md section 3): actors call
-/// Send(to, message, bytes) and never Tell each other directly for training traffic, so latency,
-/// bandwidth, drops and a virtual clock can be put behind this interface without touching actors.
+/// The link layer and the clock of a run (DESIGN.md section 3). Actors call Send(to, message, bytes)
+/// and never Tell each other directly for run traffic, so latency, bandwidth, drops and the virtual
+/// clock sit behind this interface without touching the actors' logic. Two implementations:
+/// <see cref="WallClockLink"/> (delays are real) and <see cref="VirtualLink"/> (a discrete-event
+/// scheduler; time is simulated and runs are deterministic).
 /// </summary>
 public interface ILink
 {
+    /// <summary>True when time is simulated: durations come from models, nothing sleeps.</summary>
+    bool IsVirtual => false;
+
+    /// <summary>Seconds since the run began, on this link's clock, as the calling actor sees it.</summary>
+    double Now => 0;
+
     void Send(IActorRef to, object message, long bytes, TrafficClass traffic, IActorRef sender);
+
+    /// <summary>
+    /// The calling actor spends <paramref name="modelled"/> seconds on work that really took
+    /// <paramref name="measured"/>: the virtual clock moves the actor's time on; the wall clock
+    /// sleeps the difference when the model is slower than the machine.
+    /// </summary>
+    void Occupy(double modelled, double measured) { }
+
+    /// <summary>Delivers <paramref name="message"/> to <paramref name="to"/> after <paramref name="delay"/> seconds on this clock (timers, fault schedules).</summary>
+    void ScheduleOnce(IActorRef to, object message, double delay, IActorRef sender);
+
+    /// <summary>Names the network endpoint an actor stands for (a restarted worker is attached again).</summary>
+    void Attach(IActorRef actor, Endpoint endpoint) { }
+
+    /// <summary>Stops the actor now, as a crash would: what is addressed to it from now on is lost.</summary>
+    void Kill(IActorRef actor) => actor.Tell(PoisonPill.Instance);
+
+    /// <summary>The topology is built and its first messages sent: begin delivering.</summary>
+    void Start() { }
+
+    /// <summary>The run is over: deliver nothing more.</summary>
+    void Stop() { }
+
+    LinkStatistics Statistics => new();
+}
+
+/// <summary>What the link did over a run (retransmissions and duplicates only happen with drop > 0).</summary>
+public sealed record LinkStatistics(
+    long Messages = 0,
+    long WireBytes = 0,
+    long Retransmissions = 0,
+    long DuplicatesDiscarded = 0,
+    long Lost = 0,
+    long LostToStoppedActors = 0,
+    long Events = 0);
+
+/// <summary>Thread-safe tallies behind <see cref="LinkStatistics"/>.</summary>
+internal sealed class LinkCounters
+{
+    private long _messages, _bytes, _retransmissions, _duplicates, _lost, _lostToStopped, _events;
+
+    public void Planned(TransferPlan plan, long bytes)
+    {
+        Interlocked.Increment(ref _messages);
+        Interlocked.Add(ref _bytes, bytes * plan.Attempts);
+        Interlocked.Add(ref _retransmissions, plan.Retransmissions);
+        if (plan.Lost) Interlocked.Increment(ref _lost);
+    }
+
+    public void Duplicate() => Interlocked.Increment(ref _duplicates);
+    public void LostToStopped() => Interlocked.Increment(ref _lostToStopped);
+    public void Event() => Interlocked.Increment(ref _events);
+
+    public LinkStatistics Snapshot() => new(Interlocked.Read(ref _messages), Interlocked.Read(ref _bytes), Interlocked.Read(ref _retransmissions),
+        Interlocked.Read(ref _duplicates), Interlocked.Read(ref _lost), Interlocked.Read(ref _lostToStopped), Interlocked.Read(ref _events));
 }
 
 /// <summary>
-/// Zero-delay delivery: tells at once. Bytes are counted by the shards, per version, so that every
-/// counter in the results belongs to a step; the link only needs them to model transfer time.
+/// The receiving side's duplicate filter: a message planned for n deliveries (its first copy and
+/// retransmitted duplicates) is passed on once; the entry is forgotten after the last copy.
 /// </summary>
-public sealed class ImmediateLink : ILink
+internal sealed class DuplicateFilter
 {
-    public static readonly ImmediateLink Instance = new();
+    private readonly Dictionary<long, (int Left, bool Seen)> _pending = new();
 
-    private ImmediateLink() { }
+    public void Expect(long id, int copies)
+    {
+        if (copies > 1) _pending[id] = (copies, false);
+    }
 
-    public void Send(IActorRef to, object message, long bytes, TrafficClass traffic, IActorRef sender) => to.Tell(message, sender);
+    /// <summary>True for the first copy of a message to arrive, false for its duplicates.</summary>
+    public bool Accept(long id)
+    {
+        if (!_pending.TryGetValue(id, out var entry)) return true;
+        if (entry.Left == 1) _pending.Remove(id);
+        else _pending[id] = (entry.Left - 1, true);
+        return !entry.Seen;
+    }
 }
-

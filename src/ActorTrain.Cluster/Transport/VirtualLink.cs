@@ -1,0 +1,261 @@
+using System.Collections.Concurrent;
+using ActorTrain.Core.Simulation;
+using Akka.Actor;
+
+namespace ActorTrain.Cluster.Transport;
+
+/// <summary>A message handed to an actor by the virtual clock; <see cref="Actors.LinkedActor"/> unwraps it.</summary>
+internal sealed record VirtualDelivery(object Message, long Seq, double Start, VirtualLink Link);
+
+/// <summary>Told to the idle listener when no event is left and nothing is being processed.</summary>
+public sealed record SimulationIdle(double Time);
+
+/// <summary>
+/// The virtual clock: a conservative discrete-event scheduler (DESIGN.md section 3). Every message
+/// is an event ordered by (arrival time, sequence number). The scheduler releases a batch, all
+/// events earlier than t_min + lookahead (the least latency any message can have; only events at
+/// exactly t_min when that is zero), at most one per actor, and waits until each receiving actor
+/// has processed its event and handed back its outbox. Nothing an actor sends can arrive inside
+/// the window it was released in, so the actors of a batch run in parallel without breaking
+/// causality. When the batch is done the outboxes are sorted by the sequence number of the event
+/// that produced them (not by which thread finished first), planned through the
+/// <see cref="NetworkModel"/> in that order and given new sequence numbers: a seed fixes the whole
+/// run, whatever the thread timing.
+///
+/// An actor's time: it starts an event at max(arrival, the end of its previous event) and moves on
+/// by what it <see cref="Occupy"/>s (modelled compute, apply); what it sends departs at its time of
+/// sending. A killed actor is a barrier event: handled alone, between batches; what was addressed
+/// to it, or what it had sent that would only have left after its death, is lost.
+///
+/// The scheduler is not an actor: the thread that hands back the last outbox of a batch plans it
+/// and releases the next one, which saves a message hop per event.
+/// </summary>
+public sealed class VirtualLink : ILink
+{
+    [ThreadStatic] private static Context? _current;
+
+    private readonly object _lock = new();
+    private readonly NetworkModel _network;
+    private readonly double _lookahead;
+    private readonly ConcurrentDictionary<IActorRef, Endpoint> _endpoints = new();
+    private readonly PriorityQueue<Event, (double Time, long Seq)> _queue = new();
+    private readonly Dictionary<IActorRef, double> _busyUntil = new();
+    private readonly Dictionary<IActorRef, double> _deathTime = new();
+    private readonly List<(long Seq, List<Outgoing> Items)> _done = [];
+    private readonly List<Outgoing> _seeds = [];
+    private readonly DuplicateFilter _duplicates = new();
+    private readonly LinkCounters _counters = new();
+    private readonly HashSet<IActorRef> _releasedTargets = [];
+    private readonly List<(Event Event, (double, long) Key)> _deferred = [];
+    private IActorRef? _idleListener;
+    private long _seq, _nextMessageId;
+    private int _outstanding;
+    private double _now, _windowEnd;
+    private bool _started, _stopped;
+
+    public VirtualLink(NetworkSettings network, ulong seed, int workers, int shards)
+    {
+        _network = new NetworkModel(network, seed);
+        _lookahead = network.MinLatency(workers, shards);
+    }
+
+    public bool IsVirtual => true;
+
+    /// <summary>The least latency of a message, which is also what control traffic takes.</summary>
+    public double Lookahead => _lookahead;
+
+    public double Now
+    {
+        get
+        {
+            if (_current is { } c) return c.Now;
+            lock (_lock) return _now;
+        }
+    }
+
+    public LinkStatistics Statistics => _counters.Snapshot();
+
+    public void Attach(IActorRef actor, Endpoint endpoint) => _endpoints[actor] = endpoint;
+
+    /// <summary>Who hears <see cref="SimulationIdle"/> when the run has no events left.</summary>
+    public void NotifyWhenIdle(IActorRef listener) => _idleListener = listener;
+
+    public void Send(IActorRef to, object message, long bytes, TrafficClass traffic, IActorRef sender) =>
+        Emit(new Outgoing(OutKind.Send, to, message, bytes, traffic, sender, 0));
+
+    public void ScheduleOnce(IActorRef to, object message, double delay, IActorRef sender) =>
+        Emit(new Outgoing(OutKind.Timer, to, message, 0, TrafficClass.Control, sender, delay));
+
+    public void Kill(IActorRef actor) => Emit(new Outgoing(OutKind.Kill, actor, PoisonPill.Instance, 0, TrafficClass.Control, ActorRefs.Nobody, 0));
+
+    public void Occupy(double modelled, double measured)
+    {
+        var c = _current ?? throw new InvalidOperationException("virtual link: Occupy outside an event");
+        c.Now += Math.Max(0, modelled);
+    }
+
+    private void Emit(Outgoing item)
+    {
+        if (_current is { } c)
+        {
+            c.Outbox.Add(item with { At = c.Now + item.At });
+            return;
+        }
+        lock (_lock)
+        {
+            if (_started)
+                throw new InvalidOperationException($"virtual link: {item.Message.GetType().Name} sent outside an event after the start; under the virtual clock every message must come from a delivered event");
+            _seeds.Add(item);
+        }
+    }
+
+    public void Start()
+    {
+        List<Release> batch;
+        lock (_lock)
+        {
+            if (_started) throw new InvalidOperationException("virtual link started twice");
+            _started = true;
+            foreach (var item in _seeds) Plan(item);
+            _seeds.Clear();
+            batch = ReleaseBatch();
+        }
+        Tell(batch);
+    }
+
+    public void Stop()
+    {
+        lock (_lock)
+        {
+            _stopped = true;
+            _queue.Clear();
+        }
+    }
+
+    internal void Enter(VirtualDelivery delivery) => _current = new Context(delivery.Seq, delivery.Start);
+
+    internal void Exit(IActorRef self)
+    {
+        var context = _current!;
+        _current = null;
+        List<Release> batch;
+        lock (_lock)
+        {
+            _busyUntil[self] = context.Now;
+            _done.Add((context.Seq, context.Outbox));
+            if (--_outstanding > 0 || _stopped) return;
+            _done.Sort((a, b) => a.Seq.CompareTo(b.Seq));
+            foreach (var (_, items) in _done)
+                foreach (var item in items) Plan(item);
+            _done.Clear();
+            batch = ReleaseBatch();
+        }
+        Tell(batch);
+    }
+
+    /// <summary>Turns an outgoing item into queued events, in the deterministic order of the calls. Under the lock.</summary>
+    private void Plan(Outgoing item)
+    {
+        // Nothing may land inside the window just released (a timer of zero delay, say).
+        double floor = _lookahead > 0 ? _windowEnd : _now;
+        switch (item.Kind)
+        {
+            case OutKind.Timer:
+                Enqueue(new Event(EventKind.Deliver, item.To, item.Message, item.Sender, -1, item.At), Math.Max(floor, item.At));
+                return;
+            case OutKind.Kill:
+                Enqueue(new Event(EventKind.Kill, item.To, item.Message, item.Sender, -1, item.At), Math.Max(floor, item.At));
+                return;
+        }
+        if (item.Traffic == TrafficClass.Control)
+        {
+            Enqueue(new Event(EventKind.Deliver, item.To, item.Message, item.Sender, -1, item.At), Math.Max(floor, item.At + _lookahead));
+            return;
+        }
+        if (!_endpoints.TryGetValue(item.Sender, out var from) || !_endpoints.TryGetValue(item.To, out var to))
+            throw new InvalidOperationException($"virtual link: {item.Sender.Path} or {item.To.Path} was never attached to an endpoint");
+        var plan = _network.Plan(from, to, item.Bytes, item.At);
+        _counters.Planned(plan, item.Bytes);
+        long id = _nextMessageId++;
+        _duplicates.Expect(id, plan.Arrivals.Length);
+        foreach (double arrival in plan.Arrivals)
+            Enqueue(new Event(EventKind.Deliver, item.To, item.Message, item.Sender, id, item.At), Math.Max(floor, arrival));
+    }
+
+    private void Enqueue(Event e, double time) => _queue.Enqueue(e, (time, _seq++));
+
+    /// <summary>The next batch of deliveries (kills in front of it are carried out first). Under the lock.</summary>
+    private List<Release> ReleaseBatch()
+    {
+        var batch = new List<Release>();
+        while (!_stopped && _queue.TryPeek(out var head, out var headKey))
+        {
+            if (head.Kind == EventKind.Kill)
+            {
+                _queue.Dequeue();
+                _now = headKey.Time;
+                _deathTime[head.Target] = headKey.Time;
+                batch.Add(new Release(head.Target, head.Message, ActorRefs.Nobody));
+                continue;
+            }
+            _now = headKey.Time;
+            _windowEnd = headKey.Time + _lookahead;
+            _releasedTargets.Clear();
+            while (_queue.TryPeek(out var e, out var key) && e.Kind != EventKind.Kill
+                   && (_lookahead > 0 ? key.Time < _windowEnd : key.Time == headKey.Time))
+            {
+                _queue.Dequeue();
+                if (_deathTime.ContainsKey(e.Target) || (_deathTime.TryGetValue(e.Sender, out double died) && e.Departure > died))
+                {
+                    _counters.LostToStopped();
+                    continue;
+                }
+                if (e.MessageId >= 0 && !_duplicates.Accept(e.MessageId))
+                {
+                    _counters.Duplicate();
+                    continue;
+                }
+                if (!_releasedTargets.Add(e.Target))
+                {
+                    _deferred.Add((e, key));
+                    continue;
+                }
+                double start = Math.Max(key.Time, _busyUntil.GetValueOrDefault(e.Target));
+                _counters.Event();
+                _outstanding++;
+                batch.Add(new Release(e.Target, new VirtualDelivery(e.Message, key.Seq, start, this), e.Sender));
+            }
+            foreach (var (e, key) in _deferred)
+            {
+                // a deferred copy was already accepted by the duplicate filter: re-queue it as a plain event
+                _queue.Enqueue(e with { MessageId = -1 }, key);
+            }
+            _deferred.Clear();
+            if (_outstanding > 0) break;
+        }
+        if (_outstanding == 0 && _queue.Count == 0 && !_stopped && _idleListener is { } listener)
+            batch.Add(new Release(listener, new SimulationIdle(_now), ActorRefs.Nobody));
+        return batch;
+    }
+
+    private static void Tell(List<Release> batch)
+    {
+        foreach (var r in batch) r.To.Tell(r.Message, r.Sender);
+    }
+
+    private enum OutKind { Send, Timer, Kill }
+    private enum EventKind { Deliver, Kill }
+
+    private sealed record Outgoing(OutKind Kind, IActorRef To, object Message, long Bytes, TrafficClass Traffic, IActorRef Sender, double At);
+
+    private sealed record Event(EventKind Kind, IActorRef Target, object Message, IActorRef Sender, long MessageId, double Departure);
+
+    private readonly record struct Release(IActorRef To, object Message, IActorRef Sender);
+
+    private sealed class Context(long seq, double start)
+    {
+        public readonly long Seq = seq;
+        public readonly List<Outgoing> Outbox = [];
+        public double Now = start;
+    }
+}

@@ -1,0 +1,175 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using ActorTrain.Core.Simulation;
+using Akka.Actor;
+
+namespace ActorTrain.Cluster.Transport;
+
+/// <summary>
+/// Real time: a message is told at once on an ideal network, or handed to a delay line that tells
+/// it when its planned transfer (latency, size / bandwidth, retransmissions) is over. The delay
+/// line has its own thread and sub-millisecond timing (Akka's scheduler ticks every 10 ms).
+/// </summary>
+public sealed class WallClockLink : ILink, IDisposable
+{
+    private readonly Stopwatch _clock = Stopwatch.StartNew();
+    private readonly NetworkModel? _network;
+    private readonly double _controlLatency;
+    private readonly ConcurrentDictionary<IActorRef, Endpoint> _endpoints = new();
+    private readonly ConcurrentDictionary<IActorRef, bool> _stopped = new();
+    private readonly DuplicateFilter _duplicates = new();
+    private readonly LinkCounters _counters = new();
+    private readonly DelayLine _line;
+    private long _nextId;
+
+    /// <param name="network">null: an ideal network, every message told at once.</param>
+    public WallClockLink(NetworkSettings? network = null, ulong seed = 0, double controlLatency = 0)
+    {
+        _network = network is null ? null : new NetworkModel(network, seed);
+        _controlLatency = controlLatency;
+        _line = new DelayLine(this);
+    }
+
+    public double Now => _clock.Elapsed.TotalSeconds;
+
+    public LinkStatistics Statistics => _counters.Snapshot();
+
+    public void Attach(IActorRef actor, Endpoint endpoint) => _endpoints[actor] = endpoint;
+
+    public void Kill(IActorRef actor)
+    {
+        _stopped[actor] = true;
+        actor.Tell(PoisonPill.Instance);
+    }
+
+    public void Stop() => _line.Dispose();
+
+    public void Dispose() => _line.Dispose();
+
+    public void Send(IActorRef to, object message, long bytes, TrafficClass traffic, IActorRef sender)
+    {
+        if (traffic == TrafficClass.Control || _network is null)
+        {
+            double delay = traffic == TrafficClass.Control ? _controlLatency : 0;
+            if (delay <= 0) to.Tell(message, sender);
+            else _line.Add(Now + delay, to, message, sender, -1);
+            return;
+        }
+        if (!_endpoints.TryGetValue(sender, out var from) || !_endpoints.TryGetValue(to, out var target))
+            throw new InvalidOperationException($"link: {sender.Path} or {to.Path} was never attached to an endpoint");
+        TransferPlan plan;
+        long id;
+        lock (_network)
+        {
+            plan = _network.Plan(from, target, bytes, Now);
+            id = _nextId++;
+            lock (_duplicates) _duplicates.Expect(id, plan.Arrivals.Length);
+        }
+        _counters.Planned(plan, bytes);
+        foreach (double arrival in plan.Arrivals) _line.Add(arrival, to, message, sender, id);
+    }
+
+    public void ScheduleOnce(IActorRef to, object message, double delay, IActorRef sender) => _line.Add(Now + delay, to, message, sender, -1);
+
+    public void Occupy(double modelled, double measured) => PreciseSleep(modelled - measured);
+
+    /// <summary>Sleeps for whole milliseconds, then yields the rest: sub-millisecond accuracy without a spinning core.</summary>
+    public static void PreciseSleep(double seconds)
+    {
+        if (seconds <= 0) return;
+        long due = Stopwatch.GetTimestamp() + (long)(seconds * Stopwatch.Frequency);
+        int ms = (int)(seconds * 1000) - 1;
+        if (ms > 0) Thread.Sleep(ms);
+        while (Stopwatch.GetTimestamp() < due) Thread.Yield();
+    }
+
+    private void Deliver(IActorRef to, object message, IActorRef sender, long id)
+    {
+        if (_stopped.ContainsKey(to))
+        {
+            _counters.LostToStopped();
+            return;
+        }
+        if (id >= 0)
+        {
+            bool first;
+            lock (_duplicates) first = _duplicates.Accept(id);
+            if (!first)
+            {
+                _counters.Duplicate();
+                return;
+            }
+        }
+        _counters.Event();
+        to.Tell(message, sender);
+    }
+
+    private sealed class DelayLine : IDisposable
+    {
+        private readonly WallClockLink _link;
+        private readonly PriorityQueue<(IActorRef To, object Message, IActorRef Sender, long Id), (double Due, long Seq)> _queue = new();
+        private readonly Thread _thread;
+        private long _seq;
+        private bool _stopped;
+
+        public DelayLine(WallClockLink link)
+        {
+            _link = link;
+            _thread = new Thread(Loop) { IsBackground = true, Name = "actortrain-delay-line" };
+        }
+
+        public void Add(double due, IActorRef to, object message, IActorRef sender, long id)
+        {
+            lock (_queue)
+            {
+                if (_stopped) return;
+                if (!_thread.IsAlive && _thread.ThreadState.HasFlag(System.Threading.ThreadState.Unstarted)) _thread.Start();
+                _queue.Enqueue((to, message, sender, id), (due, _seq++));
+                Monitor.Pulse(_queue);
+            }
+        }
+
+        private void Loop()
+        {
+            while (true)
+            {
+                (IActorRef To, object Message, IActorRef Sender, long Id) item;
+                lock (_queue)
+                {
+                    while (true)
+                    {
+                        if (_stopped) return;
+                        if (_queue.TryPeek(out _, out var key))
+                        {
+                            double wait = key.Due - _link.Now;
+                            if (wait <= 0) break;
+                            // wake a little early and yield the last stretch for sub-millisecond accuracy
+                            if (wait > 0.0015) Monitor.Wait(_queue, TimeSpan.FromSeconds(wait - 0.001));
+                            else
+                            {
+                                Monitor.Exit(_queue);
+                                try { Thread.Yield(); }
+                                finally { Monitor.Enter(_queue); }
+                            }
+                        }
+                        else
+                        {
+                            Monitor.Wait(_queue);
+                        }
+                    }
+                    item = _queue.Dequeue();
+                }
+                _link.Deliver(item.To, item.Message, item.Sender, item.Id);
+            }
+        }
+
+        public void Dispose()
+        {
+            lock (_queue)
+            {
+                _stopped = true;
+                Monitor.PulseAll(_queue);
+            }
+        }
+    }
+}

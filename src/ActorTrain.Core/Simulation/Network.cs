@@ -1,0 +1,170 @@
+namespace ActorTrain.Core.Simulation;
+
+public enum EndpointKind
+{
+    Coordinator,
+    Shard,
+    Worker,
+}
+
+/// <summary>One end of a link: the coordinator, shard k or worker w.</summary>
+public readonly record struct Endpoint(EndpointKind Kind, int Id)
+{
+    public static readonly Endpoint Coordinator = new(EndpointKind.Coordinator, 0);
+    public static Endpoint Worker(int id) => new(EndpointKind.Worker, id);
+    public static Endpoint Shard(int id) => new(EndpointKind.Shard, id);
+
+    public override string ToString() => Kind switch
+    {
+        EndpointKind.Coordinator => "coordinator",
+        EndpointKind.Shard => $"shard-{Id}",
+        _ => $"worker-{Id}",
+    };
+
+    /// <summary>Parses worker-3 / shard-0 / coordinator; errors name <paramref name="key"/>.</summary>
+    public static Endpoint Parse(string text, string key)
+    {
+        string t = text.Trim().ToLowerInvariant();
+        if (t == "coordinator") return Coordinator;
+        int dash = t.LastIndexOf('-');
+        if (dash > 0 && int.TryParse(t[(dash + 1)..], out int id) && id >= 0)
+        {
+            if (t[..dash] == "worker") return Worker(id);
+            if (t[..dash] == "shard") return Shard(id);
+        }
+        throw new ActorTrainException($"{key} = \"{text}\" is not an endpoint: write worker-<id>, shard-<id> or coordinator");
+    }
+}
+
+/// <summary>
+/// One directed link: latency drawn per message, plus a uniform extra delay in [0, jitter), plus
+/// size / bandwidth of transmission; each attempt is lost with probability drop.
+/// </summary>
+public sealed record LinkSpec(Distribution Latency, double BytesPerSecond, double Jitter, double Drop)
+{
+    public static readonly LinkSpec Ideal = new(Distribution.Zero, double.PositiveInfinity, 0, 0);
+
+    public double TransmitSeconds(long bytes) => double.IsPositiveInfinity(BytesPerSecond) ? 0 : bytes / BytesPerSecond;
+}
+
+/// <summary>Some of a link's properties replaced, the others inherited.</summary>
+public sealed record LinkOverride(Distribution? Latency = null, double? BytesPerSecond = null, double? Jitter = null, double? Drop = null)
+{
+    public static readonly LinkOverride None = new();
+
+    public LinkSpec Over(LinkSpec spec) => new(Latency ?? spec.Latency, BytesPerSecond ?? spec.BytesPerSecond, Jitter ?? spec.Jitter, Drop ?? spec.Drop);
+}
+
+public sealed record LinkRule(Endpoint From, Endpoint To, LinkOverride Override);
+
+/// <summary>
+/// The network of a run. A link's properties are resolved from the default, then the cross-rack
+/// override when its ends sit in different racks (worker w and shard k sit in rack w mod racks and
+/// k mod racks), then the direction's (uplink: worker to shard; downlink: shard to worker), then
+/// any rule for exactly that pair. Lost attempts are sent again after <see cref="RetransmitTimeout"/>.
+/// </summary>
+public sealed record NetworkSettings(
+    LinkSpec Default,
+    LinkOverride Uplink,
+    LinkOverride Downlink,
+    int Racks,
+    LinkOverride CrossRack,
+    IReadOnlyList<LinkRule> Rules,
+    double RetransmitTimeout,
+    int MaxAttempts = 64)
+{
+    public static readonly NetworkSettings Ideal = new(LinkSpec.Ideal, LinkOverride.None, LinkOverride.None, 1, LinkOverride.None, [], 0.01);
+
+    public static int Rack(Endpoint e, int racks) => e.Kind == EndpointKind.Coordinator ? 0 : e.Id % racks;
+
+    public LinkSpec Resolve(Endpoint from, Endpoint to)
+    {
+        var spec = Default;
+        if (Rack(from, Racks) != Rack(to, Racks)) spec = CrossRack.Over(spec);
+        if (from.Kind == EndpointKind.Worker && to.Kind == EndpointKind.Shard) spec = Uplink.Over(spec);
+        else if (from.Kind == EndpointKind.Shard && to.Kind == EndpointKind.Worker) spec = Downlink.Over(spec);
+        foreach (var rule in Rules)
+            if (rule.From == from && rule.To == to) spec = rule.Override.Over(spec);
+        return spec;
+    }
+
+    /// <summary>The least latency any training message between these workers and shards can have.</summary>
+    public double MinLatency(int workers, int shards)
+    {
+        double min = double.PositiveInfinity;
+        // Without rules or racks every uplink (and every downlink) resolves alike: check one pair.
+        int w = Rules.Count == 0 && Racks == 1 ? Math.Min(1, workers) : workers;
+        int k = Rules.Count == 0 && Racks == 1 ? Math.Min(1, shards) : shards;
+        for (int i = 0; i < w; i++)
+            for (int j = 0; j < k; j++)
+            {
+                min = Math.Min(min, Resolve(Endpoint.Worker(i), Endpoint.Shard(j)).Latency.LowerBound);
+                min = Math.Min(min, Resolve(Endpoint.Shard(j), Endpoint.Worker(i)).Latency.LowerBound);
+            }
+        return double.IsPositiveInfinity(min) ? 0 : min;
+    }
+
+    public void Validate(int workers, int shards)
+    {
+        foreach (var rule in Rules)
+            foreach (var end in new[] { rule.From, rule.To })
+            {
+                int limit = end.Kind == EndpointKind.Worker ? workers : end.Kind == EndpointKind.Shard ? shards : 1;
+                if (end.Id >= limit)
+                    throw new ActorTrainException($"network.links names {end}, but the topology has {workers} workers and {shards} shards");
+            }
+    }
+}
+
+/// <summary>
+/// When a message sent at <see cref="Departure"/> arrives: <see cref="Arrivals"/>[0] is its first
+/// delivery, the later entries are duplicate deliveries (a retransmission whose earlier copy did
+/// arrive, but whose acknowledgement was lost) that the receiving side discards. Empty when every
+/// attempt was lost.
+/// </summary>
+public readonly record struct TransferPlan(double Departure, double[] Arrivals, int Attempts)
+{
+    public bool Lost => Arrivals.Length == 0;
+    public int Retransmissions => Attempts - 1;
+}
+
+/// <summary>
+/// The stateful side of <see cref="NetworkSettings"/>: the random draws and each directed link's
+/// transmitter, which sends one message at a time (a message waits until the link has finished
+/// the previous one, then takes size / bandwidth). Not thread-safe; call it in a deterministic order.
+/// </summary>
+public sealed class NetworkModel(NetworkSettings settings, ulong seed)
+{
+    private readonly Rng _rng = new(seed);
+    private readonly Dictionary<(Endpoint, Endpoint), (LinkSpec Spec, double BusyUntil)> _links = new();
+    private readonly List<double> _arrivals = new(2);
+
+    public NetworkSettings Settings => settings;
+
+    public TransferPlan Plan(Endpoint from, Endpoint to, long bytes, double departure)
+    {
+        if (!_links.TryGetValue((from, to), out var link)) link = (settings.Resolve(from, to), 0);
+        var spec = link.Spec;
+        _arrivals.Clear();
+        double attemptAt = departure;
+        int attempts = 0;
+        while (attempts < settings.MaxAttempts)
+        {
+            attempts++;
+            double start = Math.Max(attemptAt, link.BusyUntil);
+            double sent = start + spec.TransmitSeconds(bytes);
+            link.BusyUntil = sent;
+            bool dataLost = spec.Drop > 0 && _rng.NextDouble() < spec.Drop;
+            if (!dataLost)
+            {
+                double latency = spec.Latency.Sample(_rng) + (spec.Jitter > 0 ? spec.Jitter * _rng.NextDouble() : 0);
+                _arrivals.Add(sent + latency);
+                bool ackLost = spec.Drop > 0 && _rng.NextDouble() < spec.Drop;
+                if (!ackLost) break;
+            }
+            attemptAt = start + settings.RetransmitTimeout;
+        }
+        _links[(from, to)] = link;
+        return new TransferPlan(departure, _arrivals.ToArray(), attempts);
+    }
+}
