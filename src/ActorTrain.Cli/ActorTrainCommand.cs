@@ -127,15 +127,15 @@ public static class ActorTrainCommand
         }, token);
         var c = result.Comparison;
         var table = new Table().Title($"[bold]{Markup.Escape(c.Name)}[/]" + (c.TargetLoss is { } t ? FormattableString.Invariant($" (target test loss {t})") : ""));
-        foreach (string h in new[] { "variant", "policy", "compression", "updates", "time to target (s)", "updates to target", "final test loss",
-                     "mean / max staleness", "mean wait (s)", "MB worker->shard", "ratio vs fp32" })
+        foreach (string h in new[] { "variant", "policy", "compression", "updates", $"time to target ({c.Clock})", "updates to target", "final test loss",
+                     "mean / max staleness", "mean wait", "MB worker->shard", "ratio vs fp32" })
             table.AddColumn(h);
         foreach (var r in c.Rows)
             table.AddRow(Markup.Escape(r.Variant), Markup.Escape(r.Policy), Markup.Escape(r.Compression), r.Updates.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                r.SecondsToTargetLoss is { } s ? FormattableString.Invariant($"{s:0.00}") : "not reached",
+                r.SecondsToTargetLoss is { } s ? Core.Simulation.Quantity.FormatSeconds(s) : "not reached",
                 r.UpdatesToTargetLoss?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-",
                 FormattableString.Invariant($"{r.FinalTestLoss:0.0000}"), FormattableString.Invariant($"{r.MeanStaleness:0.00} / {r.MaxStaleness}"),
-                FormattableString.Invariant($"{r.MeanWaitSeconds:0.00}"), FormattableString.Invariant($"{r.BytesWorkerToShard / 1e6:0.00}"),
+                Core.Simulation.Quantity.FormatSeconds(r.MeanWaitSeconds), FormattableString.Invariant($"{r.BytesWorkerToShard / 1e6:0.00}"),
                 FormattableString.Invariant($"{r.UplinkRatio:0.0}x"));
         console.Write(table);
         console.WriteLine($"results: {result.Folder} (comparison.md, comparison.csv, summary.json, a folder per variant)");

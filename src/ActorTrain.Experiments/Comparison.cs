@@ -7,7 +7,7 @@ namespace ActorTrain.Experiments;
 
 public sealed record ComparisonResult(string Folder, Comparison Comparison);
 
-/// <summary>One variant's line in a comparison. Times are wall-clock seconds.</summary>
+/// <summary>One variant's line in a comparison. Times are on the run's clock (virtual or wall).</summary>
 public sealed record ComparisonRow(
     string Variant,
     string Policy,
@@ -31,7 +31,8 @@ public sealed record ComparisonRow(
     string Folder);
 
 /// <summary>The table of a compare block: comparison.md, comparison.csv and the parent summary.json.</summary>
-public sealed record Comparison(string Name, double? TargetLoss, IReadOnlyList<ComparisonRow> Rows)
+/// <summary>A comparison of variants; <paramref name="Clock"/> says whether times are virtual or wall-clock seconds.</summary>
+public sealed record Comparison(string Name, double? TargetLoss, string Clock, IReadOnlyList<ComparisonRow> Rows)
 {
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
@@ -65,7 +66,9 @@ public sealed record Comparison(string Name, double? TargetLoss, IReadOnlyList<C
                 last.UplinkRatio,
                 Path.GetFileName(r.Result.Folder));
         }).ToList();
-        return new Comparison(spec.Name, target, rows);
+        // variants may override the clock; the table says which clock each kind of time is on
+        var clocks = runs.Select(r => r.Variant.Spec.Simulation.Virtual ? "virtual" : "wall-clock").Distinct().ToList();
+        return new Comparison(spec.Name, target, clocks.Count == 1 ? clocks[0] : "virtual or wall-clock (see each variant's summary.json)", rows);
     }
 
     public void Write(string folder)
@@ -83,16 +86,16 @@ public sealed record Comparison(string Name, double? TargetLoss, IReadOnlyList<C
         sb.AppendLine($"# {Name}: comparison");
         sb.AppendLine();
         sb.AppendLine(TargetLoss is { } t
-            ? $"Target test loss {F(t)}; times are wall-clock seconds; staleness is in shard versions (updates)."
-            : "No target loss set (training.target-loss = 0); times are wall-clock seconds.");
+            ? $"Target test loss {F(t)}; times are {Clock} seconds; staleness is in shard versions (updates)."
+            : $"No target loss set (training.target-loss = 0); times are {Clock} seconds.");
         sb.AppendLine();
         sb.AppendLine("| variant | policy | compression | stopped by | steps | updates | time (s) | time to target (s) | updates to target | final test loss | final accuracy | mean staleness | max staleness | mean wait / worker (s) | max wait (s) | dropped late | bytes worker->shard | bytes shard->worker | uplink ratio vs fp32 |");
         sb.AppendLine("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in Rows)
-            sb.AppendLine($"| {r.Variant} | {r.Policy} | {r.Compression} | {r.StopReason} | {r.Steps} | {r.Updates} | {F(r.ElapsedSeconds, "0.00")} | " +
-                          $"{(r.SecondsToTargetLoss is { } s ? F(s, "0.00") : "not reached")} | {(r.UpdatesToTargetLoss?.ToString(CultureInfo.InvariantCulture) ?? "-")} | " +
+            sb.AppendLine($"| {r.Variant} | {r.Policy} | {r.Compression} | {r.StopReason} | {r.Steps} | {r.Updates} | {F(r.ElapsedSeconds, "0.######")} | " +
+                          $"{(r.SecondsToTargetLoss is { } s ? F(s, "0.######") : "not reached")} | {(r.UpdatesToTargetLoss?.ToString(CultureInfo.InvariantCulture) ?? "-")} | " +
                           $"{F(r.FinalTestLoss, "0.0000")} | {F(r.FinalTestAccuracy, "0.0000")} | {F(r.MeanStaleness, "0.00")} | {r.MaxStaleness} | " +
-                          $"{F(r.MeanWaitSeconds, "0.00")} | {F(r.MaxWaitSeconds, "0.00")} | {r.DroppedLate} | {r.BytesWorkerToShard} | {r.BytesShardToWorker} | {F(r.UplinkRatio, "0.0")}x |");
+                          $"{F(r.MeanWaitSeconds, "0.######")} | {F(r.MaxWaitSeconds, "0.######")} | {r.DroppedLate} | {r.BytesWorkerToShard} | {r.BytesShardToWorker} | {F(r.UplinkRatio, "0.0")}x |");
         return sb.ToString();
     }
 

@@ -60,6 +60,9 @@ public sealed record WorkerSummary(int Worker, long Steps, double ComputeSeconds
 /// </summary>
 public sealed record WorkerFault(int Worker, double? AtSeconds, long? AtStep, double? RestartAfter);
 
+/// <summary>A fault as it happened, on the run's clock.</summary>
+public sealed record FaultEvent(int Worker, double KilledAt, double? RestartedAt);
+
 /// <summary>How time is spent besides the gradient itself: compute-time model, shard apply cost, random slowdowns, faults.</summary>
 public sealed record TimingSettings(
     ComputeTime ComputeTime,
@@ -80,7 +83,8 @@ public sealed record RunOutcome(
     double ElapsedSeconds,
     double WallSeconds = 0,
     bool VirtualTime = false,
-    LinkStatistics? Link = null)
+    LinkStatistics? Link = null,
+    IReadOnlyList<FaultEvent>? Faults = null)
 {
     /// <summary>Staleness of every applied push, summed over shards (bucket i = staleness i; the last is 63+).</summary>
     public long[] StalenessHistogram()
@@ -167,6 +171,7 @@ public sealed class Coordinator : LinkedActor
     private readonly IReadOnlyList<WorkerFault> _faults;
     private readonly bool[] _faultFired;
     private IActorRef[] _workerRefs = [];
+    private readonly List<FaultEvent> _faultEvents = [];
     private int _incarnations;
     private double _startedAt;
     private readonly SortedDictionary<long, PendingSnapshot> _pending = new();
@@ -301,6 +306,7 @@ public sealed class Coordinator : LinkedActor
         var f = _faults[fault];
         Link.Kill(_workerRefs[f.Worker]);
         _workers[f.Worker].Kills++;
+        _faultEvents.Add(new FaultEvent(f.Worker, Link.Now - _startedAt, null));
         if (f.RestartAfter is { } after) Link.ScheduleOnce(Self, new RestartWorker(f.Worker), after, Self);
     }
 
@@ -308,6 +314,8 @@ public sealed class Coordinator : LinkedActor
     {
         if (_stopping) return;
         _workerRefs[w] = CreateWorker(w, $"worker-{w}-{++_incarnations}");
+        int last = _faultEvents.FindLastIndex(e => e.Worker == w);
+        _faultEvents[last] = _faultEvents[last] with { RestartedAt = Link.Now - _startedAt };
         Link.Send(_workerRefs[w], new Begin(Rejoin: true), 0, TrafficClass.Control, Self);
     }
 
@@ -461,7 +469,7 @@ public sealed class Coordinator : LinkedActor
             t.Scale, t.Kills)).ToList();
         var shards = done.Final ? done.Snapshot.Counters.Select(c => c!).ToList() : _shardCounters.ToList();
         _completion.TrySetResult(new RunOutcome(_stopReason, done.Snapshot.Weights, done.Step, _evaluations, workers,
-            shards, done.Snapshot.Time, _wall.Elapsed.TotalSeconds, Link.IsVirtual, Link.Statistics));
+            shards, done.Snapshot.Time, _wall.Elapsed.TotalSeconds, Link.IsVirtual, Link.Statistics, _faultEvents.ToList()));
         Context.Stop(Self);
     }
 
