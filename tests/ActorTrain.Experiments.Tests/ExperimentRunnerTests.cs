@@ -16,6 +16,47 @@ public sealed class ExperimentRunnerTests : IDisposable
         "dataset.samples=1200", "training.max-steps=40", "training.eval-every=10", "compute.engine=simd",
     ];
 
+    /// <summary>
+    /// ASP with lognormal latencies, jitter, drops, random slowdowns and a worker fault: everything
+    /// that could make the order of events depend on threads. Under the virtual clock a seed must fix
+    /// every byte of metrics.csv, and another seed must change it.
+    /// </summary>
+    [Fact]
+    public async Task Virtual_clock_runs_with_the_same_seed_write_byte_identical_metrics()
+    {
+        string[] busy = [.. Small, "sync.policy=asp", "network.latency=\"lognormal(mu=100us, sigma=0.5)\"", "network.jitter=20us",
+            "network.drop=0.05", "stragglers.random-slowdown=\"exponential(mean=0.5)\"", "faults=[{ worker = 2, at-step = 10, restart-after = 1ms }]",
+            "output.plots=off"];
+        async Task<byte[]> Metrics(ulong seed)
+        {
+            var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. busy, $"seed={seed}"]), _root);
+            Assert.Equal("virtual", result.Summary.Clock.Split(',')[0]);
+            return File.ReadAllBytes(Path.Combine(result.Folder, "metrics.csv"));
+        }
+        var first = await Metrics(7);
+        var second = await Metrics(7);
+        var other = await Metrics(8);
+        Assert.Equal(first, second);
+        Assert.NotEqual(first, other);
+        Assert.True(File.ReadAllLines(Path.Combine(Directory.GetDirectories(_root)[0], "metrics.csv")).Length > 3);
+    }
+
+    [Fact]
+    public async Task The_summary_reports_each_worker_s_compute_communication_and_wait()
+    {
+        var spec = ExperimentSpec.Load(null, [.. Small, "stragglers.workers=[0]", "stragglers.factor=3", "simulation.compute-time=1ms", "output.plots=off"]);
+        var result = await ExperimentRunner.RunAsync(spec, _root);
+        var workers = result.Summary.WorkerTimes;
+        // 40 BSP steps of 1 ms (3 ms for the straggler), the others wait for the straggler at every barrier
+        Assert.Equal(0.120, workers[0].ComputeSeconds, 9);
+        Assert.All(workers.Skip(1), w => Assert.Equal(0.040, w.ComputeSeconds, 9));
+        Assert.All(workers.Skip(1), w => Assert.True(w.WaitSeconds > 39 * 0.002 - 1e-9, $"worker {w.Worker} waited {w.WaitSeconds}"));
+        Assert.True(workers[0].WaitSeconds < 1e-3, $"the straggler waited {workers[0].WaitSeconds}");
+        Assert.All(workers, w => Assert.True(w.CommunicationSeconds > 0));
+        // every worker's time adds up to the run's: compute + communication + wait = elapsed, to within the last step
+        Assert.All(workers, w => Assert.InRange(w.ComputeSeconds + w.CommunicationSeconds + w.WaitSeconds, result.Summary.ElapsedSeconds - 0.004, result.Summary.ElapsedSeconds + 1e-9));
+    }
+
     [Fact]
     public async Task A_run_writes_config_metrics_summary_and_plots_into_its_own_folder()
     {

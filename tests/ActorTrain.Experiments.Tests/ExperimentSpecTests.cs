@@ -85,8 +85,53 @@ public class ExperimentSpecTests
     [InlineData("compression.bits = 1", "compression.bits = 1 is out of range: must be in [2, 16]")]
     [InlineData("compression.downlink = int8", "compression.downlink = \"int8\" is not one of: fp32, fp16, codec")]
     [InlineData("sync.policy = gossip", "sync.policy = \"gossip\" is not one of: bsp, asp, ssp")]
+    [InlineData("network.bandwidth = 10", "network.bandwidth = \"10\" has no unit")]
+    [InlineData("network.latency = \"lognormal(mu=0.5, sigma=0.3)\"", "network.latency = \"0.5\" has no unit")]
+    [InlineData("network.latency = \"gamma(1ms)\"", "network.latency = \"gamma(1ms)\": unknown distribution 'gamma'")]
+    [InlineData("network.drop = 1", "network.drop = 1 is out of range: must be in [0, 1)")]
+    [InlineData("network.uplink.bandwidth = 1 Gbit", "network.uplink.bandwidth = \"1 Gbit\": unknown bandwidth unit 'gbit'")]
+    [InlineData("network.links = [{ from = worker-9, to = shard-0, latency = 1ms }]", "network.links names worker-9, but the topology has 4 workers")]
+    [InlineData("network.links = [{ from = worker-0, to = shard-0, latncy = 1ms }]", "network.links[0]: unknown key 'latncy'; did you mean 'latency'?")]
+    [InlineData("network.links = [{ from = rack-0, to = shard-0 }]", "network.links[0].from = \"rack-0\" is not an endpoint")]
+    [InlineData("simulation.clock = lamport", "simulation.clock = \"lamport\" is not one of: virtual, wall")]
+    [InlineData("simulation.compute-time = fast", "simulation.compute-time = \"fast\" is not one of: profile, measured, or a duration")]
+    [InlineData("simulation.worker-device = tpu", "simulation.worker-device = \"tpu\" is not a device profile: use one of cpu, v100, a100, h100")]
+    [InlineData("simulation.devices = [{ name = l4, fp32-tflops = 30 }]", "simulation.devices[0] lacks fp16-tflops")]
+    [InlineData("stragglers.random-slowdown = \"exponential(mean=2ms)\"", "stragglers.random-slowdown: \"2ms\" is not a plain number")]
+    [InlineData("faults = [{ worker = 9, at-step = 3 }]", "faults[0].worker must name a worker id in 0..3")]
+    [InlineData("faults = [{ worker = 1 }]", "faults[0] needs exactly one of at (a time, e.g. 20ms) and at-step")]
+    [InlineData("faults = [{ worker = 1, at = 5, restart-after = 1ms }]", "faults[0].at = \"5\" has no unit")]
     public void Bad_values_are_rejected_naming_the_key(string text, string expected) =>
         Assert.Contains(expected, Error(text));
+
+    [Fact]
+    public void Network_simulation_and_fault_sections_are_read_into_typed_settings()
+    {
+        var spec = ExperimentSpec.Parse("""
+            network {
+              latency = "lognormal(mu=0.5ms, sigma=0.3)"
+              bandwidth = 25Gbps
+              racks = 2
+              cross-rack.bandwidth = 1Gbps
+              links = [{ from = worker-3, to = shard-0, latency = "constant(2ms)" }]
+            }
+            simulation { clock = virtual, compute-time = 3ms, shard-device = h100,
+                         devices = [{ name = l4, fp32-tflops = 30, fp16-tflops = 121, memory-bandwidth = 300GB/s, launch-overhead = 5us, efficiency = 0.5 }],
+                         worker-device = l4 }
+            stragglers.random-slowdown = "exponential(mean=0.25)"
+            faults = [{ worker = 1, at-step = 30, restart-after = 10ms }, { worker = 2, at = 0.5s }]
+            """, "test.conf", []);
+        Assert.Equal(0.5e-3 * Math.Exp(0.045), spec.Network.Default.Latency.Mean, 12);
+        Assert.Equal(25e9 / 8, spec.Network.Default.BytesPerSecond);
+        Assert.Equal(1e9 / 8, spec.Network.Resolve(Core.Simulation.Endpoint.Worker(1), Core.Simulation.Endpoint.Shard(0)).BytesPerSecond);
+        Assert.Equal(0.002, spec.Network.Resolve(Core.Simulation.Endpoint.Worker(3), Core.Simulation.Endpoint.Shard(0)).Latency.Mean, 12);
+        Assert.True(spec.Simulation.Virtual);
+        Assert.Equal(0.003, spec.Simulation.ComputeTime.FixedSeconds, 12);
+        Assert.Equal(("l4", 300e9), (spec.Simulation.WorkerDevice.Name, spec.Simulation.WorkerDevice.MemoryBytesPerSecond));
+        Assert.Equal("h100", spec.Simulation.ShardDevice.Name);
+        Assert.Equal(0.25, spec.Stragglers.RandomSlowdown!.Mean, 12);
+        Assert.Equal([new Cluster.Actors.WorkerFault(1, null, 30, 0.01), new Cluster.Actors.WorkerFault(2, 0.5, null, null)], spec.Faults);
+    }
 
     [Fact]
     public void Set_without_an_equals_sign_explains_the_form() =>

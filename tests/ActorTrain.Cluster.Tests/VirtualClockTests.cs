@@ -1,0 +1,145 @@
+using ActorTrain.Cluster.Actors;
+using ActorTrain.Cluster.Protocol;
+using ActorTrain.Cluster.Transport;
+using ActorTrain.Core;
+using ActorTrain.Core.Data;
+using ActorTrain.Core.Optimization;
+using ActorTrain.Core.Simulation;
+using Akka.TestKit.Xunit2;
+
+namespace ActorTrain.Cluster.Tests;
+
+/// <summary>Runs under the virtual clock: closed-form step times, drops, faults, scale.</summary>
+public class VirtualClockTests : TestKit
+{
+    private static NetworkSettings Network(string latency = "constant(100us)", string bandwidth = "1Gbps", double drop = 0) => NetworkSettings.Ideal with
+    {
+        Default = new LinkSpec(Distribution.Parse(latency, "network.latency", true), Quantity.BytesPerSecond(bandwidth, "network.bandwidth"), 0, drop),
+        RetransmitTimeout = 0.002,
+    };
+
+    private async Task<(RunOutcome Outcome, VirtualLink Link)> Run(Coordinator.Settings settings, NetworkSettings network, ulong seed = 1)
+    {
+        var link = new VirtualLink(network, seed, settings.Partitions.Count, settings.Shards);
+        var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
+        Sys.ActorOf(Coordinator.Props(settings, new ReferenceEngineFactory(), link, completion));
+        return (await completion.Task.WaitAsync(TimeSpan.FromSeconds(120)), link);
+    }
+
+    private static Coordinator.Settings Settings(int workers, int shards, long steps, SyncPolicy? policy = null, double computeSeconds = 0.001,
+        IReadOnlyList<WorkerFault>? faults = null, (Dataset, Dataset)? data = null)
+    {
+        var (train, test) = data ?? BspTrainingTests.Data();
+        return BspTrainingTests.Settings(train, test, workers, shards, 10, steps, new OptimizerSettings(), policy) with
+        {
+            Timing = new TimingSettings(new ComputeTime(ComputeTimeKind.Fixed, computeSeconds), Faults: faults),
+        };
+    }
+
+    /// <summary>
+    /// One worker, one shard, no shard cost: a step is compute, the push on the wire (size /
+    /// bandwidth + latency), then the slice back (size / bandwidth + latency). Evaluations every 5
+    /// steps must be exactly 5 such periods apart in virtual time.
+    /// </summary>
+    [Fact]
+    public async Task Bsp_step_time_is_compute_plus_latency_plus_size_over_bandwidth()
+    {
+        var settings = Settings(1, 1, 20, computeSeconds: 0.001);
+        var (outcome, _) = await Run(settings, Network("constant(100us)", "1Gbps"));
+        int n = settings.Model.ParameterCount;
+        double bytesPerSecond = 1e9 / 8;
+        double period = 0.001 + 2 * 100e-6 + (PushGradient.DenseBytes(n) + ParameterSlice.DenseBytes(n)) / bytesPerSecond;
+        var times = outcome.Evaluations.Select(e => e.ElapsedSeconds).ToArray();
+        Assert.Equal(5, times.Length); // steps 0, 5, 10, 15, 20
+        for (int i = 1; i < times.Length - 1; i++) Assert.Equal(5 * period, times[i + 1] - times[i], 12);
+        Assert.True(outcome.VirtualTime);
+
+        var worker = outcome.Workers[0];
+        Assert.Equal(worker.Steps * 0.001, worker.ComputeSeconds, 12);
+        // before each step the worker waited one round trip on the network (its first: the pull and
+        // the slice; later ones: the push and the slice), and never on the shard
+        double firstTrip = 2 * 100e-6 + (PullParameters.HeaderBytes + ParameterSlice.DenseBytes(n)) / bytesPerSecond;
+        Assert.Equal(firstTrip + (worker.Steps - 1) * (period - 0.001), worker.CommunicationSeconds, 12);
+        Assert.True(worker.WaitSeconds < 1e-12);
+    }
+
+    [Fact]
+    public async Task Bandwidth_and_latency_slow_the_run_as_modelled()
+    {
+        var settings = Settings(2, 1, 10);
+        var (fast, _) = await Run(settings, Network("constant(10us)", "100Gbps"));
+        var (slow, _) = await Run(settings, Network("constant(1ms)", "100Mbps"));
+        Assert.Equal(fast.FinalWeights, slow.FinalWeights); // BSP: the same updates, later
+        Assert.True(slow.ElapsedSeconds > fast.ElapsedSeconds + 10 * 2 * (0.001 - 10e-6),
+            $"slow network {slow.ElapsedSeconds} s vs fast {fast.ElapsedSeconds} s");
+    }
+
+    /// <summary>
+    /// BSP sums a step's pushes in worker order, so its weights are a function of which pushes were
+    /// applied: a lost or twice-applied push would change them. With 20% of attempts (and of acks)
+    /// lost, the weights must equal the loss-free run's bit for bit, with retransmissions and
+    /// discarded duplicates on the record.
+    /// </summary>
+    [Fact]
+    public async Task Dropped_pushes_are_retransmitted_and_applied_exactly_once()
+    {
+        var settings = Settings(4, 2, 20);
+        var (clean, _) = await Run(settings, Network(drop: 0));
+        var (lossy, link) = await Run(settings, Network(drop: 0.2), seed: 3);
+        Assert.Equal(clean.FinalWeights, lossy.FinalWeights);
+        var stats = link.Statistics;
+        Assert.True(stats.Retransmissions > 0 && stats.DuplicatesDiscarded > 0, $"{stats}");
+        Assert.Equal(0, stats.Lost);
+        Assert.All(lossy.Shards, c => Assert.Equal(20 * 4, c.PushesApplied));
+        Assert.True(lossy.ElapsedSeconds > clean.ElapsedSeconds, "retransmissions cost time");
+    }
+
+    [Fact]
+    public async Task Asp_applies_each_push_once_under_drops()
+    {
+        var settings = Settings(4, 2, 15, new SyncPolicy(SyncPolicyKind.Asp));
+        var (outcome, link) = await Run(settings, Network("uniform(50us, 300us)", "1Gbps", drop: 0.2), seed: 5);
+        Assert.True(link.Statistics.DuplicatesDiscarded > 0);
+        // ASP: one version per push; the run stops at 15 global steps = 60 pushes per shard
+        Assert.All(outcome.Shards, c => Assert.Equal(15 * 4, c.PushesApplied));
+    }
+
+    public static TheoryData<SyncPolicyKind> Policies => new() { SyncPolicyKind.Bsp, SyncPolicyKind.Asp, SyncPolicyKind.Ssp };
+
+    [Theory]
+    [MemberData(nameof(Policies))]
+    public async Task A_killed_worker_restarts_on_schedule_and_the_run_completes(SyncPolicyKind kind)
+    {
+        var policy = new SyncPolicy(kind, Staleness: kind == SyncPolicyKind.Ssp ? 2 : 0);
+        var faults = new[] { new WorkerFault(1, null, AtStep: 5, RestartAfter: 0.003), new WorkerFault(2, AtSeconds: 0.012, null, RestartAfter: 0.002) };
+        var (outcome, _) = await Run(Settings(4, 2, 30, policy, faults: faults), Network());
+        Assert.Equal(StopReason.MaxSteps, outcome.StopReason);
+        Assert.Equal(30, outcome.FinalStep);
+        Assert.Equal(2, outcome.Faults!.Count);
+        foreach (var (fault, expected) in outcome.Faults.Zip(new[] { 0.003, 0.002 }))
+            Assert.Equal(expected, fault.RestartedAt!.Value - fault.KilledAt, 9);
+        var timed = outcome.Faults.Single(f => f.Worker == 2);
+        Assert.True(timed.KilledAt >= 0.012 && timed.KilledAt < 0.013, $"killed at {timed.KilledAt}");
+        Assert.Equal(1, outcome.Workers[1].Kills);
+        Assert.True(outcome.Evaluations[^1].TestLoss < outcome.Evaluations[0].TestLoss);
+        Assert.All(outcome.FinalWeights, w => Assert.True(float.IsFinite(w)));
+    }
+
+    [Fact]
+    public async Task A_worker_that_never_restarts_stalls_bsp_with_a_clear_error()
+    {
+        var faults = new[] { new WorkerFault(0, null, AtStep: 3, RestartAfter: null) };
+        var e = await Assert.ThrowsAsync<ActorTrainException>(() => Run(Settings(3, 1, 20, faults: faults), Network()));
+        Assert.Contains("stalled", e.Message);
+    }
+
+    [Fact]
+    public async Task Two_hundred_fifty_six_workers_and_four_shards_complete()
+    {
+        var data = SyntheticData.Blobs(256 * 12, 6, 3, 1.5, 5).Split(0.25, 6);
+        var (outcome, link) = await Run(Settings(256, 4, 8, data: data), Network("lognormal(mu=200us, sigma=0.5)", "10Gbps"));
+        Assert.Equal(8, outcome.FinalStep);
+        Assert.All(outcome.Shards, c => Assert.Equal(8 * 256, c.PushesApplied));
+        Assert.True(link.Statistics.Events > 8 * 256 * 4 * 2);
+    }
+}
