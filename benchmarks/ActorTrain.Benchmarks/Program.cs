@@ -13,6 +13,10 @@ if (args.Length > 0 && args[0] == "steps")
 {
     return StepThroughput.Run(args[1..]);
 }
+if (args.Length > 0 && args[0] == "simulation")
+{
+    return SimulationBenchmarks.Run(args[1..]);
+}
 BenchmarkSwitcher.FromAssembly(typeof(EngineStepBenchmarks).Assembly).Run(args);
 return 0;
 

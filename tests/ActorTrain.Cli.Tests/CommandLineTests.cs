@@ -155,7 +155,7 @@ public sealed class CompareCommandTests : IDisposable
             "--set", "training.max-steps=20", "--set", "output.plots=off"], stdout, stderr);
         Assert.True(code == 0, stderr.ToString());
         string output = stdout.ToString();
-        foreach (string variant in new[] { "== bsp: bsp", "== ssp3: ssp (staleness 3)", "== asp: asp", "time to target (s)", "mean / max staleness" })
+        foreach (string variant in new[] { "== bsp: bsp", "== ssp3: ssp (staleness 3)", "== asp: asp", "time to target (virtual)", "mean / max staleness" })
             Assert.Contains(variant, output);
         string folder = Assert.Single(Directory.GetDirectories(_dir));
         Assert.Contains("\"variant\": \"ssp3\"", File.ReadAllText(Path.Combine(folder, "summary.json")));

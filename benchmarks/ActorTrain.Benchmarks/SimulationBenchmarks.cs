@@ -1,0 +1,139 @@
+using System.Diagnostics;
+using System.Globalization;
+using ActorTrain.Cluster.Actors;
+using ActorTrain.Cluster.Transport;
+using ActorTrain.Core.Simulation;
+using ActorTrain.Experiments;
+using Akka.Actor;
+using Akka.Configuration;
+
+namespace ActorTrain.Benchmarks;
+
+/// <summary>
+/// simulation [events|scale|validate|all]: the virtual clock's own speed and its accuracy, as
+/// markdown tables for benchmarks/RESULTS.md.
+///   events   - scheduler events per second with a null model (actors that only forward a token);
+///   scale    - 1024 simulated workers x 4 shards on a small model: wall time to simulate;
+///   validate - the same run under the virtual and the wall clock with injected latency, bandwidth
+///              and a fixed compute time: predicted against measured time per step, BSP / ASP / SSP.
+/// </summary>
+internal static class SimulationBenchmarks
+{
+    public static int Run(string[] args)
+    {
+        string what = args.Length > 0 ? args[0] : "all";
+        if (what is "events" or "all") Events();
+        if (what is "scale" or "all") Scale();
+        if (what is "validate" or "all") Validate();
+        return 0;
+    }
+
+    private sealed record Token(int Hops);
+
+    /// <summary>Forwards a token to the next actor through the link until its hops run out.</summary>
+    private sealed class Relay : LinkedActor
+    {
+        public IActorRef? Next;
+
+        public Relay(ILink link) : base(link)
+        {
+            Receive<IActorRef>(next => Next = next);
+            Receive<Token>(t =>
+            {
+                if (t.Hops > 0) Link.Send(Next!, new Token(t.Hops - 1), 64, TrafficClass.WorkerToShard, Self);
+            });
+        }
+    }
+
+    private static void Events()
+    {
+        Console.WriteLine("### Scheduler events per second, null model");
+        Console.WriteLine();
+        Console.WriteLine("A ring of relay actors passes tokens through the virtual link (constant 10 us latency, unlimited bandwidth); each delivery is one event.");
+        Console.WriteLine();
+        Console.WriteLine("| actors | tokens in flight | events | wall s | events / s |");
+        Console.WriteLine("|---:|---:|---:|---:|---:|");
+        foreach (var (actors, tokens) in new[] { (2, 1), (64, 64), (1024, 1024) })
+        {
+            const int hops = 400_000;
+            using var system = ActorSystem.Create("events", ConfigurationFactory.ParseString("akka.loglevel = WARNING"));
+            var network = NetworkSettings.Ideal with { Default = LinkSpec.Ideal with { Latency = new Distribution.Constant(10e-6) } };
+            var link = new VirtualLink(network, 1, actors, 1);
+            var relays = Enumerable.Range(0, actors).Select(i => system.ActorOf(Props.Create(() => new Relay(link)))).ToArray();
+            for (int i = 0; i < actors; i++)
+            {
+                relays[i].Tell(relays[(i + 1) % actors]);
+                link.Attach(relays[i], Endpoint.Worker(i));
+            }
+            var done = new TaskCompletionSource();
+            var idle = system.ActorOf(Props.Create(() => new IdleListener(done)));
+            link.NotifyWhenIdle(idle);
+            // every relay must know its successor before the first token moves
+            Thread.Sleep(200);
+            int perToken = hops / tokens;
+            for (int t = 0; t < tokens; t++) link.Send(relays[t % actors], new Token(perToken), 64, TrafficClass.Control, ActorRefs.Nobody);
+            var clock = Stopwatch.StartNew();
+            link.Start();
+            done.Task.Wait();
+            double seconds = clock.Elapsed.TotalSeconds;
+            long events = link.Statistics.Events;
+            Console.WriteLine(FormattableString.Invariant($"| {actors} | {tokens} | {events} | {seconds:0.00} | {events / seconds:0} |"));
+            system.Terminate().Wait();
+        }
+        Console.WriteLine();
+    }
+
+    private sealed class IdleListener : ReceiveActor
+    {
+        public IdleListener(TaskCompletionSource done) => Receive<SimulationIdle>(_ => done.TrySetResult());
+    }
+
+    private static RunResult RunSpec(string[] overrides)
+    {
+        string root = Path.Combine(Path.GetTempPath(), "actortrain-bench");
+        var spec = ExperimentSpec.Load(null, ["output.plots=off", .. overrides]);
+        return ExperimentRunner.RunAsync(spec, root).GetAwaiter().GetResult();
+    }
+
+    private static void Scale()
+    {
+        Console.WriteLine("### 1024 simulated workers");
+        Console.WriteLine();
+        Console.WriteLine("| workers x shards | model | steps | batch | virtual s | wall s | events | events / wall s |");
+        Console.WriteLine("|---|---|---:|---:|---:|---:|---:|---:|");
+        foreach (int workers in new[] { 256, 1024 })
+        {
+            var clock = Stopwatch.StartNew();
+            var r = RunSpec([$"topology.workers={workers}", "topology.shards=4", "model.type=softmax", "dataset.samples=60000",
+                "training.batch-size=16", "training.max-steps=50", "training.eval-every=25", "network.latency=\"lognormal(mu=200us, sigma=0.5)\"",
+                "compute.engine=simd", "compute.threads=1"]);
+            double wall = clock.Elapsed.TotalSeconds;
+            Console.WriteLine(FormattableString.Invariant(
+                $"| {workers} x 4 | {r.Summary.Model} | {r.Summary.Steps} | 16 | {r.Summary.ElapsedSeconds:0.0000} | {wall:0.00} | {r.Summary.Network.Events} | {r.Summary.Network.Events / wall:0} |"));
+        }
+        Console.WriteLine();
+    }
+
+    private static void Validate()
+    {
+        Console.WriteLine("### Virtual clock against the wall clock");
+        Console.WriteLine();
+        Console.WriteLine("4 workers x 2 shards, MLP 32-64-8, batch 32; every gradient takes a fixed 4 ms (worker 0: 8 ms, a 2x straggler); latency constant 1 ms, bandwidth 100 Mbit/s; 200 global steps.");
+        Console.WriteLine("The wall-clock run really waits: the delay line holds each message, each worker sleeps the rest of its 4 ms.");
+        Console.WriteLine();
+        Console.WriteLine("| policy | predicted (virtual) ms / step | measured (wall) ms / step | measured / predicted |");
+        Console.WriteLine("|---|---:|---:|---:|");
+        foreach (string policy in new[] { "bsp", "asp", "ssp" })
+        {
+            string[] common = ["simulation.compute-time=4ms", "network.latency=\"constant(1ms)\"", "network.bandwidth=100Mbps", $"sync.policy={policy}",
+                "sync.staleness=2", "stragglers.workers=[0]", "stragglers.factor=2", "training.max-steps=200", "training.eval-every=50",
+                "compute.engine=simd", "simulation.shard-device=cpu"];
+            var simulated = RunSpec([.. common, "simulation.clock=virtual"]);
+            var measured = RunSpec([.. common, "simulation.clock=wall"]);
+            double predicted = 1000 * simulated.Summary.ElapsedSeconds / simulated.Summary.Steps;
+            double actual = 1000 * measured.Summary.ElapsedSeconds / measured.Summary.Steps;
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {policy} | {predicted:0.000} | {actual:0.000} | {actual / predicted:0.000} |"));
+        }
+        Console.WriteLine();
+    }
+}
