@@ -4,7 +4,7 @@ using ScottPlot;
 namespace ActorTrain.Experiments;
 
 /// <summary>
-/// PNG plots of a run: loss and accuracy against global step and against elapsed time, and the
+/// PNG plots of a run: loss and accuracy against global step and against time on the run's clock, and the
 /// staleness histogram of applied pushes when there was any staleness (ASP, SSP).
 /// </summary>
 public static class Plots
@@ -14,6 +14,7 @@ public static class Plots
 
     public static void Write(string folder, RunOutcome outcome, bool classification)
     {
+        string timeAxis = outcome.VirtualTime ? "virtual time (s)" : "wall-clock time (s)";
         var points = outcome.Evaluations;
         double[] steps = points.Select(p => (double)p.Step).ToArray();
         double[] times = points.Select(p => p.ElapsedSeconds).ToArray();
@@ -25,7 +26,7 @@ public static class Plots
             Line(plot, steps, test, "test loss");
             Line(plot, trained.Select(p => (double)p.Step).ToArray(), trained.Select(p => p.TrainLoss!.Value).ToArray(), "train loss (mini-batch mean)");
         });
-        Save(Path.Combine(folder, "loss_vs_time.png"), "Loss", "elapsed time (s)", "loss", plot =>
+        Save(Path.Combine(folder, "loss_vs_time.png"), "Loss", timeAxis, "loss", plot =>
         {
             Line(plot, times, test, "test loss");
             Line(plot, trained.Select(p => p.ElapsedSeconds).ToArray(), trained.Select(p => p.TrainLoss!.Value).ToArray(), "train loss (mini-batch mean)");
@@ -45,7 +46,7 @@ public static class Plots
         if (!classification) return;
         double[] accuracy = points.Select(p => p.TestAccuracy).ToArray();
         Save(Path.Combine(folder, "accuracy_vs_step.png"), "Test accuracy", "global step", "accuracy", plot => Line(plot, steps, accuracy, "test accuracy"));
-        Save(Path.Combine(folder, "accuracy_vs_time.png"), "Test accuracy", "elapsed time (s)", "accuracy", plot => Line(plot, times, accuracy, "test accuracy"));
+        Save(Path.Combine(folder, "accuracy_vs_time.png"), "Test accuracy", timeAxis, "accuracy", plot => Line(plot, times, accuracy, "test accuracy"));
     }
 
     private static void Line(Plot plot, double[] xs, double[] ys, string label)
