@@ -134,6 +134,22 @@ public class VirtualClockTests : TestKit
     }
 
     [Fact]
+    public async Task A_time_budget_is_virtual_time_and_stops_every_run_at_the_same_step()
+    {
+        var settings = Settings(3, 2, 100_000) with { TimeBudget = TimeSpan.FromMilliseconds(20) };
+        var (first, _) = await Run(settings, Network());
+        var (second, _) = await Run(settings, Network());
+        Assert.Equal(StopReason.TimeBudget, first.StopReason);
+        Assert.Equal(first.FinalStep, second.FinalStep);
+        Assert.Equal(first.FinalWeights, second.FinalWeights);
+        // the budget fires at 20 ms; the final snapshots take one more control hop
+        Assert.InRange(first.ElapsedSeconds, 0.020, 0.0205);
+        // a budget that outlives the run leaves max-steps in charge
+        var (done, _) = await Run(Settings(3, 2, 10) with { TimeBudget = TimeSpan.FromSeconds(10) }, Network());
+        Assert.Equal(StopReason.MaxSteps, done.StopReason);
+    }
+
+    [Fact]
     public async Task Two_hundred_fifty_six_workers_and_four_shards_complete()
     {
         var data = SyntheticData.Blobs(256 * 12, 6, 3, 1.5, 5).Split(0.25, 6);

@@ -453,7 +453,8 @@ public sealed class Coordinator : LinkedActor
 
     private void BeginStop(StopReason reason)
     {
-        if (_stopping) return;
+        // a final snapshot already on its way (max-steps reached) must not be dropped from the queue
+        if (_stopping || _final is not null) return;
         _stopping = true;
         _stopReason = reason;
         _toEvaluate.Clear();
