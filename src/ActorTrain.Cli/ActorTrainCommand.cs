@@ -47,6 +47,19 @@ public static class ActorTrainCommand
         };
         run.SetAction((parse, token) => Guard(stderr, () => Run(parse.GetValue(experiment), parse.GetValue(set) ?? [], parse.GetValue(outDir), console, stdout, token)));
 
+        var sweepFile = new Argument<string>("experiment") { Description = "Experiment file (.conf) with a sweep block, or any experiment with --values." };
+        var values = new Option<string[]>("--values")
+        {
+            Description = "Sweep a key over values, e.g. --values optimizer.learning-rate=0.01,0.05,0.1 (repeatable; adds to or replaces sweep.values).",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        var sweep = new Command("sweep", "Run every point of the experiment's sweep (grid or random sample) into one folder with a results table, plots and report.md.")
+        {
+            sweepFile, values, set, outDir,
+        };
+        sweep.SetAction((parse, token) => Guard(stderr, () =>
+            Sweep(parse.GetValue(sweepFile)!, parse.GetValue(values) ?? [], parse.GetValue(set) ?? [], parse.GetValue(outDir), console, stdout, token)));
+
         var validateFile = new Argument<string>("experiment") { Description = "Experiment file (.conf) to check." };
         var validate = new Command("validate", "Check an experiment file (keys, values, data) without training.") { validateFile, set };
         validate.SetAction((parse, token) => Guard(stderr, () => Task.FromResult(Validate(parse.GetValue(validateFile)!, parse.GetValue(set) ?? [], console))));
@@ -55,6 +68,7 @@ public static class ActorTrainCommand
         devices.SetAction((parse, token) => Guard(stderr, () => Task.FromResult(Devices(console))));
 
         root.Subcommands.Add(run);
+        root.Subcommands.Add(sweep);
         root.Subcommands.Add(validate);
         root.Subcommands.Add(devices);
 
@@ -117,6 +131,30 @@ public static class ActorTrainCommand
         return Ok;
     }
 
+    private static async Task<int> Sweep(string file, string[] values, string[] overrides, string? outDir, IAnsiConsole console, TextWriter stdout,
+        CancellationToken token)
+    {
+        var swept = values.Select(v =>
+        {
+            int eq = v.IndexOf('=');
+            if (eq <= 0 || eq == v.Length - 1)
+                throw new ActorTrainException($"--values {v}: expected key=value1,value2,..., e.g. --values optimizer.learning-rate=0.01,0.1");
+            var items = v[(eq + 1)..].Split(',', StringSplitOptions.TrimEntries);
+            if (items.Any(i => i.Length == 0)) throw new ActorTrainException($"--values {v}: an empty value between commas");
+            return $"{ConfigReader.SweepValues}.{v[..eq].Trim()}=[{string.Join(", ", items.Select(Hocon))}]";
+        }).ToArray();
+        var spec = ExperimentSpec.Load(file, [.. overrides, .. swept]);
+        if (spec.Sweep.Values.Count == 0)
+            throw new ActorTrainException($"{file}: no sweep: add sweep.values {{ key = [a, b] }} to the file or --values key=a,b to the command");
+        console.MarkupLine(Markup.Escape(FormattableString.Invariant(
+            $"sweep over {string.Join(" x ", spec.Sweep.Values.Select(v => $"{v.Key} ({v.Values.Length})"))}: {spec.Variants.Count} of {spec.Sweep.GridSize} points")));
+        return await Compare(spec, outDir, console, stdout, token);
+    }
+
+    /// <summary>A command-line value as HOCON: numbers and plain words as they are, anything else quoted.</summary>
+    private static string Hocon(string value) =>
+        value.All(ch => char.IsLetterOrDigit(ch) || ch is '.' or '-' or '_') ? value : "\"" + value.Replace("\\", "\\\\").Replace("\"", "\\\"") + "\"";
+
     private static async Task<int> Compare(ExperimentSpec spec, string? outDir, IAnsiConsole console, TextWriter stdout, CancellationToken token)
     {
         console.MarkupLine($"[bold]{Markup.Escape(spec.Name)}[/]: comparing {spec.Variants.Count} variants: {Markup.Escape(string.Join(", ", spec.Variants.Select(v => v.Name)))}");
@@ -129,7 +167,7 @@ public static class ActorTrainCommand
         var table = new Table().Title($"[bold]{Markup.Escape(c.Name)}[/]" + (c.TargetLoss is { } t ? FormattableString.Invariant($" (target test loss {t})") : ""));
         foreach (string h in new[] { "variant", "policy", "compression", "updates", $"time to target ({c.Clock})", "updates to target", "final test loss",
                      "mean / max staleness", "mean wait", "MB worker->shard", "ratio vs fp32" })
-            table.AddColumn(h);
+            table.AddColumn(h == "variant" ? new TableColumn(h).NoWrap() : new TableColumn(h));
         foreach (var r in c.Rows)
             table.AddRow(Markup.Escape(r.Variant), Markup.Escape(r.Policy), Markup.Escape(r.Compression), r.Updates.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 r.SecondsToTargetLoss is { } s ? Core.Simulation.Quantity.FormatSeconds(s) : "not reached",

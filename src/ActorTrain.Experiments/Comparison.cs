@@ -28,10 +28,14 @@ public sealed record ComparisonRow(
     long BytesWorkerToShard,
     long BytesShardToWorker,
     double UplinkRatio,
-    string Folder);
+    string Folder,
+    IReadOnlyList<KeyValuePair<string, string>> Parameters);
 
-/// <summary>The table of a compare block: comparison.md, comparison.csv and the parent summary.json.</summary>
-/// <summary>A comparison of variants; <paramref name="Clock"/> says whether times are virtual or wall-clock seconds.</summary>
+/// <summary>
+/// The table of a compare block or sweep (comparison.md, comparison.csv, the parent summary.json),
+/// with a column per key the variants set; <paramref name="Clock"/> says whether times are virtual
+/// or wall-clock seconds.
+/// </summary>
 public sealed record Comparison(string Name, double? TargetLoss, string Clock, IReadOnlyList<ComparisonRow> Rows)
 {
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
@@ -64,7 +68,8 @@ public sealed record Comparison(string Name, double? TargetLoss, string Clock, I
                 last.BytesWorkerToShard,
                 last.BytesShardToWorker,
                 last.UplinkRatio,
-                Path.GetFileName(r.Result.Folder));
+                Path.GetFileName(r.Result.Folder),
+                r.Variant.Parameters);
         }).ToList();
         // variants may override the clock; the table says which clock each kind of time is on
         var clocks = runs.Select(r => r.Variant.Spec.Simulation.Virtual ? "virtual" : "wall-clock").Distinct().ToList();
@@ -78,7 +83,12 @@ public sealed record Comparison(string Name, double? TargetLoss, string Clock, I
         File.WriteAllText(Path.Combine(folder, "summary.json"), JsonSerializer.Serialize(this, Json) + "\n");
     }
 
-    private static string F(double v, string format = "0.###") => v.ToString(format, CultureInfo.InvariantCulture);
+    private static string F(double v, string format = "R") => v.ToString(format, CultureInfo.InvariantCulture);
+
+    /// <summary>Every key some variant sets, in first-seen order: one column each.</summary>
+    public IReadOnlyList<string> ParameterKeys => Rows.SelectMany(r => r.Parameters.Select(p => p.Key)).Distinct().ToList();
+
+    private static string Param(ComparisonRow r, string key) => r.Parameters.FirstOrDefault(p => p.Key == key).Value ?? "";
 
     public string Markdown()
     {
@@ -89,10 +99,11 @@ public sealed record Comparison(string Name, double? TargetLoss, string Clock, I
             ? $"Target test loss {F(t)}; times are {Clock} seconds; staleness is in shard versions (updates)."
             : $"No target loss set (training.target-loss = 0); times are {Clock} seconds.");
         sb.AppendLine();
-        sb.AppendLine("| variant | policy | compression | stopped by | steps | updates | time (s) | time to target (s) | updates to target | final test loss | final accuracy | mean staleness | max staleness | mean wait / worker (s) | max wait (s) | dropped late | bytes worker->shard | bytes shard->worker | uplink ratio vs fp32 |");
-        sb.AppendLine("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        var keys = ParameterKeys;
+        sb.AppendLine("| variant | " + string.Concat(keys.Select(k => k + " | ")) + "policy | compression | stopped by | steps | updates | time (s) | time to target (s) | updates to target | final test loss | final accuracy | mean staleness | max staleness | mean wait / worker (s) | max wait (s) | dropped late | bytes worker->shard | bytes shard->worker | uplink ratio vs fp32 |");
+        sb.AppendLine("|---|" + string.Concat(keys.Select(_ => "---|")) + "---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in Rows)
-            sb.AppendLine($"| {r.Variant} | {r.Policy} | {r.Compression} | {r.StopReason} | {r.Steps} | {r.Updates} | {F(r.ElapsedSeconds, "0.######")} | " +
+            sb.AppendLine($"| {r.Variant} | {string.Concat(keys.Select(k => Param(r, k) + " | "))}{r.Policy} | {r.Compression} | {r.StopReason} | {r.Steps} | {r.Updates} | {F(r.ElapsedSeconds, "0.######")} | " +
                           $"{(r.SecondsToTargetLoss is { } s ? F(s, "0.######") : "not reached")} | {(r.UpdatesToTargetLoss?.ToString(CultureInfo.InvariantCulture) ?? "-")} | " +
                           $"{F(r.FinalTestLoss, "0.0000")} | {F(r.FinalTestAccuracy, "0.0000")} | {F(r.MeanStaleness, "0.00")} | {r.MaxStaleness} | " +
                           $"{F(r.MeanWaitSeconds, "0.######")} | {F(r.MaxWaitSeconds, "0.######")} | {r.DroppedLate} | {r.BytesWorkerToShard} | {r.BytesShardToWorker} | {F(r.UplinkRatio, "0.0")}x |");
@@ -101,11 +112,14 @@ public sealed record Comparison(string Name, double? TargetLoss, string Clock, I
 
     private string Csv()
     {
-        var sb = new StringBuilder("variant,policy,compression,stop_reason,steps,updates,elapsed_s,seconds_to_target,updates_to_target,final_test_loss,final_test_accuracy,mean_staleness,max_staleness,mean_wait_s,max_wait_s,dropped_late,bytes_worker_to_shard,bytes_shard_to_worker,uplink_ratio\n");
+        var keys = ParameterKeys;
+        static string Quoted(string v) => "\"" + v.Replace("\"", "\"\"") + "\"";
+        var sb = new StringBuilder("variant," + string.Concat(keys.Select(k => k + ",")) +
+            "policy,compression,stop_reason,steps,updates,elapsed_s,seconds_to_target,updates_to_target,final_test_loss,final_test_accuracy,mean_staleness,max_staleness,mean_wait_s,max_wait_s,dropped_late,bytes_worker_to_shard,bytes_shard_to_worker,uplink_ratio\n");
         foreach (var r in Rows)
-            sb.AppendLine(string.Join(',', r.Variant, $"\"{r.Policy}\"", $"\"{r.Compression}\"", r.StopReason, r.Steps, r.Updates, F(r.ElapsedSeconds),
+            sb.AppendLine(string.Join(',', [r.Variant, .. keys.Select(k => Quoted(Param(r, k)))]) + "," + string.Join(',', $"\"{r.Policy}\"", $"\"{r.Compression}\"", r.StopReason, r.Steps, r.Updates, F(r.ElapsedSeconds),
                 r.SecondsToTargetLoss is { } s ? F(s) : "", r.UpdatesToTargetLoss?.ToString(CultureInfo.InvariantCulture) ?? "",
-                F(r.FinalTestLoss, "R"), F(r.FinalTestAccuracy, "R"), F(r.MeanStaleness, "0.####"), r.MaxStaleness,
+                F(r.FinalTestLoss), F(r.FinalTestAccuracy), F(r.MeanStaleness, "0.####"), r.MaxStaleness,
                 F(r.MeanWaitSeconds), F(r.MaxWaitSeconds), r.DroppedLate, r.BytesWorkerToShard, r.BytesShardToWorker, F(r.UplinkRatio)));
         return sb.ToString();
     }

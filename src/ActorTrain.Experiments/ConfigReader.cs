@@ -154,6 +154,8 @@ public sealed class ConfigReader
         }
     }
 
+    public const string SweepValues = "sweep.values";
+
     private static void CheckKeys(Config config, IReadOnlyList<string> valid, string source)
     {
         var known = new HashSet<string>(valid);
@@ -161,6 +163,12 @@ public sealed class ConfigReader
         foreach (string key in LeafKeys(config))
         {
             if (known.Contains(key)) continue;
+            if (key.StartsWith(SweepValues + ".", StringComparison.Ordinal))
+            {
+                string swept = key[(SweepValues.Length + 1)..];
+                if (known.Contains(swept) && !swept.StartsWith("sweep.", StringComparison.Ordinal) && swept != "compare") continue;
+                throw new ActorTrainException($"{source}: {SweepValues} lists '{swept}', which is not a key that can be swept; did you mean '{valid.MinBy(k => Levenshtein(k, swept))}'?");
+            }
             if (sections.Contains(key))
                 throw new ActorTrainException($"{source}: '{key}' is a section, not a value; set one of its keys, e.g. {valid.First(k => k.StartsWith(key + ".", StringComparison.Ordinal))}");
             string closest = valid.MinBy(k => Levenshtein(k, key))!;
@@ -346,8 +354,30 @@ public sealed class ConfigReader
         };
     }
 
-    /// <summary>The merged configuration, one `key = value` line per reference key, loadable again as an experiment.</summary>
-    public string Render()
+    /// <summary>The swept keys and their values (rendered as HOCON values), in file order.</summary>
+    public IReadOnlyList<(string Key, string[] Values)> Swept()
+    {
+        var value = _config.GetValue(SweepValues);
+        if (value is null || !value.IsObject()) return [];
+        var leaves = new List<string>();
+        Walk(value.GetObject(), "", leaves);
+        var swept = new List<(string, string[])>();
+        foreach (string leaf in leaves)
+        {
+            var v = Leaf(value, leaf);
+            string[] values = v.IsArray() ? v.GetArray().Select(RenderValue).ToArray() : IsEmptyList(v) ? [] : [RenderValue(v)];
+            if (values.Length == 0) throw new ActorTrainException($"{SweepValues}.{leaf} is an empty list: give at least one value");
+            if (values.Distinct().Count() != values.Length) throw new ActorTrainException($"{SweepValues}.{leaf} lists a value twice");
+            swept.Add((leaf, values));
+        }
+        return swept;
+    }
+
+    /// <summary>
+    /// The merged configuration, one `key = value` line per reference key (and the swept keys of a
+    /// sweep unless <paramref name="withSweep"/> is off), loadable again as an experiment.
+    /// </summary>
+    public string Render(bool withSweep = true)
     {
         var sb = new StringBuilder();
         sb.AppendLine("# Resolved configuration of this run: every key, defaults included.");
@@ -356,6 +386,9 @@ public sealed class ConfigReader
             var value = Value(key);
             sb.Append(key).Append(" = ").AppendLine(RenderValue(value));
         }
+        if (withSweep)
+            foreach (var (key, values) in Swept())
+                sb.Append(SweepValues).Append('.').Append(key).Append(" = [").Append(string.Join(", ", values)).AppendLine("]");
         return sb.ToString();
     }
 

@@ -42,8 +42,17 @@ public static class ExperimentRunner
         Func<ExperimentVariant, IRunObserver?>? observers = null, CancellationToken cancellation = default)
     {
         if (spec.Variants.Count == 0) throw new ArgumentException("the experiment has no compare block", nameof(spec));
-        // every variant's input is checked before any runs; the data is built once per variant
-        var data = spec.Variants.Select(v => (ExperimentData?)ExperimentData.Build(v.Spec)).ToList();
+        // Every variant's input is checked before any runs. Variants that agree on data, model and
+        // topology share one ExperimentData (a sweep over learning rates holds one copy of the data).
+        var cache = new Dictionary<string, ExperimentData>();
+        var data = spec.Variants.Select(v =>
+        {
+            var s = v.Spec;
+            string key = string.Join('|', s.Dataset, s.Seed, s.Topology, s.Model.Type, string.Join(',', s.Model.Hidden), s.Model.Activation);
+            if (!cache.TryGetValue(key, out var built)) cache[key] = built = ExperimentData.Build(s);
+            return (ExperimentData?)built;
+        }).ToList();
+        cache.Clear();
         string root = outputRoot ?? spec.Output.Directory;
         string final = UniqueFolder(root, $"{spec.Name}-{Stamp()}");
         string partial = Path.Combine(root, "." + Path.GetFileName(final) + ".partial");
@@ -60,6 +69,10 @@ public static class ExperimentRunner
             }
             var comparison = Comparison.Create(spec, results);
             comparison.Write(partial);
+            var plots = spec.Output.Plots
+                ? Plots.WriteComparison(partial, results.Select(r => (r.Item1.Name, r.Item2.Outcome)).ToList(), spec.Training.TargetLoss)
+                : [];
+            Report.WriteComparison(partial, comparison, plots, spec.Sweep.Values.Count > 0 ? "sweep" : "comparison");
             Directory.Move(partial, final);
             return new ComparisonResult(final, comparison);
         }
@@ -101,6 +114,7 @@ public static class ExperimentRunner
             var summary = RunSummary.Create(spec, data, engines.Name, steps, outcome);
             summary.Write(Path.Combine(partial, "summary.json"));
             if (spec.Output.Plots) Plots.Write(partial, outcome, data.Model.Loss == Core.Models.LossKind.CrossEntropy);
+            Report.WriteRun(partial, summary, outcome);
             Directory.Move(partial, final);
             return new RunResult(final, summary, outcome);
         }

@@ -41,8 +41,65 @@ public sealed record StragglerSection(int[] Workers, double Factor, Distribution
     public double[] Slowdowns(int workers) => Enumerable.Range(0, workers).Select(w => Workers.Contains(w) ? Factor : 1.0).ToArray();
 }
 
-/// <summary>One variant of a comparison: its name and the spec with its overrides applied.</summary>
-public sealed record ExperimentVariant(string Name, ExperimentSpec Spec);
+/// <summary>
+/// One variant of a comparison or sweep: its name, the spec with its overrides applied, and the
+/// overridden keys with their values (a sweep point's coordinates).
+/// </summary>
+public sealed record ExperimentVariant(string Name, ExperimentSpec Spec, IReadOnlyList<KeyValuePair<string, string>> Parameters);
+
+/// <summary>sweep { mode, samples, values { key = [...] } }: the grid or a seeded random sample of it.</summary>
+public sealed record SweepSection(bool Random, int Samples, IReadOnlyList<(string Key, string[] Values)> Values)
+{
+    public long GridSize => Values.Aggregate(1L, (n, v) => checked(n * v.Values.Length));
+
+    /// <summary>The points to run, each as key=value assignments, in grid order (the last key varies fastest).</summary>
+    public IReadOnlyList<KeyValuePair<string, string>[]> Points(ulong seed)
+    {
+        if (Values.Count == 0) return [];
+        long size = GridSize;
+        IEnumerable<long> indices;
+        if (!Random || Samples >= size) indices = LongRange(size);
+        else
+        {
+            // Floyd's algorithm: Samples distinct indices of the grid, then in grid order
+            var rng = new Rng(Rng.Derive(seed, 0x5EE9));
+            var chosen = new SortedSet<long>();
+            for (long j = size - Samples; j < size; j++)
+            {
+                long t = (long)(rng.NextDouble() * (j + 1));
+                if (!chosen.Add(t)) chosen.Add(j);
+            }
+            indices = chosen;
+        }
+        return indices.Select(index =>
+        {
+            var point = new KeyValuePair<string, string>[Values.Count];
+            for (int k = Values.Count - 1; k >= 0; k--)
+            {
+                var (key, values) = Values[k];
+                point[k] = new(key, values[index % values.Length]);
+                index /= values.Length;
+            }
+            return point;
+        }).ToList();
+    }
+
+    private static IEnumerable<long> LongRange(long n)
+    {
+        for (long i = 0; i < n; i++) yield return i;
+    }
+
+    /// <summary>A file-name-safe folder name for a point: last key segment and value, e.g. policy-ssp_learning-rate-0.05.</summary>
+    public static string Name(KeyValuePair<string, string>[] point)
+    {
+        var lastSegments = point.Select(p => p.Key[(p.Key.LastIndexOf('.') + 1)..]).ToList();
+        bool unique = lastSegments.Distinct().Count() == lastSegments.Count;
+        var parts = point.Select((p, i) => $"{(unique ? lastSegments[i] : p.Key)}-{p.Value.Trim('"')}");
+        string name = string.Join('_', parts);
+        var invalid = System.IO.Path.GetInvalidFileNameChars();
+        return new string(name.Select(ch => invalid.Contains(ch) || ch is ' ' or '(' or ')' or ',' or '"' or '=' ? '-' : ch).ToArray());
+    }
+}
 
 public sealed record OutputSection(string Directory, bool Plots);
 
@@ -75,6 +132,7 @@ public sealed record ExperimentSpec(
     ComputeSection Compute,
     OutputSection Output,
     IReadOnlyList<ExperimentVariant> Variants,
+    SweepSection Sweep,
     string ResolvedConfig)
 {
     /// <summary>Loads an experiment file (or "quickstart" for the embedded default) with --set overrides.</summary>
@@ -111,14 +169,48 @@ public sealed record ExperimentSpec(
     {
         var assignments = overrides.ToArray();
         var reader = ConfigReader.Load(text, source, assignments);
-        var variants = reader.OverrideBlocks("compare")
-            .Select(v => new ExperimentVariant(v.Name,
-                FromConfig(ConfigReader.Load(text, $"{source} (variant {v.Name})", [.. assignments, .. v.Assignments, "compare=[]"]), [])))
+        var sweep = ReadSweep(reader);
+        var blocks = reader.OverrideBlocks("compare");
+        if (blocks.Count > 0 && sweep.Values.Count > 0)
+            throw new ActorTrainException($"{source}: has both a compare block and sweep.values; use one of them");
+        ExperimentSpec Variant(string name, string[] keys) =>
+            FromConfig(ConfigReader.Load(text, $"{source} (variant {name})", [.. assignments, .. keys, "compare=[]"]), [], variant: true);
+        var variants = blocks
+            .Select(v => new ExperimentVariant(v.Name, Variant(v.Name, v.Assignments),
+                v.Assignments.Select(a => new KeyValuePair<string, string>(a[..a.IndexOf('=')], a[(a.IndexOf('=') + 1)..].Trim('"'))).ToList()))
             .ToList();
+        ulong seed = (ulong)reader.Long("seed", 0);
+        foreach (var point in sweep.Points(seed))
+        {
+            string name = SweepSection.Name(point);
+            variants.Add(new ExperimentVariant(name, Variant(name, point.Select(p => $"{p.Key}={p.Value}").ToArray()),
+                point.Select(p => new KeyValuePair<string, string>(p.Key, p.Value.Trim('"'))).ToList()));
+        }
+        if (variants.Select(v => v.Name).Distinct().Count() != variants.Count)
+            throw new ActorTrainException($"{source}: two sweep points have the same folder name; sweep fewer keys that end alike");
         return FromConfig(reader, variants);
     }
 
-    public static ExperimentSpec FromConfig(ConfigReader c, IReadOnlyList<ExperimentVariant> variants)
+    private static SweepSection ReadSweep(ConfigReader c)
+    {
+        var values = c.Swept();
+        bool random = c.Choice("sweep.mode", "grid", "random") == "random";
+        int samples = c.Int("sweep.samples", 0);
+        if (random && values.Count > 0 && samples < 1) throw new ActorTrainException("sweep.mode = random needs sweep.samples >= 1 (how many points to draw)");
+        var sweep = new SweepSection(random, samples, values);
+        try
+        {
+            if (values.Count > 0 && (random ? Math.Min(samples, sweep.GridSize) : sweep.GridSize) > 10_000)
+                throw new ActorTrainException($"sweep.values: the grid has {sweep.GridSize} points; use sweep.mode = random with sweep.samples");
+        }
+        catch (OverflowException)
+        {
+            throw new ActorTrainException("sweep.values: the grid is too large to count; sweep fewer values");
+        }
+        return sweep;
+    }
+
+    public static ExperimentSpec FromConfig(ConfigReader c, IReadOnlyList<ExperimentVariant> variants, bool variant = false)
     {
         string name = c.String("name");
         if (name.Length == 0 || name.IndexOfAny(System.IO.Path.GetInvalidFileNameChars()) >= 0 || name.Contains('/'))
@@ -257,7 +349,7 @@ public sealed record ExperimentSpec(
         if (output.Directory.Length == 0) throw new ActorTrainException("output.directory is empty");
 
         return new ExperimentSpec(name, (ulong)c.Long("seed", 0), model, dataset, topology, sync, compression, stragglers, network, simulation, faults,
-            training, optimizer, schedule, precision, compute, output, variants, c.Render());
+            training, optimizer, schedule, precision, compute, output, variants, variant ? new SweepSection(false, 0, []) : ReadSweep(c), c.Render(withSweep: !variant));
     }
 
     private static readonly string[] OverrideKeys = ["latency", "bandwidth", "jitter", "drop"];

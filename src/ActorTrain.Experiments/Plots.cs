@@ -49,6 +49,61 @@ public static class Plots
         Save(Path.Combine(folder, "accuracy_vs_time.png"), "Test accuracy", timeAxis, "accuracy", plot => Line(plot, times, accuracy, "test accuracy"));
     }
 
+    /// <summary>
+    /// The plots of a comparison or sweep: test loss of every variant against time and against step,
+    /// time to the target loss as bars (when a target is set), and each variant's staleness
+    /// histogram (when any push was stale). Returns the files written.
+    /// </summary>
+    public static IReadOnlyList<string> WriteComparison(string folder, IReadOnlyList<(string Name, RunOutcome Outcome)> runs, double? targetLoss)
+    {
+        var files = new List<string>();
+        bool virtualTime = runs.All(r => r.Outcome.VirtualTime);
+        string timeAxis = virtualTime ? "virtual time (s)" : "time on each variant's clock (s)";
+        void Add(string file, string title, string x, string y, Action<Plot> draw)
+        {
+            Save(Path.Combine(folder, file), title, x, y, draw);
+            files.Add(file);
+        }
+        Add("loss_vs_time.png", "Test loss per variant", timeAxis, "test loss", plot =>
+        {
+            foreach (var (name, o) in runs) Line(plot, o.Evaluations.Select(e => e.ElapsedSeconds).ToArray(), o.Evaluations.Select(e => e.TestLoss).ToArray(), name);
+            if (targetLoss is { } t) plot.Add.HorizontalLine(t).LegendText = "target";
+        });
+        Add("loss_vs_step.png", "Test loss per variant", "global step", "test loss", plot =>
+        {
+            foreach (var (name, o) in runs) Line(plot, o.Evaluations.Select(e => (double)e.Step).ToArray(), o.Evaluations.Select(e => e.TestLoss).ToArray(), name);
+        });
+        if (targetLoss is { } target)
+        {
+            var plot = new Plot();
+            var reached = runs.Select(r => r.Outcome.Evaluations.FirstOrDefault(e => e.TestLoss <= target)?.ElapsedSeconds).ToList();
+            // horizontal bars: variant names (often long, for sweeps) read along the left axis
+            var bars = plot.Add.Bars(reached.Select(t => t ?? 0).ToArray());
+            bars.Horizontal = true;
+            plot.Axes.Left.SetTicks(Enumerable.Range(0, runs.Count).Select(i => (double)i).ToArray(),
+                runs.Select((r, i) => reached[i] is null ? r.Name + " (not reached)" : r.Name).ToArray());
+            plot.Title(FormattableString.Invariant($"Time to test loss {target}"));
+            plot.XLabel(timeAxis);
+            plot.SavePng(Path.Combine(folder, "time_to_target.png"), 900, Math.Max(300, 120 + 40 * runs.Count));
+            files.Add("time_to_target.png");
+        }
+        var stale = runs.Where(r => r.Outcome.StalenessHistogram().Skip(1).Any(c => c > 0)).ToList();
+        if (stale.Count > 0)
+        {
+            Add("staleness.png", "Staleness of applied pushes per variant", "staleness (shard versions; 63 = 63+)", "share of applied pushes", plot =>
+            {
+                foreach (var (name, o) in stale)
+                {
+                    var h = o.StalenessHistogram();
+                    int last = Array.FindLastIndex(h, c => c > 0);
+                    double total = h.Sum();
+                    Line(plot, Enumerable.Range(0, last + 1).Select(i => (double)i).ToArray(), h.Take(last + 1).Select(c => c / total).ToArray(), name);
+                }
+            });
+        }
+        return files;
+    }
+
     private static void Line(Plot plot, double[] xs, double[] ys, string label)
     {
         if (xs.Length == 0) return;
