@@ -65,7 +65,7 @@ public sealed class ExperimentRunnerTests : IDisposable
 
         Assert.StartsWith(Path.Combine(_root, "quickstart-"), result.Folder);
         Assert.Equal([result.Folder], Directory.GetDirectories(_root)); // nothing else, no .partial left
-        string[] expected = ["config.conf", "metrics.csv", "summary.json", .. Plots.Files];
+        string[] expected = ["config.conf", "metrics.csv", "summary.json", "report.md", .. Plots.Files];
         Assert.Equal(expected.Order(), Directory.GetFiles(result.Folder).Select(Path.GetFileName).Order());
 
         var rows = File.ReadAllLines(Path.Combine(result.Folder, "metrics.csv"));
@@ -198,17 +198,92 @@ public sealed class ComparisonRunTests : IDisposable
         Assert.Equal(["bsp", "ssp3", "asp"], result.Comparison.Rows.Select(r => r.Variant));
         foreach (string name in new[] { "bsp", "ssp3", "asp" })
             Assert.True(File.Exists(Path.Combine(result.Folder, name, "metrics.csv")), name);
-        foreach (string file2 in new[] { "comparison.md", "comparison.csv", "summary.json", "config.conf" })
+        foreach (string file2 in new[] { "comparison.md", "comparison.csv", "summary.json", "config.conf", "report.md" })
             Assert.True(File.Exists(Path.Combine(result.Folder, file2)), file2);
 
         var bsp = result.Comparison.Rows[0];
         var asp = result.Comparison.Rows[2];
         Assert.Equal((30L, 30L, 0L), (bsp.Steps, bsp.Updates, bsp.MaxStaleness));
         Assert.Equal(30L * 4, asp.Updates); // one update per push: 4 workers x 30 steps
-        Assert.Contains("| ssp3 | ssp (staleness 3) |", File.ReadAllText(Path.Combine(result.Folder, "comparison.md")));
+        // a column per key the variants set (bsp and asp leave sync.staleness empty)
+        Assert.Contains("| variant | sync.policy | sync.staleness | policy |", File.ReadAllText(Path.Combine(result.Folder, "comparison.md")));
+        Assert.Contains("| ssp3 | ssp | 3 | ssp (staleness 3) |", File.ReadAllText(Path.Combine(result.Folder, "comparison.md")));
         // the straggler (worker 0, 4x) is reported as such in its variant's summary; how much slower
         // it ran is wall-clock time on a shared machine, measured by the experiment, not asserted here
         var summary = RunSummary.Read(Path.Combine(result.Folder, "bsp", "summary.json"));
         Assert.Equal([4.0, 1, 1, 1], summary.WorkerTimes.Select(w => w.Slowdown));
+    }
+}
+
+public sealed class SweepTests : IDisposable
+{
+    private readonly string _root = Directory.CreateTempSubdirectory("actortrain-sweep-").FullName;
+
+    public void Dispose() => Directory.Delete(_root, recursive: true);
+
+    private static ExperimentSpec Spec(string sweep, params string[] overrides) =>
+        ExperimentSpec.Parse("name = s\n" + sweep, "sweep.conf", overrides);
+
+    [Fact]
+    public void A_grid_has_every_combination_with_the_last_key_varying_fastest()
+    {
+        var spec = Spec("sweep.values { sync.policy = [bsp, asp], optimizer.learning-rate = [0.01, 0.05, 0.1] }");
+        Assert.Equal(6, spec.Variants.Count);
+        Assert.Equal(["policy-bsp_learning-rate-0.01", "policy-bsp_learning-rate-0.05", "policy-bsp_learning-rate-0.1",
+            "policy-asp_learning-rate-0.01", "policy-asp_learning-rate-0.05", "policy-asp_learning-rate-0.1"], spec.Variants.Select(v => v.Name));
+        var last = spec.Variants[^1].Spec;
+        Assert.Equal((SyncPolicyKind.Asp, 0.1), (last.Sync.Kind, last.Schedule.LearningRate));
+        Assert.Empty(last.Variants); // a point does not sweep again
+        Assert.DoesNotContain("sweep.values", last.ResolvedConfig);
+        Assert.Contains("sweep.values.sync.policy = [\"bsp\", \"asp\"]", spec.ResolvedConfig);
+    }
+
+    [Fact]
+    public void A_random_sweep_draws_distinct_points_fixed_by_the_seed()
+    {
+        const string sweep = "sweep { mode = random, samples = 5, values { optimizer.learning-rate = [0.01, 0.02, 0.05, 0.1, 0.2], training.batch-size = [32, 64, 96, 128] } }";
+        var a = Spec(sweep).Variants.Select(v => v.Name).ToList();
+        var b = Spec(sweep).Variants.Select(v => v.Name).ToList();
+        var c = Spec(sweep, "seed=99").Variants.Select(v => v.Name).ToList();
+        Assert.Equal(5, a.Count);
+        Assert.Equal(5, a.Distinct().Count());
+        Assert.Equal(a, b);
+        Assert.NotEqual(a, c);
+        Assert.Equal(20, Spec(sweep).Sweep.GridSize);
+    }
+
+    [Theory]
+    [InlineData("sweep.values { optimizer.learnin-rate = [0.1] }", "not a key that can be swept; did you mean 'optimizer.learning-rate'?")]
+    [InlineData("sweep.values { sync.policy = [] }", "sweep.values.sync.policy is an empty list")]
+    [InlineData("sweep.values { sync.policy = [bsp, bsp] }", "lists a value twice")]
+    [InlineData("sweep { mode = random, values { sync.policy = [bsp, asp] } }", "sweep.mode = random needs sweep.samples >= 1")]
+    [InlineData("sweep.values { sync.policy = [gossip] }", "sync.policy = \"gossip\" is not one of")]
+    [InlineData("sweep.values { sync.policy = [bsp] }\ncompare = [{ name = a, sync.policy = asp }]", "has both a compare block and sweep.values")]
+    public void Bad_sweeps_are_rejected_naming_the_key(string text, string message)
+    {
+        var e = Assert.Throws<ActorTrainException>(() => Spec(text));
+        Assert.Contains(message, e.Message);
+    }
+
+    [Fact]
+    public async Task A_sweep_runs_every_point_and_writes_a_table_with_a_column_per_key_plots_and_a_report()
+    {
+        var spec = Spec("sweep.values { optimizer.learning-rate = [0.01, 0.1], sync.policy = [bsp, asp] }",
+            [.. ExperimentRunnerTests.Small, "training.target-loss=1.5"]);
+        var result = await ExperimentRunner.RunComparisonAsync(spec, _root);
+        Assert.Equal(4, result.Comparison.Rows.Count);
+        string csv = File.ReadAllText(Path.Combine(result.Folder, "comparison.csv"));
+        Assert.StartsWith("variant,optimizer.learning-rate,sync.policy,policy,", csv);
+        Assert.Contains("learning-rate-0.1_policy-asp,\"0.1\",\"asp\",\"asp\"", csv);
+        foreach (string file in new[] { "report.md", "loss_vs_time.png", "loss_vs_step.png", "time_to_target.png", "staleness.png" })
+            Assert.True(File.Exists(Path.Combine(result.Folder, file)), file);
+        string report = File.ReadAllText(Path.Combine(result.Folder, "report.md"));
+        Assert.Contains("# s: sweep of 4 variants", report);
+        Assert.Contains("![time_to_target](time_to_target.png)", report);
+        Assert.Contains("- [learning-rate-0.01_policy-bsp](learning-rate-0.01_policy-bsp/report.md)", report);
+        Assert.True(File.Exists(Path.Combine(result.Folder, "learning-rate-0.01_policy-bsp", "report.md")));
+        // a larger learning rate gets there sooner at this budget
+        var rows = result.Comparison.Rows;
+        Assert.True(rows[2].FinalTestLoss < rows[0].FinalTestLoss);
     }
 }
