@@ -102,7 +102,8 @@ public static class ExperimentRunner
             data.Model.Initialize(initial, Rng.Derive(spec.Seed, 4));
             var settings = new Coordinator.Settings(data.Model, initial, data.Partitions, data.Test, data.Train.Count,
                 spec.Training.BatchSize, spec.Seed, spec.Precision.Mode, spec.Precision.CreateScaler, spec.Topology.Shards,
-                spec.Sync, spec.Stragglers.Slowdowns(spec.Topology.Workers), spec.Optimizer, schedule, steps, spec.Training.EvalEvery, spec.Training.TargetAccuracy, spec.Training.TargetLoss,
+                spec.Sync, spec.Stragglers.Slowdowns(spec.Topology.Workers), spec.Optimizer, schedule, steps, spec.Training.EvalEvery,
+                spec.Training.StopAtTarget ? spec.Training.TargetAccuracy : null, spec.Training.StopAtTarget ? spec.Training.TargetLoss : null,
                 spec.Training.TimeBudget, spec.Simulation.Virtual ? ComputeDispatcher : PinnedDispatcher, spec.Compression, Timing: new TimingSettings(spec.Simulation.ComputeTime,
                     spec.Simulation.ShardDevice, spec.Stragglers.RandomSlowdown, spec.Faults));
 

@@ -21,7 +21,8 @@ public sealed record DatasetSection(
 
 public sealed record TopologySection(int Workers, int Shards);
 
-public sealed record TrainingSection(int BatchSize, long MaxSteps, double Epochs, int EvalEvery, double? TargetAccuracy, double? TargetLoss, TimeSpan? TimeBudget);
+public sealed record TrainingSection(int BatchSize, long MaxSteps, double Epochs, int EvalEvery, double? TargetAccuracy, double? TargetLoss, TimeSpan? TimeBudget,
+    bool StopAtTarget = true);
 
 public sealed record ScheduleSection(ScheduleKind Kind, double LearningRate, double Decay, long StepSize, double Gamma, double MinLearningRate, double WarmupFraction);
 
@@ -298,7 +299,8 @@ public sealed record ExperimentSpec(
             c.Int("training.eval-every", 1),
             targetAccuracy > 0 ? targetAccuracy : null,
             targetLoss > 0 ? targetLoss : null,
-            budget > TimeSpan.Zero ? budget : null);
+            budget > TimeSpan.Zero ? budget : null,
+            c.Bool("training.stop-at-target"));
 
         string epsilon = c.String("optimizer.epsilon");
         var optimizer = new OptimizerSettings

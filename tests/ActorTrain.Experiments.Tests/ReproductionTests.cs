@@ -1,0 +1,88 @@
+using System.Globalization;
+
+namespace ActorTrain.Experiments.Tests;
+
+/// <summary>
+/// The reproduction suite (hocon/experiments/reproduce/): each file runs as it is (plots off) and
+/// the published claim it states is checked against the result. Every run is on the virtual
+/// clock, so these are exact and repeatable, not timing-dependent.
+/// </summary>
+public sealed class ReproductionTests : IDisposable
+{
+    private readonly string _root = Directory.CreateTempSubdirectory("actortrain-reproduce-").FullName;
+
+    public void Dispose() => Directory.Delete(_root, recursive: true);
+
+    private async Task<(ComparisonResult Result, Dictionary<string, ComparisonRow> Rows)> Run(string file)
+    {
+        var spec = ExperimentSpec.Load(Path.Combine(RepoRoot.Path, "hocon", "experiments", "reproduce", file), ["output.plots=off"]);
+        var result = await ExperimentRunner.RunComparisonAsync(spec, _root);
+        return (result, result.Comparison.Rows.ToDictionary(r => r.Variant));
+    }
+
+    [Fact]
+    public async Task Ho_2013_bsp_follows_the_straggler_asp_needs_more_updates_ssp_wins_with_transient_stragglers()
+    {
+        var (_, r) = await Run("01-ssp-stragglers.conf");
+        // BSP steps at the straggler's pace: 4 x 2 ms of compute, plus under 1 ms of network
+        double bspStep = r["bsp-constant"].ElapsedSeconds / r["bsp-constant"].Steps;
+        Assert.InRange(bspStep, 0.008, 0.009);
+        // ASP needs more gradients than BSP's steps x workers for the same loss
+        Assert.True(r["asp-constant"].UpdatesToTargetLoss > 4 * r["bsp-constant"].UpdatesToTargetLoss,
+            $"ASP {r["asp-constant"].UpdatesToTargetLoss} pushes vs BSP {4 * r["bsp-constant"].UpdatesToTargetLoss}");
+        // SSP(3) reaches BSP's target sooner when stragglers are transient...
+        Assert.True(r["ssp3-transient"].SecondsToTargetLoss < 0.9 * r["bsp-transient"].SecondsToTargetLoss,
+            $"SSP {r["ssp3-transient"].SecondsToTargetLoss} s vs BSP {r["bsp-transient"].SecondsToTargetLoss} s");
+        // ...and gains nothing against one constant straggler (see the file: throughput is bound by it)
+        Assert.True(r["ssp3-constant"].SecondsToTargetLoss >= 0.95 * r["bsp-constant"].SecondsToTargetLoss);
+    }
+
+    [Fact]
+    public async Task Stich_2018_topk_one_percent_with_error_feedback_ends_within_five_percent_of_dense_and_worse_without()
+    {
+        var (_, r) = await Run("02-topk-error-feedback.conf");
+        double dense = r["dense"].FinalTestLoss;
+        Assert.True(r["topk1-ef"].FinalTestLoss <= 1.05 * dense, $"top-k with EF {r["topk1-ef"].FinalTestLoss} vs dense {dense}");
+        Assert.True(r["topk1"].FinalTestLoss > 1.05 * dense && r["topk1"].FinalTestLoss > 1.03 * r["topk1-ef"].FinalTestLoss,
+            $"top-k without EF {r["topk1"].FinalTestLoss} vs with {r["topk1-ef"].FinalTestLoss}");
+        Assert.True(r["topk1-ef"].UplinkRatio > 40);
+    }
+
+    [Fact]
+    public async Task Karimireddy_2019_signsgd_needs_error_feedback_which_ends_within_five_percent_with_30x_fewer_bytes()
+    {
+        var (_, r) = await Run("03-signsgd-error-feedback.conf");
+        double dense = r["dense"].FinalTestLoss;
+        Assert.True(r["efsignsgd"].FinalTestLoss <= 1.05 * dense, $"EF-signSGD {r["efsignsgd"].FinalTestLoss} vs dense {dense}");
+        Assert.True(r["efsignsgd"].UplinkRatio >= 30, $"uplink ratio {r["efsignsgd"].UplinkRatio}");
+        Assert.True((double)r["dense"].BytesWorkerToShard / r["efsignsgd"].BytesWorkerToShard >= 30);
+        Assert.True(r["signsgd"].FinalTestLoss > r["efsignsgd"].FinalTestLoss);
+    }
+
+    [Fact]
+    public async Task Alistarh_2017_qsgd_8_bit_ends_within_two_percent_and_2_bit_wins_time_to_target_at_1_gbit()
+    {
+        var (_, r) = await Run("04-qsgd-bandwidth.conf");
+        Assert.True(r["qsgd8"].FinalTestLoss <= 1.02 * r["dense"].FinalTestLoss);
+        Assert.True(r["qsgd2"].SecondsToTargetLoss < r["dense"].SecondsToTargetLoss,
+            $"2-bit {r["qsgd2"].SecondsToTargetLoss} s vs dense {r["dense"].SecondsToTargetLoss} s");
+        Assert.True(r["qsgd2"].UpdatesToTargetLoss > r["dense"].UpdatesToTargetLoss, "2-bit gets there sooner with more steps, each cheaper");
+    }
+
+    [Fact]
+    public async Task Micikevicius_2018_fp16_underflows_without_scaling_dynamic_scaling_matches_fp32_and_skips_early()
+    {
+        var (result, r) = await Run("05-fp16-loss-scaling.conf");
+        double fp32 = r["fp32"].FinalTestLoss;
+        var unscaled = RunSummary.Read(Path.Combine(result.Folder, "fp16-unscaled", "summary.json"));
+        Assert.True(unscaled.WorkerTimes.Sum(w => w.UnderflowedElements) > 1000, "FP16 without scaling must count underflowed gradient elements");
+        Assert.True(r["fp16-unscaled"].FinalTestLoss > 1.02 * fp32, $"unscaled {r["fp16-unscaled"].FinalTestLoss} vs FP32 {fp32}");
+        Assert.InRange(r["fp16-dynamic"].FinalTestLoss, 0.98 * fp32, 1.02 * fp32);
+        // every skipped push of the dynamic scaler happened in the first 5% of the 1000 steps
+        var rows = File.ReadAllLines(Path.Combine(result.Folder, "fp16-dynamic", "metrics.csv")).Skip(1).Select(l => l.Split(',')).ToList();
+        long Skipped(string[] row) => long.Parse(row[9], CultureInfo.InvariantCulture);
+        long total = Skipped(rows[^1]);
+        Assert.True(total > 0);
+        Assert.Equal(total, Skipped(rows.First(row => long.Parse(row[0], CultureInfo.InvariantCulture) >= 50)));
+    }
+}
