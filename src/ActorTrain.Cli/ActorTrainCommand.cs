@@ -60,6 +60,17 @@ public static class ActorTrainCommand
         sweep.SetAction((parse, token) => Guard(stderr, () =>
             Sweep(parse.GetValue(sweepFile)!, parse.GetValue(values) ?? [], parse.GetValue(set) ?? [], parse.GetValue(outDir), console, stdout, token)));
 
+        var tuneFile = new Argument<string?>("experiment")
+        {
+            Description = "Experiment file (.conf) whose tune block says what to search; omitted: the embedded quickstart.",
+            Arity = ArgumentArity.ZeroOrOne,
+        };
+        var tune = new Command("tune", "Hyperparameter search: learning rate (with warm-up), then batch size, judged on a validation split; the chosen setting then runs on the test split.")
+        {
+            tuneFile, set, outDir,
+        };
+        tune.SetAction((parse, token) => Guard(stderr, () => Tune(parse.GetValue(tuneFile), parse.GetValue(set) ?? [], parse.GetValue(outDir), console, stdout, token)));
+
         var validateFile = new Argument<string>("experiment") { Description = "Experiment file (.conf) to check." };
         var validate = new Command("validate", "Check an experiment file (keys, values, data) without training.") { validateFile, set };
         validate.SetAction((parse, token) => Guard(stderr, () => Task.FromResult(Validate(parse.GetValue(validateFile)!, parse.GetValue(set) ?? [], console))));
@@ -69,6 +80,7 @@ public static class ActorTrainCommand
 
         root.Subcommands.Add(run);
         root.Subcommands.Add(sweep);
+        root.Subcommands.Add(tune);
         root.Subcommands.Add(validate);
         root.Subcommands.Add(devices);
 
@@ -149,6 +161,28 @@ public static class ActorTrainCommand
         console.MarkupLine(Markup.Escape(FormattableString.Invariant(
             $"sweep over {string.Join(" x ", spec.Sweep.Values.Select(v => $"{v.Key} ({v.Values.Length})"))}: {spec.Variants.Count} of {spec.Sweep.GridSize} points")));
         return await Compare(spec, outDir, console, stdout, token);
+    }
+
+    private static async Task<int> Tune(string? file, string[] overrides, string? outDir, IAnsiConsole console, TextWriter stdout, CancellationToken token)
+    {
+        if (file is not null && file.StartsWith('-')) throw new ActorTrainException($"unknown option '{file}'; see 'actortrain tune --help'");
+        var result = await HyperparameterSearch.RunAsync(file, overrides, outDir, name =>
+        {
+            stdout.WriteLine($"== {name}");
+            return null;
+        }, token);
+        var table = new Table().Title("[bold]hyperparameter search[/] (validation split)");
+        foreach (string h in new[] { "stage", "candidate", "learning rate", "batch", "steps", "validation loss", "validation accuracy" }) table.AddColumn(h);
+        foreach (var c in result.Candidates)
+            table.AddRow(Markup.Escape(c.Stage), Markup.Escape(c.Name + (c == result.Best ? " (chosen)" : "")), FormattableString.Invariant($"{c.LearningRate}"),
+                c.BatchSize.ToString(System.Globalization.CultureInfo.InvariantCulture), c.Steps.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                FormattableString.Invariant($"{c.ValidationLoss:0.0000}"), FormattableString.Invariant($"{c.ValidationAccuracy:0.0000}"));
+        console.Write(table);
+        var s = result.Final.Summary;
+        console.WriteLine(FormattableString.Invariant(
+            $"chosen: learning rate {result.Best.LearningRate}, batch {result.Best.BatchSize}; on the test split: loss {s.FinalTestLoss:0.0000}, accuracy {s.FinalTestAccuracy:0.0000}"));
+        console.WriteLine($"results: {result.Folder} (report.md, tune.csv, best.conf, a folder per candidate, best/)");
+        return Ok;
     }
 
     /// <summary>A command-line value as HOCON: numbers and plain words as they are, anything else quoted.</summary>

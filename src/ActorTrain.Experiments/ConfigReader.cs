@@ -269,6 +269,22 @@ public sealed class ConfigReader
         return result;
     }
 
+    public double[] DoubleList(string key, double exclusiveMin)
+    {
+        var value = Value(key);
+        if (IsEmptyList(value)) return [];
+        if (!value.IsArray()) throw new ActorTrainException($"{key} must be a list, e.g. [0.01, 0.1]");
+        var items = value.GetArray();
+        var result = new double[items.Count];
+        for (int i = 0; i < items.Count; i++)
+        {
+            string raw = items[i].GetString();
+            if (!double.TryParse(raw, NumberStyles.Float, CultureInfo.InvariantCulture, out result[i]) || !double.IsFinite(result[i]) || result[i] <= exclusiveMin)
+                throw new ActorTrainException($"{key}[{i}] = \"{raw}\" must be a number above {exclusiveMin.ToString(CultureInfo.InvariantCulture)}");
+        }
+        return result;
+    }
+
     /// <summary>
     /// A list of override blocks (compare = [{ name = a, sync.policy = asp }, ...]): for each, its name
     /// and its keys as key=value assignments, every key checked against the reference.

@@ -48,6 +48,18 @@ public sealed record ExperimentData(Dataset Train, Dataset Test, Dataset[] Parti
         return new ExperimentData(train, test, partitions, model);
     }
 
+    /// <summary>
+    /// The same experiment with a validation split carved out of the training rows standing in for
+    /// the test split (hyperparameter search judges candidates on it and never sees the test rows).
+    /// </summary>
+    public ExperimentData HoldOutValidation(double fraction, ulong seed, int workers)
+    {
+        var (train, validation) = Train.Split(fraction, Rng.Derive(seed, 0x7A11D));
+        if (workers > train.Count)
+            throw new ActorTrainException($"tune.validation-fraction = {fraction} leaves {train.Count} training rows for {workers} workers");
+        return new ExperimentData(train, validation, train.Partition(workers, Rng.Derive(seed, 3)), Model);
+    }
+
     /// <summary>The global steps of a run: max-steps, or fewer when training.epochs asks for fewer.</summary>
     public long Steps(ExperimentSpec spec)
     {

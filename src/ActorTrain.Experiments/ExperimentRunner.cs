@@ -83,9 +83,9 @@ public static class ExperimentRunner
         }
     }
 
-    private static string Stamp() => DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
+    internal static string Stamp() => DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
 
-    private static async Task<RunResult> RunInto(ExperimentSpec spec, ExperimentData data, string root, string final, IRunObserver? observer,
+    internal static async Task<RunResult> RunInto(ExperimentSpec spec, ExperimentData data, string root, string final, IRunObserver? observer,
         CancellationToken cancellation)
     {
         long steps = data.Steps(spec);
@@ -170,14 +170,14 @@ public static class ExperimentRunner
         }
     }
 
-    private static string UniqueFolder(string root, string name)
+    internal static string UniqueFolder(string root, string name)
     {
         string path = Path.Combine(root, name);
         for (int i = 2; Directory.Exists(path); i++) path = Path.Combine(root, $"{name}-{i}");
         return path;
     }
 
-    private static void CreateOutput(string root, string partial)
+    internal static void CreateOutput(string root, string partial)
     {
         try
         {
@@ -193,7 +193,7 @@ public static class ExperimentRunner
         }
     }
 
-    private static void TryDelete(string folder)
+    internal static void TryDelete(string folder)
     {
         try
         {

@@ -104,6 +104,19 @@ public sealed record SweepSection(bool Random, int Samples, IReadOnlyList<(strin
 
 public sealed record OutputSection(string Directory, bool Plots);
 
+/// <summary>tune { ... }: what `actortrain tune` searches (see hocon/actortrain.conf).</summary>
+public sealed record TuneSection(bool Random, int Samples, double[] LearningRates, int[] BatchSizes, double ValidationFraction, double WarmupFraction)
+{
+    /// <summary>The learning rates to try: the list, or seeded log-uniform draws between its ends, ascending.</summary>
+    public double[] Candidates(ulong seed)
+    {
+        if (!Random) return LearningRates;
+        var rng = new Rng(Rng.Derive(seed, 0x7E));
+        double lo = Math.Log(LearningRates.Min()), hi = Math.Log(LearningRates.Max());
+        return Enumerable.Range(0, Samples).Select(_ => Math.Round(Math.Exp(lo + (hi - lo) * rng.NextDouble()), 6)).Distinct().Order().ToArray();
+    }
+}
+
 /// <summary>The run's clock and its time models.</summary>
 public sealed record SimulationSection(bool Virtual, ComputeTime ComputeTime, DeviceProfile WorkerDevice, DeviceProfile ShardDevice)
 {
@@ -134,6 +147,7 @@ public sealed record ExperimentSpec(
     OutputSection Output,
     IReadOnlyList<ExperimentVariant> Variants,
     SweepSection Sweep,
+    TuneSection Tune,
     string ResolvedConfig)
 {
     /// <summary>Loads an experiment file (or "quickstart" for the embedded default) with --set overrides.</summary>
@@ -190,6 +204,20 @@ public sealed record ExperimentSpec(
         if (variants.Select(v => v.Name).Distinct().Count() != variants.Count)
             throw new ActorTrainException($"{source}: two sweep points have the same folder name; sweep fewer keys that end alike");
         return FromConfig(reader, variants);
+    }
+
+    private static TuneSection ReadTune(ConfigReader c)
+    {
+        var rates = c.DoubleList("tune.learning-rates", 0);
+        if (rates.Length == 0) throw new ActorTrainException("tune.learning-rates is empty: list at least one learning rate");
+        var batches = c.IntList("tune.batch-sizes", 32);
+        foreach (int b in batches)
+            if (b % 32 != 0) throw new ActorTrainException($"tune.batch-sizes lists {b}: batch sizes are searched in multiples of 32 (32, 64, 96, ...)");
+        bool random = c.Choice("tune.method", "grid", "random") == "random";
+        int samples = c.Int("tune.samples", 1, 1000);
+        if (random && rates.Length < 2) throw new ActorTrainException("tune.method = random draws between the smallest and largest of tune.learning-rates: list two at least");
+        return new TuneSection(random, samples, rates, batches, c.Double("tune.validation-fraction", 0, 0.5, minExclusive: true),
+            c.Double("tune.warmup-fraction", 0, 1, maxExclusive: true));
     }
 
     private static SweepSection ReadSweep(ConfigReader c)
@@ -351,7 +379,7 @@ public sealed record ExperimentSpec(
         if (output.Directory.Length == 0) throw new ActorTrainException("output.directory is empty");
 
         return new ExperimentSpec(name, (ulong)c.Long("seed", 0), model, dataset, topology, sync, compression, stragglers, network, simulation, faults,
-            training, optimizer, schedule, precision, compute, output, variants, variant ? new SweepSection(false, 0, []) : ReadSweep(c), c.Render(withSweep: !variant));
+            training, optimizer, schedule, precision, compute, output, variants, variant ? new SweepSection(false, 0, []) : ReadSweep(c), ReadTune(c), c.Render(withSweep: !variant));
     }
 
     private static readonly string[] OverrideKeys = ["latency", "bandwidth", "jitter", "drop"];

@@ -287,3 +287,61 @@ public sealed class SweepTests : IDisposable
         Assert.True(rows[2].FinalTestLoss < rows[0].FinalTestLoss);
     }
 }
+
+public sealed class HyperparameterSearchTests : IDisposable
+{
+    private readonly string _root = Directory.CreateTempSubdirectory("actortrain-tune-").FullName;
+
+    public void Dispose() => Directory.Delete(_root, recursive: true);
+
+    [Fact]
+    public async Task Tune_picks_the_rate_then_the_batch_by_validation_loss_and_runs_the_choice_on_the_test_split()
+    {
+        string[] overrides = [.. ExperimentRunnerTests.Small, "training.max-steps=60", "tune.learning-rates=[0.001, 0.05, 0.2]", "tune.batch-sizes=[32, 64]",
+            "output.plots=off"];
+        var result = await HyperparameterSearch.RunAsync(null, overrides, _root);
+
+        Assert.Equal(["lr-0.001", "lr-0.05", "lr-0.2", "batch-64"], result.Candidates.Select(c => c.Name)); // batch 32 is the first stage's winner
+        var rates = result.Candidates.Where(c => c.Stage == "learning-rate").ToList();
+        var bestRate = rates.MinBy(c => c.ValidationLoss)!;
+        Assert.Equal(bestRate.LearningRate, result.Candidates.Single(c => c.Name == "batch-64").LearningRate);
+        Assert.Equal(30, result.Candidates.Single(c => c.Name == "batch-64").Steps); // same samples: 60 x 32 = 30 x 64
+        Assert.Equal(Math.Min(bestRate.ValidationLoss, result.Candidates[^1].ValidationLoss), result.Best.ValidationLoss);
+        Assert.True(rates[0].ValidationLoss > bestRate.ValidationLoss, "a 0.001 learning rate should lose at 60 steps");
+
+        // candidates never see the test rows: they are judged on 10% of the training rows
+        var data = ExperimentData.Build(ExperimentSpec.Load(null, overrides));
+        var candidate = RunSummary.Read(Path.Combine(result.Folder, "lr-0.05", "summary.json"));
+        Assert.Equal(data.Train.Count - candidate.TrainRows, candidate.TestRows);
+        Assert.InRange(candidate.TestRows, data.Train.Count / 10 - 1, data.Train.Count / 10 + 1);
+        Assert.Equal(data.Test.Count, result.Final.Summary.TestRows);
+
+        var chosen = ExperimentSpec.Load(Path.Combine(result.Folder, "best.conf"));
+        Assert.Equal((result.Best.LearningRate, result.Best.BatchSize, 0.1), (chosen.Schedule.LearningRate, chosen.Training.BatchSize, chosen.Schedule.WarmupFraction));
+        foreach (string file in new[] { "report.md", "tune.csv", "best.conf", "config.conf" })
+            Assert.True(File.Exists(Path.Combine(result.Folder, file)), file);
+        Assert.Contains("**chosen**", File.ReadAllText(Path.Combine(result.Folder, "report.md")));
+    }
+
+    [Theory]
+    [InlineData("tune.batch-sizes=[32, 48]", "batch sizes are searched in multiples of 32")]
+    [InlineData("tune.learning-rates=[]", "tune.learning-rates is empty")]
+    [InlineData("tune.validation-fraction=0.7", "tune.validation-fraction = 0.7 is out of range")]
+    [InlineData("tune.learning-rates=[0.1, -1]", "tune.learning-rates[1] = \"-1\" must be a number above 0")]
+    public void Bad_tune_settings_are_rejected_naming_the_key(string setting, string message)
+    {
+        var e = Assert.Throws<ActorTrainException>(() => ExperimentSpec.Load(null, [setting]));
+        Assert.Contains(message, e.Message);
+    }
+
+    [Fact]
+    public void A_random_search_draws_log_uniform_rates_between_the_listed_ends()
+    {
+        var spec = ExperimentSpec.Load(null, ["tune.method=random", "tune.samples=20", "tune.learning-rates=[0.001, 1]"]);
+        var rates = spec.Tune.Candidates(spec.Seed);
+        Assert.All(rates, r => Assert.InRange(r, 0.001, 1));
+        Assert.Equal(rates, spec.Tune.Candidates(spec.Seed));
+        // log-uniform: about half the draws below the geometric middle, 0.0316
+        Assert.InRange(rates.Count(r => r < 0.0316), 5, 15);
+    }
+}
