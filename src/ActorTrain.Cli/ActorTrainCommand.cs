@@ -41,11 +41,24 @@ public static class ActorTrainCommand
             AllowMultipleArgumentsPerToken = false,
         };
         var outDir = new Option<string?>("--out") { Description = "Parent folder of the run folder (default: output.directory, \"runs\")." };
+        var exporter = new Option<string?>("--exporter") { Description = "Where spans and metrics go: file (traces.jsonl in the run folder; the default) | otlp | console | none." };
+        var endpoint = new Option<string?>("--otlp-endpoint") { Description = "OTLP collector for --exporter otlp, e.g. http://localhost:4318 (what `actortrain dashboard` prints)." };
+        string[] Overrides(ParseResult parse)
+        {
+            var list = new List<string>(parse.GetValue(set) ?? []);
+            if (parse.GetValue(exporter) is { } e) list.Add($"telemetry.exporter={e}");
+            if (parse.GetValue(endpoint) is { } u)
+            {
+                list.Add($"telemetry.endpoint=\"{u}\"");
+                if (parse.GetValue(exporter) is null) list.Add("telemetry.exporter=otlp");
+            }
+            return list.ToArray();
+        }
         var run = new Command("run", "Train an experiment on a coordinator, parameter-server shards and workers; write the run folder.")
         {
-            experiment, set, outDir,
+            experiment, set, outDir, exporter, endpoint,
         };
-        run.SetAction((parse, token) => Guard(stderr, () => Run(parse.GetValue(experiment), parse.GetValue(set) ?? [], parse.GetValue(outDir), console, stdout, token)));
+        run.SetAction((parse, token) => Guard(stderr, () => Run(parse.GetValue(experiment), Overrides(parse), parse.GetValue(outDir), console, stdout, token)));
 
         var sweepFile = new Argument<string>("experiment") { Description = "Experiment file (.conf) with a sweep block, or any experiment with --values." };
         var values = new Option<string[]>("--values")
@@ -55,10 +68,10 @@ public static class ActorTrainCommand
         };
         var sweep = new Command("sweep", "Run every point of the experiment's sweep (grid or random sample) into one folder with a results table, plots and report.md.")
         {
-            sweepFile, values, set, outDir,
+            sweepFile, values, set, outDir, exporter, endpoint,
         };
         sweep.SetAction((parse, token) => Guard(stderr, () =>
-            Sweep(parse.GetValue(sweepFile)!, parse.GetValue(values) ?? [], parse.GetValue(set) ?? [], parse.GetValue(outDir), console, stdout, token)));
+            Sweep(parse.GetValue(sweepFile)!, parse.GetValue(values) ?? [], Overrides(parse), parse.GetValue(outDir), console, stdout, token)));
 
         var tuneFile = new Argument<string?>("experiment")
         {
@@ -81,6 +94,8 @@ public static class ActorTrainCommand
         root.Subcommands.Add(run);
         root.Subcommands.Add(sweep);
         root.Subcommands.Add(tune);
+        root.Subcommands.Add(TraceCommand(console, stdout, stderr));
+        root.Subcommands.Add(Dashboard.Command(stdout, stderr, Guard));
         root.Subcommands.Add(validate);
         root.Subcommands.Add(devices);
 
@@ -161,6 +176,45 @@ public static class ActorTrainCommand
         console.MarkupLine(Markup.Escape(FormattableString.Invariant(
             $"sweep over {string.Join(" x ", spec.Sweep.Values.Select(v => $"{v.Key} ({v.Values.Length})"))}: {spec.Variants.Count} of {spec.Sweep.GridSize} points")));
         return await Compare(spec, outDir, console, stdout, token);
+    }
+
+    private static Command TraceCommand(IAnsiConsole console, TextWriter stdout, TextWriter stderr)
+    {
+        var source = new Argument<string>("run") { Description = "A run folder (its traces.jsonl) or an OTLP JSON trace file." };
+        var summarize = new Command("summarize", "Time breakdown per role and per worker (compute, compress, network, wait), stragglers ranked, the critical path of the slowest BSP step.")
+        {
+            source,
+        };
+        summarize.SetAction((parse, token) => Guard(stderr, () =>
+        {
+            stdout.Write(Experiments.Telemetry.TraceFile.Read(parse.GetValue(source)!).Summarize());
+            return Task.FromResult(Ok);
+        }));
+        var exportSource = new Argument<string>("run") { Description = "A run folder (its traces.jsonl) or an OTLP JSON trace file." };
+        var format = new Option<string>("--format") { Description = "chrome: Trace Event JSON for Perfetto (ui.perfetto.dev) and chrome://tracing.", DefaultValueFactory = _ => "chrome" };
+        var output = new Option<string?>("--output", "-o") { Description = "File to write (default: trace.chrome.json beside the trace)." };
+        var export = new Command("export", "Convert a run's trace for a trace viewer.") { exportSource, format, output };
+        export.SetAction((parse, token) => Guard(stderr, () =>
+        {
+            if (parse.GetValue(format) != "chrome") throw new ActorTrainException($"--format {parse.GetValue(format)}: the only format is chrome");
+            string from = parse.GetValue(exportSource)!;
+            var trace = Experiments.Telemetry.TraceFile.Read(from);
+            string to = parse.GetValue(output) ?? Path.Combine(Directory.Exists(from) ? from : Path.GetDirectoryName(Path.GetFullPath(from))!, "trace.chrome.json");
+            string partial = to + ".partial";
+            try
+            {
+                using (var file = File.Create(partial)) trace.WriteChrome(file);
+                File.Move(partial, to, overwrite: true);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                File.Delete(partial);
+                throw new ActorTrainException($"--output {to}: cannot write ({e.Message})", e);
+            }
+            stdout.WriteLine($"wrote {to} ({trace.Spans.Count} spans): open it at https://ui.perfetto.dev or chrome://tracing");
+            return Task.FromResult(Ok);
+        }));
+        return new Command("trace", "Inspect a run's OpenTelemetry trace.") { summarize, export };
     }
 
     private static async Task<int> Tune(string? file, string[] overrides, string? outDir, IAnsiConsole console, TextWriter stdout, CancellationToken token)

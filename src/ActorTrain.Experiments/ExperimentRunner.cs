@@ -4,6 +4,7 @@ using ActorTrain.Cluster.Transport;
 using ActorTrain.Compute;
 using ActorTrain.Core;
 using ActorTrain.Core.Optimization;
+using ActorTrain.Experiments.Telemetry;
 using Akka.Actor;
 using Akka.Configuration;
 
@@ -108,9 +109,19 @@ public static class ExperimentRunner
                     spec.Simulation.ShardDevice, spec.Stragglers.RandomSlowdown, spec.Faults));
 
             RunOutcome outcome;
-            using (var metrics = new MetricsCsvWriter(Path.Combine(partial, "metrics.csv"), observer))
+            var telemetry = TelemetrySession.Start(spec.Telemetry, partial, "actortrain", new Dictionary<string, object>
             {
+                ["actortrain.experiment"] = spec.Name,
+                ["actortrain.run"] = Path.GetFileName(final),
+            });
+            try
+            {
+                using var metrics = new MetricsCsvWriter(Path.Combine(partial, "metrics.csv"), observer, telemetry);
                 outcome = await RunTopology(settings, engines, CreateLink(spec), metrics, cancellation);
+            }
+            finally
+            {
+                telemetry?.Dispose(); // flushes the exporters before the folder is renamed
             }
             var summary = RunSummary.Create(spec, data, engines.Name, steps, outcome);
             summary.Write(Path.Combine(partial, "summary.json"));
@@ -213,15 +224,23 @@ internal sealed class MetricsCsvWriter : IRunObserver, IDisposable
 
     private readonly StreamWriter _writer;
     private readonly IRunObserver? _next;
+    private readonly TelemetrySession? _telemetry;
 
-    public MetricsCsvWriter(string path, IRunObserver? next)
+    public MetricsCsvWriter(string path, IRunObserver? next, TelemetrySession? telemetry = null)
     {
         _writer = new StreamWriter(path) { NewLine = "\n" };
         _writer.WriteLine(Header);
         _next = next;
+        _telemetry = telemetry;
     }
 
     public void OnStart(long plannedSteps) => _next?.OnStart(plannedSteps);
+
+    public void OnTrace(System.Diagnostics.ActivityTraceId traceId)
+    {
+        _telemetry?.OwnTrace(traceId);
+        _next?.OnTrace(traceId);
+    }
 
     public void OnEvaluation(EvaluationPoint p)
     {

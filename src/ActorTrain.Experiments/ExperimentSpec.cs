@@ -148,6 +148,7 @@ public sealed record ExperimentSpec(
     IReadOnlyList<ExperimentVariant> Variants,
     SweepSection Sweep,
     TuneSection Tune,
+    ActorTrain.Experiments.Telemetry.TelemetrySection Telemetry,
     string ResolvedConfig)
 {
     /// <summary>Loads an experiment file (or "quickstart" for the embedded default) with --set overrides.</summary>
@@ -379,7 +380,7 @@ public sealed record ExperimentSpec(
         if (output.Directory.Length == 0) throw new ActorTrainException("output.directory is empty");
 
         return new ExperimentSpec(name, (ulong)c.Long("seed", 0), model, dataset, topology, sync, compression, stragglers, network, simulation, faults,
-            training, optimizer, schedule, precision, compute, output, variants, variant ? new SweepSection(false, 0, []) : ReadSweep(c), ReadTune(c), c.Render(withSweep: !variant));
+            training, optimizer, schedule, precision, compute, output, variants, variant ? new SweepSection(false, 0, []) : ReadSweep(c), ReadTune(c), ActorTrain.Experiments.Telemetry.TelemetrySection.Read(c), c.Render(withSweep: !variant));
     }
 
     private static readonly string[] OverrideKeys = ["latency", "bandwidth", "jitter", "drop"];

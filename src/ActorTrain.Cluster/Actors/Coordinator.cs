@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using ActorTrain.Cluster.Protocol;
+using ActorTrain.Cluster.Telemetry;
 using ActorTrain.Cluster.Transport;
 using ActorTrain.Core.Compression;
 using ActorTrain.Core.Data;
@@ -103,6 +104,9 @@ public interface IRunObserver
     void OnStart(long plannedSteps) { }
 
     void OnEvaluation(EvaluationPoint point);
+
+    /// <summary>The run's root span started: every span of this run has this trace id.</summary>
+    void OnTrace(ActivityTraceId traceId) { }
 }
 
 /// <summary>
@@ -141,7 +145,7 @@ public sealed class Coordinator : LinkedActor
         string? ShardDispatcher = null,
         TimingSettings? Timing = null);
 
-    private sealed record EvaluationDone(long Step, bool Final, Evaluation Result, PendingSnapshot Snapshot);
+    private sealed record EvaluationDone(long Step, bool Final, Evaluation Result, PendingSnapshot Snapshot, double Seconds);
     private sealed record ChildFailed(Exception Cause);
     private sealed class TimeBudgetExpired
     {
@@ -174,6 +178,8 @@ public sealed class Coordinator : LinkedActor
     private readonly List<FaultEvent> _faultEvents = [];
     private int _incarnations;
     private double _startedAt;
+    private Activity? _runSpan;
+    private ActivityContext _run;
     private readonly SortedDictionary<long, PendingSnapshot> _pending = new();
     private readonly Queue<(long Step, bool Final, PendingSnapshot Snapshot)> _toEvaluate = new();
     private readonly List<EvaluationPoint> _evaluations = [];
@@ -254,6 +260,18 @@ public sealed class Coordinator : LinkedActor
     {
         _wall.Start();
         _startedAt = Link.Now;
+        _runSpan = RunTelemetry.Begin("run", default, Link, _startedAt, kind: ActivityKind.Server);
+        if (_runSpan is not null)
+        {
+            _runSpan.SetTag("actortrain.model", _settings.Model.Describe());
+            _runSpan.SetTag("actortrain.workers", _settings.Partitions.Count);
+            _runSpan.SetTag("actortrain.shards", _settings.Shards);
+            _runSpan.SetTag("actortrain.policy", _settings.Policy.Describe());
+            _runSpan.SetTag("actortrain.codec", (_settings.Compression ?? CompressionSettings.Dense).Codec);
+            _runSpan.SetTag("actortrain.clock", Link.IsVirtual ? "virtual" : "wall");
+            _run = _runSpan.Context;
+            _observer?.OnTrace(_run.TraceId);
+        }
         _observer?.OnStart(_settings.MaxSteps);
         int evalBatch = Math.Max(1, Math.Min(_settings.Test.Count, 1024));
         _evaluator = _engines.Create(_settings.Model, evalBatch);
@@ -277,8 +295,9 @@ public sealed class Coordinator : LinkedActor
         _workerRefs = new IActorRef[_settings.Partitions.Count];
         for (int w = 0; w < _workerRefs.Length; w++) _workerRefs[w] = CreateWorker(w, $"worker-{w}");
 
-        foreach (var shard in _shards) Link.Send(shard, Begin.First, 0, TrafficClass.Control, Self);
-        foreach (var worker in _workerRefs) Link.Send(worker, Begin.First, 0, TrafficClass.Control, Self);
+        var begin = new Begin(Trace: _run);
+        foreach (var shard in _shards) Link.Send(shard, begin, 0, TrafficClass.Control, Self);
+        foreach (var worker in _workerRefs) Link.Send(worker, begin, 0, TrafficClass.Control, Self);
         if (_settings.TimeBudget is { } budget) Link.ScheduleOnce(Self, TimeBudgetExpired.Instance, budget.TotalSeconds, Self);
         for (int f = 0; f < _faults.Count; f++)
             if (_faults[f].AtSeconds is { } at) Link.ScheduleOnce(Self, new KillWorker(f), at, Self);
@@ -316,7 +335,7 @@ public sealed class Coordinator : LinkedActor
         _workerRefs[w] = CreateWorker(w, $"worker-{w}-{++_incarnations}");
         int last = _faultEvents.FindLastIndex(e => e.Worker == w);
         _faultEvents[last] = _faultEvents[last] with { RestartedAt = Link.Now - _startedAt };
-        Link.Send(_workerRefs[w], new Begin(Rejoin: true), 0, TrafficClass.Control, Self);
+        Link.Send(_workerRefs[w], new Begin(Rejoin: true, Trace: _run), 0, TrafficClass.Control, Self);
     }
 
     /// <summary>The virtual clock ran out of events: fine once the final snapshots are in, a stall otherwise.</summary>
@@ -393,8 +412,12 @@ public sealed class Coordinator : LinkedActor
         _evaluating = true;
         var evaluator = _evaluator!;
         var test = _settings.Test;
-        Task.Run(() => new EvaluationDone(step, final, evaluator.Evaluate(snapshot.Weights, test.AsBatch(), PrecisionMode.Fp32), snapshot))
-            .PipeTo(Self);
+        Task.Run(() =>
+        {
+            long started = Stopwatch.GetTimestamp();
+            var result = evaluator.Evaluate(snapshot.Weights, test.AsBatch(), PrecisionMode.Fp32);
+            return new EvaluationDone(step, final, result, snapshot, Stopwatch.GetElapsedTime(started).TotalSeconds);
+        }).PipeTo(Self);
     }
 
     private void OnEvaluated(EvaluationDone done)
@@ -423,6 +446,12 @@ public sealed class Coordinator : LinkedActor
             counters.Sum(c => c.DenseBytesOut));
         _evaluations.Add(point);
         _observer?.OnEvaluation(point);
+        RunTelemetry.Loss.Record(point.TestLoss);
+        // Evaluation is not part of the simulated cluster: its span starts when the snapshot was
+        // complete and lasts what the evaluation really took.
+        double at = _startedAt + done.Snapshot.Time;
+        RunTelemetry.Record("evaluation", _run, Link, at, at + done.Seconds,
+            [new("actortrain.step", done.Step), new("actortrain.test_loss", point.TestLoss), new("actortrain.test_accuracy", point.TestAccuracy)]);
 
         if (done.Final)
         {
@@ -465,6 +494,10 @@ public sealed class Coordinator : LinkedActor
     {
         if (reason is { } r) _stopReason = r;
         Link.Stop();
+        _runSpan?.SetTag("actortrain.stop_reason", _stopReason.ToString());
+        _runSpan?.SetTag("actortrain.steps", done.Step);
+        RunTelemetry.End(_runSpan, Link, _startedAt + done.Snapshot.Time);
+        _runSpan = null;
         foreach (var child in _children) child.Tell(StopTraining.Instance);
         var workers = _workers.Select((t, i) => new WorkerSummary(i, t.Steps, t.Compute, t.Communication, t.Wait, t.Flops, t.Underflow, t.NonFinite,
             t.Scale, t.Kills)).ToList();
@@ -477,6 +510,9 @@ public sealed class Coordinator : LinkedActor
     private void Fail(Exception cause)
     {
         Link.Stop();
+        _runSpan?.SetStatus(ActivityStatusCode.Error, cause.Message);
+        RunTelemetry.End(_runSpan, Link, Link.Now);
+        _runSpan = null;
         foreach (var child in _children) child.Tell(StopTraining.Instance);
         _completion.TrySetException(cause);
         Context.Stop(Self);

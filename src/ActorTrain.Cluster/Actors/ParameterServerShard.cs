@@ -1,4 +1,6 @@
+using System.Diagnostics;
 using System.Numerics.Tensors;
+using ActorTrain.Cluster.Telemetry;
 using ActorTrain.Cluster.Protocol;
 using ActorTrain.Cluster.Transport;
 using ActorTrain.Core;
@@ -64,6 +66,8 @@ public sealed class ParameterServerShard : LinkedActor
     private readonly double[] _requestAt;
     private readonly bool[] _fresh;
     private readonly double _accumulateSeconds, _applySeconds;
+    private readonly KeyValuePair<string, object?> _shardTag;
+    private ActivityContext _run, _lastApply;
     private readonly List<(int Id, long Clock)> _parked = [];
     private readonly float[] _decoded;
     private readonly PushGradient?[] _clockPushes;
@@ -88,6 +92,7 @@ public sealed class ParameterServerShard : LinkedActor
         _workerRefs = new IActorRef[settings.Workers];
         _requestAt = new double[settings.Workers];
         _fresh = new bool[settings.Workers];
+        _shardTag = new("actortrain.shard", settings.ShardId);
         _accumulateSeconds = settings.Device?.AccumulateSeconds(settings.Length) ?? 0;
         _applySeconds = settings.Device?.ApplySeconds(settings.Length, _optimizer.State.Count) ?? 0;
         _decoded = new float[settings.Length];
@@ -105,7 +110,11 @@ public sealed class ParameterServerShard : LinkedActor
 
     private void Training()
     {
-        Receive<Begin>(_ => SendSnapshot(final: false));
+        Receive<Begin>(begin =>
+        {
+            _run = _lastApply = begin.Trace;
+            SendSnapshot(final: false);
+        });
         Receive<PullParameters>(OnPull);
         Receive<PushGradient>(push =>
         {
@@ -163,6 +172,11 @@ public sealed class ParameterServerShard : LinkedActor
 
     private void Account(PushGradient push)
     {
+        RunTelemetry.Pushes.Add(1, _shardTag);
+        RunTelemetry.Bytes.Add(push.WireBytes, new KeyValuePair<string, object?>("actortrain.direction", "worker_to_shard"), _shardTag);
+        if (RunTelemetry.Tracing)
+            RunTelemetry.Record("transfer", push.Trace, Link, push.SentAt, Link.Now,
+                [new("actortrain.worker", push.Worker), _shardTag, new("actortrain.clock", push.Clock), new("actortrain.encoded_bytes", (long)push.WireBytes)]);
         _samples += push.Samples;
         _bytesIn += push.WireBytes;
         _denseIn += PushGradient.DenseBytes(_settings.Length);
@@ -176,6 +190,7 @@ public sealed class ParameterServerShard : LinkedActor
         if (push.Clock < _version)
         {
             _dropped++;
+            RunTelemetry.DroppedPushes.Add(1, _shardTag);
             SendSlice(push.Worker);
             return;
         }
@@ -187,6 +202,10 @@ public sealed class ParameterServerShard : LinkedActor
         _clockPushes[push.Worker] = push;
         if (_received < _quorum) return;
 
+        // The aggregation's span links to every push it sums.
+        double from = Link.Now;
+        var links = RunTelemetry.Tracing ? _clockPushes.Where(p => p is not null).Select(p => new ActivityLink(p!.Trace)).ToList() : null;
+        int aggregated = _received;
         // Summed in worker order, not arrival order: float addition is not associative, and the
         // arrival order follows thread timing, which would make BSP runs differ in the last bits.
         for (int w = 0; w < _clockPushes.Length; w++)
@@ -196,6 +215,9 @@ public sealed class ParameterServerShard : LinkedActor
             _clockPushes[w] = null;
         }
         if (_finite > 0) Apply(_settings.Schedule.Rate(_version), 1f / _finite);
+        if (links is not null)
+            _lastApply = RunTelemetry.Record("shard.apply", _run, Link, from, Link.Now,
+                [_shardTag, new("actortrain.version", _version + 1), new("actortrain.pushes", aggregated)], links);
         _recentScale = _scaleSum / _received;
         _scaleSum = 0;
         _received = _finite = 0;
@@ -210,6 +232,7 @@ public sealed class ParameterServerShard : LinkedActor
 
     private void OnAsyncPush(PushGradient push)
     {
+        double from = Link.Now;
         if (Accumulate(push))
         {
             long staleness = _version - push.BaseVersion;
@@ -217,6 +240,10 @@ public sealed class ParameterServerShard : LinkedActor
             if (_settings.Policy.StalenessAwareLearningRate) rate /= Math.Max(1, staleness);
             Apply(rate, 1f / _settings.Workers);
             RecordStaleness(staleness);
+            if (RunTelemetry.Tracing)
+                _lastApply = RunTelemetry.Record("shard.apply", _run, Link, from, Link.Now,
+                    [_shardTag, new("actortrain.version", _version + 1), new("actortrain.pushes", 1), new("actortrain.staleness", staleness)],
+                    [new ActivityLink(push.Trace)]);
         }
         _recentScale = push.LossScale;
         _finite = 0;
@@ -232,6 +259,7 @@ public sealed class ParameterServerShard : LinkedActor
         if (push.NonFinite)
         {
             _skipped++;
+            RunTelemetry.SkippedPushes.Add(1, _shardTag);
             return false;
         }
         GradientCodec.Decode(push.Payload.Span, _decoded);
@@ -255,6 +283,7 @@ public sealed class ParameterServerShard : LinkedActor
     {
         _applied++;
         _staleness[Math.Min(staleness, ShardCounters.HistogramBuckets - 1)]++;
+        RunTelemetry.Staleness.Record(staleness, _shardTag);
         _stalenessSum += staleness;
         _stalenessMax = Math.Max(_stalenessMax, staleness);
     }
@@ -300,7 +329,8 @@ public sealed class ParameterServerShard : LinkedActor
         first |= _fresh[workerId];
         _fresh[workerId] = false;
         var (payload, delta) = _downlink.Encode(weights, version, workerId, first);
-        var slice = new ParameterSlice(_settings.ShardId, version, payload, delta, _workerClocks[workerId], Link.Now - _requestAt[workerId]);
+        var slice = new ParameterSlice(_settings.ShardId, version, payload, delta, _workerClocks[workerId], Link.Now - _requestAt[workerId], _lastApply);
+        RunTelemetry.Bytes.Add(slice.WireBytes, new KeyValuePair<string, object?>("actortrain.direction", "shard_to_worker"), _shardTag);
         _bytesOut += slice.WireBytes;
         _denseOut += ParameterSlice.DenseBytes(_settings.Length);
         Link.Send(_workerRefs[workerId], slice, slice.WireBytes, TrafficClass.ShardToWorker, Self);

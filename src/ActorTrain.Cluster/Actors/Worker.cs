@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using ActorTrain.Cluster.Telemetry;
 using ActorTrain.Cluster.Protocol;
 using ActorTrain.Cluster.Transport;
 using ActorTrain.Core.Compression;
@@ -64,6 +65,7 @@ public sealed class Worker : LinkedActor
     private int _slicesReceived;
     private bool _rejoining;
     private double _pushedAt, _held;
+    private ActivityContext _run;
 
     public Worker(Settings settings, IGradientEngineFactory engines, ILink link, IActorRef coordinator, IReadOnlyList<IActorRef> shards)
         : base(link)
@@ -102,9 +104,10 @@ public sealed class Worker : LinkedActor
     private void OnBegin(Begin begin)
     {
         _rejoining = begin.Rejoin;
+        _run = begin.Trace;
         _pushedAt = Link.Now;
         for (int s = 0; s < _shards.Count; s++)
-            Link.Send(_shards[s], new PullParameters(_settings.WorkerId, 0, begin.Rejoin), PullParameters.HeaderBytes, TrafficClass.WorkerToShard, Self);
+            Link.Send(_shards[s], new PullParameters(_settings.WorkerId, 0, begin.Rejoin, _run), PullParameters.HeaderBytes, TrafficClass.WorkerToShard, Self);
     }
 
     private void OnSlice(ParameterSlice slice)
@@ -135,9 +138,13 @@ public sealed class Worker : LinkedActor
     {
         // From the pushes leaving to the last slice arriving: the shards held the answer for up to
         // _held of it, the rest was the network (transfer, queueing at the shard).
-        double idle = Math.Max(0, Link.Now - _pushedAt);
+        double begun = Link.Now;
+        double idle = Math.Max(0, begun - _pushedAt);
         double wait = Math.Min(idle, _held);
         _held = 0;
+        // The step span covers the previous pushes' departure to this step's: network, wait, compute, compress.
+        var step = RunTelemetry.Begin("worker.step", _run, Link, _pushedAt);
+        var trace = step?.Context ?? _run;
         _batches.Next(_batch);
         int epoch = _batches.Epoch;
         var started = Stopwatch.GetTimestamp();
@@ -147,8 +154,10 @@ public sealed class Worker : LinkedActor
         double slowdown = _settings.Slowdown * (1 + (_settings.RandomSlowdown?.Sample(_slowdownRng) ?? 0));
         double computed = _computeTime.Seconds(measured, _settings.Model, _batch.Count, _settings.Precision) * slowdown;
         Link.Occupy(computed, measured);
+        double encodeFrom = Link.Now;
         _scaler.Update(result.NonFinite);
 
+        long encodedBytes = 0;
         for (int s = 0; s < _shards.Count; s++)
         {
             var range = _settings.Shards[s];
@@ -156,12 +165,32 @@ public sealed class Worker : LinkedActor
             byte[] payload = result.NonFinite
                 ? []
                 : _encoded.AsSpan(0, _compressors[s].Compress(_gradient.AsSpan(range.Start, range.Length), scale, _encoded)).ToArray();
-            var push = new PushGradient(_settings.WorkerId, _clock, _shardVersions[s], scale, result.NonFinite, _batch.Count, payload);
+            var push = new PushGradient(_settings.WorkerId, _clock, _shardVersions[s], scale, result.NonFinite, _batch.Count, payload, Link.Now, trace);
+            encodedBytes += push.WireBytes;
             Link.Send(_shards[s], push, push.WireBytes, TrafficClass.WorkerToShard, Self);
         }
+        double sent = Link.Now;
         Link.Send(_coordinator, new WorkerStepReport(_settings.WorkerId, _clock, result.Loss, _batch.Count, result.Flops, computed, idle - wait, wait,
             result.UnderflowedElements, result.NonFinite, scale, epoch), 0, TrafficClass.Control, Self);
+        if (step is not null)
+        {
+            step.SetTag("actortrain.worker", _settings.WorkerId);
+            step.SetTag("actortrain.clock", _clock);
+            step.SetTag("actortrain.loss_scale", scale);
+            step.SetTag("actortrain.encoded_bytes", encodedBytes);
+            step.SetTag("actortrain.codec", (_settings.Compression ?? CompressionSettings.Dense).Codec);
+            step.SetTag("actortrain.version", _shardVersions.Min());
+            RunTelemetry.Record("network", trace, Link, _pushedAt, _pushedAt + idle - wait);
+            RunTelemetry.Record("wait", trace, Link, _pushedAt + idle - wait, begun);
+            RunTelemetry.Record("compute", trace, Link, begun, encodeFrom, [new("actortrain.flops", result.Flops)]);
+            RunTelemetry.Record("compress", trace, Link, encodeFrom, sent, [new("actortrain.encoded_bytes", encodedBytes)]);
+            RunTelemetry.End(step, Link, sent);
+        }
+        var worker = new KeyValuePair<string, object?>("actortrain.worker", _settings.WorkerId);
+        RunTelemetry.StepTime.Record(sent - _pushedAt, worker);
+        RunTelemetry.WaitTime.Record(wait, worker);
+        RunTelemetry.LossScale.Record(scale, worker);
         _clock++;
-        _pushedAt = Link.Now;
+        _pushedAt = sent;
     }
 }

@@ -1,3 +1,5 @@
+using System.Diagnostics;
+
 namespace ActorTrain.Cluster.Protocol;
 
 /// <summary>Marker for every message of the training protocol.</summary>
@@ -6,9 +8,11 @@ public interface ITrainingMessage;
 /// <summary>
 /// Coordinator -> shard or worker, through the link: the topology is built, begin (a shard sends its
 /// first snapshot, a worker its first pulls). <paramref name="Rejoin"/>: a restarted worker, which
-/// takes its clock from the shards.
+/// takes its clock from the shards. <paramref name="Trace"/>: the run span, parent of everything the
+/// receiver records. Every message that starts work carries the W3C trace context of its cause
+/// (trace id, span id, flags: an ActivityContext), so spans join across actors and nodes.
 /// </summary>
-public sealed record Begin(bool Rejoin = false) : ITrainingMessage
+public sealed record Begin(bool Rejoin = false, ActivityContext Trace = default) : ITrainingMessage
 {
     public static readonly Begin First = new();
 }
@@ -18,7 +22,7 @@ public sealed record Begin(bool Rejoin = false) : ITrainingMessage
 /// restarted after a fault and lost its state; the shard answers with the current weights and the
 /// clock it has seen from that worker.
 /// </summary>
-public sealed record PullParameters(int Worker, long Clock, bool Rejoin = false) : ITrainingMessage
+public sealed record PullParameters(int Worker, long Clock, bool Rejoin = false, ActivityContext Trace = default) : ITrainingMessage
 {
     public const int HeaderBytes = 16;
 }
@@ -30,9 +34,10 @@ public sealed record PullParameters(int Worker, long Clock, bool Rejoin = false)
 /// codec "none"). <paramref name="NonFinite"/> is the worker's verdict on its whole gradient (not
 /// just this slice), so every shard skips the same pushes; such a push carries no payload.
 /// <paramref name="Samples"/> is the mini-batch size behind it. The payload is never written after sending.
+/// <paramref name="SentAt"/> is the run time it left (for the transfer span); <paramref name="Trace"/> the worker's step span.
 /// </summary>
-public sealed record PushGradient(int Worker, long Clock, long BaseVersion, float LossScale, bool NonFinite, int Samples, ReadOnlyMemory<byte> Payload)
-    : ITrainingMessage
+public sealed record PushGradient(int Worker, long Clock, long BaseVersion, float LossScale, bool NonFinite, int Samples, ReadOnlyMemory<byte> Payload,
+    double SentAt = 0, ActivityContext Trace = default) : ITrainingMessage
 {
     public const int HeaderBytes = 36;
     public int WireBytes => HeaderBytes + Payload.Length;
@@ -50,8 +55,8 @@ public sealed record PushGradient(int Worker, long Clock, long BaseVersion, floa
 /// shard held the answer after the request reached it (barrier, staleness bound, apply), which the
 /// worker reports as wait time, apart from the time its messages spent on the network.
 /// </summary>
-public sealed record ParameterSlice(int Shard, long Version, ReadOnlyMemory<byte> Payload, bool Delta = false, long WorkerClock = 0, double HeldSeconds = 0)
-    : ITrainingMessage
+public sealed record ParameterSlice(int Shard, long Version, ReadOnlyMemory<byte> Payload, bool Delta = false, long WorkerClock = 0, double HeldSeconds = 0,
+    ActivityContext Trace = default) : ITrainingMessage
 {
     public const int HeaderBytes = 16;
     public int WireBytes => HeaderBytes + Payload.Length;

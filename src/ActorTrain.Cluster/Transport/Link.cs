@@ -26,6 +26,9 @@ public interface ILink
     /// <summary>Seconds since the run began, on this link's clock, as the calling actor sees it.</summary>
     double Now => 0;
 
+    /// <summary>The wall-clock instant run time 0 stands for: spans are placed at Epoch + run seconds.</summary>
+    DateTimeOffset Epoch => DateTimeOffset.UnixEpoch;
+
     void Send(IActorRef to, object message, long bytes, TrafficClass traffic, IActorRef sender);
 
     /// <summary>

@@ -61,6 +61,8 @@ public sealed class VirtualLink : ILink
 
     public bool IsVirtual => true;
 
+    public DateTimeOffset Epoch { get; } = DateTimeOffset.UtcNow;
+
     /// <summary>The least latency of a message, which is also what control traffic takes.</summary>
     public double Lookahead => _lookahead;
 

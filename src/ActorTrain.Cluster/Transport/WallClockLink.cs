@@ -13,6 +13,7 @@ namespace ActorTrain.Cluster.Transport;
 public sealed class WallClockLink : ILink, IDisposable
 {
     private readonly Stopwatch _clock = Stopwatch.StartNew();
+    private readonly DateTimeOffset _epoch = DateTimeOffset.UtcNow;
     private readonly NetworkModel? _network;
     private readonly double _controlLatency;
     private readonly ConcurrentDictionary<IActorRef, Endpoint> _endpoints = new();
@@ -31,6 +32,8 @@ public sealed class WallClockLink : ILink, IDisposable
     }
 
     public double Now => _clock.Elapsed.TotalSeconds;
+
+    public DateTimeOffset Epoch => _epoch;
 
     public LinkStatistics Statistics => _counters.Snapshot();
 

@@ -1,0 +1,68 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using ActorTrain.Cluster.Transport;
+
+namespace ActorTrain.Cluster.Telemetry;
+
+/// <summary>
+/// The one ActivitySource and the one Meter named ActorTrain (DESIGN.md section 5), and the helpers
+/// the actors use to record spans on the run's clock: a span's start and end are the link's times
+/// (virtual seconds under the virtual clock) placed after the link's epoch, so a trace viewer shows
+/// the simulated cluster's timeline. Parents and links are always explicit: actors share dispatcher
+/// threads, so Activity.Current means nothing here and is left as it was.
+/// Span names: run, worker.step, compute, compress, network, wait, transfer, shard.apply, evaluation.
+/// </summary>
+public static class RunTelemetry
+{
+    public const string Name = "ActorTrain";
+
+    public static readonly ActivitySource Source = new(Name, "1.0");
+    public static readonly Meter Meter = new(Name, "1.0");
+
+    public static readonly Counter<long> Bytes = Meter.CreateCounter<long>("actortrain.bytes", "By", "Encoded bytes received by shards (worker_to_shard) and sent by them (shard_to_worker).");
+    public static readonly Counter<long> Pushes = Meter.CreateCounter<long>("actortrain.pushes", "{push}", "Gradient pushes received by shards.");
+    public static readonly Counter<long> DroppedPushes = Meter.CreateCounter<long>("actortrain.pushes.dropped", "{push}", "Pushes dropped as late (BSP backup workers).");
+    public static readonly Counter<long> SkippedPushes = Meter.CreateCounter<long>("actortrain.pushes.skipped", "{push}", "Pushes skipped as non-finite.");
+    public static readonly Histogram<long> Staleness = Meter.CreateHistogram<long>("actortrain.staleness", "{version}", "Staleness of applied pushes.");
+    public static readonly Histogram<double> StepTime = Meter.CreateHistogram<double>("actortrain.step.duration", "s", "A worker's step on the run's clock: network, wait, compute, compress.");
+    public static readonly Histogram<double> WaitTime = Meter.CreateHistogram<double>("actortrain.wait.duration", "s", "Time a worker's answer was held by the shards (barrier, staleness bound, apply).");
+    public static readonly Gauge<double> Loss = Meter.CreateGauge<double>("actortrain.loss", "1", "Test loss at the latest evaluation.");
+    public static readonly Gauge<double> LossScale = Meter.CreateGauge<double>("actortrain.loss_scale", "1", "A worker's current loss scale.");
+
+    /// <summary>True when a listener samples ActorTrain spans: the actors skip all span work otherwise.</summary>
+    public static bool Tracing => Source.HasListeners();
+
+    /// <summary>A span from <paramref name="start"/> to <paramref name="end"/> (run seconds); null when not sampled. Attributes go on before <see cref="End"/>.</summary>
+    public static Activity? Begin(string name, ActivityContext parent, ILink link, double start, IEnumerable<ActivityLink>? links = null,
+        ActivityKind kind = ActivityKind.Internal)
+    {
+        if (!Source.HasListeners()) return null;
+        var previous = Activity.Current;
+        var span = Source.StartActivity(name, kind, parent, null, links, link.Epoch.AddSeconds(start));
+        Activity.Current = previous;
+        return span;
+    }
+
+    /// <summary>Ends a span at run time <paramref name="end"/> (at least one tick after its start: a zero duration would mean "now" to Activity).</summary>
+    public static void End(Activity? span, ILink link, double end)
+    {
+        if (span is null) return;
+        var previous = Activity.Current;
+        var at = link.Epoch.AddSeconds(end).UtcDateTime;
+        if (at <= span.StartTimeUtc) at = span.StartTimeUtc.AddTicks(1);
+        span.SetEndTime(at);
+        span.Stop();
+        Activity.Current = previous;
+    }
+
+    /// <summary>A closed span in one call, for intervals known after the fact.</summary>
+    public static ActivityContext Record(string name, ActivityContext parent, ILink link, double start, double end,
+        ReadOnlySpan<KeyValuePair<string, object?>> tags = default, IEnumerable<ActivityLink>? links = null)
+    {
+        var span = Begin(name, parent, link, start, links);
+        if (span is null) return default;
+        foreach (var (key, value) in tags) span.SetTag(key, value);
+        End(span, link, end);
+        return span.Context;
+    }
+}

@@ -1,0 +1,231 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using OpenTelemetry;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
+
+namespace ActorTrain.Experiments.Telemetry;
+
+/// <summary>
+/// Spans as OTLP JSON (the protocol's JSON encoding of ExportTraceServiceRequest: resourceSpans /
+/// scopeSpans / spans, ids in hex, times in Unix nanoseconds as strings), one export batch per line.
+/// `actortrain trace` reads this back; any OTLP JSON tool can too.
+/// </summary>
+public sealed class OtlpJsonFileExporter(string path, Resource resource) : BaseExporter<Activity>
+{
+    private readonly StreamWriter _writer = new(path, append: false) { NewLine = "\n" };
+
+    public override ExportResult Export(in Batch<Activity> batch)
+    {
+        using var buffer = new MemoryStream();
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            json.WriteStartObject();
+            json.WriteStartArray("resourceSpans");
+            json.WriteStartObject();
+            OtlpJson.WriteResource(json, resource);
+            json.WriteStartArray("scopeSpans");
+            json.WriteStartObject();
+            json.WriteStartObject("scope");
+            json.WriteString("name", "ActorTrain");
+            json.WriteEndObject();
+            json.WriteStartArray("spans");
+            foreach (var span in batch) WriteSpan(json, span);
+            json.WriteEndArray();
+            json.WriteEndObject();
+            json.WriteEndArray();
+            json.WriteEndObject();
+            json.WriteEndArray();
+            json.WriteEndObject();
+        }
+        lock (_writer)
+        {
+            _writer.WriteLine(System.Text.Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length));
+            _writer.Flush();
+        }
+        return ExportResult.Success;
+    }
+
+    private static void WriteSpan(Utf8JsonWriter json, Activity span)
+    {
+        json.WriteStartObject();
+        json.WriteString("traceId", span.TraceId.ToHexString());
+        json.WriteString("spanId", span.SpanId.ToHexString());
+        if (span.ParentSpanId != default) json.WriteString("parentSpanId", span.ParentSpanId.ToHexString());
+        json.WriteString("name", span.DisplayName);
+        json.WriteNumber("kind", span.Kind switch
+        {
+            ActivityKind.Server => 2,
+            ActivityKind.Client => 3,
+            ActivityKind.Producer => 4,
+            ActivityKind.Consumer => 5,
+            _ => 1,
+        });
+        json.WriteString("startTimeUnixNano", OtlpJson.Nanos(span.StartTimeUtc));
+        json.WriteString("endTimeUnixNano", OtlpJson.Nanos(span.StartTimeUtc + span.Duration));
+        json.WriteStartArray("attributes");
+        foreach (var (key, value) in span.TagObjects) OtlpJson.WriteAttribute(json, key, value);
+        json.WriteEndArray();
+        if (span.Links.Any())
+        {
+            json.WriteStartArray("links");
+            foreach (var link in span.Links)
+            {
+                json.WriteStartObject();
+                json.WriteString("traceId", link.Context.TraceId.ToHexString());
+                json.WriteString("spanId", link.Context.SpanId.ToHexString());
+                json.WriteEndObject();
+            }
+            json.WriteEndArray();
+        }
+        if (span.Status != ActivityStatusCode.Unset)
+        {
+            json.WriteStartObject("status");
+            json.WriteNumber("code", span.Status == ActivityStatusCode.Ok ? 1 : 2);
+            if (span.StatusDescription is { } message) json.WriteString("message", message);
+            json.WriteEndObject();
+        }
+        json.WriteEndObject();
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _writer.Dispose();
+        base.Dispose(disposing);
+    }
+}
+
+/// <summary>Metrics as OTLP JSON lines (resourceMetrics / scopeMetrics / metrics with sum, gauge or histogram data points).</summary>
+public sealed class OtlpJsonMetricFileExporter(string path) : BaseExporter<Metric>
+{
+    private readonly StreamWriter _writer = new(path, append: false) { NewLine = "\n" };
+
+    public override ExportResult Export(in Batch<Metric> batch)
+    {
+        using var buffer = new MemoryStream();
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            json.WriteStartObject();
+            json.WriteStartArray("resourceMetrics");
+            json.WriteStartObject();
+            OtlpJson.WriteResource(json, ParentProvider?.GetResource() ?? Resource.Empty);
+            json.WriteStartArray("scopeMetrics");
+            json.WriteStartObject();
+            json.WriteStartObject("scope");
+            json.WriteString("name", "ActorTrain");
+            json.WriteEndObject();
+            json.WriteStartArray("metrics");
+            foreach (var metric in batch) WriteMetric(json, metric);
+            json.WriteEndArray();
+            json.WriteEndObject();
+            json.WriteEndArray();
+            json.WriteEndObject();
+            json.WriteEndArray();
+            json.WriteEndObject();
+        }
+        lock (_writer)
+        {
+            _writer.WriteLine(System.Text.Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length));
+            _writer.Flush();
+        }
+        return ExportResult.Success;
+    }
+
+    private static void WriteMetric(Utf8JsonWriter json, Metric metric)
+    {
+        json.WriteStartObject();
+        json.WriteString("name", metric.Name);
+        json.WriteString("unit", metric.Unit);
+        json.WriteString("description", metric.Description);
+        bool histogram = metric.MetricType is MetricType.Histogram;
+        bool sum = metric.MetricType is MetricType.LongSum or MetricType.DoubleSum;
+        json.WriteStartObject(histogram ? "histogram" : sum ? "sum" : "gauge");
+        json.WriteStartArray("dataPoints");
+        foreach (ref readonly var point in metric.GetMetricPoints())
+        {
+            json.WriteStartObject();
+            json.WriteStartArray("attributes");
+            foreach (var (key, value) in point.Tags) OtlpJson.WriteAttribute(json, key, value);
+            json.WriteEndArray();
+            json.WriteString("startTimeUnixNano", OtlpJson.Nanos(point.StartTime.UtcDateTime));
+            json.WriteString("timeUnixNano", OtlpJson.Nanos(point.EndTime.UtcDateTime));
+            switch (metric.MetricType)
+            {
+                case MetricType.Histogram:
+                    json.WriteString("count", point.GetHistogramCount().ToString(CultureInfo.InvariantCulture));
+                    OtlpJson.Number(json, "sum", point.GetHistogramSum());
+                    if (point.TryGetHistogramMinMaxValues(out double min, out double max))
+                    {
+                        OtlpJson.Number(json, "min", min);
+                        OtlpJson.Number(json, "max", max);
+                    }
+                    break;
+                case MetricType.LongSum:
+                    json.WriteString("asInt", point.GetSumLong().ToString(CultureInfo.InvariantCulture));
+                    break;
+                case MetricType.DoubleSum:
+                    OtlpJson.Number(json, "asDouble", point.GetSumDouble());
+                    break;
+                case MetricType.LongGauge:
+                    json.WriteString("asInt", point.GetGaugeLastValueLong().ToString(CultureInfo.InvariantCulture));
+                    break;
+                default:
+                    OtlpJson.Number(json, "asDouble", point.GetGaugeLastValueDouble());
+                    break;
+            }
+            json.WriteEndObject();
+        }
+        json.WriteEndArray();
+        if (sum)
+        {
+            json.WriteNumber("aggregationTemporality", 2);
+            json.WriteBoolean("isMonotonic", true);
+        }
+        json.WriteEndObject();
+        json.WriteEndObject();
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _writer.Dispose();
+        base.Dispose(disposing);
+    }
+}
+
+internal static class OtlpJson
+{
+    /// <summary>JSON has no NaN or infinity: those go as strings, as the OTLP JSON mapping of doubles allows.</summary>
+    public static void Number(Utf8JsonWriter json, string name, double value)
+    {
+        if (double.IsFinite(value)) json.WriteNumber(name, value);
+        else json.WriteString(name, double.IsNaN(value) ? "NaN" : value > 0 ? "Infinity" : "-Infinity");
+    }
+
+    public static string Nanos(DateTime utc) => ((utc.Ticks - DateTime.UnixEpoch.Ticks) * 100).ToString(CultureInfo.InvariantCulture);
+
+    public static void WriteResource(Utf8JsonWriter json, Resource resource)
+    {
+        json.WriteStartObject("resource");
+        json.WriteStartArray("attributes");
+        foreach (var (key, value) in resource.Attributes) WriteAttribute(json, key, value);
+        json.WriteEndArray();
+        json.WriteEndObject();
+    }
+
+    public static void WriteAttribute(Utf8JsonWriter json, string key, object? value)
+    {
+        json.WriteStartObject();
+        json.WriteString("key", key);
+        json.WriteStartObject("value");
+        switch (value)
+        {
+            case bool b: json.WriteBoolean("boolValue", b); break;
+            case int or long or short or byte: json.WriteString("intValue", Convert.ToInt64(value, CultureInfo.InvariantCulture).ToString(CultureInfo.InvariantCulture)); break;
+            case float or double: Number(json, "doubleValue", Convert.ToDouble(value, CultureInfo.InvariantCulture)); break;
+            default: json.WriteString("stringValue", Convert.ToString(value, CultureInfo.InvariantCulture)); break;
+        }
+        json.WriteEndObject();
+        json.WriteEndObject();
+    }
+}

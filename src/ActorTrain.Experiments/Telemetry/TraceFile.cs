@@ -1,0 +1,279 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using ActorTrain.Core;
+
+namespace ActorTrain.Experiments.Telemetry;
+
+/// <summary>One span read back from an OTLP JSON file.</summary>
+public sealed record SpanRecord(string TraceId, string SpanId, string? ParentId, string Name, long StartNanos, long EndNanos,
+    IReadOnlyDictionary<string, string> Attributes, IReadOnlyList<string> Links)
+{
+    public double Seconds => (EndNanos - StartNanos) / 1e9;
+
+    public long? Int(string key) => Attributes.TryGetValue(key, out var v) && long.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out long n) ? n : null;
+}
+
+/// <summary>
+/// The spans of a run as the file exporter wrote them (traces.jsonl), with what `actortrain trace`
+/// computes from them: a time breakdown per role and per worker, stragglers, the critical path of
+/// a BSP step, and a Chrome Trace Event export.
+/// </summary>
+public sealed class TraceFile
+{
+    private readonly Dictionary<string, SpanRecord> _byId;
+
+    public IReadOnlyList<SpanRecord> Spans { get; }
+
+    private TraceFile(List<SpanRecord> spans)
+    {
+        Spans = spans;
+        _byId = spans.ToDictionary(s => s.SpanId);
+    }
+
+    /// <summary>Reads a run folder's traces.jsonl, or the given file. Errors name the file and line.</summary>
+    public static TraceFile Read(string path)
+    {
+        string file = Directory.Exists(path) ? Path.Combine(path, TelemetrySession.TracesFile) : path;
+        if (!File.Exists(file))
+            throw new ActorTrainException(Directory.Exists(path)
+                ? $"{path}: no {TelemetrySession.TracesFile} in this run folder (was it run with telemetry.exporter = file?)"
+                : $"{path}: trace file not found");
+        var spans = new List<SpanRecord>();
+        int lineNumber = 0;
+        foreach (string line in File.ReadLines(file))
+        {
+            lineNumber++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            try
+            {
+                using var doc = JsonDocument.Parse(line);
+                foreach (var resource in doc.RootElement.GetProperty("resourceSpans").EnumerateArray())
+                    foreach (var scope in resource.GetProperty("scopeSpans").EnumerateArray())
+                        foreach (var span in scope.GetProperty("spans").EnumerateArray())
+                            spans.Add(Parse(span));
+            }
+            catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+            {
+                throw new ActorTrainException($"{file}:{lineNumber}: not OTLP JSON spans ({e.Message.Split('\n')[0]})", e);
+            }
+        }
+        if (spans.Count == 0) throw new ActorTrainException($"{file}: no spans");
+        return new TraceFile(spans);
+    }
+
+    private static SpanRecord Parse(JsonElement span)
+    {
+        var attributes = new Dictionary<string, string>();
+        if (span.TryGetProperty("attributes", out var list))
+            foreach (var a in list.EnumerateArray())
+            {
+                var value = a.GetProperty("value").EnumerateObject().First().Value;
+                attributes[a.GetProperty("key").GetString()!] = value.ValueKind == JsonValueKind.String ? value.GetString()! : value.GetRawText();
+            }
+        var links = span.TryGetProperty("links", out var l) ? l.EnumerateArray().Select(x => x.GetProperty("spanId").GetString()!).ToList() : [];
+        return new SpanRecord(span.GetProperty("traceId").GetString()!, span.GetProperty("spanId").GetString()!,
+            span.TryGetProperty("parentSpanId", out var p) ? p.GetString() : null, span.GetProperty("name").GetString()!,
+            long.Parse(span.GetProperty("startTimeUnixNano").GetString()!, CultureInfo.InvariantCulture),
+            long.Parse(span.GetProperty("endTimeUnixNano").GetString()!, CultureInfo.InvariantCulture), attributes, links);
+    }
+
+    public SpanRecord? Parent(SpanRecord span) => span.ParentId is { } id && _byId.TryGetValue(id, out var p) ? p : null;
+
+    public SpanRecord Run => Spans.FirstOrDefault(s => s.Name == "run") ?? throw new ActorTrainException("the trace has no run span (was the run cut short?)");
+
+    /// <summary>The worker a span belongs to: its own attribute, or its parent step's.</summary>
+    public long? WorkerOf(SpanRecord span) => span.Int("actortrain.worker") ?? (Parent(span) is { Name: "worker.step" } p ? p.Int("actortrain.worker") : null);
+
+    public static readonly string[] WorkerKinds = ["compute", "compress", "network", "wait"];
+
+    /// <summary>
+    /// Seconds per worker and kind: compute, compress, network, wait (the children of its
+    /// worker.step spans), and outside (from the run's start to its first step, and from its last
+    /// step to the run's end: start-up, and the final snapshots after its last push). The step spans
+    /// of a worker tile its time, so the kinds add up to the run's time; `summarize` shows by how much.
+    /// </summary>
+    public SortedDictionary<long, Dictionary<string, double>> WorkerBreakdown()
+    {
+        var run = Run;
+        var result = new SortedDictionary<long, Dictionary<string, double>>();
+        var first = new Dictionary<long, long>();
+        var last = new Dictionary<long, long>();
+        foreach (var span in Spans)
+        {
+            if (span.Name == "worker.step" && span.Int("actortrain.worker") is { } sw)
+            {
+                first[sw] = Math.Min(first.GetValueOrDefault(sw, long.MaxValue), span.StartNanos);
+                last[sw] = Math.Max(last.GetValueOrDefault(sw, long.MinValue), span.EndNanos);
+                continue;
+            }
+            if (!WorkerKinds.Contains(span.Name) || Parent(span) is not { Name: "worker.step" } step || step.Int("actortrain.worker") is not { } w) continue;
+            if (!result.TryGetValue(w, out var kinds)) result[w] = kinds = WorkerKinds.ToDictionary(k => k, _ => 0.0);
+            kinds[span.Name] += span.Seconds;
+        }
+        foreach (var (w, kinds) in result)
+            kinds["outside"] = (first[w] - run.StartNanos) / 1e9 + Math.Max(0, run.EndNanos - last[w]) / 1e9;
+        return result;
+    }
+
+    public string Summarize()
+    {
+        var run = Run;
+        var sb = new StringBuilder();
+        string F(double s) => Core.Simulation.Quantity.FormatSeconds(s);
+        string P(double part) => (100 * part / run.Seconds).ToString("0.0", CultureInfo.InvariantCulture) + "%";
+        sb.AppendLine($"run: {F(run.Seconds)} ({run.Attributes.GetValueOrDefault("actortrain.clock", "?")} clock), {Spans.Count} spans; " +
+                      $"{run.Attributes.GetValueOrDefault("actortrain.workers", "?")} workers, {run.Attributes.GetValueOrDefault("actortrain.shards", "?")} shards, " +
+                      $"{run.Attributes.GetValueOrDefault("actortrain.policy", "?")}, codec {run.Attributes.GetValueOrDefault("actortrain.codec", "?")}");
+        sb.AppendLine();
+        var workers = WorkerBreakdown();
+        sb.AppendLine("| worker | compute | compress | network | wait | outside its steps | sum | of the run |");
+        sb.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var (w, k) in workers)
+        {
+            double total = k.Values.Sum();
+            sb.AppendLine($"| {w} | {F(k["compute"])} | {F(k["compress"])} | {F(k["network"])} | {F(k["wait"])} | {F(k["outside"])} | {F(total)} | {P(total)} |");
+        }
+        sb.AppendLine();
+        sb.AppendLine("(network: its messages in transit and queued; wait: the shards holding their answer; outside: start-up and the end of the run after its last push.)");
+        sb.AppendLine();
+        sb.AppendLine("By role (sums over the actors of the role):");
+        foreach (string kind in WorkerKinds)
+            sb.AppendLine($"- workers, {kind}: {F(workers.Values.Sum(k => k[kind]))}");
+        var applies = Spans.Where(s => s.Name == "shard.apply").ToList();
+        var transfers = Spans.Where(s => s.Name == "transfer").ToList();
+        foreach (var shard in applies.Concat(transfers).GroupBy(s => s.Int("actortrain.shard") ?? -1).OrderBy(g => g.Key))
+            sb.AppendLine($"- shard {shard.Key}: apply {F(shard.Where(s => s.Name == "shard.apply").Sum(s => s.Seconds))} over " +
+                          $"{shard.Count(s => s.Name == "shard.apply")} steps; pushes in transit {F(shard.Where(s => s.Name == "transfer").Sum(s => s.Seconds))}");
+        var evaluations = Spans.Where(s => s.Name == "evaluation").ToList();
+        sb.AppendLine($"- coordinator: {evaluations.Count} evaluations, {F(evaluations.Sum(s => s.Seconds))} (real time: evaluation is not simulated)");
+        sb.AppendLine();
+
+        if (workers.Count > 1)
+        {
+            double median = Median(workers.Values.Select(k => k["compute"]).ToList());
+            sb.AppendLine("Stragglers (compute time against the median worker's):");
+            foreach (var (w, k) in workers.OrderByDescending(x => x.Value["compute"]).Take(5))
+                sb.AppendLine($"- worker {w}: compute {F(k["compute"])} ({(k["compute"] / median).ToString("0.00", CultureInfo.InvariantCulture)}x), waited {F(k["wait"])}");
+            sb.AppendLine();
+        }
+        var path = CriticalPath();
+        if (path.Count > 0)
+        {
+            sb.AppendLine($"Critical path of the slowest BSP step (the last push to reach its shard decides when the step can happen):");
+            foreach (var (what, seconds) in path) sb.AppendLine($"- {what}: {F(seconds)}");
+        }
+        return sb.ToString();
+    }
+
+    private static double Median(List<double> values)
+    {
+        values.Sort();
+        return values.Count == 0 ? 0 : values[values.Count / 2];
+    }
+
+    /// <summary>
+    /// For the BSP aggregation (a shard.apply linked to several pushes) that took longest from its
+    /// first linked step's start: the linked step whose push arrived last, its compute, compress and
+    /// transfer, then the apply.
+    /// </summary>
+    public List<(string What, double Seconds)> CriticalPath()
+    {
+        var transfersByStep = Spans.Where(s => s.Name == "transfer" && s.ParentId is not null).ToLookup(s => s.ParentId!);
+        var childrenByStep = Spans.Where(s => s.ParentId is not null && WorkerKinds.Contains(s.Name)).ToLookup(s => s.ParentId!);
+        (SpanRecord Apply, SpanRecord Step, SpanRecord Transfer)? slowest = null;
+        double longest = -1;
+        foreach (var apply in Spans.Where(s => s.Name == "shard.apply" && s.Links.Count > 1))
+        {
+            long shard = apply.Int("actortrain.shard") ?? -1;
+            SpanRecord? lastStep = null, lastTransfer = null;
+            foreach (string linked in apply.Links)
+            {
+                if (!_byId.TryGetValue(linked, out var step)) continue;
+                var transfer = transfersByStep[linked].FirstOrDefault(t => t.Int("actortrain.shard") == shard);
+                if (transfer is null) continue;
+                if (lastTransfer is null || transfer.EndNanos > lastTransfer.EndNanos) (lastStep, lastTransfer) = (step, transfer);
+            }
+            if (lastStep is null || lastTransfer is null) continue;
+            var compute = childrenByStep[lastStep.SpanId].FirstOrDefault(c => c.Name == "compute");
+            double span = (apply.EndNanos - (compute?.StartNanos ?? lastStep.StartNanos)) / 1e9;
+            if (span > longest) (longest, slowest) = (span, (apply, lastStep, lastTransfer));
+        }
+        if (slowest is not { } s) return [];
+        var kids = childrenByStep[s.Step.SpanId].ToDictionary(c => c.Name, c => c.Seconds);
+        return
+        [
+            ($"step {s.Apply.Int("actortrain.version")} at shard {s.Apply.Int("actortrain.shard")}: worker {s.Step.Int("actortrain.worker")} pushed last; its compute", kids.GetValueOrDefault("compute")),
+            ("its compress", kids.GetValueOrDefault("compress")),
+            ("its push on the network (transfer)", s.Transfer.Seconds),
+            ("the shard waiting for its turn after the push arrived", Math.Max(0, (s.Apply.StartNanos - s.Transfer.EndNanos) / 1e9)),
+            ("shard.apply (accumulate, optimizer step)", s.Apply.Seconds),
+            ("total, compute to applied", longest),
+        ];
+    }
+
+    /// <summary>
+    /// Chrome Trace Event JSON (opens in Perfetto and chrome://tracing): one track (tid) per actor:
+    /// the coordinator, each shard, each worker, and a network track per shard for pushes in transit;
+    /// "X" events in microseconds from the run's start, attributes as args.
+    /// </summary>
+    public void WriteChrome(Stream output)
+    {
+        var run = Run;
+        using var json = new Utf8JsonWriter(output, new JsonWriterOptions { Indented = false });
+        json.WriteStartObject();
+        json.WriteString("displayTimeUnit", "ms");
+        json.WriteStartArray("traceEvents");
+        var tracks = new SortedDictionary<int, string>();
+        foreach (var span in Spans)
+        {
+            int tid;
+            if (span.Name is "run" or "evaluation") tid = 0;
+            else if (span.Name == "shard.apply") tid = 1 + (int)(span.Int("actortrain.shard") ?? 0);
+            else if (span.Name == "transfer") tid = 10_000 + (int)(span.Int("actortrain.shard") ?? 0);
+            else if (WorkerOf(span) is { } w) tid = 100_000 + (int)w;
+            else continue;
+            tracks.TryAdd(tid, tid switch
+            {
+                0 => "coordinator",
+                < 10_000 => $"shard-{tid - 1}",
+                < 100_000 => $"network to shard-{tid - 10_000}",
+                _ => $"worker-{tid - 100_000}",
+            });
+            json.WriteStartObject();
+            json.WriteString("name", span.Name);
+            json.WriteString("cat", tid >= 100_000 ? "worker" : tid >= 10_000 ? "network" : tid == 0 ? "coordinator" : "shard");
+            json.WriteString("ph", "X");
+            json.WriteNumber("ts", (span.StartNanos - run.StartNanos) / 1000.0);
+            json.WriteNumber("dur", Math.Max(0, (span.EndNanos - span.StartNanos) / 1000.0));
+            json.WriteNumber("pid", 1);
+            json.WriteNumber("tid", tid);
+            json.WriteStartObject("args");
+            foreach (var (key, value) in span.Attributes) json.WriteString(key, value);
+            json.WriteEndObject();
+            json.WriteEndObject();
+        }
+        foreach (var (tid, name) in tracks)
+        {
+            json.WriteStartObject();
+            json.WriteString("name", "thread_name");
+            json.WriteString("ph", "M");
+            json.WriteNumber("pid", 1);
+            json.WriteNumber("tid", tid);
+            json.WriteStartObject("args");
+            json.WriteString("name", name);
+            json.WriteEndObject();
+            json.WriteEndObject();
+        }
+        json.WriteStartObject();
+        json.WriteString("name", "process_name");
+        json.WriteString("ph", "M");
+        json.WriteNumber("pid", 1);
+        json.WriteStartObject("args");
+        json.WriteString("name", "actortrain run");
+        json.WriteEndObject();
+        json.WriteEndObject();
+        json.WriteEndArray();
+        json.WriteEndObject();
+    }
+}
