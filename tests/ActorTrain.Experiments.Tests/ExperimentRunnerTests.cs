@@ -65,7 +65,7 @@ public sealed class ExperimentRunnerTests : IDisposable
 
         Assert.StartsWith(Path.Combine(_root, "quickstart-"), result.Folder);
         Assert.Equal([result.Folder], Directory.GetDirectories(_root)); // nothing else, no .partial left
-        string[] expected = ["config.conf", "metrics.csv", "summary.json", "report.md", .. Plots.Files];
+        string[] expected = ["config.conf", "metrics.csv", "summary.json", "report.md", "traces.jsonl", "metrics.jsonl", .. Plots.Files];
         Assert.Equal(expected.Order(), Directory.GetFiles(result.Folder).Select(Path.GetFileName).Order());
 
         var rows = File.ReadAllLines(Path.Combine(result.Folder, "metrics.csv"));

@@ -1,0 +1,249 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json;
+using ActorTrain.Cluster.Actors;
+using ActorTrain.Cluster.Telemetry;
+using ActorTrain.Experiments.Telemetry;
+using OpenTelemetry;
+using OpenTelemetry.Trace;
+
+namespace ActorTrain.Experiments.Tests;
+
+/// <summary>Spans, their export, and what `actortrain trace` computes from them.</summary>
+public sealed class TelemetryTests : IDisposable
+{
+    private readonly string _root = Directory.CreateTempSubdirectory("actortrain-telemetry-").FullName;
+
+    public void Dispose() => Directory.Delete(_root, recursive: true);
+
+    private static readonly string[] TwoWorkerBsp =
+        ["dataset.samples=600", "topology.workers=2", "topology.shards=2", "training.max-steps=12", "training.eval-every=6", "compute.engine=simd", "output.plots=off"];
+
+    private sealed class TraceIdObserver : IRunObserver
+    {
+        public ActivityTraceId TraceId;
+        public void OnEvaluation(EvaluationPoint point) { }
+        public void OnTrace(ActivityTraceId traceId) => TraceId = traceId;
+    }
+
+    [Fact]
+    public async Task A_two_worker_bsp_run_has_the_span_tree_links_and_attributes()
+    {
+        var spans = new List<Activity>();
+        using (Sdk.CreateTracerProviderBuilder().AddSource(RunTelemetry.Name).AddInMemoryExporter(spans).Build())
+        {
+            var observer = new TraceIdObserver();
+            await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. TwoWorkerBsp, "telemetry.exporter=none"]), _root, observer);
+            // other tests' runs in this process emit spans too: keep this run's trace
+            spans = spans.Where(s => s.TraceId == observer.TraceId).ToList();
+        }
+        var byId = spans.ToDictionary(s => s.SpanId);
+        var run = Assert.Single(spans, s => s.DisplayName == "run");
+        Assert.Equal(default, run.ParentSpanId);
+        Assert.Equal(2, run.GetTagItem("actortrain.workers"));
+
+        var steps = spans.Where(s => s.DisplayName == "worker.step").ToList();
+        Assert.All(steps, s => Assert.Equal(run.SpanId, s.ParentSpanId));
+        foreach (int w in new[] { 0, 1 })
+        {
+            var mine = steps.Where(s => (int)s.GetTagItem("actortrain.worker")! == w).OrderBy(s => s.StartTimeUtc).ToList();
+            Assert.True(mine.Count >= 12, $"worker {w} has {mine.Count} steps");
+            Assert.Equal(Enumerable.Range(0, mine.Count).Select(c => (long)c), mine.Select(s => (long)s.GetTagItem("actortrain.clock")!));
+            foreach (var step in mine)
+            {
+                Assert.Equal("none", step.GetTagItem("actortrain.codec"));
+                Assert.True((long)step.GetTagItem("actortrain.encoded_bytes")! > 0);
+                Assert.Equal(1f, step.GetTagItem("actortrain.loss_scale"));
+                var children = spans.Where(s => s.ParentSpanId == step.SpanId && s.DisplayName != "transfer").Select(s => s.DisplayName).Order();
+                Assert.Equal(["compress", "compute", "network", "wait"], children);
+                // a push to each shard, in transit from the step's end
+                var transfers = spans.Where(s => s.ParentSpanId == step.SpanId && s.DisplayName == "transfer").ToList();
+                Assert.Equal([0, 1], transfers.Select(t => (int)t.GetTagItem("actortrain.shard")!).Order());
+            }
+        }
+
+        var applies = spans.Where(s => s.DisplayName == "shard.apply").ToList();
+        Assert.Equal(12 * 2, applies.Count);
+        foreach (var apply in applies)
+        {
+            Assert.Equal(run.SpanId, apply.ParentSpanId);
+            Assert.Equal(2, apply.GetTagItem("actortrain.pushes"));
+            // a BSP aggregation links to the two pushes (worker steps) of the clock it applied
+            var linked = apply.Links.Select(l => byId[l.Context.SpanId]).ToList();
+            Assert.Equal(2, linked.Count);
+            Assert.All(linked, s => Assert.Equal("worker.step", s.DisplayName));
+            Assert.Equal([0, 1], linked.Select(s => (int)s.GetTagItem("actortrain.worker")!).Order());
+            Assert.All(linked, s => Assert.Equal((long)apply.GetTagItem("actortrain.version")! - 1, (long)s.GetTagItem("actortrain.clock")!));
+        }
+        Assert.Equal(3, spans.Count(s => s.DisplayName == "evaluation" && s.ParentSpanId == run.SpanId)); // steps 0, 6, 12
+        // virtual time: spans sit at the link's epoch + virtual seconds, inside the run span
+        Assert.All(spans.Where(s => s.DisplayName != "evaluation"), s => Assert.True(s.StartTimeUtc >= run.StartTimeUtc && s.StartTimeUtc + s.Duration <= run.StartTimeUtc + run.Duration + TimeSpan.FromTicks(2),
+            $"{s.DisplayName} outside the run"));
+    }
+
+    /// <summary>
+    /// A minimal OTLP/HTTP receiver: counts the spans in each ExportTraceServiceRequest by walking
+    /// the protobuf wire format (resource_spans = 1, scope_spans = 2, spans = 2), answers 200.
+    /// </summary>
+    private sealed class OtlpReceiver : IDisposable
+    {
+        private readonly HttpListener _listener = new();
+        private readonly Task _loop;
+        public int Port { get; }
+        public int Spans;
+        public readonly HashSet<string> Paths = [];
+
+        public OtlpReceiver()
+        {
+            var probe = new TcpListener(IPAddress.Loopback, 0);
+            probe.Start();
+            Port = ((IPEndPoint)probe.LocalEndpoint).Port;
+            probe.Stop();
+            _listener.Prefixes.Add($"http://127.0.0.1:{Port}/");
+            _listener.Start();
+            _loop = Task.Run(Loop);
+        }
+
+        private async Task Loop()
+        {
+            while (_listener.IsListening)
+            {
+                HttpListenerContext context;
+                try
+                {
+                    context = await _listener.GetContextAsync();
+                }
+                catch (Exception e) when (e is HttpListenerException or ObjectDisposedException)
+                {
+                    return;
+                }
+                using var body = new MemoryStream();
+                await context.Request.InputStream.CopyToAsync(body);
+                lock (Paths) Paths.Add(context.Request.Url!.AbsolutePath);
+                if (context.Request.Url!.AbsolutePath == "/v1/traces") Interlocked.Add(ref Spans, CountSpans(body.ToArray()));
+                context.Response.StatusCode = 200;
+                context.Response.Close();
+            }
+        }
+
+        private static int CountSpans(byte[] message)
+        {
+            int count = 0;
+            foreach (var resource in Fields(message, 1))
+                foreach (var scope in Fields(resource, 2))
+                    count += Fields(scope, 2).Count();
+            return count;
+        }
+
+        /// <summary>The length-delimited fields numbered <paramref name="wanted"/> of a protobuf message.</summary>
+        private static IEnumerable<byte[]> Fields(byte[] message, int wanted)
+        {
+            int i = 0;
+            ulong Varint()
+            {
+                ulong v = 0;
+                for (int shift = 0; ; shift += 7)
+                {
+                    byte b = message[i++];
+                    v |= (ulong)(b & 0x7F) << shift;
+                    if (b < 0x80) return v;
+                }
+            }
+            var result = new List<byte[]>();
+            while (i < message.Length)
+            {
+                ulong key = Varint();
+                int field = (int)(key >> 3), type = (int)(key & 7);
+                switch (type)
+                {
+                    case 0: Varint(); break;
+                    case 1: i += 8; break;
+                    case 5: i += 4; break;
+                    case 2:
+                        int length = (int)Varint();
+                        if (field == wanted) result.Add(message[i..(i + length)]);
+                        i += length;
+                        break;
+                    default: throw new InvalidDataException($"protobuf wire type {type}");
+                }
+            }
+            return result;
+        }
+
+        public void Dispose()
+        {
+            _listener.Stop();
+            _listener.Close();
+            _loop.Wait(TimeSpan.FromSeconds(5));
+        }
+    }
+
+    [Fact]
+    public async Task Spans_sent_over_otlp_http_arrive_whole()
+    {
+        // the same run twice (virtual clock: identical), once to a file and once over OTLP/HTTP
+        var toFile = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, TwoWorkerBsp), _root);
+        int expected = TraceFile.Read(toFile.Folder).Spans.Count;
+        using var receiver = new OtlpReceiver();
+        await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. TwoWorkerBsp, "telemetry.exporter=otlp", $"telemetry.endpoint=\"http://127.0.0.1:{receiver.Port}\""]), _root);
+        Assert.Equal(expected, receiver.Spans);
+        Assert.Contains("/v1/traces", receiver.Paths);
+        Assert.Contains("/v1/metrics", receiver.Paths);
+    }
+
+    [Fact]
+    public async Task The_chrome_export_is_trace_event_json_with_one_track_per_actor()
+    {
+        var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, TwoWorkerBsp), _root);
+        var trace = TraceFile.Read(result.Folder);
+        using var buffer = new MemoryStream();
+        trace.WriteChrome(buffer);
+        using var doc = JsonDocument.Parse(buffer.ToArray());
+        var events = doc.RootElement.GetProperty("traceEvents").EnumerateArray().ToList();
+        var complete = events.Where(e => e.GetProperty("ph").GetString() == "X").ToList();
+        Assert.Equal(trace.Spans.Count, complete.Count);
+        foreach (var e in complete)
+        {
+            Assert.False(string.IsNullOrEmpty(e.GetProperty("name").GetString()));
+            Assert.True(e.GetProperty("ts").GetDouble() >= 0);
+            Assert.True(e.GetProperty("dur").GetDouble() >= 0);
+            Assert.Equal(1, e.GetProperty("pid").GetInt32());
+        }
+        var names = events.Where(e => e.GetProperty("ph").GetString() == "M" && e.GetProperty("name").GetString() == "thread_name")
+            .ToDictionary(e => e.GetProperty("tid").GetInt32(), e => e.GetProperty("args").GetProperty("name").GetString());
+        Assert.Equal(complete.Select(e => e.GetProperty("tid").GetInt32()).Distinct().Order(), names.Keys.Order());
+        Assert.Equal(["coordinator", "network to shard-0", "network to shard-1", "shard-0", "shard-1", "worker-0", "worker-1"], names.Values.Order());
+        // a worker's track holds only that worker's spans
+        int worker1 = names.Single(n => n.Value == "worker-1").Key;
+        Assert.All(complete.Where(e => e.GetProperty("tid").GetInt32() == worker1 && e.GetProperty("name").GetString() == "worker.step"),
+            e => Assert.Equal("1", e.GetProperty("args").GetProperty("actortrain.worker").GetString()));
+    }
+
+    [Theory]
+    [InlineData("bsp")]
+    [InlineData("ssp")]
+    public async Task Summarize_breakdown_adds_up_to_the_run_time_within_one_percent(string policy)
+    {
+        var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null,
+            [.. TwoWorkerBsp, $"sync.policy={policy}", "training.max-steps=200", "stragglers.workers=[0]", "stragglers.factor=3", "simulation.compute-time=1ms"]), _root);
+        var trace = TraceFile.Read(result.Folder);
+        double run = trace.Run.Seconds;
+        Assert.Equal(result.Outcome.ElapsedSeconds, run, 6);
+        foreach (var (worker, kinds) in trace.WorkerBreakdown())
+            Assert.True(Math.Abs(kinds.Values.Sum() - run) <= 0.01 * run, $"worker {worker}: {kinds.Values.Sum()} s of {run} s");
+        var breakdown = trace.WorkerBreakdown();
+        Assert.True(breakdown[0]["compute"] > 2.5 * breakdown[1]["compute"], "worker 0 is the 3x straggler");
+        string summary = trace.Summarize();
+        Assert.Contains("Stragglers", summary);
+        Assert.Contains("- worker 0: compute", summary.Split("Stragglers")[1].Split('\n')[1]);
+        if (policy == "bsp") Assert.Contains("worker 0 pushed last", summary);
+    }
+
+    [Fact]
+    public void Summarize_names_a_folder_without_a_trace()
+    {
+        var e = Assert.Throws<Core.ActorTrainException>(() => TraceFile.Read(_root));
+        Assert.Contains("no traces.jsonl", e.Message);
+    }
+}
