@@ -54,7 +54,7 @@ public sealed class TelemetrySession : IDisposable
 
     private readonly TracerProvider? _tracer;
     private readonly MeterProvider? _meter;
-    private readonly RunFilter _filter = new();
+    private RunFilter? _filter;
 
     private TelemetrySession(TelemetrySection settings, string folder, string serviceName, IReadOnlyDictionary<string, object> resource)
     {
@@ -69,7 +69,7 @@ public sealed class TelemetrySession : IDisposable
                 TelemetryExporter.Console => new ConsoleActivityExporter(new ConsoleExporterOptions()),
                 _ => new OtlpTraceExporter(new OtlpExporterOptions { Endpoint = Signal(settings, "traces"), Protocol = settings.Protocol }),
             };
-            _filter.Next = new BatchActivityExportProcessor(exporter, maxQueueSize: 65536, maxExportBatchSize: 2048);
+            _filter = new RunFilter(new BatchActivityExportProcessor(exporter, maxQueueSize: 65536, maxExportBatchSize: 2048));
             _tracer = builder.AddProcessor(_filter).Build();
         }
         if (settings.Metrics)
@@ -102,7 +102,10 @@ public sealed class TelemetrySession : IDisposable
         settings.Exporter == TelemetryExporter.None || !(settings.Traces || settings.Metrics) ? null : new TelemetrySession(settings, folder, serviceName, resource);
 
     /// <summary>Keeps only spans of the run whose root span has this trace id (called when the run span starts).</summary>
-    public void OwnTrace(ActivityTraceId traceId) => _filter.TraceId = traceId;
+    public void OwnTrace(ActivityTraceId traceId)
+    {
+        if (_filter is not null) _filter.TraceId = traceId;
+    }
 
     public void Dispose()
     {
@@ -112,24 +115,21 @@ public sealed class TelemetrySession : IDisposable
         _meter?.Dispose();
     }
 
-    private sealed class RunFilter : BaseProcessor<Activity>
+    /// <summary>
+    /// Passes on only this run's spans. A composite processor, so that the exporter inside it is
+    /// attached to the provider (and gets its resource: service name, run name).
+    /// </summary>
+    private sealed class RunFilter(BaseProcessor<Activity> next) : CompositeProcessor<Activity>([next])
     {
-        public BaseProcessor<Activity>? Next;
         public ActivityTraceId TraceId;
+
+        public override void OnStart(Activity data)
+        {
+        }
 
         public override void OnEnd(Activity data)
         {
-            if (data.TraceId == TraceId) Next?.OnEnd(data);
-        }
-
-        protected override bool OnForceFlush(int timeoutMilliseconds) => Next?.ForceFlush(timeoutMilliseconds) ?? true;
-
-        protected override bool OnShutdown(int timeoutMilliseconds) => Next?.Shutdown(timeoutMilliseconds) ?? true;
-
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing) Next?.Dispose();
-            base.Dispose(disposing);
+            if (data.TraceId == TraceId) base.OnEnd(data);
         }
     }
 }
