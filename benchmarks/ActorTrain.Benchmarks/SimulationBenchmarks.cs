@@ -25,6 +25,7 @@ internal static class SimulationBenchmarks
         if (what is "events" or "all") Events();
         if (what is "scale" or "all") Scale();
         if (what is "validate" or "all") Validate();
+        if (what is "tracing" or "all") Tracing();
         return 0;
     }
 
@@ -112,6 +113,54 @@ internal static class SimulationBenchmarks
                 $"| {workers} x 4 | {r.Summary.Model} | {r.Summary.Steps} | 16 | {r.Summary.ElapsedSeconds:0.0000} | {wall:0.00} | {r.Summary.Network.Events} | {r.Summary.Network.Events / wall:0} |"));
         }
         Console.WriteLine();
+    }
+
+    /// <summary>Wall time of the same whole runs (data, topology, files, trace flush) with telemetry off and on, alternating after a warm-up pair, median of 7.</summary>
+    private static void Tracing()
+    {
+        Console.WriteLine("### Tracing overhead");
+        Console.WriteLine();
+        Console.WriteLine("| run | trace-every | spans | off: median wall s | on (file): median wall s | overhead |");
+        Console.WriteLine("|---|---:|---:|---:|---:|---:|");
+        var runs = new (string Name, string? File, string[] Set)[]
+        {
+            ("quickstart (MLP 32-64-8, 4 workers, 1000 steps)", null, []),
+            ("sync-policies bsp (MLP 64-256-256-10, 4 workers, 160 steps)", "hocon/experiments/sync-policies.conf", ["compare=[]", "training.target-loss=0", "training.max-steps=160"]),
+        };
+        if (File.Exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
+            runs = [.. runs, ("fashion-mnist (MLP 784-256-128-10, 4 workers, 300 steps)", "hocon/experiments/fashion-mnist.conf", ["training.max-steps=300", "training.target-accuracy=0"])];
+        runs = [.. runs, (runs[0].Name, runs[0].File, ["telemetry.trace-every=10"])];
+        foreach (var (name, file, set) in runs)
+        {
+            var off = new List<double>();
+            var on = new List<double>();
+            long spans = 0;
+            // the first pair warms up the JIT and the thread pools and is not counted
+            for (int i = -1; i < 7; i++)
+            {
+                foreach (bool tracing in new[] { false, true })
+                {
+                    string root = Path.Combine(Path.GetTempPath(), "actortrain-bench");
+                    var spec = ExperimentSpec.Load(file, ["output.plots=off", $"telemetry.exporter={(tracing ? "file" : "none")}", .. set]);
+                    // the whole run: topology, export and the final flush of the trace file
+                    var clock = Stopwatch.StartNew();
+                    var r = ExperimentRunner.RunAsync(spec, root).GetAwaiter().GetResult();
+                    if (i >= 0) (tracing ? on : off).Add(clock.Elapsed.TotalSeconds);
+                    if (tracing) spans = File.ReadLines(Path.Combine(r.Folder, "traces.jsonl")).Sum(l => (long)l.Split("\"spanId\"").Length - 1);
+                    Directory.Delete(r.Folder, recursive: true);
+                }
+            }
+            double a = Median(off), b = Median(on);
+            string every = set.FirstOrDefault(x => x.StartsWith("telemetry.trace-every=", StringComparison.Ordinal))?.Split('=')[1] ?? "1";
+            Console.WriteLine(FormattableString.Invariant($"| {name} | {every} | {spans} | {a:0.000} | {b:0.000} | {100 * (b - a) / a:+0.0;-0.0}% |"));
+        }
+        Console.WriteLine();
+    }
+
+    private static double Median(List<double> values)
+    {
+        values.Sort();
+        return values[values.Count / 2];
     }
 
     private static void Validate()

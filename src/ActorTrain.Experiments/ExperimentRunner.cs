@@ -106,7 +106,7 @@ public static class ExperimentRunner
                 spec.Sync, spec.Stragglers.Slowdowns(spec.Topology.Workers), spec.Optimizer, schedule, steps, spec.Training.EvalEvery,
                 spec.Training.StopAtTarget ? spec.Training.TargetAccuracy : null, spec.Training.StopAtTarget ? spec.Training.TargetLoss : null,
                 spec.Training.TimeBudget, spec.Simulation.Virtual ? ComputeDispatcher : PinnedDispatcher, spec.Compression, Timing: new TimingSettings(spec.Simulation.ComputeTime,
-                    spec.Simulation.ShardDevice, spec.Stragglers.RandomSlowdown, spec.Faults));
+                    spec.Simulation.ShardDevice, spec.Stragglers.RandomSlowdown, spec.Faults), TraceEvery: spec.Telemetry.TraceEvery);
 
             RunOutcome outcome;
             var telemetry = TelemetrySession.Start(spec.Telemetry, partial, "actortrain", new Dictionary<string, object>

@@ -143,7 +143,8 @@ public sealed class Coordinator : LinkedActor
         string? WorkerDispatcher,
         CompressionSettings? Compression = null,
         string? ShardDispatcher = null,
-        TimingSettings? Timing = null);
+        TimingSettings? Timing = null,
+        int TraceEvery = 1);
 
     private sealed record EvaluationDone(long Step, bool Final, Evaluation Result, PendingSnapshot Snapshot, double Seconds);
     private sealed record ChildFailed(Exception Cause);
@@ -269,6 +270,7 @@ public sealed class Coordinator : LinkedActor
             _runSpan.SetTag("actortrain.policy", _settings.Policy.Describe());
             _runSpan.SetTag("actortrain.codec", (_settings.Compression ?? CompressionSettings.Dense).Codec);
             _runSpan.SetTag("actortrain.clock", Link.IsVirtual ? "virtual" : "wall");
+            _runSpan.SetTag("actortrain.trace_every", _settings.TraceEvery);
             _run = _runSpan.Context;
             _observer?.OnTrace(_run.TraceId);
         }
@@ -309,7 +311,8 @@ public sealed class Coordinator : LinkedActor
     {
         var workerSettings = new Worker.Settings(w, _settings.Model, _settings.Partitions[w], _settings.BatchSize,
             WorkerDataSeed(_settings.Seed, w), _settings.Precision, _settings.LossScaler, _ranges, _settings.Policy.Kind,
-            _settings.Slowdowns is { } slow && w < slow.Count ? slow[w] : 1, _settings.Compression, _timing.ComputeTime, _timing.RandomSlowdown);
+            _settings.Slowdowns is { } slow && w < slow.Count ? slow[w] : 1, _settings.Compression, _timing.ComputeTime, _timing.RandomSlowdown,
+            _settings.TraceEvery);
         var props = Worker.Props(workerSettings, _engines, Link, Self, _shards);
         if (_settings.WorkerDispatcher is { } dispatcher) props = props.WithDispatcher(dispatcher);
         var worker = Context.ActorOf(props, name);

@@ -136,6 +136,9 @@ public sealed class ParameterServerShard : LinkedActor
         Receive<StopTraining>(_ => Context.Stop(Self));
     }
 
+    /// <summary>A push from a traced step (telemetry can trace 1 step in N; untraced pushes carry the run's context).</summary>
+    private bool Sampled(PushGradient push) => push.Trace != _run;
+
     private void Heard(int worker)
     {
         _workerRefs[worker] = Sender;
@@ -174,7 +177,7 @@ public sealed class ParameterServerShard : LinkedActor
     {
         RunTelemetry.Pushes.Add(1, _shardTag);
         RunTelemetry.Bytes.Add(push.WireBytes, new KeyValuePair<string, object?>("actortrain.direction", "worker_to_shard"), _shardTag);
-        if (RunTelemetry.Tracing)
+        if (RunTelemetry.Tracing && Sampled(push))
             RunTelemetry.Record("transfer", push.Trace, Link, push.SentAt, Link.Now,
                 [new("actortrain.worker", push.Worker), _shardTag, new("actortrain.clock", push.Clock), new("actortrain.encoded_bytes", (long)push.WireBytes)]);
         _samples += push.Samples;
@@ -204,7 +207,7 @@ public sealed class ParameterServerShard : LinkedActor
 
         // The aggregation's span links to every push it sums.
         double from = Link.Now;
-        var links = RunTelemetry.Tracing ? _clockPushes.Where(p => p is not null).Select(p => new ActivityLink(p!.Trace)).ToList() : null;
+        var links = RunTelemetry.Tracing ? _clockPushes.Where(p => p is not null && Sampled(p)).Select(p => new ActivityLink(p!.Trace)).ToList() : null;
         int aggregated = _received;
         // Summed in worker order, not arrival order: float addition is not associative, and the
         // arrival order follows thread timing, which would make BSP runs differ in the last bits.
@@ -215,7 +218,7 @@ public sealed class ParameterServerShard : LinkedActor
             _clockPushes[w] = null;
         }
         if (_finite > 0) Apply(_settings.Schedule.Rate(_version), 1f / _finite);
-        if (links is not null)
+        if (links is { Count: > 0 })
             _lastApply = RunTelemetry.Record("shard.apply", _run, Link, from, Link.Now,
                 [_shardTag, new("actortrain.version", _version + 1), new("actortrain.pushes", aggregated)], links);
         _recentScale = _scaleSum / _received;
@@ -240,7 +243,7 @@ public sealed class ParameterServerShard : LinkedActor
             if (_settings.Policy.StalenessAwareLearningRate) rate /= Math.Max(1, staleness);
             Apply(rate, 1f / _settings.Workers);
             RecordStaleness(staleness);
-            if (RunTelemetry.Tracing)
+            if (RunTelemetry.Tracing && Sampled(push))
                 _lastApply = RunTelemetry.Record("shard.apply", _run, Link, from, Link.Now,
                     [_shardTag, new("actortrain.version", _version + 1), new("actortrain.pushes", 1), new("actortrain.staleness", staleness)],
                     [new ActivityLink(push.Trace)]);

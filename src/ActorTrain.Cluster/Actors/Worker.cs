@@ -43,7 +43,8 @@ public sealed class Worker : LinkedActor
         double Slowdown = 1,
         CompressionSettings? Compression = null,
         ComputeTime? ComputeTime = null,
-        Distribution? RandomSlowdown = null);
+        Distribution? RandomSlowdown = null,
+        int TraceEvery = 1);
 
     private readonly Settings _settings;
     private readonly IGradientEngineFactory _engines;
@@ -143,7 +144,7 @@ public sealed class Worker : LinkedActor
         double wait = Math.Min(idle, _held);
         _held = 0;
         // The step span covers the previous pushes' departure to this step's: network, wait, compute, compress.
-        var step = RunTelemetry.Begin("worker.step", _run, Link, _pushedAt);
+        var step = _clock % _settings.TraceEvery == 0 ? RunTelemetry.Begin("worker.step", _run, Link, _pushedAt) : null;
         var trace = step?.Context ?? _run;
         _batches.Next(_batch);
         int epoch = _batches.Epoch;

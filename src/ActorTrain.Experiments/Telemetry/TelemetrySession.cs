@@ -18,7 +18,7 @@ public enum TelemetryExporter
 }
 
 /// <summary>telemetry { exporter, endpoint, protocol, traces, metrics }: where a run's spans and metrics go.</summary>
-public sealed record TelemetrySection(TelemetryExporter Exporter, string Endpoint, OtlpExportProtocol Protocol, bool Traces, bool Metrics)
+public sealed record TelemetrySection(TelemetryExporter Exporter, string Endpoint, OtlpExportProtocol Protocol, bool Traces, bool Metrics, int TraceEvery = 1)
 {
     public static readonly TelemetrySection Off = new(TelemetryExporter.None, "", OtlpExportProtocol.HttpProtobuf, false, false);
 
@@ -35,7 +35,7 @@ public sealed record TelemetrySection(TelemetryExporter Exporter, string Endpoin
         if (exporter == TelemetryExporter.Otlp && !Uri.TryCreate(endpoint, UriKind.Absolute, out _))
             throw new ActorTrainException($"telemetry.endpoint = \"{endpoint}\" is not a URL, e.g. http://localhost:4318 (http) or http://localhost:4317 (grpc)");
         var protocol = c.Choice("telemetry.protocol", "http", "grpc") == "grpc" ? OtlpExportProtocol.Grpc : OtlpExportProtocol.HttpProtobuf;
-        return new TelemetrySection(exporter, endpoint, protocol, c.Bool("telemetry.traces"), c.Bool("telemetry.metrics"));
+        return new TelemetrySection(exporter, endpoint, protocol, c.Bool("telemetry.traces"), c.Bool("telemetry.metrics"), c.Int("telemetry.trace-every", 1));
     }
 }
 
