@@ -161,3 +161,41 @@ public sealed class CompareCommandTests : IDisposable
         Assert.Contains("\"variant\": \"ssp3\"", File.ReadAllText(Path.Combine(folder, "summary.json")));
     }
 }
+
+public sealed class TraceCommandTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("actortrain-trace-cli-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public async Task Trace_summarize_and_export_read_a_run_folder()
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        Assert.Equal(0, await ActorTrainCommand.RunAsync(["run", "--out", _dir, "--set", "training.max-steps=20", "--set", "output.plots=off"], stdout, stderr));
+        string run = Assert.Single(Directory.GetDirectories(_dir));
+        stdout = new StringWriter();
+        Assert.Equal(0, await ActorTrainCommand.RunAsync(["trace", "summarize", run], stdout, stderr));
+        Assert.Contains("| worker | compute | compress | network | wait |", stdout.ToString());
+        Assert.Contains("Critical path", stdout.ToString());
+        Assert.Equal(0, await ActorTrainCommand.RunAsync(["trace", "export", run, "--format", "chrome"], stdout, stderr));
+        Assert.True(File.Exists(Path.Combine(run, "trace.chrome.json")));
+    }
+
+    [Fact]
+    public async Task Trace_commands_reject_bad_input_with_exit_code_2()
+    {
+        var stderr = new StringWriter();
+        Assert.Equal(2, await ActorTrainCommand.RunAsync(["trace", "summarize", Path.Combine(_dir, "missing")], new StringWriter(), stderr));
+        Assert.Contains("trace file not found", stderr.ToString());
+        string bad = Path.Combine(_dir, "bad.jsonl");
+        File.WriteAllText(bad, "{not json\n");
+        stderr = new StringWriter();
+        Assert.Equal(2, await ActorTrainCommand.RunAsync(["trace", "summarize", bad], new StringWriter(), stderr));
+        Assert.Contains("bad.jsonl:1: not OTLP JSON spans", stderr.ToString());
+        stderr = new StringWriter();
+        Assert.Equal(2, await ActorTrainCommand.RunAsync(["trace", "export", bad, "--format", "svg"], new StringWriter(), stderr));
+        Assert.Contains("the only format is chrome", stderr.ToString());
+    }
+}

@@ -241,6 +241,20 @@ public sealed class TelemetryTests : IDisposable
     }
 
     [Fact]
+    public async Task Trace_every_n_traces_one_step_in_n_and_keeps_the_links_whole()
+    {
+        var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. TwoWorkerBsp, "training.max-steps=20", "telemetry.trace-every=5"]), _root);
+        var trace = TraceFile.Read(result.Folder);
+        var steps = trace.Spans.Where(s => s.Name == "worker.step").ToList();
+        Assert.All(steps, s => Assert.Equal(0, s.Int("actortrain.clock")!.Value % 5));
+        Assert.InRange(steps.Count, 2 * 4, 2 * 5); // clocks 0, 5, 10, 15 (and 20 if pushed before the end)
+        var ids = steps.Select(s => s.SpanId).ToHashSet();
+        var applies = trace.Spans.Where(s => s.Name == "shard.apply").ToList();
+        Assert.All(applies, a => Assert.All(a.Links, l => Assert.Contains(l, ids)));
+        Assert.All(trace.Spans.Where(s => s.Name == "transfer"), t => Assert.Contains(t.ParentId!, ids));
+    }
+
+    [Fact]
     public void Summarize_names_a_folder_without_a_trace()
     {
         var e = Assert.Throws<Core.ActorTrainException>(() => TraceFile.Read(_root));
