@@ -18,32 +18,12 @@ public sealed class OtlpJsonFileExporter(string path, Resource resource) : BaseE
 
     public override ExportResult Export(in Batch<Activity> batch)
     {
-        using var buffer = new MemoryStream();
-        using (var json = new Utf8JsonWriter(buffer))
+        var spans = new List<Activity>();
+        foreach (var span in batch) spans.Add(span);
+        OtlpJson.WriteLine(_writer, "resourceSpans", "scopeSpans", "spans", resource, json =>
         {
-            json.WriteStartObject();
-            json.WriteStartArray("resourceSpans");
-            json.WriteStartObject();
-            OtlpJson.WriteResource(json, resource);
-            json.WriteStartArray("scopeSpans");
-            json.WriteStartObject();
-            json.WriteStartObject("scope");
-            json.WriteString("name", "ActorTrain");
-            json.WriteEndObject();
-            json.WriteStartArray("spans");
-            foreach (var span in batch) WriteSpan(json, span);
-            json.WriteEndArray();
-            json.WriteEndObject();
-            json.WriteEndArray();
-            json.WriteEndObject();
-            json.WriteEndArray();
-            json.WriteEndObject();
-        }
-        lock (_writer)
-        {
-            _writer.WriteLine(System.Text.Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length));
-            _writer.Flush();
-        }
+            foreach (var span in spans) WriteSpan(json, span);
+        });
         return ExportResult.Success;
     }
 
@@ -103,32 +83,12 @@ public sealed class OtlpJsonMetricFileExporter(string path) : BaseExporter<Metri
 
     public override ExportResult Export(in Batch<Metric> batch)
     {
-        using var buffer = new MemoryStream();
-        using (var json = new Utf8JsonWriter(buffer))
+        var metrics = new List<Metric>();
+        foreach (var metric in batch) metrics.Add(metric);
+        OtlpJson.WriteLine(_writer, "resourceMetrics", "scopeMetrics", "metrics", ParentProvider?.GetResource() ?? Resource.Empty, json =>
         {
-            json.WriteStartObject();
-            json.WriteStartArray("resourceMetrics");
-            json.WriteStartObject();
-            OtlpJson.WriteResource(json, ParentProvider?.GetResource() ?? Resource.Empty);
-            json.WriteStartArray("scopeMetrics");
-            json.WriteStartObject();
-            json.WriteStartObject("scope");
-            json.WriteString("name", "ActorTrain");
-            json.WriteEndObject();
-            json.WriteStartArray("metrics");
-            foreach (var metric in batch) WriteMetric(json, metric);
-            json.WriteEndArray();
-            json.WriteEndObject();
-            json.WriteEndArray();
-            json.WriteEndObject();
-            json.WriteEndArray();
-            json.WriteEndObject();
-        }
-        lock (_writer)
-        {
-            _writer.WriteLine(System.Text.Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length));
-            _writer.Flush();
-        }
+            foreach (var metric in metrics) WriteMetric(json, metric);
+        });
         return ExportResult.Success;
     }
 
@@ -195,6 +155,37 @@ public sealed class OtlpJsonMetricFileExporter(string path) : BaseExporter<Metri
 
 internal static class OtlpJson
 {
+    /// <summary>One export request as a line: {resourceX: [{resource, scopeX: [{scope: ActorTrain, items: [...]}]}]}.</summary>
+    public static void WriteLine(StreamWriter writer, string resources, string scopes, string items, Resource resource, Action<Utf8JsonWriter> writeItems)
+    {
+        using var buffer = new MemoryStream();
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            json.WriteStartObject();
+            json.WriteStartArray(resources);
+            json.WriteStartObject();
+            WriteResource(json, resource);
+            json.WriteStartArray(scopes);
+            json.WriteStartObject();
+            json.WriteStartObject("scope");
+            json.WriteString("name", "ActorTrain");
+            json.WriteEndObject();
+            json.WriteStartArray(items);
+            writeItems(json);
+            json.WriteEndArray();
+            json.WriteEndObject();
+            json.WriteEndArray();
+            json.WriteEndObject();
+            json.WriteEndArray();
+            json.WriteEndObject();
+        }
+        lock (writer)
+        {
+            writer.WriteLine(System.Text.Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length));
+            writer.Flush();
+        }
+    }
+
     /// <summary>JSON has no NaN or infinity: those go as strings, as the OTLP JSON mapping of doubles allows.</summary>
     public static void Number(Utf8JsonWriter json, string name, double value)
     {
