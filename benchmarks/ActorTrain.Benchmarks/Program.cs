@@ -17,6 +17,10 @@ if (args.Length > 0 && args[0] == "simulation")
 {
     return SimulationBenchmarks.Run(args[1..]);
 }
+if (args.Length > 0 && args[0] == "limits")
+{
+    return MachineLimits.Run();
+}
 BenchmarkSwitcher.FromAssembly(typeof(EngineStepBenchmarks).Assembly).Run(args);
 return 0;
 
@@ -62,5 +66,61 @@ static class StepThroughput
         Console.WriteLine(FormattableString.Invariant(
             $"impl=actortrain engine={engine.Name.Split(' ')[0]} model={modelName} precision={precisionName} batch={batch} steps_per_s={stepsPerSecond:F1} samples_per_s={stepsPerSecond * batch:F0} gflops={gflops:F2} ms_per_step={1000 / stepsPerSecond:F3}"));
         return 0;
+    }
+}
+
+/// <summary>
+/// limits: the machine's measured ceilings the engines are held against: FLOP/s of a
+/// TensorPrimitives.Dot loop on L1-resident vectors (2 FLOPs per element) on 1 and all cores, and
+/// memcpy bandwidth on a 256 MB buffer (bytes read + written).
+/// </summary>
+static class MachineLimits
+{
+    public static int Run()
+    {
+        foreach (int threads in new[] { 1, Environment.ProcessorCount })
+        {
+            double flops = Parallel(threads, () =>
+            {
+                var x = new float[4096];
+                var y = new float[4096];
+                new Random(1).NextBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(x.AsSpan()));
+                for (int i = 0; i < x.Length; i++) { x[i] = (i % 7) * 0.1f; y[i] = (i % 5) * 0.2f; }
+                float sink = 0;
+                long n = 0;
+                var sw = Stopwatch.StartNew();
+                while (sw.Elapsed.TotalSeconds < 2)
+                {
+                    for (int r = 0; r < 1000; r++) sink += System.Numerics.Tensors.TensorPrimitives.Dot(x, y);
+                    n += 1000;
+                }
+                GC.KeepAlive(sink);
+                return 2.0 * x.Length * n / sw.Elapsed.TotalSeconds;
+            });
+            Console.WriteLine(FormattableString.Invariant($"peak=dot threads={threads} gflops={flops / 1e9:F1}"));
+        }
+        var from = new byte[256 << 20];
+        var to = new byte[256 << 20];
+        from.AsSpan().Fill(1);
+        to.AsSpan().Fill(2);
+        from.AsSpan().CopyTo(to);
+        var clock = Stopwatch.StartNew();
+        int copies = 0;
+        while (clock.Elapsed.TotalSeconds < 2)
+        {
+            from.AsSpan().CopyTo(to);
+            copies++;
+        }
+        Console.WriteLine(FormattableString.Invariant($"peak=memcpy threads=1 gbytes_per_s={2.0 * from.Length * copies / clock.Elapsed.TotalSeconds / 1e9:F1} (read + write)"));
+        return 0;
+    }
+
+    private static double Parallel(int threads, Func<double> work)
+    {
+        var results = new double[threads];
+        var all = Enumerable.Range(0, threads).Select(t => new Thread(() => results[t] = work())).ToList();
+        all.ForEach(t => t.Start());
+        all.ForEach(t => t.Join());
+        return results.Sum();
     }
 }

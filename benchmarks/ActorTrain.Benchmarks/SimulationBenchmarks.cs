@@ -26,6 +26,7 @@ internal static class SimulationBenchmarks
         if (what is "scale" or "all") Scale();
         if (what is "validate" or "all") Validate();
         if (what is "tracing" or "all") Tracing();
+        if (what is "overhead" or "all") Overhead();
         return 0;
     }
 
@@ -153,6 +154,44 @@ internal static class SimulationBenchmarks
             double a = Median(off), b = Median(on);
             string every = set.FirstOrDefault(x => x.StartsWith("telemetry.trace-every=", StringComparison.Ordinal))?.Split('=')[1] ?? "1";
             Console.WriteLine(FormattableString.Invariant($"| {name} | {every} | {spans} | {a:0.000} | {b:0.000} | {100 * (b - a) / a:+0.0;-0.0}% |"));
+        }
+        Console.WriteLine();
+    }
+
+    /// <summary>
+    /// The share of a run's wall time not spent on gradients and optimizer math: 1 - (gradient
+    /// seconds + shard seconds) / (wall seconds x cores), all measured (real) times, telemetry off.
+    /// </summary>
+    private static void Overhead()
+    {
+        Console.WriteLine("### Simulation overhead");
+        Console.WriteLine();
+        Console.WriteLine($"Cores: {Environment.ProcessorCount}. Gradient = the engines' real time; shard = decoding, accumulating, the optimizer step and encoding the answer. Median of 5 after a warm-up.");
+        Console.WriteLine();
+        Console.WriteLine("| run | clock | wall s | gradient s | shard s | work / (wall x cores) | overhead |");
+        Console.WriteLine("|---|---|---:|---:|---:|---:|---:|");
+        var runs = new (string Name, string? File, string[] Set)[]
+        {
+            ("quickstart (4 workers, 1000 steps)", null, ["simulation.clock=virtual"]),
+            ("quickstart (4 workers, 1000 steps)", null, ["simulation.clock=wall"]),
+            ("64 workers x 4 shards, MLP 32-64-8, 100 steps", null, ["simulation.clock=virtual", "topology.workers=64", "topology.shards=4", "training.max-steps=100", "compute.threads=1"]),
+        };
+        if (File.Exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
+            runs = [.. runs, ("fashion-mnist MLP (4 workers, 300 steps)", "hocon/experiments/fashion-mnist.conf", ["simulation.clock=wall", "training.max-steps=300", "training.target-accuracy=0"])];
+        foreach (var (name, file, set) in runs)
+        {
+            var samples = new List<(double Wall, double Gradient, double Shard)>();
+            for (int i = -1; i < 5; i++)
+            {
+                string root = Path.Combine(Path.GetTempPath(), "actortrain-bench");
+                var r = ExperimentRunner.RunAsync(ExperimentSpec.Load(file, ["output.plots=off", "telemetry.exporter=none", .. set]), root).GetAwaiter().GetResult();
+                Directory.Delete(r.Folder, recursive: true);
+                if (i >= 0) samples.Add((r.Summary.WallSeconds, r.Summary.GradientSeconds, r.Summary.OptimizerSeconds));
+            }
+            var m = samples.OrderBy(x => x.Wall).ElementAt(samples.Count / 2);
+            double share = (m.Gradient + m.Shard) / (m.Wall * Environment.ProcessorCount);
+            Console.WriteLine(FormattableString.Invariant(
+                $"| {name} | {set[0].Split('=')[1]} | {m.Wall:0.000} | {m.Gradient:0.000} | {m.Shard:0.000} | {100 * share:0.0}% | {100 * (1 - share):0.0}% |"));
         }
         Console.WriteLine();
     }

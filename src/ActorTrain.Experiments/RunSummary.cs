@@ -50,6 +50,8 @@ public sealed record RunSummary(
     IReadOnlyList<long> StalenessHistogram,
     long DroppedLate,
     NetworkReport Network,
+    double GradientSeconds,
+    double OptimizerSeconds,
     IReadOnlyList<WorkerReport> WorkerTimes)
 {
     private static readonly JsonSerializerOptions Json = new()
@@ -106,6 +108,8 @@ public sealed record RunSummary(
             TrimmedHistogram(outcome.StalenessHistogram()),
             last.DroppedLate,
             Describe(spec.Network, outcome.Link ?? new()),
+            outcome.Workers.Sum(w => w.GradientSeconds),
+            outcome.Shards.Sum(c => c.BusySeconds),
             outcome.Workers.Select(w => new WorkerReport(w.Worker, slowdowns[w.Worker], w.Steps, w.ComputeSeconds, w.CommunicationSeconds, w.WaitSeconds,
                 w.ComputeSeconds > 0 ? w.Flops / w.ComputeSeconds / 1e9 : 0, w.UnderflowedElements, w.NonFiniteSteps, w.LastLossScale, w.Kills)).ToList());
     }

@@ -52,7 +52,7 @@ public sealed record EvaluationPoint(
 /// staleness bound, apply), in seconds of the run's clock; restarts after faults.
 /// </summary>
 public sealed record WorkerSummary(int Worker, long Steps, double ComputeSeconds, double CommunicationSeconds, double WaitSeconds, long Flops,
-    long UnderflowedElements, long NonFiniteSteps, float LastLossScale, int Kills = 0);
+    long UnderflowedElements, long NonFiniteSteps, float LastLossScale, int Kills = 0, double GradientSeconds = 0);
 
 /// <summary>
 /// A fault to inject: worker <paramref name="Worker"/> is killed at <paramref name="AtSeconds"/> on the
@@ -198,7 +198,7 @@ public sealed class Coordinator : LinkedActor
     private sealed class WorkerTally
     {
         public long Steps, Flops, Underflow, NonFinite;
-        public double Compute, Communication, Wait;
+        public double Compute, Communication, Wait, Gradient;
         public float Scale = 1;
         public int Kills;
     }
@@ -364,6 +364,7 @@ public sealed class Coordinator : LinkedActor
         t.Steps++;
         t.Compute += r.ComputeSeconds;
         t.Communication += r.CommunicationSeconds;
+        t.Gradient += r.GradientSeconds;
         t.Wait += r.WaitSeconds;
         t.Flops += r.Flops;
         t.Underflow += r.UnderflowedElements;
@@ -503,7 +504,7 @@ public sealed class Coordinator : LinkedActor
         _runSpan = null;
         foreach (var child in _children) child.Tell(StopTraining.Instance);
         var workers = _workers.Select((t, i) => new WorkerSummary(i, t.Steps, t.Compute, t.Communication, t.Wait, t.Flops, t.Underflow, t.NonFinite,
-            t.Scale, t.Kills)).ToList();
+            t.Scale, t.Kills, t.Gradient)).ToList();
         var shards = done.Final ? done.Snapshot.Counters.Select(c => c!).ToList() : _shardCounters.ToList();
         _completion.TrySetResult(new RunOutcome(_stopReason, done.Snapshot.Weights, done.Step, _evaluations, workers,
             shards, done.Snapshot.Time, _wall.Elapsed.TotalSeconds, Link.IsVirtual, Link.Statistics, _faultEvents.ToList()));

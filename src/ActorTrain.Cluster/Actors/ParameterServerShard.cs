@@ -68,6 +68,7 @@ public sealed class ParameterServerShard : LinkedActor
     private readonly double _accumulateSeconds, _applySeconds;
     private readonly KeyValuePair<string, object?> _shardTag;
     private ActivityContext _run, _lastApply;
+    private readonly System.Diagnostics.Stopwatch _busy = new();
     private readonly List<(int Id, long Clock)> _parked = [];
     private readonly float[] _decoded;
     private readonly PushGradient?[] _clockPushes;
@@ -120,8 +121,10 @@ public sealed class ParameterServerShard : LinkedActor
         {
             Heard(push.Worker);
             Account(push);
+            _busy.Start();
             if (IsBsp) OnBspPush(push);
             else OnAsyncPush(push);
+            _busy.Stop();
         });
         Receive<FinalSnapshotRequest>(_ => Finish());
         Receive<StopTraining>(_ => Context.Stop(Self));
@@ -343,7 +346,7 @@ public sealed class ParameterServerShard : LinkedActor
         Link.Send(_coordinator, new ShardSnapshot(_settings.ShardId, Step, _weights.AsSpan().ToArray(), Counters(), final), 0, TrafficClass.Control, Self);
 
     private ShardCounters Counters() => new(_optimizer.Steps, _applied, _skipped, _dropped, _samples, _bytesIn, _bytesOut, _denseIn, _denseOut, _recentScale,
-        (long[])_staleness.Clone(), _stalenessSum, _stalenessMax, _maxLead);
+        (long[])_staleness.Clone(), _stalenessSum, _stalenessMax, _maxLead, _busy.Elapsed.TotalSeconds);
 }
 
 /// <summary>

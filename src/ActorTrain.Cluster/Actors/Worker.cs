@@ -172,7 +172,7 @@ public sealed class Worker : LinkedActor
         }
         double sent = Link.Now;
         Link.Send(_coordinator, new WorkerStepReport(_settings.WorkerId, _clock, result.Loss, _batch.Count, result.Flops, computed, idle - wait, wait,
-            result.UnderflowedElements, result.NonFinite, scale, epoch), 0, TrafficClass.Control, Self);
+            result.UnderflowedElements, result.NonFinite, scale, epoch, measured), 0, TrafficClass.Control, Self);
         if (step is not null)
         {
             step.SetTag("actortrain.worker", _settings.WorkerId);

@@ -72,7 +72,8 @@ public sealed record ShardSnapshot(int Shard, long Step, ReadOnlyMemory<float> V
 /// steps, pushes applied, skipped as non-finite and dropped as late (backup workers), samples behind
 /// the pushes, the bytes it received and sent (and what they would have been as dense FP32), the mean loss scale of the recent pushes, the
 /// staleness of every applied push (histogram, sum, max; in shard versions) and the largest lead
-/// of a pushing worker's clock over the slowest worker's. Counting at the shard, by step, makes
+/// of a pushing worker's clock over the slowest worker's; BusySeconds is the real (wall) time the shard
+/// spent decoding, accumulating and stepping the optimizer. Counting at the shard, by step, makes
 /// every column of an evaluation a function of the step, not of when the coordinator looked.
 /// </summary>
 public sealed record ShardCounters(
@@ -89,7 +90,8 @@ public sealed record ShardCounters(
     long[] StalenessHistogram,
     long StalenessSum,
     long StalenessMax,
-    long MaxClockLead)
+    long MaxClockLead,
+    double BusySeconds = 0)
 {
     /// <summary>Buckets 0..62 count that staleness exactly; the last counts 63 and more.</summary>
     public const int HistogramBuckets = 64;
@@ -110,7 +112,8 @@ public sealed record WorkerStepReport(
     long UnderflowedElements,
     bool NonFinite,
     float LossScale,
-    int Epoch) : ITrainingMessage;
+    int Epoch,
+    double GradientSeconds = 0) : ITrainingMessage;
 
 /// <summary>Coordinator -> workers and shards: the run is over, stop now.</summary>
 public sealed class StopTraining : ITrainingMessage

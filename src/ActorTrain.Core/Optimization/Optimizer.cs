@@ -1,3 +1,4 @@
+using System.Numerics;
 namespace ActorTrain.Core.Optimization;
 
 public enum OptimizerKind
@@ -194,7 +195,32 @@ internal sealed class Adam(OptimizerSettings s, int length) : Optimizer(s, lengt
         float stepSize = (float)(lr / bc1);
         float bc2Sqrt = (float)Math.Sqrt(bc2);
         float decay = decoupled ? (float)(1 - lr * Settings.WeightDecay) : 1f;
-        for (int i = 0; i < w.Length; i++)
+        // Vectorised with the scalar loop's operations in the scalar loop's order (no fused
+        // multiply-add, each element on its own): the same bits, 8-16 elements at a time. The shard's
+        // optimizer step was measured at half of a one-worker step before this.
+        int i = 0;
+        if (Vector.IsHardwareAccelerated)
+        {
+            var m = _m.AsSpan();
+            var v = _v.AsSpan();
+            int width = Vector<float>.Count;
+            for (; i <= w.Length - width; i += width)
+            {
+                var wi = new Vector<float>(w[i..]);
+                if (decoupled) wi *= decay;
+                var d = new Vector<float>(g[i..]);
+                if (wd != 0) d += wd * wi;
+                var mi = new Vector<float>(m[i..]);
+                mi += (d - mi) * oneMinusB1;
+                var vi = b2 * new Vector<float>(v[i..]) + oneMinusB2 * d * d;
+                var denom = Vector.SquareRoot(vi) / bc2Sqrt + new Vector<float>(eps);
+                wi -= stepSize * mi / denom;
+                mi.CopyTo(m[i..]);
+                vi.CopyTo(v[i..]);
+                wi.CopyTo(w[i..]);
+            }
+        }
+        for (; i < w.Length; i++)
         {
             if (decoupled) w[i] *= decay;
             float d = L2(g, w, i, wd);
