@@ -98,9 +98,22 @@ public sealed class WallClockLink : ILink, IDisposable
             Thread.Sleep(TimeSpan.FromSeconds(seconds));
             return;
         }
+        if (!_slackSet)
+        {
+            // Linux delays timed sleeps by up to the thread's timer slack (50 us by default) to batch
+            // wake-ups; a modelled link needs its microseconds.
+            _ = prctl(PrSetTimerSlack, 1, 0, 0, 0);
+            _slackSet = true;
+        }
         var request = new TimeSpec { Seconds = (long)seconds, Nanoseconds = (long)((seconds - Math.Floor(seconds)) * 1e9) };
         _ = nanosleep(ref request, IntPtr.Zero);
     }
+
+    [ThreadStatic] private static bool _slackSet;
+    private const int PrSetTimerSlack = 29;
+
+    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
+    private static extern int prctl(int option, ulong arg2, ulong arg3, ulong arg4, ulong arg5);
 
     private struct TimeSpec
     {
