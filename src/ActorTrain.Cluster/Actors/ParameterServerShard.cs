@@ -134,7 +134,7 @@ public sealed class ParameterServerShard : LinkedActor
     {
         Receive<Begin>(_ => { });
         Receive<PullParameters>(_ => { });
-        Receive<PushGradient>(_ => { });
+        Receive<PushGradient>(push => push.Release());
         Receive<FinalSnapshotRequest>(_ => { });
         Receive<StopTraining>(_ => Context.Stop(Self));
     }
@@ -196,6 +196,7 @@ public sealed class ParameterServerShard : LinkedActor
         if (push.Clock < _version)
         {
             _dropped++;
+            push.Release();
             RunTelemetry.DroppedPushes.Add(1, _shardTag);
             SendSlice(push.Worker);
             return;
@@ -269,6 +270,7 @@ public sealed class ParameterServerShard : LinkedActor
             return false;
         }
         GradientCodec.Decode(push.Payload.Span, _decoded);
+        push.Release();
         TensorPrimitives.MultiplyAdd(_decoded, 1f / push.LossScale, _sum, _sum);
         if (Link.IsVirtual) Link.Occupy(_accumulateSeconds, 0);
         _finite++;
@@ -335,7 +337,8 @@ public sealed class ParameterServerShard : LinkedActor
         first |= _fresh[workerId];
         _fresh[workerId] = false;
         var (payload, delta) = _downlink.Encode(weights, version, workerId, first);
-        var slice = new ParameterSlice(_settings.ShardId, version, payload, delta, _workerClocks[workerId], Link.Now - _requestAt[workerId], _lastApply);
+        var slice = new ParameterSlice(_settings.ShardId, version, payload.Memory, delta, _workerClocks[workerId], Link.Now - _requestAt[workerId], _lastApply,
+            payload);
         RunTelemetry.Bytes.Add(slice.WireBytes, new KeyValuePair<string, object?>("actortrain.direction", "shard_to_worker"), _shardTag);
         _bytesOut += slice.WireBytes;
         _denseOut += ParameterSlice.DenseBytes(_settings.Length);
@@ -354,7 +357,9 @@ public sealed class ParameterServerShard : LinkedActor
 /// payload among the workers that receive it. The codec mode keeps, per worker, a mirror of the
 /// weights that worker holds and an error-feedback compressor: it sends the encoded change
 /// weights - mirror and adds what the worker will decode to the mirror, so mirror and worker agree.
-/// A worker's first slice is always full FP32.
+/// A worker's first slice is always full FP32. Payloads are pooled (<see cref="SharedPayload"/>):
+/// each one returned carries a reference for its recipient; the cache holds one more until the
+/// version changes.
 /// </summary>
 internal sealed class Downlink
 {
@@ -364,7 +369,7 @@ internal sealed class Downlink
     private readonly float[] _change;
     private readonly byte[] _scratch;
     private long _cachedVersion = -1;
-    private byte[] _cached = [];
+    private SharedPayload? _cached;
 
     public Downlink(CompressionSettings settings, int workers, int length, ulong seed, IReadOnlyList<MatrixBlock> blocks)
     {
@@ -384,7 +389,7 @@ internal sealed class Downlink
         }
     }
 
-    public (byte[] Payload, bool Delta) Encode(float[] weights, long version, int worker, bool first)
+    public (SharedPayload Payload, bool Delta) Encode(float[] weights, long version, int worker, bool first)
     {
         if (_mirrors is null || first || _mirrors[worker] is null)
         {
@@ -395,24 +400,25 @@ internal sealed class Downlink
             }
             if (_cachedVersion != version)
             {
+                _cached?.Release();
                 _cached = Full(_full, weights);
                 _cachedVersion = version;
             }
-            return (_cached, false);
+            return (_cached!.Acquire(), false);
         }
         var mirror = _mirrors[worker];
         TensorPrimitives.Subtract(weights, mirror, _change);
         int written = _compressors![worker].Compress(_change, 1f, _scratch);
-        var payload = _scratch.AsSpan(0, written).ToArray();
-        GradientCodec.Decode(payload, _change);
+        var payload = SharedPayload.Create(written, array =>
+        {
+            _scratch.AsSpan(0, written).CopyTo(array);
+            return written;
+        });
+        GradientCodec.Decode(payload.Memory.Span, _change);
         TensorPrimitives.Add(mirror, _change, mirror);
         return (payload, true);
     }
 
-    private static byte[] Full(GradientCodec codec, float[] weights)
-    {
-        var payload = new byte[codec.MaxEncodedSize(weights.Length)];
-        codec.Encode(weights, payload, new Rng(0));
-        return payload;
-    }
+    private static SharedPayload Full(GradientCodec codec, float[] weights) =>
+        SharedPayload.Create(codec.MaxEncodedSize(weights.Length), array => codec.Encode(weights, array, new Rng(0)));
 }

@@ -125,6 +125,7 @@ public sealed class Worker : LinkedActor
         {
             GradientCodec.Decode(slice.Payload.Span, target);
         }
+        slice.Owner?.Release();
         _shardVersions[slice.Shard] = slice.Version;
         _held = Math.Max(_held, slice.HeldSeconds);
         if (_rejoining) _clock = Math.Max(_clock, slice.WorkerClock);
@@ -163,10 +164,12 @@ public sealed class Worker : LinkedActor
         {
             var range = _settings.Shards[s];
             // A non-finite gradient is not encoded (nor fed to error feedback): the shard skips it unread.
-            byte[] payload = result.NonFinite
-                ? []
-                : _encoded.AsSpan(0, _compressors[s].Compress(_gradient.AsSpan(range.Start, range.Length), scale, _encoded)).ToArray();
-            var push = new PushGradient(_settings.WorkerId, _clock, _shardVersions[s], scale, result.NonFinite, _batch.Count, payload, Link.Now, trace);
+            // Pooled: the shard returns the buffer once decoded, so steady-state steps allocate no payloads.
+            var payload = result.NonFinite
+                ? ReadOnlyMemory<byte>.Empty
+                : PushGradient.Rent(_encoded.AsSpan(0, _compressors[s].Compress(_gradient.AsSpan(range.Start, range.Length), scale, _encoded)));
+            var push = new PushGradient(_settings.WorkerId, _clock, _shardVersions[s], scale, result.NonFinite, _batch.Count, payload, Link.Now, trace,
+                Pooled: !result.NonFinite);
             encodedBytes += push.WireBytes;
             Link.Send(_shards[s], push, push.WireBytes, TrafficClass.WorkerToShard, Self);
         }

@@ -35,12 +35,29 @@ public sealed record PullParameters(int Worker, long Clock, bool Rejoin = false,
 /// just this slice), so every shard skips the same pushes; such a push carries no payload.
 /// <paramref name="Samples"/> is the mini-batch size behind it. The payload is never written after sending.
 /// <paramref name="SentAt"/> is the run time it left (for the transfer span); <paramref name="Trace"/> the worker's step span.
+/// <paramref name="Pooled"/>: the payload was rented from <see cref="System.Buffers.ArrayPool{T}.Shared"/> and
+/// belongs to the one shard that receives it, which returns it once decoded (or dropped).
 /// </summary>
 public sealed record PushGradient(int Worker, long Clock, long BaseVersion, float LossScale, bool NonFinite, int Samples, ReadOnlyMemory<byte> Payload,
-    double SentAt = 0, ActivityContext Trace = default) : ITrainingMessage
+    double SentAt = 0, ActivityContext Trace = default, bool Pooled = false) : ITrainingMessage
 {
     public const int HeaderBytes = 36;
     public int WireBytes => HeaderBytes + Payload.Length;
+
+    /// <summary>A pooled copy of an encoded payload, for <paramref name="Pooled"/> pushes.</summary>
+    public static ReadOnlyMemory<byte> Rent(ReadOnlySpan<byte> encoded)
+    {
+        var array = System.Buffers.ArrayPool<byte>.Shared.Rent(encoded.Length);
+        encoded.CopyTo(array);
+        return array.AsMemory(0, encoded.Length);
+    }
+
+    /// <summary>Gives a pooled payload back; the receiving shard calls it once, after the last read.</summary>
+    public void Release()
+    {
+        if (Pooled && System.Runtime.InteropServices.MemoryMarshal.TryGetArray(Payload, out var segment) && segment.Array is { } array)
+            System.Buffers.ArrayPool<byte>.Shared.Return(array);
+    }
 
     /// <summary>What the same push costs as dense FP32: the baseline of compression ratios.</summary>
     public static int DenseBytes(int length) => HeaderBytes + Core.Compression.GradientWire.HeaderSize + sizeof(float) * length;
@@ -56,12 +73,53 @@ public sealed record PushGradient(int Worker, long Clock, long BaseVersion, floa
 /// worker reports as wait time, apart from the time its messages spent on the network.
 /// </summary>
 public sealed record ParameterSlice(int Shard, long Version, ReadOnlyMemory<byte> Payload, bool Delta = false, long WorkerClock = 0, double HeldSeconds = 0,
-    ActivityContext Trace = default) : ITrainingMessage
+    ActivityContext Trace = default, SharedPayload? Owner = null) : ITrainingMessage
 {
     public const int HeaderBytes = 16;
     public int WireBytes => HeaderBytes + Payload.Length;
 
     public static int DenseBytes(int length) => HeaderBytes + Core.Compression.GradientWire.HeaderSize + sizeof(float) * length;
+}
+
+/// <summary>
+/// A pooled buffer shared by the slices that carry it (one encoding of a version goes to every
+/// worker that asks for it): each holder releases its reference once it has read the payload,
+/// and the last one returns the buffer to <see cref="System.Buffers.ArrayPool{T}.Shared"/>. A slice
+/// that is never read (its worker was killed) just leaves the buffer to the collector.
+/// </summary>
+public sealed class SharedPayload
+{
+    private readonly byte[] _array;
+    private readonly int _length;
+    private int _references = 1;
+
+    private SharedPayload(byte[] array, int length)
+    {
+        _array = array;
+        _length = length;
+    }
+
+    /// <summary>Rents a buffer of at least <paramref name="capacity"/> bytes, fills it, keeps what <paramref name="fill"/> says it wrote; one reference.</summary>
+    public static SharedPayload Create(int capacity, Func<byte[], int> fill)
+    {
+        var array = System.Buffers.ArrayPool<byte>.Shared.Rent(capacity);
+        return new SharedPayload(array, fill(array));
+    }
+
+    public ReadOnlyMemory<byte> Memory => _array.AsMemory(0, _length);
+
+    public SharedPayload Acquire()
+    {
+        Interlocked.Increment(ref _references);
+        return this;
+    }
+
+    public void Release()
+    {
+        int left = Interlocked.Decrement(ref _references);
+        if (left == 0) System.Buffers.ArrayPool<byte>.Shared.Return(_array);
+        else if (left < 0) throw new InvalidOperationException("a shared payload was released more often than acquired");
+    }
 }
 
 /// <summary>Shard -> coordinator: a copy of the shard's weights at a global step, for evaluation.</summary>
