@@ -27,6 +27,7 @@ internal static class Dashboard
 
     public static Process Start(string executable, int uiPort, int httpPort, int grpcPort)
     {
+        if (!File.Exists(executable)) throw new ActorTrainException($"--path {executable}: no such file (the Aspire.Dashboard executable)");
         var info = new ProcessStartInfo(executable)
         {
             RedirectStandardOutput = true,
