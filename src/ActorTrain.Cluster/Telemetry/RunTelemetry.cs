@@ -9,7 +9,7 @@ namespace ActorTrain.Cluster.Telemetry;
 /// the actors use to record spans on the run's clock: a span's start and end are the link's times
 /// (virtual seconds under the virtual clock) placed after the link's epoch, so a trace viewer shows
 /// the simulated cluster's timeline. Parents and links are always explicit: actors share dispatcher
-/// threads, so Activity.Current means nothing here and is left as it was.
+/// threads, so Activity.Current means nothing here.
 /// Span names: run, worker.step, compute, compress, network, wait, transfer, shard.apply, evaluation.
 /// </summary>
 public static class RunTelemetry
@@ -37,22 +37,21 @@ public static class RunTelemetry
         ActivityKind kind = ActivityKind.Internal)
     {
         if (!Source.HasListeners()) return null;
-        var previous = Activity.Current;
-        var span = Source.StartActivity(name, kind, parent, null, links, link.Epoch.AddSeconds(start));
-        Activity.Current = previous;
-        return span;
+        // Only a root (the run) would take Activity.Current as its parent; every other span names its
+        // parent, so what Current holds on a shared dispatcher thread never matters, and it is not
+        // saved and restored around each span (an AsyncLocal write each way).
+        if (parent == default) Activity.Current = null;
+        return Source.StartActivity(name, kind, parent, null, links, link.Epoch.AddSeconds(start));
     }
 
     /// <summary>Ends a span at run time <paramref name="end"/> (at least one tick after its start: a zero duration would mean "now" to Activity).</summary>
     public static void End(Activity? span, ILink link, double end)
     {
         if (span is null) return;
-        var previous = Activity.Current;
         var at = link.Epoch.AddSeconds(end).UtcDateTime;
         if (at <= span.StartTimeUtc) at = span.StartTimeUtc.AddTicks(1);
         span.SetEndTime(at);
         span.Stop();
-        Activity.Current = previous;
     }
 
     /// <summary>A closed span in one call, for intervals known after the fact.</summary>
