@@ -253,34 +253,27 @@ public sealed class ConfigReader
         }
     }
 
-    public int[] IntList(string key, int min)
-    {
-        var value = Value(key);
-        if (IsEmptyList(value)) return [];
-        if (!value.IsArray()) throw new ActorTrainException($"{key} must be a list, e.g. [64, 32]");
-        var items = value.GetArray();
-        var result = new int[items.Count];
-        for (int i = 0; i < items.Count; i++)
-        {
-            string raw = items[i].GetString();
-            if (!int.TryParse(raw, NumberStyles.Integer, CultureInfo.InvariantCulture, out result[i]) || result[i] < min)
-                throw new ActorTrainException($"{key}[{i}] = \"{raw}\" must be a whole number >= {min}");
-        }
-        return result;
-    }
+    public int[] IntList(string key, int min) =>
+        List<int>(key, "[64, 32]", raw => int.TryParse(raw, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) && v >= min ? v : (int?)null,
+            $"a whole number >= {min}");
 
-    public double[] DoubleList(string key, double exclusiveMin)
+    public double[] DoubleList(string key, double exclusiveMin) =>
+        List<double>(key, "[0.01, 0.1]",
+            raw => double.TryParse(raw, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && double.IsFinite(v) && v > exclusiveMin ? v : (double?)null,
+            $"a number above {exclusiveMin.ToString(CultureInfo.InvariantCulture)}");
+
+    /// <summary>A list of plain values, each parsed by <paramref name="parse"/> (null: rejected, naming the element).</summary>
+    private T[] List<T>(string key, string example, Func<string, T?> parse, string requirement) where T : struct
     {
         var value = Value(key);
         if (IsEmptyList(value)) return [];
-        if (!value.IsArray()) throw new ActorTrainException($"{key} must be a list, e.g. [0.01, 0.1]");
+        if (!value.IsArray()) throw new ActorTrainException($"{key} must be a list, e.g. {example}");
         var items = value.GetArray();
-        var result = new double[items.Count];
+        var result = new T[items.Count];
         for (int i = 0; i < items.Count; i++)
         {
             string raw = items[i].GetString();
-            if (!double.TryParse(raw, NumberStyles.Float, CultureInfo.InvariantCulture, out result[i]) || !double.IsFinite(result[i]) || result[i] <= exclusiveMin)
-                throw new ActorTrainException($"{key}[{i}] = \"{raw}\" must be a number above {exclusiveMin.ToString(CultureInfo.InvariantCulture)}");
+            result[i] = parse(raw) ?? throw new ActorTrainException($"{key}[{i}] = \"{raw}\" must be {requirement}");
         }
         return result;
     }
