@@ -258,7 +258,7 @@ public static class ActorTrainCommand
             table.AddColumn(h == "variant" ? new TableColumn(h).NoWrap() : new TableColumn(h));
         foreach (var r in c.Rows)
             table.AddRow(Markup.Escape(r.Variant), Markup.Escape(r.Policy), Markup.Escape(r.Compression), r.Updates.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                r.SecondsToTargetLoss is { } s ? Core.Simulation.Quantity.FormatSeconds(s) : "not reached",
+                r.SecondsToTargetLoss is { } s ? Core.Simulation.Quantity.FormatSeconds(s) : r.TargetLoss is null ? "-" : "not reached",
                 r.UpdatesToTargetLoss?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-",
                 FormattableString.Invariant($"{r.FinalTestLoss:0.0000}"), FormattableString.Invariant($"{r.MeanStaleness:0.00} / {r.MaxStaleness}"),
                 Core.Simulation.Quantity.FormatSeconds(r.MeanWaitSeconds), FormattableString.Invariant($"{r.BytesWorkerToShard / 1e6:0.00}"),

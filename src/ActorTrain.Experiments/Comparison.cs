@@ -29,7 +29,10 @@ public sealed record ComparisonRow(
     long BytesShardToWorker,
     double UplinkRatio,
     string Folder,
-    IReadOnlyList<KeyValuePair<string, string>> Parameters);
+    IReadOnlyList<KeyValuePair<string, string>> Parameters,
+    double? TargetAccuracy = null,
+    double? SecondsToTargetAccuracy = null,
+    double? TargetLoss = null);
 
 /// <summary>
 /// The table of a compare block or sweep (comparison.md, comparison.csv, the parent summary.json),
@@ -46,7 +49,10 @@ public sealed record Comparison(string Name, double? TargetLoss, string Clock, I
         var rows = runs.Select(r =>
         {
             var o = r.Result.Outcome;
-            var reached = target is { } t ? o.Evaluations.FirstOrDefault(e => e.TestLoss <= t) : null;
+            // each variant's own targets (a variant may set its own, as the Fashion-MNIST comparison does)
+            var reached = r.Variant.Spec.Training.TargetLoss is { } t ? o.Evaluations.FirstOrDefault(e => e.TestLoss <= t) : null;
+            double? accuracyTarget = r.Variant.Spec.Training.TargetAccuracy;
+            var accurate = accuracyTarget is { } a ? o.Evaluations.FirstOrDefault(e => e.TestAccuracy >= a) : null;
             var last = o.Evaluations[^1];
             return new ComparisonRow(
                 r.Variant.Name,
@@ -69,7 +75,10 @@ public sealed record Comparison(string Name, double? TargetLoss, string Clock, I
                 last.BytesShardToWorker,
                 last.UplinkRatio,
                 Path.GetFileName(r.Result.Folder),
-                r.Variant.Parameters);
+                r.Variant.Parameters,
+                accuracyTarget,
+                accurate?.ElapsedSeconds,
+                r.Variant.Spec.Training.TargetLoss);
         }).ToList();
         // variants may override the clock; the table says which clock each kind of time is on
         var clocks = runs.Select(r => r.Variant.Spec.Simulation.Virtual ? "virtual" : "wall-clock").Distinct().ToList();
@@ -102,11 +111,22 @@ public sealed record Comparison(string Name, double? TargetLoss, string Clock, I
         var keys = ParameterKeys;
         sb.AppendLine("| variant | " + string.Concat(keys.Select(k => k + " | ")) + "policy | compression | stopped by | steps | updates | time (s) | time to target (s) | updates to target | final test loss | final accuracy | mean staleness | max staleness | mean wait / worker (s) | max wait (s) | dropped late | bytes worker->shard | bytes shard->worker | uplink ratio vs fp32 |");
         sb.AppendLine("|---|" + string.Concat(keys.Select(_ => "---|")) + "---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        bool accuracy = Rows.Any(r => r.TargetAccuracy is not null);
+        if (accuracy)
+        {
+            // one more column: time to each variant's target accuracy
+            var lines = sb.ToString().TrimEnd('\n').Split('\n');
+            sb.Clear();
+            foreach (string line in lines[..^2]) sb.AppendLine(line);
+            sb.AppendLine(lines[^2].TrimEnd() + " target accuracy | time to target accuracy (s) |");
+            sb.AppendLine(lines[^1].TrimEnd() + "---:|---:|");
+        }
         foreach (var r in Rows)
             sb.AppendLine($"| {r.Variant} | {string.Concat(keys.Select(k => Param(r, k) + " | "))}{r.Policy} | {r.Compression} | {r.StopReason} | {r.Steps} | {r.Updates} | {F(r.ElapsedSeconds, "0.######")} | " +
-                          $"{(r.SecondsToTargetLoss is { } s ? F(s, "0.######") : "not reached")} | {(r.UpdatesToTargetLoss?.ToString(CultureInfo.InvariantCulture) ?? "-")} | " +
+                          $"{(r.SecondsToTargetLoss is { } s ? F(s, "0.######") : r.TargetLoss is null ? "-" : "not reached")} | {(r.UpdatesToTargetLoss?.ToString(CultureInfo.InvariantCulture) ?? "-")} | " +
                           $"{F(r.FinalTestLoss, "0.0000")} | {F(r.FinalTestAccuracy, "0.0000")} | {F(r.MeanStaleness, "0.00")} | {r.MaxStaleness} | " +
-                          $"{F(r.MeanWaitSeconds, "0.######")} | {F(r.MaxWaitSeconds, "0.######")} | {r.DroppedLate} | {r.BytesWorkerToShard} | {r.BytesShardToWorker} | {F(r.UplinkRatio, "0.0")}x |");
+                          $"{F(r.MeanWaitSeconds, "0.######")} | {F(r.MaxWaitSeconds, "0.######")} | {r.DroppedLate} | {r.BytesWorkerToShard} | {r.BytesShardToWorker} | {F(r.UplinkRatio, "0.0")}x |" +
+                          (accuracy ? $" {(r.TargetAccuracy is { } ta ? F(ta, "0.####") : "-")} | {(r.SecondsToTargetAccuracy is { } sa ? F(sa, "0.######") : r.TargetAccuracy is null ? "-" : "not reached")} |" : ""));
         return sb.ToString();
     }
 
@@ -115,12 +135,13 @@ public sealed record Comparison(string Name, double? TargetLoss, string Clock, I
         var keys = ParameterKeys;
         static string Quoted(string v) => "\"" + v.Replace("\"", "\"\"") + "\"";
         var sb = new StringBuilder("variant," + string.Concat(keys.Select(k => k + ",")) +
-            "policy,compression,stop_reason,steps,updates,elapsed_s,seconds_to_target,updates_to_target,final_test_loss,final_test_accuracy,mean_staleness,max_staleness,mean_wait_s,max_wait_s,dropped_late,bytes_worker_to_shard,bytes_shard_to_worker,uplink_ratio\n");
+            "policy,compression,stop_reason,steps,updates,elapsed_s,seconds_to_target,updates_to_target,final_test_loss,final_test_accuracy,mean_staleness,max_staleness,mean_wait_s,max_wait_s,dropped_late,bytes_worker_to_shard,bytes_shard_to_worker,uplink_ratio,target_accuracy,seconds_to_target_accuracy\n");
         foreach (var r in Rows)
             sb.AppendLine(string.Join(',', [r.Variant, .. keys.Select(k => Quoted(Param(r, k)))]) + "," + string.Join(',', $"\"{r.Policy}\"", $"\"{r.Compression}\"", r.StopReason, r.Steps, r.Updates, F(r.ElapsedSeconds),
                 r.SecondsToTargetLoss is { } s ? F(s) : "", r.UpdatesToTargetLoss?.ToString(CultureInfo.InvariantCulture) ?? "",
                 F(r.FinalTestLoss), F(r.FinalTestAccuracy), F(r.MeanStaleness, "0.####"), r.MaxStaleness,
-                F(r.MeanWaitSeconds), F(r.MaxWaitSeconds), r.DroppedLate, r.BytesWorkerToShard, r.BytesShardToWorker, F(r.UplinkRatio)));
+                F(r.MeanWaitSeconds), F(r.MaxWaitSeconds), r.DroppedLate, r.BytesWorkerToShard, r.BytesShardToWorker, F(r.UplinkRatio),
+                r.TargetAccuracy is { } ta ? F(ta) : "", r.SecondsToTargetAccuracy is { } sa ? F(sa) : ""));
         return sb.ToString();
     }
 }

@@ -215,6 +215,31 @@ public sealed class ComparisonRunTests : IDisposable
     }
 }
 
+public sealed class TargetAccuracyComparisonTests : IDisposable
+{
+    private readonly string _root = Directory.CreateTempSubdirectory("actortrain-accuracy-").FullName;
+
+    public void Dispose() => Directory.Delete(_root, recursive: true);
+
+    [Fact]
+    public async Task Each_variant_reports_the_time_to_its_own_target_accuracy()
+    {
+        var spec = ExperimentSpec.Load(null, [.. ExperimentRunnerTests.Small, "output.plots=off",
+            "compare=[{ name = a, training.target-accuracy = 0.5 }, { name = b, optimizer.learning-rate = 0.01 }]"]);
+        var result = await ExperimentRunner.RunComparisonAsync(spec, _root);
+        var a = result.Comparison.Rows[0];
+        var b = result.Comparison.Rows[1];
+        var evaluations = File.ReadAllLines(Path.Combine(result.Folder, "a", "metrics.csv")).Skip(1).Select(l => l.Split(',')).ToList();
+        var first = evaluations.First(e => double.Parse(e[5], CultureInfo.InvariantCulture) >= 0.5);
+        Assert.Equal((0.5, double.Parse(first[2], CultureInfo.InvariantCulture)), (a.TargetAccuracy!.Value, Math.Round(a.SecondsToTargetAccuracy!.Value, 9)));
+        Assert.Null(b.TargetAccuracy);
+        Assert.Null(b.SecondsToTargetAccuracy);
+        string table = File.ReadAllText(Path.Combine(result.Folder, "comparison.md"));
+        Assert.Contains("| target accuracy | time to target accuracy (s) |", table);
+        Assert.EndsWith("| - | - |", table.Split('\n').First(l => l.StartsWith("| b |", StringComparison.Ordinal)));
+    }
+}
+
 public sealed class SweepTests : IDisposable
 {
     private readonly string _root = Directory.CreateTempSubdirectory("actortrain-sweep-").FullName;
