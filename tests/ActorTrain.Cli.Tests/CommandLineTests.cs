@@ -4,12 +4,9 @@ using ActorTrain.Cli;
 namespace ActorTrain.Cli.Tests;
 
 /// <summary>The command as a new user meets it: exit codes, one-line errors, and what is left on disk.</summary>
-public sealed class CommandLineTests : IDisposable
+public sealed class CommandLineTests() : TempFolderTest("actortrain-cli-")
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("actortrain-cli-").FullName;
-    private string Runs => Path.Combine(_dir, "runs");
-
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
+    private string Runs => Path.Combine(Root, "runs");
 
     private static readonly string[] Small =
     [
@@ -26,7 +23,7 @@ public sealed class CommandLineTests : IDisposable
 
     private string Write(string name, string text)
     {
-        string path = Path.Combine(_dir, name);
+        string path = Path.Combine(Root, name);
         File.WriteAllText(path, text);
         return path;
     }
@@ -77,17 +74,17 @@ public sealed class CommandLineTests : IDisposable
 
     [Fact]
     public async Task Missing_experiment_file_is_bad_input() =>
-        AssertBadInput(await Invoke(["run", Path.Combine(_dir, "nope.conf"), "--out", Runs]), "experiment file not found");
+        AssertBadInput(await Invoke(["run", Path.Combine(Root, "nope.conf"), "--out", Runs]), "experiment file not found");
 
     [Fact]
     public async Task Missing_dataset_is_bad_input() =>
-        AssertBadInput(await Invoke(["run", "--set", "dataset.type=idx", "--set", $"dataset.path={_dir}/no-such-folder", "--out", Runs]),
+        AssertBadInput(await Invoke(["run", "--set", "dataset.type=idx", "--set", $"dataset.path={Root}/no-such-folder", "--out", Runs]),
             "dataset.path");
 
     [Fact]
     public async Task Corrupt_dataset_file_is_bad_input()
     {
-        string folder = Directory.CreateDirectory(Path.Combine(_dir, "idx")).FullName;
+        string folder = Directory.CreateDirectory(Path.Combine(Root, "idx")).FullName;
         foreach (string stem in new[] { "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte" })
             File.WriteAllBytes(Path.Combine(folder, stem + ".gz"), [0x1f, 0x8b, 8, 0, 1, 2, 3]); // gzip magic, then garbage
         AssertBadInput(await Invoke(["run", "--set", "dataset.type=idx", "--set", $"dataset.path={folder}", "--out", Runs]),
@@ -139,42 +136,34 @@ public sealed class CommandLineTests : IDisposable
     }
 }
 
-public sealed class CompareCommandTests : IDisposable
+public sealed class CompareCommandTests() : TempFolderTest("actortrain-cli-compare-")
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("actortrain-cli-compare-").FullName;
-
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
-
     [Fact]
     public async Task The_sync_policy_comparison_prints_its_table_and_writes_it_into_the_run_summary()
     {
         string file = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "hocon", "experiments", "sync-policies.conf");
         var stdout = new StringWriter();
         var stderr = new StringWriter();
-        int code = await ActorTrainCommand.RunAsync(["run", file, "--out", _dir, "--set", "dataset.samples=2000", "--set", "model.hidden=[16]",
+        int code = await ActorTrainCommand.RunAsync(["run", file, "--out", Root, "--set", "dataset.samples=2000", "--set", "model.hidden=[16]",
             "--set", "training.max-steps=20", "--set", "output.plots=off"], stdout, stderr);
         Assert.True(code == 0, stderr.ToString());
         string output = stdout.ToString();
         foreach (string variant in new[] { "== bsp: bsp", "== ssp3: ssp (staleness 3)", "== asp: asp", "time to target (virtual)", "mean / max staleness" })
             Assert.Contains(variant, output);
-        string folder = Assert.Single(Directory.GetDirectories(_dir));
+        string folder = Assert.Single(Directory.GetDirectories(Root));
         Assert.Contains("\"variant\": \"ssp3\"", File.ReadAllText(Path.Combine(folder, "summary.json")));
     }
 }
 
-public sealed class TraceCommandTests : IDisposable
+public sealed class TraceCommandTests() : TempFolderTest("actortrain-trace-cli-")
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("actortrain-trace-cli-").FullName;
-
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
-
     [Fact]
     public async Task Trace_summarize_and_export_read_a_run_folder()
     {
         var stdout = new StringWriter();
         var stderr = new StringWriter();
-        Assert.Equal(0, await ActorTrainCommand.RunAsync(["run", "--out", _dir, "--set", "training.max-steps=20", "--set", "output.plots=off"], stdout, stderr));
-        string run = Assert.Single(Directory.GetDirectories(_dir));
+        Assert.Equal(0, await ActorTrainCommand.RunAsync(["run", "--out", Root, "--set", "training.max-steps=20", "--set", "output.plots=off"], stdout, stderr));
+        string run = Assert.Single(Directory.GetDirectories(Root));
         stdout = new StringWriter();
         Assert.Equal(0, await ActorTrainCommand.RunAsync(["trace", "summarize", run], stdout, stderr));
         Assert.Contains("| worker | compute | compress | network | wait |", stdout.ToString());
@@ -187,9 +176,9 @@ public sealed class TraceCommandTests : IDisposable
     public async Task Trace_commands_reject_bad_input_with_exit_code_2()
     {
         var stderr = new StringWriter();
-        Assert.Equal(2, await ActorTrainCommand.RunAsync(["trace", "summarize", Path.Combine(_dir, "missing")], new StringWriter(), stderr));
+        Assert.Equal(2, await ActorTrainCommand.RunAsync(["trace", "summarize", Path.Combine(Root, "missing")], new StringWriter(), stderr));
         Assert.Contains("trace file not found", stderr.ToString());
-        string bad = Path.Combine(_dir, "bad.jsonl");
+        string bad = Path.Combine(Root, "bad.jsonl");
         File.WriteAllText(bad, "{not json\n");
         stderr = new StringWriter();
         Assert.Equal(2, await ActorTrainCommand.RunAsync(["trace", "summarize", bad], new StringWriter(), stderr));

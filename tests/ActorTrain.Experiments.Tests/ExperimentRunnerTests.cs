@@ -5,12 +5,8 @@ using ActorTrain.Core;
 
 namespace ActorTrain.Experiments.Tests;
 
-public sealed class ExperimentRunnerTests : IDisposable
+public sealed class ExperimentRunnerTests() : TempFolderTest("actortrain-runs-")
 {
-    private readonly string _root = Directory.CreateTempSubdirectory("actortrain-runs-").FullName;
-
-    public void Dispose() => Directory.Delete(_root, recursive: true);
-
     internal static readonly string[] Small =
     [
         "dataset.samples=1200", "training.max-steps=40", "training.eval-every=10", "compute.engine=simd",
@@ -29,7 +25,7 @@ public sealed class ExperimentRunnerTests : IDisposable
             "output.plots=off"];
         async Task<byte[]> Metrics(ulong seed)
         {
-            var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. busy, $"seed={seed}"]), _root);
+            var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. busy, $"seed={seed}"]), Root);
             Assert.Equal("virtual", result.Summary.Clock.Split(',')[0]);
             return File.ReadAllBytes(Path.Combine(result.Folder, "metrics.csv"));
         }
@@ -38,14 +34,14 @@ public sealed class ExperimentRunnerTests : IDisposable
         var other = await Metrics(8);
         Assert.Equal(first, second);
         Assert.NotEqual(first, other);
-        Assert.True(File.ReadAllLines(Path.Combine(Directory.GetDirectories(_root)[0], "metrics.csv")).Length > 3);
+        Assert.True(File.ReadAllLines(Path.Combine(Directory.GetDirectories(Root)[0], "metrics.csv")).Length > 3);
     }
 
     [Fact]
     public async Task The_summary_reports_each_worker_s_compute_communication_and_wait()
     {
         var spec = ExperimentSpec.Load(null, [.. Small, "stragglers.workers=[0]", "stragglers.factor=3", "simulation.compute-time=1ms", "output.plots=off"]);
-        var result = await ExperimentRunner.RunAsync(spec, _root);
+        var result = await ExperimentRunner.RunAsync(spec, Root);
         var workers = result.Summary.WorkerTimes;
         // 40 BSP steps of 1 ms (3 ms for the straggler), the others wait for the straggler at every barrier
         Assert.Equal(0.120, workers[0].ComputeSeconds, 9);
@@ -61,10 +57,10 @@ public sealed class ExperimentRunnerTests : IDisposable
     public async Task A_run_writes_config_metrics_summary_and_plots_into_its_own_folder()
     {
         var spec = ExperimentSpec.Load(null, Small);
-        var result = await ExperimentRunner.RunAsync(spec, _root);
+        var result = await ExperimentRunner.RunAsync(spec, Root);
 
-        Assert.StartsWith(Path.Combine(_root, "quickstart-"), result.Folder);
-        Assert.Equal([result.Folder], Directory.GetDirectories(_root)); // nothing else, no .partial left
+        Assert.StartsWith(Path.Combine(Root, "quickstart-"), result.Folder);
+        Assert.Equal([result.Folder], Directory.GetDirectories(Root)); // nothing else, no .partial left
         string[] expected = ["config.conf", "metrics.csv", "summary.json", "report.md", "traces.jsonl", "metrics.jsonl", .. Plots.Files];
         Assert.Equal(expected.Order(), Directory.GetFiles(result.Folder).Select(Path.GetFileName).Order());
 
@@ -91,7 +87,7 @@ public sealed class ExperimentRunnerTests : IDisposable
     {
         // 960 training rows / (4 workers x 32) = 7.5 steps per epoch -> 2 epochs = 15 steps
         var spec = ExperimentSpec.Load(null, [.. Small, "training.epochs=2", "training.max-steps=1000"]);
-        var result = await ExperimentRunner.RunAsync(spec, _root);
+        var result = await ExperimentRunner.RunAsync(spec, Root);
         Assert.Equal(15, result.Summary.Steps);
         Assert.Equal("epochs", result.Summary.StopReason);
     }
@@ -100,7 +96,7 @@ public sealed class ExperimentRunnerTests : IDisposable
     public async Task A_time_budget_stops_the_run_and_keeps_a_complete_folder()
     {
         var spec = ExperimentSpec.Load(null, [.. Small, "training.max-steps=100000000", "training.time-budget=300ms"]);
-        var result = await ExperimentRunner.RunAsync(spec, _root);
+        var result = await ExperimentRunner.RunAsync(spec, Root);
         Assert.Equal(StopReason.TimeBudget, result.Outcome.StopReason);
         Assert.Equal("time-budget", result.Summary.StopReason);
         Assert.True(File.Exists(Path.Combine(result.Folder, "summary.json")));
@@ -113,7 +109,7 @@ public sealed class ExperimentRunnerTests : IDisposable
     public async Task Fp16_with_dynamic_loss_scaling_trains_and_reports_the_scale(string policy)
     {
         var spec = ExperimentSpec.Load(null, [.. Small, "precision.mode=fp16", $"sync.policy={policy}"]);
-        var result = await ExperimentRunner.RunAsync(spec, _root);
+        var result = await ExperimentRunner.RunAsync(spec, Root);
         Assert.True(result.Outcome.Evaluations[^1].TestLoss < result.Outcome.Evaluations[0].TestLoss);
         // GradScaler semantics: starts at 2^16 and only ever halves or doubles
         double scale = result.Outcome.Evaluations[^1].LossScale;
@@ -123,12 +119,12 @@ public sealed class ExperimentRunnerTests : IDisposable
     [Fact]
     public async Task An_unwritable_output_folder_is_a_user_error_and_leaves_nothing()
     {
-        string file = Path.Combine(_root, "a-file");
+        string file = Path.Combine(Root, "a-file");
         File.WriteAllText(file, "");
         var spec = ExperimentSpec.Load(null, Small);
         var e = await Assert.ThrowsAsync<ActorTrainException>(() => ExperimentRunner.RunAsync(spec, Path.Combine(file, "runs")));
         Assert.Contains("output.directory: cannot write to", e.Message);
-        Assert.Equal([file], Directory.GetFileSystemEntries(_root));
+        Assert.Equal([file], Directory.GetFileSystemEntries(Root));
     }
 
     [Fact]
@@ -138,9 +134,9 @@ public sealed class ExperimentRunnerTests : IDisposable
         // there is one the test still exercises the same path with an OpenCL request on most hosts.
         var spec = ExperimentSpec.Load(null, [.. Small, "compute.engine=ilgpu-opencl"]);
         if (Compute.Ilgpu.IlgpuDevices.List().Any(d => d.Type == ILGPU.Runtime.AcceleratorType.OpenCL)) return;
-        var e = await Assert.ThrowsAnyAsync<Exception>(() => ExperimentRunner.RunAsync(spec, _root));
+        var e = await Assert.ThrowsAnyAsync<Exception>(() => ExperimentRunner.RunAsync(spec, Root));
         Assert.Contains("OpenCL", e.ToString());
-        Assert.Empty(Directory.GetFileSystemEntries(_root));
+        Assert.Empty(Directory.GetFileSystemEntries(Root));
     }
 
     [Fact]
@@ -154,7 +150,7 @@ public sealed class ExperimentRunnerTests : IDisposable
     [Fact]
     public void A_missing_dataset_folder_names_the_key_and_the_package()
     {
-        var spec = ExperimentSpec.Load(null, [.. Small, "dataset.type=fashion-mnist", $"dataset.path={_root}/nowhere"]);
+        var spec = ExperimentSpec.Load(null, [.. Small, "dataset.type=fashion-mnist", $"dataset.path={Root}/nowhere"]);
         var e = Assert.Throws<ActorTrainException>(() => ExperimentData.Build(spec));
         Assert.Contains("dataset.path", e.Message);
         Assert.Contains("apt-get install dataset-fashion-mnist", e.Message);
@@ -163,7 +159,7 @@ public sealed class ExperimentRunnerTests : IDisposable
     [Fact]
     public void A_corrupt_dataset_file_names_the_file()
     {
-        string folder = Directory.CreateDirectory(Path.Combine(_root, "idx")).FullName;
+        string folder = Directory.CreateDirectory(Path.Combine(Root, "idx")).FullName;
         foreach (string stem in new[] { "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte" })
         {
             var header = new byte[16];
@@ -181,19 +177,15 @@ public sealed class ExperimentRunnerTests : IDisposable
     }
 }
 
-public sealed class ComparisonRunTests : IDisposable
+public sealed class ComparisonRunTests() : TempFolderTest("actortrain-compare-")
 {
-    private readonly string _root = Directory.CreateTempSubdirectory("actortrain-compare-").FullName;
-
-    public void Dispose() => Directory.Delete(_root, recursive: true);
-
     [Fact]
     public async Task A_compare_block_runs_every_variant_and_writes_the_table()
     {
         string file = Path.Combine(RepoRoot.Path, "hocon", "experiments", "sync-policies.conf");
         var spec = ExperimentSpec.Load(file, ["dataset.samples=2000", "model.hidden=[16]", "training.max-steps=30", "training.target-loss=0",
             "output.plots=off"]);
-        var result = await ExperimentRunner.RunComparisonAsync(spec, _root);
+        var result = await ExperimentRunner.RunComparisonAsync(spec, Root);
 
         Assert.Equal(["bsp", "ssp3", "asp"], result.Comparison.Rows.Select(r => r.Variant));
         foreach (string name in new[] { "bsp", "ssp3", "asp" })
@@ -215,18 +207,14 @@ public sealed class ComparisonRunTests : IDisposable
     }
 }
 
-public sealed class TargetAccuracyComparisonTests : IDisposable
+public sealed class TargetAccuracyComparisonTests() : TempFolderTest("actortrain-accuracy-")
 {
-    private readonly string _root = Directory.CreateTempSubdirectory("actortrain-accuracy-").FullName;
-
-    public void Dispose() => Directory.Delete(_root, recursive: true);
-
     [Fact]
     public async Task Each_variant_reports_the_time_to_its_own_target_accuracy()
     {
         var spec = ExperimentSpec.Load(null, [.. ExperimentRunnerTests.Small, "output.plots=off",
             "compare=[{ name = a, training.target-accuracy = 0.5 }, { name = b, optimizer.learning-rate = 0.01 }]"]);
-        var result = await ExperimentRunner.RunComparisonAsync(spec, _root);
+        var result = await ExperimentRunner.RunComparisonAsync(spec, Root);
         var a = result.Comparison.Rows[0];
         var b = result.Comparison.Rows[1];
         var evaluations = File.ReadAllLines(Path.Combine(result.Folder, "a", "metrics.csv")).Skip(1).Select(l => l.Split(',')).ToList();
@@ -240,12 +228,8 @@ public sealed class TargetAccuracyComparisonTests : IDisposable
     }
 }
 
-public sealed class SweepTests : IDisposable
+public sealed class SweepTests() : TempFolderTest("actortrain-sweep-")
 {
-    private readonly string _root = Directory.CreateTempSubdirectory("actortrain-sweep-").FullName;
-
-    public void Dispose() => Directory.Delete(_root, recursive: true);
-
     private static ExperimentSpec Spec(string sweep, params string[] overrides) =>
         ExperimentSpec.Parse("name = s\n" + sweep, "sweep.conf", overrides);
 
@@ -295,7 +279,7 @@ public sealed class SweepTests : IDisposable
     {
         var spec = Spec("sweep.values { optimizer.learning-rate = [0.01, 0.1], sync.policy = [bsp, asp] }",
             [.. ExperimentRunnerTests.Small, "training.target-loss=1.5"]);
-        var result = await ExperimentRunner.RunComparisonAsync(spec, _root);
+        var result = await ExperimentRunner.RunComparisonAsync(spec, Root);
         Assert.Equal(4, result.Comparison.Rows.Count);
         string csv = File.ReadAllText(Path.Combine(result.Folder, "comparison.csv"));
         Assert.StartsWith("variant,optimizer.learning-rate,sync.policy,policy,", csv);
@@ -313,18 +297,14 @@ public sealed class SweepTests : IDisposable
     }
 }
 
-public sealed class HyperparameterSearchTests : IDisposable
+public sealed class HyperparameterSearchTests() : TempFolderTest("actortrain-tune-")
 {
-    private readonly string _root = Directory.CreateTempSubdirectory("actortrain-tune-").FullName;
-
-    public void Dispose() => Directory.Delete(_root, recursive: true);
-
     [Fact]
     public async Task Tune_picks_the_rate_then_the_batch_by_validation_loss_and_runs_the_choice_on_the_test_split()
     {
         string[] overrides = [.. ExperimentRunnerTests.Small, "training.max-steps=60", "tune.learning-rates=[0.001, 0.05, 0.2]", "tune.batch-sizes=[32, 64]",
             "output.plots=off"];
-        var result = await HyperparameterSearch.RunAsync(null, overrides, _root);
+        var result = await HyperparameterSearch.RunAsync(null, overrides, Root);
 
         Assert.Equal(["lr-0.001", "lr-0.05", "lr-0.2", "batch-64"], result.Candidates.Select(c => c.Name)); // batch 32 is the first stage's winner
         var rates = result.Candidates.Where(c => c.Stage == "learning-rate").ToList();

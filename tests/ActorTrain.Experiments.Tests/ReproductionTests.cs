@@ -7,16 +7,12 @@ namespace ActorTrain.Experiments.Tests;
 /// the published claim it states is checked against the result. Every run is on the virtual
 /// clock, so these are exact and repeatable, not timing-dependent.
 /// </summary>
-public sealed class ReproductionTests : IDisposable
+public sealed class ReproductionTests() : TempFolderTest("actortrain-reproduce-")
 {
-    private readonly string _root = Directory.CreateTempSubdirectory("actortrain-reproduce-").FullName;
-
-    public void Dispose() => Directory.Delete(_root, recursive: true);
-
     private async Task<(ComparisonResult Result, Dictionary<string, ComparisonRow> Rows)> Run(string file)
     {
         var spec = ExperimentSpec.Load(Path.Combine(RepoRoot.Path, "hocon", "experiments", "reproduce", file), ["output.plots=off"]);
-        var result = await ExperimentRunner.RunComparisonAsync(spec, _root);
+        var result = await ExperimentRunner.RunComparisonAsync(spec, Root);
         return (result, result.Comparison.Rows.ToDictionary(r => r.Variant));
     }
 

@@ -11,12 +11,8 @@ using OpenTelemetry.Trace;
 namespace ActorTrain.Experiments.Tests;
 
 /// <summary>Spans, their export, and what `actortrain trace` computes from them.</summary>
-public sealed class TelemetryTests : IDisposable
+public sealed class TelemetryTests() : TempFolderTest("actortrain-telemetry-")
 {
-    private readonly string _root = Directory.CreateTempSubdirectory("actortrain-telemetry-").FullName;
-
-    public void Dispose() => Directory.Delete(_root, recursive: true);
-
     private static readonly string[] TwoWorkerBsp =
         ["dataset.samples=600", "topology.workers=2", "topology.shards=2", "training.max-steps=12", "training.eval-every=6", "compute.engine=simd", "output.plots=off"];
 
@@ -34,7 +30,7 @@ public sealed class TelemetryTests : IDisposable
         using (Sdk.CreateTracerProviderBuilder().AddSource(RunTelemetry.Name).AddInMemoryExporter(spans).Build())
         {
             var observer = new TraceIdObserver();
-            await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. TwoWorkerBsp, "telemetry.exporter=none"]), _root, observer);
+            await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. TwoWorkerBsp, "telemetry.exporter=none"]), Root, observer);
             // other tests' runs in this process emit spans too: keep this run's trace
             spans = spans.Where(s => s.TraceId == observer.TraceId).ToList();
         }
@@ -183,10 +179,10 @@ public sealed class TelemetryTests : IDisposable
     public async Task Spans_sent_over_otlp_http_arrive_whole()
     {
         // the same run twice (virtual clock: identical), once to a file and once over OTLP/HTTP
-        var toFile = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, TwoWorkerBsp), _root);
+        var toFile = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, TwoWorkerBsp), Root);
         int expected = TraceFile.Read(toFile.Folder).Spans.Count;
         using var receiver = new OtlpReceiver();
-        await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. TwoWorkerBsp, "telemetry.exporter=otlp", $"telemetry.endpoint=\"http://127.0.0.1:{receiver.Port}\""]), _root);
+        await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. TwoWorkerBsp, "telemetry.exporter=otlp", $"telemetry.endpoint=\"http://127.0.0.1:{receiver.Port}\""]), Root);
         Assert.Equal(expected, receiver.Spans);
         Assert.Contains("/v1/traces", receiver.Paths);
         Assert.Contains("/v1/metrics", receiver.Paths);
@@ -195,7 +191,7 @@ public sealed class TelemetryTests : IDisposable
     [Fact]
     public async Task The_chrome_export_is_trace_event_json_with_one_track_per_actor()
     {
-        var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, TwoWorkerBsp), _root);
+        var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, TwoWorkerBsp), Root);
         var trace = TraceFile.Read(result.Folder);
         using var buffer = new MemoryStream();
         trace.WriteChrome(buffer);
@@ -226,7 +222,7 @@ public sealed class TelemetryTests : IDisposable
     public async Task Summarize_breakdown_adds_up_to_the_run_time_within_one_percent(string policy)
     {
         var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null,
-            [.. TwoWorkerBsp, $"sync.policy={policy}", "training.max-steps=200", "stragglers.workers=[0]", "stragglers.factor=3", "simulation.compute-time=1ms"]), _root);
+            [.. TwoWorkerBsp, $"sync.policy={policy}", "training.max-steps=200", "stragglers.workers=[0]", "stragglers.factor=3", "simulation.compute-time=1ms"]), Root);
         var trace = TraceFile.Read(result.Folder);
         double run = trace.Run.Seconds;
         Assert.Equal(result.Outcome.ElapsedSeconds, run, 6);
@@ -243,7 +239,7 @@ public sealed class TelemetryTests : IDisposable
     [Fact]
     public async Task Trace_every_n_traces_one_step_in_n_and_keeps_the_links_whole()
     {
-        var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. TwoWorkerBsp, "training.max-steps=20", "telemetry.trace-every=5"]), _root);
+        var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. TwoWorkerBsp, "training.max-steps=20", "telemetry.trace-every=5"]), Root);
         var trace = TraceFile.Read(result.Folder);
         var steps = trace.Spans.Where(s => s.Name == "worker.step").ToList();
         Assert.All(steps, s => Assert.Equal(0, s.Int("actortrain.clock")!.Value % 5));
@@ -257,7 +253,7 @@ public sealed class TelemetryTests : IDisposable
     [Fact]
     public void Summarize_names_a_folder_without_a_trace()
     {
-        var e = Assert.Throws<Core.ActorTrainException>(() => TraceFile.Read(_root));
+        var e = Assert.Throws<Core.ActorTrainException>(() => TraceFile.Read(Root));
         Assert.Contains("no traces.jsonl", e.Message);
     }
 }
