@@ -63,9 +63,6 @@ public sealed class VirtualLink : ILink
 
     public DateTimeOffset Epoch { get; } = DateTimeOffset.UtcNow;
 
-    /// <summary>The least latency of a message, which is also what control traffic takes.</summary>
-    public double Lookahead => _lookahead;
-
     public double Now
     {
         get

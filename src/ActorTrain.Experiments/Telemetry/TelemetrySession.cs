@@ -20,8 +20,6 @@ public enum TelemetryExporter
 /// <summary>telemetry { exporter, endpoint, protocol, traces, metrics }: where a run's spans and metrics go.</summary>
 public sealed record TelemetrySection(TelemetryExporter Exporter, string Endpoint, OtlpExportProtocol Protocol, bool Traces, bool Metrics, int TraceEvery = 1)
 {
-    public static readonly TelemetrySection Off = new(TelemetryExporter.None, "", OtlpExportProtocol.HttpProtobuf, false, false);
-
     public static TelemetrySection Read(ConfigReader c)
     {
         var exporter = c.Choice("telemetry.exporter", "file", "otlp", "console", "none") switch
