@@ -54,11 +54,29 @@ public static class ActorTrainCommand
             }
             return list.ToArray();
         }
+        var nodes = new Option<int>("--nodes")
+        {
+            Description = "Run across N local processes on loopback (this one is the coordinator; a third of the others ps nodes, the rest worker nodes). 1: one process (the default).",
+            DefaultValueFactory = _ => 1,
+        };
+        var clusterConfig = new Option<string?>("--cluster-config") { Description = "Cluster settings over the embedded hocon/cluster.conf (ports, failure detector, TLS, chunk size)." };
         var run = new Command("run", "Train an experiment on a coordinator, parameter-server shards and workers; write the run folder.")
         {
-            experiment, set, outDir, exporter, endpoint,
+            experiment, set, outDir, exporter, endpoint, nodes, clusterConfig,
         };
-        run.SetAction((parse, token) => Guard(stderr, () => Run(parse.GetValue(experiment), Overrides(parse), parse.GetValue(outDir), console, stdout, token)));
+        run.SetAction((parse, token) => Guard(stderr, () => Run(parse.GetValue(experiment), Overrides(parse), parse.GetValue(outDir), parse.GetValue(nodes),
+            parse.GetValue(clusterConfig), console, stdout, token)));
+
+        var role = new Option<string>("--role") { Description = "coordinator (runs the experiment), ps (hosts shards) or worker (hosts workers).", Required = true };
+        var nodeConfig = new Option<string?>("--config") { Description = "Cluster settings over the embedded hocon/cluster.conf." };
+        var seed = new Option<string[]>("--seed") { Description = "A seed node as host:port (repeatable; replaces akka.cluster.seed-nodes).", AllowMultipleArgumentsPerToken = false };
+        var port = new Option<int?>("--port") { Description = "Port this node listens on (default: akka.remote.dot-netty.tcp.port; 0 = any free port)." };
+        var node = new Command("node", "Start one node of a multi-node run. The coordinator runs the experiment once its ps and worker nodes are Up; every node leaves the cluster at the end.")
+        {
+            experiment, role, nodeConfig, seed, port, set, outDir, exporter, endpoint,
+        };
+        node.SetAction((parse, token) => Guard(stderr, () => Node(parse.GetValue(role)!, parse.GetValue(experiment), parse.GetValue(nodeConfig),
+            parse.GetValue(seed) ?? [], parse.GetValue(port), Overrides(parse), parse.GetValue(outDir), console, stdout, token)));
 
         var sweepFile = new Argument<string>("experiment") { Description = "Experiment file (.conf) with a sweep block, or any experiment with --values." };
         var values = new Option<string[]>("--values")
@@ -92,6 +110,7 @@ public static class ActorTrainCommand
         devices.SetAction((parse, token) => Guard(stderr, () => Task.FromResult(Devices(console))));
 
         root.Subcommands.Add(run);
+        root.Subcommands.Add(node);
         root.Subcommands.Add(sweep);
         root.Subcommands.Add(tune);
         root.Subcommands.Add(TraceCommand(console, stdout, stderr));
@@ -147,13 +166,60 @@ public static class ActorTrainCommand
         if (Environment.GetEnvironmentVariable("ACTORTRAIN_DEBUG") == "1") stderr.WriteLine(e);
     }
 
-    private static async Task<int> Run(string? file, string[] overrides, string? outDir, IAnsiConsole console, TextWriter stdout, CancellationToken token)
+    private static async Task<int> Run(string? file, string[] overrides, string? outDir, int nodes, string? clusterConfig, IAnsiConsole console,
+        TextWriter stdout, CancellationToken token)
     {
         if (file is not null && file.StartsWith('-'))
             throw new ActorTrainException($"unknown option '{file}'; see 'actortrain run --help'");
         var spec = ExperimentSpec.Load(file, overrides);
+        if (nodes > 1) return await RunOnLocalCluster(spec, nodes, clusterConfig, outDir, console, stdout, token);
+        if (nodes < 1) throw new ActorTrainException($"--nodes {nodes}: use 1 (one process) or 3 and more");
         if (spec.Variants.Count > 0) return await Compare(spec, outDir, console, stdout, token);
-        var result = await RunOne(spec, outDir, console, stdout, token);
+        var result = await RunOne(spec, (observer, t) => ExperimentRunner.RunAsync(spec, outDir, observer, t), console, stdout, token);
+        PrintSummary(console, result);
+        return Ok;
+    }
+
+    private static async Task<int> RunOnLocalCluster(ExperimentSpec spec, int nodes, string? clusterConfig, string? outDir, IAnsiConsole console,
+        TextWriter stdout, CancellationToken token)
+    {
+        string root = outDir ?? spec.Output.Directory;
+        var cluster = LocalCluster.Plan(nodes, spec, typeof(ActorTrainCommand).Assembly.Location, clusterConfig,
+            Path.Combine(root, $".{spec.Name}-nodes-{Environment.ProcessId}"));
+        console.MarkupLine($"cluster on loopback: coordinator (this process, seed 127.0.0.1:{cluster.SeedPort}), {cluster.PsNodes} ps and {cluster.WorkerNodes} worker node(s); logs in {Markup.Escape(cluster.LogFolder)}");
+        RunResult result;
+        try
+        {
+            result = await RunOne(spec, (observer, t) => ClusterRunner.RunAsync(spec, cluster.CoordinatorOptions, outDir, observer, t, cluster.Launch),
+                console, stdout, token);
+        }
+        catch
+        {
+            cluster.KillAll();
+            await cluster.DisposeAsync();
+            throw;
+        }
+        await cluster.DisposeAsync();
+        cluster.MoveLogs(result.Folder);
+        PrintSummary(console, result);
+        return Ok;
+    }
+
+    private static async Task<int> Node(string role, string? file, string? clusterConfig, string[] seeds, int? port, string[] overrides, string? outDir,
+        IAnsiConsole console, TextWriter stdout, CancellationToken token)
+    {
+        var options = new ClusterNodeOptions(role, clusterConfig, port, seeds);
+        if (role != "coordinator")
+        {
+            if (file is not null) throw new ActorTrainException($"--role {role}: only the coordinator takes an experiment (it sends it to the other nodes)");
+            ClusterRunner.LoadConfig(options); // bad settings fail here, before the node starts
+            stdout.WriteLine($"{role} node starting; it serves until the coordinator's run is over");
+            await ClusterRunner.ServeAsync(options, token);
+            stdout.WriteLine($"{role} node left the cluster");
+            return Ok;
+        }
+        var spec = ExperimentSpec.Load(file, overrides);
+        var result = await RunOne(spec, (observer, t) => ClusterRunner.RunAsync(spec, options, outDir, observer, t), console, stdout, token);
         PrintSummary(console, result);
         return Ok;
     }
@@ -268,7 +334,8 @@ public static class ActorTrainCommand
         return Ok;
     }
 
-    private static async Task<RunResult> RunOne(ExperimentSpec spec, string? outDir, IAnsiConsole console, TextWriter stdout, CancellationToken token)
+    private static async Task<RunResult> RunOne(ExperimentSpec spec, Func<IRunObserver, CancellationToken, Task<RunResult>> runner, IAnsiConsole console,
+        TextWriter stdout, CancellationToken token)
     {
         console.MarkupLine($"[bold]{Markup.Escape(spec.Name)}[/]: {spec.Topology.Workers} workers, {spec.Topology.Shards} shards, {Markup.Escape(spec.Sync.Describe())}, " +
                            $"{Markup.Escape(spec.Optimizer.Kind.ToString().ToLowerInvariant())}, {spec.Precision.Mode.ToString().ToLowerInvariant()}");
@@ -285,13 +352,13 @@ public static class ActorTrainCommand
                         task.Description = Markup.Escape(Line(p));
                         task.Value = p.Step;
                     }, max => task.MaxValue = max);
-                    return await ExperimentRunner.RunAsync(spec, outDir, observer, token);
+                    return await runner(observer, token);
                 });
         }
         else
         {
             var observer = new ProgressObserver(p => stdout.WriteLine(Line(p)), steps => stdout.WriteLine($"training for up to {steps} steps"));
-            result = await ExperimentRunner.RunAsync(spec, outDir, observer, token);
+            result = await runner(observer, token);
         }
         return result;
     }

@@ -87,26 +87,17 @@ public static class ExperimentRunner
     internal static string Stamp() => DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
 
     internal static async Task<RunResult> RunInto(ExperimentSpec spec, ExperimentData data, string root, string final, IRunObserver? observer,
-        CancellationToken cancellation)
+        CancellationToken cancellation, ITopologyHost? host = null)
     {
         long steps = data.Steps(spec);
         var engines = new GradientEngineFactory(spec.Compute.Engine, spec.EngineThreads);
-        var schedule = LearningRateSchedule.Create(spec.Schedule.Kind, spec.Schedule.LearningRate, steps, spec.Schedule.WarmupFraction,
-            spec.Schedule.Decay, spec.Schedule.StepSize, spec.Schedule.Gamma, spec.Schedule.MinLearningRate);
 
         string partial = Path.Combine(root, "." + Path.GetFileName(final) + ".partial");
         CreateOutput(root, partial);
         try
         {
             File.WriteAllText(Path.Combine(partial, "config.conf"), spec.ResolvedConfig);
-            var initial = new float[data.Model.ParameterCount];
-            data.Model.Initialize(initial, Rng.Derive(spec.Seed, 4));
-            var settings = new Coordinator.Settings(data.Model, initial, data.Partitions, data.Test, data.Train.Count,
-                spec.Training.BatchSize, spec.Seed, spec.Precision.Mode, spec.Precision.CreateScaler, spec.Topology.Shards,
-                spec.Sync, spec.Stragglers.Slowdowns(spec.Topology.Workers), spec.Optimizer, schedule, steps, spec.Training.EvalEvery,
-                spec.Training.StopAtTarget ? spec.Training.TargetAccuracy : null, spec.Training.StopAtTarget ? spec.Training.TargetLoss : null,
-                spec.Training.TimeBudget, spec.Simulation.Virtual ? ComputeDispatcher : PinnedDispatcher, spec.Compression, Timing: new TimingSettings(spec.Simulation.ComputeTime,
-                    spec.Simulation.ShardDevice, spec.Stragglers.RandomSlowdown, spec.Faults), TraceEvery: spec.Telemetry.TraceEvery);
+            var settings = CoordinatorSettings(spec, data);
 
             RunOutcome outcome;
             var telemetry = TelemetrySession.Start(spec.Telemetry, partial, "actortrain", new Dictionary<string, object>
@@ -117,7 +108,7 @@ public static class ExperimentRunner
             try
             {
                 using var metrics = new MetricsCsvWriter(Path.Combine(partial, "metrics.csv"), observer, telemetry);
-                outcome = await RunTopology(settings, engines, CreateLink(spec), metrics, cancellation);
+                outcome = await (host ?? LocalHost.Instance).Run(spec, settings, engines, metrics, cancellation);
             }
             finally
             {
@@ -127,6 +118,7 @@ public static class ExperimentRunner
             summary.Write(Path.Combine(partial, "summary.json"));
             if (spec.Output.Plots) Plots.Write(partial, outcome, data.Model.Loss == Core.Models.LossKind.CrossEntropy);
             Report.WriteRun(partial, summary, outcome);
+            host?.Finish(partial);
             Directory.Move(partial, final);
             return new RunResult(final, summary, outcome);
         }
@@ -137,47 +129,72 @@ public static class ExperimentRunner
         }
     }
 
-    /// <summary>The run's link: the virtual clock, or the wall clock with the network's delays (none at all on an ideal network).</summary>
-    public static ILink CreateLink(ExperimentSpec spec)
+    /// <summary>The coordinator's settings for a spec: what every node of a cluster run derives from the same config.</summary>
+    public static Coordinator.Settings CoordinatorSettings(ExperimentSpec spec, ExperimentData data)
     {
-        ulong seed = Rng.Derive(spec.Seed, 6);
-        if (spec.Simulation.Virtual) return new VirtualLink(spec.Network, seed, spec.Topology.Workers, spec.Topology.Shards);
-        return new WallClockLink(spec.Network, seed, spec.Network.MinLatency(spec.Topology.Workers, spec.Topology.Shards));
+        long steps = data.Steps(spec);
+        var schedule = LearningRateSchedule.Create(spec.Schedule.Kind, spec.Schedule.LearningRate, steps, spec.Schedule.WarmupFraction,
+            spec.Schedule.Decay, spec.Schedule.StepSize, spec.Schedule.Gamma, spec.Schedule.MinLearningRate);
+        var initial = new float[data.Model.ParameterCount];
+        data.Model.Initialize(initial, Rng.Derive(spec.Seed, 4));
+        return new Coordinator.Settings(data.Model, initial, data.Partitions, data.Test, data.Train.Count,
+            spec.Training.BatchSize, spec.Seed, spec.Precision.Mode, spec.Precision.CreateScaler, spec.Topology.Shards,
+            spec.Sync, spec.Stragglers.Slowdowns(spec.Topology.Workers), spec.Optimizer, schedule, steps, spec.Training.EvalEvery,
+            spec.Training.StopAtTarget ? spec.Training.TargetAccuracy : null, spec.Training.StopAtTarget ? spec.Training.TargetLoss : null,
+            spec.Training.TimeBudget, spec.Simulation.Virtual ? ComputeDispatcher : PinnedDispatcher, spec.Compression, Timing: new TimingSettings(spec.Simulation.ComputeTime,
+                spec.Simulation.ShardDevice, spec.Stragglers.RandomSlowdown, spec.Faults), TraceEvery: spec.Telemetry.TraceEvery);
     }
 
-    private static async Task<RunOutcome> RunTopology(Coordinator.Settings settings, GradientEngineFactory engines, ILink link, IRunObserver observer,
-        CancellationToken cancellation)
+    /// <summary>The run's link: the virtual clock, or the wall clock with the network's delays (none at all on an ideal network).</summary>
+    public static ILink CreateLink(ExperimentSpec spec, IRoute? route = null)
     {
-        var config = ConfigurationFactory.ParseString($$"""
-            akka {
-              loglevel = WARNING
-              stdout-loglevel = WARNING
-              log-dead-letters = off
-              log-dead-letters-during-shutdown = off
-              actor.default-dispatcher.fork-join-executor.parallelism-max = 4
-            }
-            {{ComputeDispatcher}} {
-              type = ForkJoinDispatcher
-              throughput = 1
-              dedicated-thread-pool.thread-count = {{Math.Max(2, Environment.ProcessorCount)}}
-            }
-            {{PinnedDispatcher}} {
-              type = PinnedDispatcher
-            }
-            """);
-        var system = ActorSystem.Create("actortrain", config);
-        try
-        {
-            var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-            system.ActorOf(Coordinator.Props(settings, engines, link, completion, observer), "coordinator");
-            using var registration = cancellation.Register(() => completion.TrySetCanceled(cancellation));
-            return await completion.Task;
+        ulong seed = Rng.Derive(spec.Seed, 6);
+        if (spec.Simulation.Virtual) return new VirtualLink(spec.Network, seed, spec.Topology.Workers, spec.Topology.Shards, route);
+        return new WallClockLink(spec.Network, seed, spec.Network.MinLatency(spec.Topology.Workers, spec.Topology.Shards), route);
+    }
+
+    /// <summary>Akka settings of every ActorTrain actor system: logging and the workers' and shards' dispatchers.</summary>
+    public static string ActorSystemConfig => $$"""
+        akka {
+          loglevel = WARNING
+          stdout-loglevel = WARNING
+          log-dead-letters = off
+          log-dead-letters-during-shutdown = off
+          actor.default-dispatcher.fork-join-executor.parallelism-max = 4
         }
-        finally
+        {{ComputeDispatcher}} {
+          type = ForkJoinDispatcher
+          throughput = 1
+          dedicated-thread-pool.thread-count = {{Math.Max(2, Environment.ProcessorCount)}}
+        }
+        {{PinnedDispatcher}} {
+          type = PinnedDispatcher
+        }
+        """;
+
+    /// <summary>One process holds the whole topology in an actor system of its own.</summary>
+    private sealed class LocalHost : ITopologyHost
+    {
+        public static readonly LocalHost Instance = new();
+
+        public async Task<RunOutcome> Run(ExperimentSpec spec, Coordinator.Settings settings, GradientEngineFactory engines, IRunObserver observer,
+            CancellationToken cancellation)
         {
-            link.Stop();
-            (link as IDisposable)?.Dispose();
-            await system.Terminate();
+            var link = CreateLink(spec);
+            var system = ActorSystem.Create("actortrain", ConfigurationFactory.ParseString(ActorSystemConfig));
+            try
+            {
+                var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
+                system.ActorOf(Coordinator.Props(settings, engines, link, completion, observer), "coordinator");
+                using var registration = cancellation.Register(() => completion.TrySetCanceled(cancellation));
+                return await completion.Task;
+            }
+            finally
+            {
+                link.Stop();
+                (link as IDisposable)?.Dispose();
+                await system.Terminate();
+            }
         }
     }
 
@@ -215,6 +232,15 @@ public static class ExperimentRunner
             // Best effort: the folder keeps its ".partial" name, which never looks finished.
         }
     }
+}
+
+/// <summary>Where a run's topology lives: this process (the default), or the nodes of a cluster (<see cref="ClusterRunner"/>).</summary>
+internal interface ITopologyHost
+{
+    Task<RunOutcome> Run(ExperimentSpec spec, Coordinator.Settings settings, GradientEngineFactory engines, IRunObserver observer, CancellationToken cancellation);
+
+    /// <summary>Adds what the host keeps (node logs, say) to the finished run folder before it is renamed.</summary>
+    void Finish(string folder) { }
 }
 
 /// <summary>metrics.csv, a row per evaluation, flushed as each row arrives so a long run can be followed.</summary>

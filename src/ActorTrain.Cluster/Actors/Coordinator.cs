@@ -61,8 +61,17 @@ public sealed record WorkerSummary(int Worker, long Steps, double ComputeSeconds
 /// </summary>
 public sealed record WorkerFault(int Worker, double? AtSeconds, long? AtStep, double? RestartAfter);
 
-/// <summary>A fault as it happened, on the run's clock.</summary>
-public sealed record FaultEvent(int Worker, double KilledAt, double? RestartedAt);
+/// <summary>A fault as it happened, on the run's clock; <paramref name="NodeLost"/>: not injected, the worker's node left the cluster.</summary>
+public sealed record FaultEvent(int Worker, double KilledAt, double? RestartedAt, bool NodeLost = false);
+
+/// <summary>Shards and workers built elsewhere (on other nodes) for the coordinator that asks.</summary>
+public interface ITopologyPlacement
+{
+    Task<PlacedTopology> Place(IActorRef coordinator);
+}
+
+/// <summary>The actors of a placed topology, shards by shard id and workers by worker id.</summary>
+public sealed record PlacedTopology(IActorRef[] Shards, IActorRef[] Workers);
 
 /// <summary>How time is spent besides the gradient itself: compute-time model, shard apply cost, random slowdowns, faults.</summary>
 public sealed record TimingSettings(
@@ -144,7 +153,8 @@ public sealed class Coordinator : LinkedActor
         CompressionSettings? Compression = null,
         string? ShardDispatcher = null,
         TimingSettings? Timing = null,
-        int TraceEvery = 1);
+        int TraceEvery = 1,
+        ITopologyPlacement? Placement = null);
 
     private sealed record EvaluationDone(long Step, bool Final, Evaluation Result, PendingSnapshot Snapshot, double Seconds);
     private sealed record ChildFailed(Exception Cause);
@@ -177,6 +187,7 @@ public sealed class Coordinator : LinkedActor
     private readonly bool[] _faultFired;
     private IActorRef[] _workerRefs = [];
     private readonly List<FaultEvent> _faultEvents = [];
+    private readonly HashSet<int> _lost = [];
     private int _incarnations;
     private double _startedAt;
     private Activity? _runSpan;
@@ -224,6 +235,8 @@ public sealed class Coordinator : LinkedActor
         Receive<KillWorker>(k => Kill(k.Fault));
         Receive<RestartWorker>(r => Restart(r.Worker));
         Receive<SimulationIdle>(OnIdle);
+        Receive<PlacedTopology>(OnPlaced);
+        Receive<Terminated>(OnTerminated);
         Receive<ChildFailed>(f => Fail(f.Cause));
         Receive<Status.Failure>(f => Fail(f.Cause));
     }
@@ -279,24 +292,38 @@ public sealed class Coordinator : LinkedActor
         _evaluator = _engines.Create(_settings.Model, evalBatch);
         Link.Attach(Self, Endpoint.Coordinator);
 
+        if (_settings.Placement is { } placement)
+        {
+            // Shards and workers live on other nodes: their hosts build them, then the run launches.
+            placement.Place(Self).PipeTo(Self);
+            return;
+        }
         _shards = new IActorRef[_settings.Shards];
         for (int k = 0; k < _shards.Length; k++)
         {
-            var range = _ranges[k];
-            var shardSettings = new ParameterServerShard.Settings(k, range.Start,
-                _settings.InitialWeights.AsSpan(range.Start, range.Length).ToArray(), _settings.Partitions.Count,
-                _settings.Policy, _settings.Optimizer, _settings.Schedule, _settings.MaxSteps, _settings.EvalEvery, _settings.Compression,
-                MatrixBlock.InRange(_settings.Model, range.Start, range.Length, (_settings.Compression ?? CompressionSettings.Dense).Rank),
-                _timing.ShardDevice);
-            var shardProps = ParameterServerShard.Props(shardSettings, Link, Self);
-            if (_settings.ShardDispatcher is { } shardDispatcher) shardProps = shardProps.WithDispatcher(shardDispatcher);
-            _shards[k] = Context.ActorOf(shardProps, $"shard-{k}");
-            Link.Attach(_shards[k], Endpoint.Shard(k));
+            _shards[k] = Context.ActorOf(ShardProps(_settings, k, Link, Self), $"shard-{k}");
             _children.Add(_shards[k]);
         }
         _workerRefs = new IActorRef[_settings.Partitions.Count];
         for (int w = 0; w < _workerRefs.Length; w++) _workerRefs[w] = CreateWorker(w, $"worker-{w}");
+        Launch();
+    }
 
+    private void OnPlaced(PlacedTopology placed)
+    {
+        _shards = placed.Shards;
+        _workerRefs = placed.Workers;
+        _children.AddRange(_shards);
+        _children.AddRange(_workerRefs);
+        foreach (var actor in _children) Context.Watch(actor);
+        Launch();
+    }
+
+    /// <summary>Every actor exists: attach them to the network, say Begin, start the clock.</summary>
+    private void Launch()
+    {
+        for (int k = 0; k < _shards.Length; k++) Link.Attach(_shards[k], Endpoint.Shard(k));
+        for (int w = 0; w < _workerRefs.Length; w++) Link.Attach(_workerRefs[w], Endpoint.Worker(w));
         var begin = new Begin(Trace: _run);
         foreach (var shard in _shards) Link.Send(shard, begin, 0, TrafficClass.Control, Self);
         foreach (var worker in _workerRefs) Link.Send(worker, begin, 0, TrafficClass.Control, Self);
@@ -307,18 +334,70 @@ public sealed class Coordinator : LinkedActor
         Link.Start();
     }
 
+    /// <summary>Shard k of a run with these settings (built here, or by a ps node's host).</summary>
+    public static Props ShardProps(Settings settings, int k, ILink link, IActorRef coordinator)
+    {
+        var range = ParameterSharding.Balanced(settings.Model.ParameterCount, settings.Shards)[k];
+        var compression = settings.Compression ?? CompressionSettings.Dense;
+        var shardSettings = new ParameterServerShard.Settings(k, range.Start,
+            settings.InitialWeights.AsSpan(range.Start, range.Length).ToArray(), settings.Partitions.Count,
+            settings.Policy, settings.Optimizer, settings.Schedule, settings.MaxSteps, settings.EvalEvery, settings.Compression,
+            MatrixBlock.InRange(settings.Model, range.Start, range.Length, compression.Rank),
+            settings.Timing?.ShardDevice);
+        var props = ParameterServerShard.Props(shardSettings, link, coordinator);
+        return settings.ShardDispatcher is { } dispatcher ? props.WithDispatcher(dispatcher) : props;
+    }
+
+    /// <summary>Worker w of a run with these settings (built here, or by a worker node's host).</summary>
+    public static Props WorkerProps(Settings settings, int w, IGradientEngineFactory engines, ILink link, IActorRef coordinator,
+        IReadOnlyList<IActorRef> shards)
+    {
+        var timing = settings.Timing ?? TimingSettings.Measured;
+        var workerSettings = new Worker.Settings(w, settings.Model, settings.Partitions[w], settings.BatchSize,
+            WorkerDataSeed(settings.Seed, w), settings.Precision, settings.LossScaler,
+            ParameterSharding.Balanced(settings.Model.ParameterCount, settings.Shards), settings.Policy.Kind,
+            settings.Slowdowns is { } slow && w < slow.Count ? slow[w] : 1, settings.Compression, timing.ComputeTime, timing.RandomSlowdown,
+            settings.TraceEvery);
+        var props = Worker.Props(workerSettings, engines, link, coordinator, shards);
+        return settings.WorkerDispatcher is { } dispatcher ? props.WithDispatcher(dispatcher) : props;
+    }
+
     private IActorRef CreateWorker(int w, string name)
     {
-        var workerSettings = new Worker.Settings(w, _settings.Model, _settings.Partitions[w], _settings.BatchSize,
-            WorkerDataSeed(_settings.Seed, w), _settings.Precision, _settings.LossScaler, _ranges, _settings.Policy.Kind,
-            _settings.Slowdowns is { } slow && w < slow.Count ? slow[w] : 1, _settings.Compression, _timing.ComputeTime, _timing.RandomSlowdown,
-            _settings.TraceEvery);
-        var props = Worker.Props(workerSettings, _engines, Link, Self, _shards);
-        if (_settings.WorkerDispatcher is { } dispatcher) props = props.WithDispatcher(dispatcher);
-        var worker = Context.ActorOf(props, name);
-        Link.Attach(worker, Endpoint.Worker(w));
+        var worker = Context.ActorOf(WorkerProps(_settings, w, _engines, Link, Self, _shards), name);
         _children.Add(worker);
         return worker;
+    }
+
+    /// <summary>
+    /// A shard or worker on another node is gone (its node was removed from the cluster). Without a
+    /// shard the run cannot go on; without a worker it goes on with the others (the shards stop
+    /// waiting for it). Under the virtual clock an event sent to the lost node would never complete,
+    /// so a lost node ends the run there too.
+    /// </summary>
+    private void OnTerminated(Terminated terminated)
+    {
+        var actor = terminated.ActorRef;
+        if (Array.IndexOf(_shards, actor) is var k and >= 0)
+        {
+            Fail(new Core.ActorTrainException($"shard {k} on {actor.Path.Address} was lost: the run cannot go on without its weights"));
+            return;
+        }
+        int w = Array.IndexOf(_workerRefs, actor);
+        if (w < 0 || _lost.Contains(w)) return;
+        if (Link.IsVirtual)
+        {
+            Fail(new Core.ActorTrainException($"worker {w} on {actor.Path.Address} was lost: a virtual-clock run cannot lose a node (its events would never complete); use simulation.clock = wall for runs that may lose nodes, or faults = [...] to simulate crashes"));
+            return;
+        }
+        _lost.Add(w);
+        _faultEvents.Add(new FaultEvent(w, Link.Now - _startedAt, null, NodeLost: true));
+        if (_lost.Count == _workerRefs.Length)
+        {
+            Fail(new Core.ActorTrainException("every worker was lost: nothing is left to train"));
+            return;
+        }
+        foreach (var shard in _shards) Link.Send(shard, new WorkerLost(w), 0, TrafficClass.Control, Self);
     }
 
     private void Kill(int fault)
@@ -336,6 +415,7 @@ public sealed class Coordinator : LinkedActor
     {
         if (_stopping) return;
         _workerRefs[w] = CreateWorker(w, $"worker-{w}-{++_incarnations}");
+        Link.Attach(_workerRefs[w], Endpoint.Worker(w));
         int last = _faultEvents.FindLastIndex(e => e.Worker == w);
         _faultEvents[last] = _faultEvents[last] with { RestartedAt = Link.Now - _startedAt };
         Link.Send(_workerRefs[w], new Begin(Rejoin: true, Trace: _run), 0, TrafficClass.Control, Self);

@@ -59,7 +59,8 @@ public sealed class ParameterServerShard : LinkedActor
     private readonly float[] _sum;
     private readonly Optimizer _optimizer;
     private readonly int _versionsPerStep;
-    private readonly int _quorum;
+    private int _quorum;
+    private readonly bool[] _active;
     private readonly List<int> _pushers;
     private readonly long[] _workerClocks;
     private readonly IActorRef[] _workerRefs;
@@ -90,6 +91,7 @@ public sealed class ParameterServerShard : LinkedActor
         _quorum = settings.Workers - settings.Policy.BackupWorkers;
         _pushers = new(settings.Workers);
         _workerClocks = new long[settings.Workers];
+        _active = Enumerable.Repeat(true, settings.Workers).ToArray();
         _workerRefs = new IActorRef[settings.Workers];
         _requestAt = new double[settings.Workers];
         _fresh = new bool[settings.Workers];
@@ -126,8 +128,35 @@ public sealed class ParameterServerShard : LinkedActor
             else OnAsyncPush(push);
             _busy.Stop();
         });
+        Receive<WorkerLost>(OnWorkerLost);
         Receive<FinalSnapshotRequest>(_ => Finish());
         Receive<StopTraining>(_ => Context.Stop(Self));
+    }
+
+    /// <summary>
+    /// The worker's node is gone: the BSP quorum shrinks (the step completes now if the others'
+    /// pushes are all in) and SSP stops measuring the others against its clock.
+    /// </summary>
+    private void OnWorkerLost(WorkerLost lost)
+    {
+        if (!_active[lost.Worker]) return;
+        _active[lost.Worker] = false;
+        _quorum--;
+        _parked.RemoveAll(p => p.Id == lost.Worker);
+        if (IsBsp)
+        {
+            if (_received > 0 && _received >= _quorum) StepBsp();
+        }
+        else ReleaseParked();
+    }
+
+    /// <summary>The least clock among the workers still in the run.</summary>
+    private long SlowestClock()
+    {
+        long slowest = long.MaxValue;
+        for (int w = 0; w < _workerClocks.Length; w++)
+            if (_active[w]) slowest = Math.Min(slowest, _workerClocks[w]);
+        return slowest == long.MaxValue ? 0 : slowest;
     }
 
     private void Finished()
@@ -136,6 +165,7 @@ public sealed class ParameterServerShard : LinkedActor
         Receive<PullParameters>(_ => { });
         Receive<PushGradient>(push => push.Release());
         Receive<FinalSnapshotRequest>(_ => { });
+        Receive<WorkerLost>(_ => { });
         Receive<StopTraining>(_ => Context.Stop(Self));
     }
 
@@ -186,7 +216,7 @@ public sealed class ParameterServerShard : LinkedActor
         _samples += push.Samples;
         _bytesIn += push.WireBytes;
         _denseIn += PushGradient.DenseBytes(_settings.Length);
-        long slowest = _workerClocks.Min();
+        long slowest = SlowestClock();
         _maxLead = Math.Max(_maxLead, push.Clock - slowest);
         _workerClocks[push.Worker] = Math.Max(_workerClocks[push.Worker], push.Clock + 1);
     }
@@ -207,8 +237,12 @@ public sealed class ParameterServerShard : LinkedActor
         _pushers.Add(push.Worker);
         _scaleSum += push.LossScale;
         _clockPushes[push.Worker] = push;
-        if (_received < _quorum) return;
+        if (_received >= _quorum) StepBsp();
+    }
 
+    /// <summary>The held pushes of this clock make one optimizer step; their workers get the new slice.</summary>
+    private void StepBsp()
+    {
         // The aggregation's span links to every push it sums.
         double from = Link.Now;
         var links = RunTelemetry.Tracing ? _clockPushes.Where(p => p is not null && Sampled(p)).Select(p => new ActivityLink(p!.Trace)).ToList() : null;
@@ -312,7 +346,7 @@ public sealed class ParameterServerShard : LinkedActor
     /// <summary>SSP: answer every parked worker now within s clocks of the slowest; ASP: everyone.</summary>
     private void ReleaseParked()
     {
-        long limit = _settings.Policy.Kind == SyncPolicyKind.Ssp ? _workerClocks.Min() + _settings.Policy.Staleness : long.MaxValue;
+        long limit = _settings.Policy.Kind == SyncPolicyKind.Ssp ? SlowestClock() + _settings.Policy.Staleness : long.MaxValue;
         for (int i = 0; i < _parked.Count; i++)
         {
             var (id, clock) = _parked[i];

@@ -106,6 +106,14 @@ public sealed class SharedPayload
         return new SharedPayload(array, fill(array));
     }
 
+    /// <summary>A pooled copy of <paramref name="bytes"/> (a payload received from another node); one reference.</summary>
+    public static SharedPayload Copy(ReadOnlySpan<byte> bytes)
+    {
+        var array = System.Buffers.ArrayPool<byte>.Shared.Rent(bytes.Length);
+        bytes.CopyTo(array);
+        return new SharedPayload(array, bytes.Length);
+    }
+
     public ReadOnlyMemory<byte> Memory => _array.AsMemory(0, _length);
 
     public SharedPayload Acquire()
@@ -186,3 +194,10 @@ public sealed class FinalSnapshotRequest : ITrainingMessage
     public static readonly FinalSnapshotRequest Instance = new();
     private FinalSnapshotRequest() { }
 }
+
+/// <summary>
+/// Coordinator -> shards: worker <paramref name="Worker"/>'s node left the cluster. BSP stops
+/// waiting for its pushes (the barrier re-forms over the others), SSP stops holding the others to
+/// its clock; ASP never waited for it.
+/// </summary>
+public sealed record WorkerLost(int Worker) : ITrainingMessage;

@@ -56,6 +56,23 @@ public interface ILink
     LinkStatistics Statistics => new();
 }
 
+/// <summary>
+/// How a link hands a message to its target when the time comes: a plain Tell in one process;
+/// across nodes, to the node's <see cref="Remoting.Gateway"/> when the target lives elsewhere.
+/// </summary>
+public interface IRoute
+{
+    void Tell(IActorRef to, object message, IActorRef sender);
+}
+
+/// <summary>Tells directly: one process, or Akka.Remote's own path.</summary>
+public sealed class DirectRoute : IRoute
+{
+    public static readonly DirectRoute Instance = new();
+
+    public void Tell(IActorRef to, object message, IActorRef sender) => to.Tell(message, sender);
+}
+
 /// <summary>What the link did over a run (retransmissions and duplicates only happen with drop > 0).</summary>
 public sealed record LinkStatistics(
     long Messages = 0,

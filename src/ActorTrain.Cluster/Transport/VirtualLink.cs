@@ -5,7 +5,22 @@ using Akka.Actor;
 namespace ActorTrain.Cluster.Transport;
 
 /// <summary>A message handed to an actor by the virtual clock; <see cref="Actors.LinkedActor"/> unwraps it.</summary>
-internal sealed record VirtualDelivery(object Message, long Seq, double Start, VirtualLink Link);
+internal sealed record VirtualDelivery(object Message, long Seq, double Start, IEventLink Link);
+
+/// <summary>The side of a virtual clock an actor's event runs against: the scheduler itself, or its proxy on another node.</summary>
+internal interface IEventLink
+{
+    void Enter(VirtualDelivery delivery);
+    void Exit(IActorRef self);
+}
+
+public enum OutKind { Send, Timer, Kill }
+
+/// <summary>
+/// What an actor did during a virtual event: a send, a timer or a kill, departing at
+/// <paramref name="At"/> (absolute virtual time once the event is over).
+/// </summary>
+public sealed record Outgoing(OutKind Kind, IActorRef To, object Message, long Bytes, TrafficClass Traffic, IActorRef Sender, double At);
 
 /// <summary>Told to the idle listener when no event is left and nothing is being processed.</summary>
 public sealed record SimulationIdle(double Time);
@@ -30,9 +45,8 @@ public sealed record SimulationIdle(double Time);
 /// The scheduler is not an actor: the thread that hands back the last outbox of a batch plans it
 /// and releases the next one, which saves a message hop per event.
 /// </summary>
-public sealed class VirtualLink : ILink
+public sealed class VirtualLink : ILink, IEventLink
 {
-    [ThreadStatic] private static Context? _current;
 
     private readonly object _lock = new();
     private readonly NetworkModel _network;
@@ -47,14 +61,16 @@ public sealed class VirtualLink : ILink
     private readonly LinkCounters _counters = new();
     private readonly HashSet<IActorRef> _releasedTargets = [];
     private readonly List<(Event Event, (double, long) Key)> _deferred = [];
+    private readonly IRoute _route;
     private IActorRef? _idleListener;
     private long _seq, _nextMessageId;
     private int _outstanding;
     private double _now, _windowEnd;
     private bool _started, _stopped;
 
-    public VirtualLink(NetworkSettings network, ulong seed, int workers, int shards)
+    public VirtualLink(NetworkSettings network, ulong seed, int workers, int shards, IRoute? route = null)
     {
+        _route = route ?? DirectRoute.Instance;
         _network = new NetworkModel(network, seed);
         _lookahead = network.MinLatency(workers, shards);
     }
@@ -67,7 +83,7 @@ public sealed class VirtualLink : ILink
     {
         get
         {
-            if (_current is { } c) return c.Now;
+            if (VirtualEvent.Current is { } c) return c.Now;
             lock (_lock) return _now;
         }
     }
@@ -87,19 +103,11 @@ public sealed class VirtualLink : ILink
 
     public void Kill(IActorRef actor) => Emit(new Outgoing(OutKind.Kill, actor, PoisonPill.Instance, 0, TrafficClass.Control, ActorRefs.Nobody, 0));
 
-    public void Occupy(double modelled, double measured)
-    {
-        var c = _current ?? throw new InvalidOperationException("virtual link: Occupy outside an event");
-        c.Now += Math.Max(0, modelled);
-    }
+    public void Occupy(double modelled, double measured) => VirtualEvent.Occupy(modelled);
 
     private void Emit(Outgoing item)
     {
-        if (_current is { } c)
-        {
-            c.Outbox.Add(item with { At = c.Now + item.At });
-            return;
-        }
+        if (VirtualEvent.TryEmit(item)) return;
         lock (_lock)
         {
             if (_started)
@@ -131,17 +139,26 @@ public sealed class VirtualLink : ILink
         }
     }
 
-    internal void Enter(VirtualDelivery delivery) => _current = new Context(delivery.Seq, delivery.Start);
+    void IEventLink.Enter(VirtualDelivery delivery) => VirtualEvent.Enter(delivery);
 
-    internal void Exit(IActorRef self)
+    void IEventLink.Exit(IActorRef self)
     {
-        var context = _current!;
-        _current = null;
+        var e = VirtualEvent.Exit();
+        Complete(self, e.Seq, e.Now, e.Outbox);
+    }
+
+    /// <summary>
+    /// An event is over: <paramref name="actor"/> reached <paramref name="now"/> and sent
+    /// <paramref name="outbox"/>. Called on the actor's thread in one process, by the
+    /// <see cref="Remoting.ClockEndpoint"/> for actors on other nodes.
+    /// </summary>
+    internal void Complete(IActorRef actor, long seq, double now, List<Outgoing> outbox)
+    {
         List<Release> batch;
         lock (_lock)
         {
-            _busyUntil[self] = context.Now;
-            _done.Add((context.Seq, context.Outbox));
+            _busyUntil[actor] = now;
+            _done.Add((seq, outbox));
             if (--_outstanding > 0 || _stopped) return;
             _done.Sort((a, b) => a.Seq.CompareTo(b.Seq));
             foreach (var (_, items) in _done)
@@ -237,24 +254,49 @@ public sealed class VirtualLink : ILink
         return batch;
     }
 
-    private static void Tell(List<Release> batch)
+    private void Tell(List<Release> batch)
     {
-        foreach (var r in batch) r.To.Tell(r.Message, r.Sender);
+        foreach (var r in batch) _route.Tell(r.To, r.Message, r.Sender);
     }
 
-    private enum OutKind { Send, Timer, Kill }
     private enum EventKind { Deliver, Kill }
-
-    private sealed record Outgoing(OutKind Kind, IActorRef To, object Message, long Bytes, TrafficClass Traffic, IActorRef Sender, double At);
 
     private sealed record Event(EventKind Kind, IActorRef Target, object Message, IActorRef Sender, long MessageId, double Departure);
 
     private readonly record struct Release(IActorRef To, object Message, IActorRef Sender);
+}
 
-    private sealed class Context(long seq, double start)
+/// <summary>The virtual event an actor is handling on this thread: its time and what it has sent so far.</summary>
+internal sealed class VirtualEvent(long seq, double start)
+{
+    [ThreadStatic] private static VirtualEvent? _current;
+
+    public readonly long Seq = seq;
+    public readonly List<Outgoing> Outbox = [];
+    public double Now = start;
+
+    public static VirtualEvent? Current => _current;
+
+    public static void Enter(VirtualDelivery delivery) => _current = new VirtualEvent(delivery.Seq, delivery.Start);
+
+    public static VirtualEvent Exit()
     {
-        public readonly long Seq = seq;
-        public readonly List<Outgoing> Outbox = [];
-        public double Now = start;
+        var e = _current ?? throw new InvalidOperationException("virtual link: an event ended that never began");
+        _current = null;
+        return e;
+    }
+
+    public static void Occupy(double modelled)
+    {
+        var e = _current ?? throw new InvalidOperationException("virtual link: Occupy outside an event");
+        e.Now += Math.Max(0, modelled);
+    }
+
+    /// <summary>Adds the item to the current event's outbox (its delay made absolute); false outside an event.</summary>
+    public static bool TryEmit(Outgoing item)
+    {
+        if (_current is not { } e) return false;
+        e.Outbox.Add(item with { At = e.Now + item.At });
+        return true;
     }
 }

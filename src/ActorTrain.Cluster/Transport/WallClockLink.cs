@@ -21,11 +21,13 @@ public sealed class WallClockLink : ILink, IDisposable
     private readonly DuplicateFilter _duplicates = new();
     private readonly LinkCounters _counters = new();
     private readonly DelayLine _line;
+    private readonly IRoute _route;
     private long _nextId;
 
     /// <param name="network">null: an ideal network, every message told at once.</param>
-    public WallClockLink(NetworkSettings? network = null, ulong seed = 0, double controlLatency = 0)
+    public WallClockLink(NetworkSettings? network = null, ulong seed = 0, double controlLatency = 0, IRoute? route = null)
     {
+        _route = route ?? DirectRoute.Instance;
         _network = network is null ? null : new NetworkModel(network, seed);
         _controlLatency = controlLatency;
         _line = new DelayLine(this);
@@ -54,7 +56,7 @@ public sealed class WallClockLink : ILink, IDisposable
         if (traffic == TrafficClass.Control || _network is null)
         {
             double delay = traffic == TrafficClass.Control ? _controlLatency : 0;
-            if (delay <= 0) to.Tell(message, sender);
+            if (delay <= 0) _route.Tell(to, message, sender);
             else _line.Add(Now + delay, to, message, sender, -1);
             return;
         }
@@ -142,7 +144,7 @@ public sealed class WallClockLink : ILink, IDisposable
             }
         }
         _counters.Event();
-        to.Tell(message, sender);
+        _route.Tell(to, message, sender);
     }
 
     private sealed class DelayLine : IDisposable

@@ -1,0 +1,163 @@
+using ActorTrain.Cluster.Transport;
+using ActorTrain.Core.Simulation;
+using Akka.Actor;
+using Akka.Cluster;
+using Akka.Event;
+
+namespace ActorTrain.Cluster.Remoting;
+
+/// <summary>
+/// The part of a run one ps or worker node holds: its link (the node's own wall clock, or the proxy
+/// of the virtual clock) and the actors to build on it, each with its name and network endpoint.
+/// </summary>
+public sealed record HostedPart(ILink Link, IReadOnlyList<(string Name, Props Props, Endpoint Endpoint)> Actors);
+
+/// <summary>
+/// Lives at /user/node on every ps and worker node and builds that node's share of a run when the
+/// coordinator asks (<see cref="HostRun"/>): the experiment travels as its resolved HOCON, so the
+/// node derives the data partitions, seeds and settings exactly as a single process would. It
+/// answers with the actors' references, attaches the whole roster to its link once every node is
+/// built, and at the end (<see cref="EndRun"/>, or the coordinator's node leaving) stops the
+/// actors and leaves the cluster through CoordinatedShutdown.
+/// </summary>
+public sealed class NodeHost : ReceiveActor
+{
+    private readonly Func<HostRun, IRoute, HostedPart> _build;
+    private readonly IActorRef _gateway;
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+    private readonly List<IActorRef> _actors = [];
+    private ILink? _link;
+
+    public NodeHost(Func<HostRun, IRoute, HostedPart> build, IActorRef gateway)
+    {
+        _build = build;
+        _gateway = gateway;
+        Receive<HostRun>(OnHostRun);
+        Receive<Roster>(OnRoster);
+        Receive<EndRun>(_ => Leave("the run is over"));
+        Receive<ClusterEvent.MemberRemoved>(removed =>
+        {
+            if (removed.Member.HasRole("coordinator")) Leave($"the coordinator {removed.Member.Address} left");
+        });
+        Receive<ClusterEvent.IMemberEvent>(_ => { });
+    }
+
+    public static Props Props(Func<HostRun, IRoute, HostedPart> build, IActorRef gateway) =>
+        Akka.Actor.Props.Create(() => new NodeHost(build, gateway));
+
+    protected override void PreStart() =>
+        Akka.Cluster.Cluster.Get(Context.System).Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents, typeof(ClusterEvent.MemberRemoved));
+
+    protected override void PostStop()
+    {
+        Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
+        StopRun();
+    }
+
+    private void OnHostRun(HostRun request)
+    {
+        try
+        {
+            if (_link is not null) throw new InvalidOperationException("this node already hosts a run");
+            var route = new GatewayRoute(_gateway, Akka.Cluster.Cluster.Get(Context.System).SelfAddress);
+            var part = _build(request, route);
+            _link = part.Link;
+            _gateway.Tell(new Gateway.UseEventLink(part.Link));
+            var refs = new IActorRef[part.Actors.Count];
+            for (int i = 0; i < refs.Length; i++)
+            {
+                var (name, props, endpoint) = part.Actors[i];
+                refs[i] = Context.ActorOf(props, name);
+                part.Link.Attach(refs[i], endpoint);
+                _actors.Add(refs[i]);
+            }
+            _log.Info("hosting {0} {1} of the run", request.Role, string.Join(",", request.Ids));
+            Sender.Tell(new Hosted(request.Role, refs));
+        }
+        catch (Exception e)
+        {
+            _log.Error(e, "cannot host {0} {1}", request.Role, string.Join(",", request.Ids));
+            StopRun();
+            Sender.Tell(new HostFailed($"{Akka.Cluster.Cluster.Get(Context.System).SelfAddress}: {e.Message}"));
+        }
+    }
+
+    private void OnRoster(Roster roster)
+    {
+        if (_link is { } link)
+        {
+            link.Attach(roster.Coordinator, Endpoint.Coordinator);
+            for (int k = 0; k < roster.Shards.Length; k++) link.Attach(roster.Shards[k], Endpoint.Shard(k));
+            for (int w = 0; w < roster.Workers.Length; w++) link.Attach(roster.Workers[w], Endpoint.Worker(w));
+        }
+        Sender.Tell(new Hosted("roster", []));
+    }
+
+    private void StopRun()
+    {
+        foreach (var actor in _actors) Context.Stop(actor);
+        _actors.Clear();
+        _gateway.Tell(new Gateway.UseEventLink(null));
+        _link?.Stop();
+        (_link as IDisposable)?.Dispose();
+        _link = null;
+    }
+
+    private void Leave(string why)
+    {
+        _log.Info("leaving the cluster: {0}", why);
+        StopRun();
+        CoordinatedShutdown.Get(Context.System).Run(CoordinatedShutdown.ClusterLeavingReason.Instance);
+    }
+}
+
+/// <summary>
+/// Places a run's shards on the ps nodes and its workers on the worker nodes, round robin in
+/// address order (shard k on ps node k mod P, worker w on worker node w mod W), then sends every
+/// host the roster. Shards are built first: workers are given their references.
+/// </summary>
+public sealed class ClusterPlacement(string config, IReadOnlyList<IActorRef> psHosts, IReadOnlyList<IActorRef> workerHosts, int shards, int workers,
+    IActorRef? clock, DateTimeOffset epoch, TimeSpan timeout) : Actors.ITopologyPlacement
+{
+    public async Task<Actors.PlacedTopology> Place(IActorRef coordinator)
+    {
+        var shardRefs = await Build("ps", psHosts, shards, coordinator, []);
+        var workerRefs = await Build("worker", workerHosts, workers, coordinator, shardRefs);
+        var roster = new Roster(coordinator, shardRefs, workerRefs);
+        await Task.WhenAll(psHosts.Concat(workerHosts).Select(h => Ask(h, roster, "roster")));
+        return new Actors.PlacedTopology(shardRefs, workerRefs);
+    }
+
+    private async Task<IActorRef[]> Build(string role, IReadOnlyList<IActorRef> hosts, int count, IActorRef coordinator, IActorRef[] shardRefs)
+    {
+        var refs = new IActorRef[count];
+        var requests = hosts.Select(async (host, h) =>
+        {
+            int[] ids = Enumerable.Range(0, count).Where(i => i % hosts.Count == h).ToArray();
+            if (ids.Length == 0) return;
+            var hosted = await Ask(host, new HostRun(config, role, ids, coordinator, shardRefs, clock, epoch.UtcTicks), role);
+            for (int i = 0; i < ids.Length; i++) refs[ids[i]] = hosted.Actors[i];
+        });
+        await Task.WhenAll(requests);
+        return refs;
+    }
+
+    private async Task<Hosted> Ask(IActorRef host, object request, string what)
+    {
+        object reply;
+        try
+        {
+            reply = await host.Ask(request, timeout);
+        }
+        catch (AskTimeoutException)
+        {
+            throw new Core.ActorTrainException($"{host.Path.Address} did not answer the {what} request within {timeout.TotalSeconds:0} s (actortrain.cluster.host-timeout)");
+        }
+        return reply switch
+        {
+            Hosted hosted => hosted,
+            HostFailed failed => throw new Core.ActorTrainException($"a {what} node could not host its part: {failed.Reason}"),
+            _ => throw new Core.ActorTrainException($"{host.Path.Address} answered the {what} request with {reply.GetType().Name}"),
+        };
+    }
+}

@@ -1,0 +1,54 @@
+using ActorTrain.Cluster.Transport;
+using Akka.Actor;
+
+namespace ActorTrain.Cluster.Remoting;
+
+/// <summary>
+/// The virtual clock on a node that does not hold the scheduler: events arrive from the
+/// scheduler's node through the gateway; what the actor sends, schedules or occupies during an
+/// event is collected exactly as in one process and handed back with its time as an
+/// <see cref="EventDone"/>, which the <see cref="ClockEndpoint"/> passes to
+/// <see cref="VirtualLink.Complete"/>. The scheduler orders events by time and sequence number
+/// alone, so the run is the same event for event as on one process: same seed, same metrics.
+/// </summary>
+public sealed class RemoteClockLink(IActorRef clock, DateTimeOffset epoch, IRoute route) : ILink, IEventLink
+{
+    public bool IsVirtual => true;
+
+    public double Now => VirtualEvent.Current?.Now ?? 0;
+
+    public DateTimeOffset Epoch => epoch;
+
+    public void Send(IActorRef to, object message, long bytes, TrafficClass traffic, IActorRef sender) =>
+        Emit(new Outgoing(OutKind.Send, to, message, bytes, traffic, sender, 0));
+
+    public void ScheduleOnce(IActorRef to, object message, double delay, IActorRef sender) =>
+        Emit(new Outgoing(OutKind.Timer, to, message, 0, TrafficClass.Control, sender, delay));
+
+    public void Kill(IActorRef actor) => Emit(new Outgoing(OutKind.Kill, actor, Akka.Actor.PoisonPill.Instance, 0, TrafficClass.Control, ActorRefs.Nobody, 0));
+
+    public void Occupy(double modelled, double measured) => VirtualEvent.Occupy(modelled);
+
+    private static void Emit(Outgoing item)
+    {
+        if (!VirtualEvent.TryEmit(item))
+            throw new InvalidOperationException($"virtual link: {item.Message.GetType().Name} sent outside an event on a remote node");
+    }
+
+    void IEventLink.Enter(VirtualDelivery delivery) => VirtualEvent.Enter(delivery);
+
+    void IEventLink.Exit(IActorRef self)
+    {
+        var e = VirtualEvent.Exit();
+        route.Tell(clock, new EventDone(self, e.Seq, e.Now, e.Outbox), self);
+    }
+}
+
+/// <summary>The scheduler's door on its own node: outboxes of events handled on other nodes.</summary>
+public sealed class ClockEndpoint : ReceiveActor
+{
+    public ClockEndpoint(VirtualLink link) =>
+        Receive<EventDone>(done => link.Complete(done.Actor, done.Seq, done.Now, done.Outbox as List<Outgoing> ?? done.Outbox.ToList()));
+
+    public static Props Props(VirtualLink link) => Akka.Actor.Props.Create(() => new ClockEndpoint(link));
+}

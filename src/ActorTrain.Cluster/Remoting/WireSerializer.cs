@@ -1,0 +1,356 @@
+using System.Buffers;
+using ActorTrain.Cluster.Protocol;
+using ActorTrain.Cluster.Transport;
+using Akka.Actor;
+using Akka.Serialization;
+
+namespace ActorTrain.Cluster.Remoting;
+
+/// <summary>
+/// The binary wire format of every message that crosses nodes (DESIGN.md section 4): a short
+/// string manifest names the type, the body is fixed-width little-endian fields, length-prefixed
+/// byte and float arrays, W3C trace contexts as 25 raw bytes and actor references as their
+/// serialized paths. Nothing is JSON or polymorphic: an unknown manifest, a truncated body, a
+/// length over <c>actortrain.cluster.max-message-size</c> or bytes left over is a
+/// <see cref="WireFormatException"/>, which Akka logs before it drops the message; the node goes on.
+/// Received gradient payloads are rented from the array pool, as local ones are, so a shard
+/// returns them after decoding.
+/// </summary>
+public sealed class WireSerializer : SerializerWithStringManifest
+{
+    public const int Id = 4107;
+    public const int DefaultMaxMessageSize = 256 << 20;
+
+    private readonly int _maxLength;
+
+    public WireSerializer(ExtendedActorSystem system) : base(system)
+    {
+        if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("the wire format copies float arrays as little-endian bytes");
+        _maxLength = (int)Math.Min(int.MaxValue, system.Settings.Config.GetByteSize("actortrain.cluster.max-message-size") ?? DefaultMaxMessageSize);
+    }
+
+    public override int Identifier => Id;
+
+    public override string Manifest(object o) => o switch
+    {
+        Begin => "B",
+        PullParameters => "PL",
+        PushGradient => "PU",
+        ParameterSlice => "SL",
+        ShardSnapshot => "SN",
+        WorkerStepReport => "RP",
+        StopTraining => "ST",
+        FinalSnapshotRequest => "FS",
+        WorkerLost => "WL",
+        Frame => "FR",
+        RemoteEvent => "EV",
+        EventDone => "ED",
+        HostRun => "HR",
+        Hosted => "HD",
+        HostFailed => "HF",
+        Roster => "RO",
+        EndRun => "ER",
+        _ => throw new WireFormatException($"{o.GetType().FullName} is not a wire message: only the training protocol and the cluster plumbing cross nodes"),
+    };
+
+    public override byte[] ToBinary(object obj)
+    {
+        using var w = new WireWriter();
+        Write(w, obj);
+        return w.ToArray();
+    }
+
+    /// <summary>Writes <paramref name="obj"/>'s body (no manifest) into <paramref name="w"/>.</summary>
+    internal void Write(WireWriter w, object obj)
+    {
+        switch (obj)
+        {
+            case Begin b:
+                w.Bool(b.Rejoin);
+                w.Trace(b.Trace);
+                break;
+            case PullParameters p:
+                w.Int(p.Worker);
+                w.Long(p.Clock);
+                w.Bool(p.Rejoin);
+                w.Trace(p.Trace);
+                break;
+            case PushGradient p:
+                w.Int(p.Worker);
+                w.Long(p.Clock);
+                w.Long(p.BaseVersion);
+                w.Float(p.LossScale);
+                w.Bool(p.NonFinite);
+                w.Int(p.Samples);
+                w.Double(p.SentAt);
+                w.Trace(p.Trace);
+                w.Bytes(p.Payload.Span);
+                break;
+            case ParameterSlice s:
+                w.Int(s.Shard);
+                w.Long(s.Version);
+                w.Bool(s.Delta);
+                w.Long(s.WorkerClock);
+                w.Double(s.HeldSeconds);
+                w.Trace(s.Trace);
+                w.Bytes(s.Payload.Span);
+                break;
+            case ShardSnapshot s:
+                w.Int(s.Shard);
+                w.Long(s.Step);
+                w.Bool(s.Final);
+                w.Floats(s.Values.Span);
+                WriteCounters(w, s.Counters);
+                break;
+            case WorkerStepReport r:
+                w.Int(r.Worker);
+                w.Long(r.Clock);
+                w.Float(r.Loss);
+                w.Int(r.Samples);
+                w.Long(r.Flops);
+                w.Double(r.ComputeSeconds);
+                w.Double(r.CommunicationSeconds);
+                w.Double(r.WaitSeconds);
+                w.Long(r.UnderflowedElements);
+                w.Bool(r.NonFinite);
+                w.Float(r.LossScale);
+                w.Int(r.Epoch);
+                w.Double(r.GradientSeconds);
+                break;
+            case StopTraining or FinalSnapshotRequest or EndRun:
+                break;
+            case WorkerLost l:
+                w.Int(l.Worker);
+                break;
+            case Frame f:
+                w.Long(f.Transfer);
+                w.Int(f.Index);
+                w.Int(f.Count);
+                w.Bytes(f.Data.Span);
+                break;
+            case RemoteEvent e:
+                w.Long(e.Seq);
+                w.Double(e.Start);
+                WriteNested(w, e.Message);
+                break;
+            case EventDone d:
+                WriteRef(w, d.Actor);
+                w.Long(d.Seq);
+                w.Double(d.Now);
+                w.Int(d.Outbox.Count);
+                foreach (var item in d.Outbox)
+                {
+                    w.Int((int)item.Kind);
+                    WriteRef(w, item.To);
+                    WriteNested(w, item.Message);
+                    w.Long(item.Bytes);
+                    w.Int((int)item.Traffic);
+                    WriteRef(w, item.Sender);
+                    w.Double(item.At);
+                }
+                break;
+            case HostRun h:
+                w.String(h.Config);
+                w.String(h.Role);
+                w.Int(h.Ids.Length);
+                foreach (int id in h.Ids) w.Int(id);
+                WriteRef(w, h.Coordinator);
+                WriteRefs(w, h.Shards);
+                WriteRef(w, h.Clock ?? ActorRefs.Nobody);
+                w.Long(h.EpochTicks);
+                break;
+            case Hosted h:
+                w.String(h.Role);
+                WriteRefs(w, h.Actors);
+                break;
+            case HostFailed f:
+                w.String(f.Reason);
+                break;
+            case Roster ro:
+                WriteRef(w, ro.Coordinator);
+                WriteRefs(w, ro.Shards);
+                WriteRefs(w, ro.Workers);
+                break;
+            default:
+                Manifest(obj); // throws the "not a wire message" error
+                break;
+        }
+    }
+
+    public override object FromBinary(byte[] bytes, string manifest) => Read(bytes, manifest);
+
+    /// <summary>Reads a whole body of the given manifest; the body must be consumed exactly.</summary>
+    internal object Read(ReadOnlySpan<byte> bytes, string manifest)
+    {
+        var r = new WireReader(bytes, _maxLength);
+        var message = Read(ref r, manifest);
+        r.End(manifest);
+        return message;
+    }
+
+    private object Read(ref WireReader r, string manifest)
+    {
+        switch (manifest)
+        {
+            case "B":
+                return new Begin(r.Bool(), r.Trace());
+            case "PL":
+                return new PullParameters(r.Int(), r.Long(), r.Bool(), r.Trace());
+            case "PU":
+            {
+                int worker = r.Int();
+                long clock = r.Long(), baseVersion = r.Long();
+                float scale = r.Float();
+                bool nonFinite = r.Bool();
+                int samples = r.Int();
+                double sentAt = r.Double();
+                var trace = r.Trace();
+                var payload = r.Bytes("PushGradient.Payload");
+                bool pooled = payload.Length > 0;
+                return new PushGradient(worker, clock, baseVersion, scale, nonFinite, samples,
+                    pooled ? PushGradient.Rent(payload) : ReadOnlyMemory<byte>.Empty, sentAt, trace, pooled);
+            }
+            case "SL":
+            {
+                int shard = r.Int();
+                long version = r.Long();
+                bool delta = r.Bool();
+                long workerClock = r.Long();
+                double held = r.Double();
+                var trace = r.Trace();
+                var bytes = r.Bytes("ParameterSlice.Payload");
+                var owner = SharedPayload.Copy(bytes);
+                return new ParameterSlice(shard, version, owner.Memory, delta, workerClock, held, trace, owner);
+            }
+            case "SN":
+            {
+                int shard = r.Int();
+                long step = r.Long();
+                bool final = r.Bool();
+                var values = r.Floats("ShardSnapshot.Values");
+                return new ShardSnapshot(shard, step, values, ReadCounters(ref r), final);
+            }
+            case "RP":
+                return new WorkerStepReport(r.Int(), r.Long(), r.Float(), r.Int(), r.Long(), r.Double(), r.Double(), r.Double(), r.Long(), r.Bool(),
+                    r.Float(), r.Int(), r.Double());
+            case "ST":
+                return StopTraining.Instance;
+            case "FS":
+                return FinalSnapshotRequest.Instance;
+            case "ER":
+                return EndRun.Instance;
+            case "WL":
+                return new WorkerLost(r.Int());
+            case "FR":
+                return new Frame(r.Long(), r.Int(), r.Int(), r.Bytes("Frame.Data").ToArray());
+            case "EV":
+            {
+                long seq = r.Long();
+                double start = r.Double();
+                return new RemoteEvent(ReadNested(ref r), seq, start);
+            }
+            case "ED":
+            {
+                var actor = ReadRef(ref r);
+                long seq = r.Long();
+                double now = r.Double();
+                int count = r.Count(1, "EventDone.Outbox");
+                var outbox = new List<Outgoing>(count);
+                for (int i = 0; i < count; i++)
+                {
+                    int kind = r.Int();
+                    if (kind is < 0 or > (int)OutKind.Kill) throw new WireFormatException($"EventDone: unknown outbox kind {kind}");
+                    var to = ReadRef(ref r);
+                    var message = ReadNested(ref r);
+                    long bytes = r.Long();
+                    int traffic = r.Int();
+                    if (traffic is < 0 or > (int)TrafficClass.Control) throw new WireFormatException($"EventDone: unknown traffic class {traffic}");
+                    outbox.Add(new Outgoing((OutKind)kind, to, message, bytes, (TrafficClass)traffic, ReadRef(ref r), r.Double()));
+                }
+                return new EventDone(actor, seq, now, outbox);
+            }
+            case "HR":
+            {
+                string config = r.String("HostRun.Config"), role = r.String("HostRun.Role");
+                var ids = new int[r.Count(4, "HostRun.Ids")];
+                for (int i = 0; i < ids.Length; i++) ids[i] = r.Int();
+                var coordinator = ReadRef(ref r);
+                var shards = ReadRefs(ref r, "HostRun.Shards");
+                var clock = ReadRef(ref r);
+                return new HostRun(config, role, ids, coordinator, shards, clock.IsNobody() ? null : clock, r.Long());
+            }
+            case "HD":
+            {
+                string role = r.String("Hosted.Role");
+                return new Hosted(role, ReadRefs(ref r, "Hosted.Actors"));
+            }
+            case "HF":
+                return new HostFailed(r.String("HostFailed.Reason"));
+            case "RO":
+                return new Roster(ReadRef(ref r), ReadRefs(ref r, "Roster.Shards"), ReadRefs(ref r, "Roster.Workers"));
+            default:
+                throw new WireFormatException($"unknown manifest '{manifest}': the sending node runs a different version of ActorTrain?");
+        }
+    }
+
+    /// <summary>Manifest, body length, body: a message inside another (an envelope, an event, an outbox).</summary>
+    internal void WriteNested(WireWriter w, object message)
+    {
+        w.String(Manifest(message));
+        int at = w.Length;
+        w.Int(0);
+        Write(w, message);
+        w.PatchInt(at, w.Length - at - 4);
+    }
+
+    internal object ReadNested(ref WireReader r)
+    {
+        string manifest = r.String("manifest");
+        var body = r.Bytes($"{manifest} body");
+        return Read(body, manifest);
+    }
+
+    private static void WriteRef(WireWriter w, IActorRef actor) => w.String(actor.IsNobody() ? "" : Serialization.SerializedActorPath(actor));
+
+    private IActorRef ReadRef(ref WireReader r)
+    {
+        string path = r.String("actor path");
+        return path.Length == 0 ? ActorRefs.Nobody : system.Provider.ResolveActorRef(path);
+    }
+
+    private static void WriteRefs(WireWriter w, IActorRef[] actors)
+    {
+        w.Int(actors.Length);
+        foreach (var actor in actors) WriteRef(w, actor);
+    }
+
+    private IActorRef[] ReadRefs(ref WireReader r, string what)
+    {
+        var actors = new IActorRef[r.Count(4, what)];
+        for (int i = 0; i < actors.Length; i++) actors[i] = ReadRef(ref r);
+        return actors;
+    }
+
+    private static void WriteCounters(WireWriter w, ShardCounters c)
+    {
+        w.Long(c.Steps);
+        w.Long(c.PushesApplied);
+        w.Long(c.PushesSkippedNonFinite);
+        w.Long(c.PushesDroppedLate);
+        w.Long(c.Samples);
+        w.Long(c.BytesIn);
+        w.Long(c.BytesOut);
+        w.Long(c.DenseBytesIn);
+        w.Long(c.DenseBytesOut);
+        w.Double(c.LossScale);
+        w.Longs(c.StalenessHistogram);
+        w.Long(c.StalenessSum);
+        w.Long(c.StalenessMax);
+        w.Long(c.MaxClockLead);
+        w.Double(c.BusySeconds);
+    }
+
+    private static ShardCounters ReadCounters(ref WireReader r) =>
+        new(r.Long(), r.Long(), r.Long(), r.Long(), r.Long(), r.Long(), r.Long(), r.Long(), r.Long(), r.Double(), r.Longs("StalenessHistogram"),
+            r.Long(), r.Long(), r.Long(), r.Double());
+}

@@ -1,0 +1,267 @@
+using System.Diagnostics;
+using System.Security.Cryptography.X509Certificates;
+using ActorTrain.Cluster.Actors;
+using ActorTrain.Cluster.Remoting;
+using ActorTrain.Cluster.Transport;
+using ActorTrain.Compute;
+using ActorTrain.Core;
+using Akka.Actor;
+using Akka.Actor.Setup;
+using Akka.Cluster;
+using Akka.Configuration;
+using Akka.Remote.Transport.DotNetty;
+
+namespace ActorTrain.Experiments;
+
+/// <summary>How one node starts: its role, the cluster file over the embedded hocon/cluster.conf, its port and seeds.</summary>
+public sealed record ClusterNodeOptions(string Role, string? ConfigFile = null, int? Port = null, IReadOnlyList<string>? Seeds = null,
+    int? PsNodes = null, int? WorkerNodes = null)
+{
+    public static readonly string[] Roles = ["coordinator", "ps", "worker"];
+}
+
+/// <summary>
+/// Multi-node runs on Akka.Cluster (DESIGN.md section 4; docs/architecture.md "Cluster"). The
+/// coordinator node runs the experiment as <see cref="ExperimentRunner"/> does, except that its
+/// shards and workers are built by the ps and worker nodes' <see cref="NodeHost"/>s; ps and worker
+/// nodes just serve until the run is over and then leave the cluster.
+/// </summary>
+public static class ClusterRunner
+{
+    public const string SystemName = "actortrain";
+
+    /// <summary>Runs the experiment as the coordinator of a cluster: waits for the members, places the run, writes the results, leaves.</summary>
+    /// <param name="listening">Called once this node listens (a local cluster starts its children then, so they find the seed at once).</param>
+    public static async Task<RunResult> RunAsync(ExperimentSpec spec, ClusterNodeOptions options, string? outputRoot = null, IRunObserver? observer = null,
+        CancellationToken cancellation = default, Action? listening = null)
+    {
+        if (spec.Faults.Count > 0)
+            throw new ActorTrainException("faults: injected faults are for single-process runs; in a cluster run, stop a node's process instead");
+        if (spec.Variants.Count > 0)
+            throw new ActorTrainException("compare/sweep: a cluster run takes one experiment; run the variants one at a time");
+        var data = ExperimentData.Build(spec);
+        var config = LoadConfig(options with { Role = "coordinator" });
+        using var system = CreateSystem(config, options.Role);
+        var host = new CoordinatorHost(system, config);
+        try
+        {
+            listening?.Invoke();
+            await host.WaitForMembers(cancellation);
+            string root = outputRoot ?? spec.Output.Directory;
+            return await ExperimentRunner.RunInto(spec, data, root, ExperimentRunner.UniqueFolder(root, $"{spec.Name}-{ExperimentRunner.Stamp()}"), observer,
+                cancellation, host);
+        }
+        finally
+        {
+            await host.EndRun();
+            await CoordinatedShutdown.Get(system).Run(CoordinatedShutdown.ClusterLeavingReason.Instance);
+        }
+    }
+
+    /// <summary>Serves as a ps or worker node until the run is over (or the coordinator leaves); returns once this node has left.</summary>
+    public static async Task ServeAsync(ClusterNodeOptions options, CancellationToken cancellation = default)
+    {
+        if (options.Role is not ("ps" or "worker"))
+            throw new ActorTrainException($"--role: '{options.Role}' is not a serving role; use ps or worker (the coordinator runs an experiment)");
+        var config = LoadConfig(options);
+        var system = CreateSystem(config, options.Role);
+        var gateway = system.ActorOf(Gateway.Props(config.GetInt("actortrain.cluster.chunk-size"), MaxMessageSize(config)), "gateway");
+        system.ActorOf(NodeHost.Props(BuildPart, gateway), "node");
+        using var registration = cancellation.Register(() => CoordinatedShutdown.Get(system).Run(CoordinatedShutdown.ClrExitReason.Instance));
+        await system.WhenTerminated;
+    }
+
+    /// <summary>A ps or worker node's share of a run, derived from the run's resolved config exactly as one process would.</summary>
+    private static HostedPart BuildPart(HostRun request, IRoute route)
+    {
+        var spec = ExperimentSpec.Parse(request.Config, "the coordinator's experiment", []);
+        var data = ExperimentData.Build(spec);
+        var settings = ExperimentRunner.CoordinatorSettings(spec, data);
+        ILink link = spec.Simulation.Virtual
+            ? new RemoteClockLink(request.Clock ?? throw new ActorTrainException("a virtual-clock run came without the scheduler's address"),
+                new DateTimeOffset(request.EpochTicks, TimeSpan.Zero), route)
+            : ExperimentRunner.CreateLink(spec, route);
+        var engines = new GradientEngineFactory(spec.Compute.Engine, spec.EngineThreads);
+        var actors = request.Role == "ps"
+            ? request.Ids.Select(k => ($"shard-{k}", Coordinator.ShardProps(settings, k, link, request.Coordinator), Core.Simulation.Endpoint.Shard(k)))
+            : request.Ids.Select(w => ($"worker-{w}", Coordinator.WorkerProps(settings, w, engines, link, request.Coordinator, request.Shards),
+                Core.Simulation.Endpoint.Worker(w)));
+        return new HostedPart(link, actors.ToList());
+    }
+
+    /// <summary>The embedded hocon/cluster.conf, under the user's file, under the command line's role, port and seeds.</summary>
+    public static Config LoadConfig(ClusterNodeOptions options)
+    {
+        if (!ClusterNodeOptions.Roles.Contains(options.Role))
+            throw new ActorTrainException($"--role: unknown role '{options.Role}'; use one of {string.Join(", ", ClusterNodeOptions.Roles)}");
+        var config = ConfigurationFactory.ParseString(Embedded("cluster.conf"));
+        if (options.ConfigFile is { } file)
+        {
+            if (!File.Exists(file)) throw new ActorTrainException($"--config: cluster file '{file}' not found");
+            try
+            {
+                config = ConfigurationFactory.ParseString(File.ReadAllText(file)).WithFallback(config);
+            }
+            catch (Exception e) when (e is not ActorTrainException)
+            {
+                throw new ActorTrainException($"--config: cannot read '{file}' as HOCON: {e.Message}");
+            }
+        }
+        bool tls = config.GetBoolean("actortrain.cluster.tls.enabled");
+        var overrides = new List<string> { $"akka.cluster.roles = [{options.Role}]", $"akka.remote.dot-netty.tcp.enable-ssl = {(tls ? "on" : "off")}" };
+        if (options.Port is { } port) overrides.Add($"akka.remote.dot-netty.tcp.port = {port}");
+        if (options.Seeds is { Count: > 0 } seeds)
+        {
+            string scheme = tls ? "akka.ssl.tcp" : "akka.tcp";
+            overrides.Add("akka.cluster.seed-nodes = [" + string.Join(", ", seeds.Select(s => $"\"{scheme}://{SystemName}@{CheckSeed(s)}\"")) + "]");
+        }
+        if (options.PsNodes is { } ps) overrides.Add($"actortrain.cluster.ps-nodes = {ps}");
+        if (options.WorkerNodes is { } workers) overrides.Add($"actortrain.cluster.worker-nodes = {workers}");
+        config = ConfigurationFactory.ParseString(string.Join("\n", overrides)).WithFallback(config)
+            .WithFallback(ConfigurationFactory.ParseString(ExperimentRunner.ActorSystemConfig));
+        Validate(config);
+        return config;
+    }
+
+    private static string CheckSeed(string seed)
+    {
+        int colon = seed.LastIndexOf(':');
+        if (colon <= 0 || !int.TryParse(seed[(colon + 1)..], out int port) || port is <= 0 or > 65535)
+            throw new ActorTrainException($"--seed: '{seed}' is not host:port (e.g. 127.0.0.1:4053)");
+        return seed;
+    }
+
+    private static void Validate(Config config)
+    {
+        int chunk = config.GetInt("actortrain.cluster.chunk-size");
+        long frame = config.GetByteSize("akka.remote.dot-netty.tcp.maximum-frame-size") ?? 128000;
+        if (chunk < 1024 || chunk > frame - 1024)
+            throw new ActorTrainException($"actortrain.cluster.chunk-size = {chunk}: must be at least 1024 and at least 1 KiB below akka.remote.dot-netty.tcp.maximum-frame-size ({frame})");
+        foreach (string key in new[] { "actortrain.cluster.ps-nodes", "actortrain.cluster.worker-nodes" })
+            if (config.GetInt(key) < 1) throw new ActorTrainException($"{key} = {config.GetInt(key)}: a run needs at least one such node");
+        if (config.GetBoolean("actortrain.cluster.tls.enabled") && string.IsNullOrWhiteSpace(config.GetString("actortrain.cluster.tls.certificate")))
+            throw new ActorTrainException("actortrain.cluster.tls.certificate: TLS is enabled but no certificate (.pfx) is given");
+    }
+
+    private static int MaxMessageSize(Config config) =>
+        (int)Math.Min(int.MaxValue, config.GetByteSize("actortrain.cluster.max-message-size") ?? WireSerializer.DefaultMaxMessageSize);
+
+    /// <summary>An actor system on the cluster settings, with the wire serializer bound and TLS set up when enabled.</summary>
+    public static ActorSystem CreateSystem(Config config, string role)
+    {
+        var bindings = ConfigurationFactory.ParseString($$"""
+            akka.actor {
+              serializers.actortrain = "{{typeof(WireSerializer).AssemblyQualifiedName}}"
+              serialization-bindings {
+                "{{typeof(Cluster.Protocol.ITrainingMessage).AssemblyQualifiedName}}" = actortrain
+                "{{typeof(IRemotingMessage).AssemblyQualifiedName}}" = actortrain
+              }
+            }
+            """);
+        var setup = BootstrapSetup.Create().WithConfig(bindings.WithFallback(config));
+        if (config.GetBoolean("actortrain.cluster.tls.enabled")) return ActorSystem.Create(SystemName, ActorSystemSetup.Create(setup, Tls(config)));
+        return ActorSystem.Create(SystemName, setup);
+    }
+
+    /// <summary>The node's certificate and whom it trusts: pinned thumbprints, or the machine's trust store when none are listed.</summary>
+    private static DotNettySslSetup Tls(Config config)
+    {
+        string path = config.GetString("actortrain.cluster.tls.certificate");
+        if (!File.Exists(path)) throw new ActorTrainException($"actortrain.cluster.tls.certificate: '{path}' not found");
+        X509Certificate2 certificate;
+        try
+        {
+            certificate = X509CertificateLoader.LoadPkcs12FromFile(path, config.GetString("actortrain.cluster.tls.password", ""),
+                X509KeyStorageFlags.Exportable);
+        }
+        catch (System.Security.Cryptography.CryptographicException e)
+        {
+            throw new ActorTrainException($"actortrain.cluster.tls.certificate: cannot open '{path}' ({e.Message}); is actortrain.cluster.tls.password right?");
+        }
+        var thumbprints = config.GetStringList("actortrain.cluster.tls.trusted-thumbprints")?.ToArray() ?? [];
+        bool mutual = config.GetBoolean("actortrain.cluster.tls.require-mutual-authentication", true);
+        var validation = thumbprints.Length > 0 ? CertificateValidation.PinnedCertificate(thumbprints) : null;
+        return new DotNettySslSetup(certificate, suppressValidation: false, requireMutualAuthentication: mutual, validateCertificateHostname: false,
+            customValidator: validation);
+    }
+
+    internal static string Embedded(string name)
+    {
+        using var stream = typeof(ClusterRunner).Assembly.GetManifestResourceStream(name)
+            ?? throw new InvalidOperationException($"embedded resource {name} is missing");
+        return new StreamReader(stream).ReadToEnd();
+    }
+
+    /// <summary>
+    /// The coordinator's side of a cluster run: waits until the ps and worker members are Up,
+    /// places the run on them, and gives its topology host to <see cref="ExperimentRunner.RunInto"/>.
+    /// </summary>
+    private sealed class CoordinatorHost(ActorSystem system, Config config) : ITopologyHost
+    {
+        private readonly IActorRef _gateway = system.ActorOf(Gateway.Props(config.GetInt("actortrain.cluster.chunk-size"), MaxMessageSize(config)), "gateway");
+        private readonly List<IActorRef> _hosts = [];
+        private IActorRef[] _ps = [], _workers = [];
+
+        public async Task WaitForMembers(CancellationToken cancellation)
+        {
+            int psNodes = config.GetInt("actortrain.cluster.ps-nodes"), workerNodes = config.GetInt("actortrain.cluster.worker-nodes");
+            var timeout = config.GetTimeSpan("actortrain.cluster.join-timeout");
+            var cluster = Akka.Cluster.Cluster.Get(system);
+            var deadline = Stopwatch.StartNew();
+            while (true)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                var up = cluster.State.Members.Where(m => m.Status == MemberStatus.Up).OrderBy(m => m.Address.ToString()).ToList();
+                var ps = up.Where(m => m.HasRole("ps")).ToList();
+                var workers = up.Where(m => m.HasRole("worker")).ToList();
+                bool selfUp = up.Any(m => m.Address == cluster.SelfAddress);
+                if (selfUp && ps.Count >= psNodes && workers.Count >= workerNodes)
+                {
+                    _ps = ps.Select(m => Resolve(m.Address)).ToArray();
+                    _workers = workers.Select(m => Resolve(m.Address)).ToArray();
+                    _hosts.AddRange(_ps.Concat(_workers));
+                    return;
+                }
+                if (deadline.Elapsed > timeout)
+                    throw new ActorTrainException($"the cluster did not form within {timeout.TotalSeconds:0} s (actortrain.cluster.join-timeout): " +
+                        $"{ps.Count} of {psNodes} ps and {workers.Count} of {workerNodes} worker nodes are Up, this node is {(selfUp ? "Up" : "not Up")}; " +
+                        $"are the nodes started with --seed {cluster.SelfAddress.Host}:{cluster.SelfAddress.Port}?");
+                await Task.Delay(100, cancellation);
+            }
+        }
+
+        private IActorRef Resolve(Address address) => ((ExtendedActorSystem)system).Provider.ResolveActorRef(new RootActorPath(address) / "user" / "node");
+
+        public async Task<RunOutcome> Run(ExperimentSpec spec, Coordinator.Settings settings, GradientEngineFactory engines, IRunObserver observer,
+            CancellationToken cancellation)
+        {
+            var route = new GatewayRoute(_gateway, Akka.Cluster.Cluster.Get(system).SelfAddress);
+            var link = ExperimentRunner.CreateLink(spec, route);
+            var clock = link is VirtualLink virtualLink ? system.ActorOf(ClockEndpoint.Props(virtualLink), "clock") : null;
+            _gateway.Tell(new Gateway.UseEventLink(link));
+            var placement = new ClusterPlacement(spec.ResolvedConfig, _ps, _workers, spec.Topology.Shards, spec.Topology.Workers, clock, link.Epoch,
+                config.GetTimeSpan("actortrain.cluster.host-timeout"));
+            var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
+            var coordinator = system.ActorOf(Coordinator.Props(settings with { Placement = placement }, engines, link, completion, observer), "coordinator");
+            try
+            {
+                using var registration = cancellation.Register(() => completion.TrySetCanceled(cancellation));
+                return await completion.Task;
+            }
+            finally
+            {
+                link.Stop();
+                (link as IDisposable)?.Dispose();
+                system.Stop(coordinator);
+                if (clock is not null) system.Stop(clock);
+            }
+        }
+
+        public async Task EndRun()
+        {
+            foreach (var host in _hosts) host.Tell(Cluster.Remoting.EndRun.Instance);
+            // Give the hosts a moment to hear it before this node leaves; they also leave when they see the coordinator go.
+            await Task.Delay(200);
+        }
+    }
+}
