@@ -149,16 +149,7 @@ public static class ClusterRunner
     /// <summary>An actor system on the cluster settings, with the wire serializer bound and TLS set up when enabled.</summary>
     public static ActorSystem CreateSystem(Config config, string role)
     {
-        var bindings = ConfigurationFactory.ParseString($$"""
-            akka.actor {
-              serializers.actortrain = "{{typeof(WireSerializer).AssemblyQualifiedName}}"
-              serialization-bindings {
-                "{{typeof(Cluster.Protocol.ITrainingMessage).AssemblyQualifiedName}}" = actortrain
-                "{{typeof(IRemotingMessage).AssemblyQualifiedName}}" = actortrain
-              }
-            }
-            """);
-        var setup = BootstrapSetup.Create().WithConfig(bindings.WithFallback(config));
+        var setup = BootstrapSetup.Create().WithConfig(WireSerializer.Bindings.WithFallback(config));
         if (config.GetBoolean("actortrain.cluster.tls.enabled")) return ActorSystem.Create(SystemName, ActorSystemSetup.Create(setup, Tls(config)));
         return ActorSystem.Create(SystemName, setup);
     }

@@ -31,6 +31,17 @@ public sealed class WireSerializer : SerializerWithStringManifest
 
     public override int Identifier => Id;
 
+    /// <summary>Binds this serializer to every training and plumbing message (what a node's actor system needs besides its settings).</summary>
+    public static Akka.Configuration.Config Bindings => Akka.Configuration.ConfigurationFactory.ParseString($$"""
+        akka.actor {
+          serializers.actortrain = "{{typeof(WireSerializer).AssemblyQualifiedName}}"
+          serialization-bindings {
+            "{{typeof(ITrainingMessage).AssemblyQualifiedName}}" = actortrain
+            "{{typeof(IRemotingMessage).AssemblyQualifiedName}}" = actortrain
+          }
+        }
+        """);
+
     public override string Manifest(object o) => o switch
     {
         Begin => "B",

@@ -1,0 +1,177 @@
+using System.Diagnostics;
+using ActorTrain.Cluster.Protocol;
+using ActorTrain.Cluster.Remoting;
+using ActorTrain.Cluster.Transport;
+using Akka.Actor;
+using Akka.Configuration;
+using Akka.TestKit.Xunit2;
+
+namespace ActorTrain.Cluster.Tests;
+
+/// <summary>The binary wire format: every message round-trips field for field; bad input is refused, not half-read.</summary>
+public class WireSerializerTests() : TestKit(WireSerializer.Bindings)
+{
+    private WireSerializer Serializer => (WireSerializer)Sys.Serialization.FindSerializerForType(typeof(PushGradient));
+
+    private object RoundTrip(object message)
+    {
+        var serializer = Serializer;
+        return serializer.FromBinary(serializer.ToBinary(message), serializer.Manifest(message));
+    }
+
+    private static readonly ActivityContext Trace = new(ActivityTraceId.CreateRandom(), ActivitySpanId.CreateRandom(), ActivityTraceFlags.Recorded);
+
+    [Fact]
+    public void Every_protocol_message_is_bound_to_the_wire_serializer()
+    {
+        foreach (var type in new[] { typeof(Begin), typeof(PushGradient), typeof(ParameterSlice), typeof(ShardSnapshot), typeof(WorkerStepReport),
+                     typeof(StopTraining), typeof(Frame), typeof(EventDone), typeof(HostRun), typeof(WorkerLost) })
+            Assert.IsType<WireSerializer>(Sys.Serialization.FindSerializerForType(type));
+    }
+
+    [Fact]
+    public void Training_messages_round_trip_field_for_field()
+    {
+        var begin = (Begin)RoundTrip(new Begin(true, Trace));
+        Assert.True(begin.Rejoin);
+        Assert.Equal(Trace.TraceId, begin.Trace.TraceId);
+        Assert.Equal(Trace.SpanId, begin.Trace.SpanId);
+        Assert.Equal(Trace.TraceFlags, begin.Trace.TraceFlags);
+        Assert.Equal(default, ((Begin)RoundTrip(Begin.First)).Trace);
+
+        Assert.Equal(new PullParameters(3, 77, true), RoundTrip(new PullParameters(3, 77, true)));
+
+        byte[] payload = Enumerable.Range(0, 1000).Select(i => (byte)(i * 7)).ToArray();
+        var push = (PushGradient)RoundTrip(new PushGradient(2, 41, 40, 1024f, false, 32, payload, 1.25, Trace));
+        Assert.Equal((2, 41L, 40L, 1024f, false, 32, 1.25), (push.Worker, push.Clock, push.BaseVersion, push.LossScale, push.NonFinite, push.Samples, push.SentAt));
+        Assert.Equal(payload, push.Payload.ToArray());
+        Assert.True(push.Pooled); // the receiving shard returns it to the pool
+        push.Release();
+
+        var skipped = (PushGradient)RoundTrip(new PushGradient(1, 5, 5, 65536f, true, 32, ReadOnlyMemory<byte>.Empty));
+        Assert.True(skipped.NonFinite);
+        Assert.Equal(0, skipped.Payload.Length);
+
+        var slice = (ParameterSlice)RoundTrip(new ParameterSlice(1, 9, payload, true, 8, 0.5, Trace));
+        Assert.Equal((1, 9L, true, 8L, 0.5), (slice.Shard, slice.Version, slice.Delta, slice.WorkerClock, slice.HeldSeconds));
+        Assert.Equal(payload, slice.Payload.ToArray());
+        Assert.NotNull(slice.Owner);
+        slice.Owner!.Release();
+
+        var counters = new ShardCounters(1, 2, 3, 4, 5, 6, 7, 8, 9, 0.5, Enumerable.Range(0, ShardCounters.HistogramBuckets).Select(i => (long)i).ToArray(),
+            10, 11, 12, 0.25);
+        var snapshot = (ShardSnapshot)RoundTrip(new ShardSnapshot(1, 50, new[] { 1f, -2.5f, float.NaN }, counters, true));
+        Assert.Equal((1, 50L, true), (snapshot.Shard, snapshot.Step, snapshot.Final));
+        Assert.Equal(new[] { 1f, -2.5f, float.NaN }, snapshot.Values.ToArray());
+        Assert.Equal(counters.StalenessHistogram, snapshot.Counters.StalenessHistogram);
+        Assert.Equal(counters with { StalenessHistogram = snapshot.Counters.StalenessHistogram }, snapshot.Counters);
+
+        var report = new WorkerStepReport(1, 2, 0.5f, 32, 1000, 0.1, 0.2, 0.3, 4, false, 8f, 3, 0.05);
+        Assert.Equal(report, RoundTrip(report));
+        Assert.Same(StopTraining.Instance, RoundTrip(StopTraining.Instance));
+        Assert.Same(FinalSnapshotRequest.Instance, RoundTrip(FinalSnapshotRequest.Instance));
+        Assert.Equal(new WorkerLost(3), RoundTrip(new WorkerLost(3)));
+    }
+
+    [Fact]
+    public void Plumbing_messages_round_trip_with_nested_messages_and_actor_references()
+    {
+        var probe = CreateTestProbe();
+        var done = (EventDone)RoundTrip(new EventDone(probe.Ref, 12, 0.75,
+        [
+            new Outgoing(OutKind.Send, probe.Ref, new PullParameters(1, 2), 16, TrafficClass.WorkerToShard, TestActor, 0.5),
+            new Outgoing(OutKind.Timer, TestActor, new WorkerLost(2), 0, TrafficClass.Control, ActorRefs.Nobody, 0.25),
+        ]));
+        Assert.Equal(probe.Ref, done.Actor);
+        Assert.Equal((12L, 0.75), (done.Seq, done.Now));
+        Assert.Equal(2, done.Outbox.Count);
+        Assert.Equal(new Outgoing(OutKind.Send, probe.Ref, new PullParameters(1, 2), 16, TrafficClass.WorkerToShard, TestActor, 0.5), done.Outbox[0]);
+        Assert.True(done.Outbox[1].Sender.IsNobody());
+
+        var host = (HostRun)RoundTrip(new HostRun("name = x", "worker", [1, 3], TestActor, [probe.Ref], null, 638_000_000_000_000_000));
+        Assert.Equal(("name = x", "worker", 638_000_000_000_000_000L), (host.Config, host.Role, host.EpochTicks));
+        Assert.Equal(new[] { 1, 3 }, host.Ids);
+        Assert.Equal(TestActor, host.Coordinator);
+        Assert.Equal(new[] { probe.Ref }, host.Shards);
+        Assert.Null(host.Clock);
+
+        var ev = (RemoteEvent)RoundTrip(new RemoteEvent(new Begin(), 5, 0.125));
+        Assert.Equal((5L, 0.125), (ev.Seq, ev.Start));
+        Assert.IsType<Begin>(ev.Message);
+    }
+
+    [Fact]
+    public void Malformed_or_oversized_bytes_are_refused_with_a_wire_format_error()
+    {
+        var serializer = Serializer;
+        byte[] good = serializer.ToBinary(new PushGradient(2, 41, 40, 1f, false, 32, new byte[100]));
+        var truncated = Assert.Throws<WireFormatException>(() => serializer.FromBinary(good[..^10], "PU"));
+        Assert.Contains("PushGradient.Payload", truncated.Message);
+        Assert.Throws<WireFormatException>(() => serializer.FromBinary([.. good, 0], "PU"));
+        Assert.Contains("unknown manifest", Assert.Throws<WireFormatException>(() => serializer.FromBinary(good, "XX")).Message);
+
+        // a payload that claims 2 GB: refused by its length before anything is allocated
+        byte[] huge = (byte[])good.Clone();
+        BitConverter.GetBytes(int.MaxValue).CopyTo(huge, good.Length - 100 - 4);
+        Assert.Contains("maximum message size", Assert.Throws<WireFormatException>(() => serializer.FromBinary(huge, "PU")).Message);
+
+        Assert.Contains("not a wire message", Assert.Throws<WireFormatException>(() => serializer.ToBinary("a string")).Message);
+    }
+}
+
+/// <summary>Two actor systems on loopback: messages between their gateways, chunked when large, arrive whole and in order.</summary>
+public sealed class GatewayTests : IAsyncLifetime
+{
+    private const int ChunkSize = 16_000;
+    private ActorSystem _a = null!, _b = null!;
+
+    private static ActorSystem Node(string name) => ActorSystem.Create("actortrain", WireSerializer.Bindings.WithFallback(ConfigurationFactory.ParseString($$"""
+        akka.actor.provider = remote
+        akka.remote.dot-netty.tcp { hostname = 127.0.0.1, port = 0 }
+        akka.loglevel = ERROR
+        actortrain.cluster.max-message-size = 4MiB
+        """)));
+
+    public Task InitializeAsync()
+    {
+        _a = Node("a");
+        _b = Node("b");
+        return Task.CompletedTask;
+    }
+
+    public async Task DisposeAsync() => await Task.WhenAll(_a.Terminate(), _b.Terminate());
+
+    private sealed class Collector : ReceiveActor
+    {
+        private readonly List<object> _received = [];
+
+        public Collector(TaskCompletionSource<List<object>> done, int expected) => ReceiveAny(m =>
+        {
+            _received.Add(m);
+            if (_received.Count == expected) done.TrySetResult(_received);
+        });
+    }
+
+    [Fact]
+    public async Task A_gradient_larger_than_a_frame_arrives_whole_and_after_it_the_small_message_sent_behind_it()
+    {
+        var gatewayA = _a.ActorOf(Gateway.Props(ChunkSize, 4 << 20), "gateway");
+        _b.ActorOf(Gateway.Props(ChunkSize, 4 << 20), "gateway");
+        var done = new TaskCompletionSource<List<object>>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var target = _b.ActorOf(Props.Create(() => new Collector(done, 3)), "shard-0");
+        var remoteTarget = ((ExtendedActorSystem)_a).Provider.ResolveActorRef(target.Path.ToStringWithAddress(((ExtendedActorSystem)_b).Provider.DefaultAddress));
+        var route = new GatewayRoute(gatewayA, ((ExtendedActorSystem)_a).Provider.DefaultAddress);
+
+        byte[] large = new byte[1_000_000];
+        new Random(7).NextBytes(large);
+        route.Tell(remoteTarget, new PushGradient(1, 0, 0, 1f, false, 32, large), ActorRefs.Nobody);   // 63 chunks
+        route.Tell(remoteTarget, new PullParameters(1, 1), ActorRefs.Nobody);                          // one frame
+        route.Tell(remoteTarget, new WorkerLost(5), ActorRefs.Nobody);
+
+        var received = await done.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        var push = Assert.IsType<PushGradient>(received[0]);
+        Assert.Equal(large, push.Payload.ToArray());
+        Assert.Equal(new PullParameters(1, 1), received[1]);
+        Assert.Equal(new WorkerLost(5), received[2]);
+    }
+}
