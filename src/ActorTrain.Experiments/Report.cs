@@ -47,8 +47,10 @@ public static class Report
         if (o.Faults is { Count: > 0 } faults)
         {
             sb.AppendLine();
-            sb.AppendLine("Faults: " + string.Join("; ", faults.Select(f => $"worker {f.Worker} killed at {Quantity.FormatSeconds(f.KilledAt)}" +
-                (f.RestartedAt is { } r ? $", restarted at {Quantity.FormatSeconds(r)}" : ", not restarted"))) + ".");
+            sb.AppendLine("Faults: " + string.Join("; ", faults.Select(f => f.NodeLost
+                ? $"worker {f.Worker} lost with its node at {Quantity.FormatSeconds(f.KilledAt)} (the run went on without it)"
+                : $"worker {f.Worker} killed at {Quantity.FormatSeconds(f.KilledAt)}" +
+                  (f.RestartedAt is { } r ? $", restarted at {Quantity.FormatSeconds(r)}" : ", not restarted"))) + ".");
         }
         sb.AppendLine();
         sb.AppendLine("## Plots");

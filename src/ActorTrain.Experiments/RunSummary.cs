@@ -52,7 +52,8 @@ public sealed record RunSummary(
     NetworkReport Network,
     double GradientSeconds,
     double OptimizerSeconds,
-    IReadOnlyList<WorkerReport> WorkerTimes)
+    IReadOnlyList<WorkerReport> WorkerTimes,
+    IReadOnlyList<int>? LostWorkers = null)
 {
     private static readonly JsonSerializerOptions Json = new()
     {
@@ -111,7 +112,8 @@ public sealed record RunSummary(
             outcome.Workers.Sum(w => w.GradientSeconds),
             outcome.Shards.Sum(c => c.BusySeconds),
             outcome.Workers.Select(w => new WorkerReport(w.Worker, slowdowns[w.Worker], w.Steps, w.ComputeSeconds, w.CommunicationSeconds, w.WaitSeconds,
-                w.ComputeSeconds > 0 ? w.Flops / w.ComputeSeconds / 1e9 : 0, w.UnderflowedElements, w.NonFiniteSteps, w.LastLossScale, w.Kills)).ToList());
+                w.ComputeSeconds > 0 ? w.Flops / w.ComputeSeconds / 1e9 : 0, w.UnderflowedElements, w.NonFiniteSteps, w.LastLossScale, w.Kills)).ToList(),
+            (outcome.Faults ?? []).Where(f => f.NodeLost).Select(f => f.Worker).Order().ToList());
     }
 
     private static NetworkReport Describe(Core.Simulation.NetworkSettings n, Cluster.Transport.LinkStatistics s)

@@ -1,0 +1,212 @@
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using System.Text.Json;
+using ActorTrain.Cli;
+using ActorTrain.Cluster.Actors;
+using ActorTrain.Experiments;
+using Akka.Actor;
+using Akka.Cluster;
+
+namespace ActorTrain.Cli.Tests;
+
+/// <summary>
+/// Multi-node runs with real processes on loopback: this test process is the coordinator (and
+/// seed), the ps and worker nodes are `actortrain node` child processes.
+/// </summary>
+[Collection(ClusterCollection.Name)]
+public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
+{
+    private static string Cli => typeof(ActorTrainCommand).Assembly.Location;
+
+    /// <summary>Failure detection fast enough for a test: a silent node is removed about 2-3 s after it died.</summary>
+    private string FastClusterConfig()
+    {
+        string path = Path.Combine(Root, "cluster-fast.conf");
+        File.WriteAllText(path, """
+            akka.cluster.failure-detector.acceptable-heartbeat-pause = 1s
+            akka.cluster.failure-detector.heartbeat-interval = 250ms
+            akka.cluster.split-brain-resolver.stable-after = 1s
+            """);
+        return path;
+    }
+
+    private async Task<(RunResult Result, LocalCluster Cluster)> RunOnCluster(ExperimentSpec spec, int nodes, string output, string? clusterConfig = null,
+        IRunObserver? observer = null)
+    {
+        var cluster = LocalCluster.Plan(nodes, spec, Cli, clusterConfig, Path.Combine(Root, "logs-" + output));
+        try
+        {
+            var result = await ClusterRunner.RunAsync(spec, cluster.CoordinatorOptions, Path.Combine(Root, output), observer, default, cluster.Launch)
+                .WaitAsync(TimeSpan.FromMinutes(3));
+            await cluster.DisposeAsync();
+            return (result, cluster);
+        }
+        catch
+        {
+            cluster.KillAll();
+            await cluster.DisposeAsync();
+            throw;
+        }
+    }
+
+    [Fact]
+    public async Task Three_processes_under_the_virtual_clock_write_the_metrics_of_one_process_byte_for_byte()
+    {
+        var spec = ExperimentSpec.Load(null, ["training.max-steps=300", "output.plots=off", "telemetry.exporter=none"]);
+        var single = await ExperimentRunner.RunAsync(spec, Path.Combine(Root, "single"));
+        var (cluster, _) = await RunOnCluster(spec, 3, "cluster");
+
+        Assert.Equal(StopReason.MaxSteps, cluster.Outcome.StopReason);
+        Assert.Equal(300, cluster.Outcome.FinalStep);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(single.Folder, "metrics.csv")), File.ReadAllBytes(Path.Combine(cluster.Folder, "metrics.csv")));
+        Assert.Equal(single.Outcome.FinalWeights, cluster.Outcome.FinalWeights);
+        // both nodes served their part and left the cluster on their own
+        foreach (string role in new[] { "ps", "worker" })
+        {
+            string log = File.ReadAllText(Directory.GetFiles(Path.Combine(Root, "logs-cluster"), $"*-{role}.log").Single());
+            Assert.Contains($"{role} node left the cluster", log);
+        }
+    }
+
+    [Fact]
+    public async Task A_wall_clock_run_across_three_processes_completes_and_keeps_the_node_logs()
+    {
+        var spec = ExperimentSpec.Load(null, ["training.max-steps=200", "simulation.clock=wall", "output.plots=off", "telemetry.exporter=none"]);
+        var (result, cluster) = await RunOnCluster(spec, 3, "wall");
+        Assert.Equal(200, result.Outcome.FinalStep);
+        Assert.Equal("wall", result.Summary.Clock.Split(',')[0]);
+        Assert.True(result.Outcome.Evaluations[^1].TestLoss < result.Outcome.Evaluations[0].TestLoss);
+        cluster.MoveLogs(result.Folder);
+        Assert.Equal(2, Directory.GetFiles(Path.Combine(result.Folder, "nodes"), "*.log").Length);
+    }
+
+    private sealed class KillAtStep(long step, Action kill) : IRunObserver
+    {
+        private bool _killed;
+
+        public void OnEvaluation(EvaluationPoint point)
+        {
+            if (_killed || point.Step < step) return;
+            _killed = true;
+            kill();
+        }
+    }
+
+    [Fact]
+    public async Task Killing_a_worker_process_mid_run_under_SSP_still_completes_the_run()
+    {
+        var spec = ExperimentSpec.Load(null, ["training.max-steps=400", "training.eval-every=20", "sync.policy=ssp", "sync.staleness=2",
+            "simulation.clock=wall", "output.plots=off", "telemetry.exporter=none"]);
+        LocalCluster? running = null;
+        var observer = new KillAtStep(60, () => running!.Nodes.Last(n => n.Role == "worker").Process.Kill());
+        var cluster = LocalCluster.Plan(4, spec, Cli, FastClusterConfig(), Path.Combine(Root, "logs-kill"));
+        running = cluster;
+        RunResult result;
+        try
+        {
+            result = await ClusterRunner.RunAsync(spec, cluster.CoordinatorOptions, Path.Combine(Root, "kill"), observer, default, cluster.Launch)
+                .WaitAsync(TimeSpan.FromMinutes(3));
+        }
+        finally
+        {
+            cluster.KillAll();
+            await cluster.DisposeAsync();
+        }
+
+        // 2 worker nodes in address order: workers 0 and 2 on the first, 1 and 3 on the second; one node was killed
+        Assert.Equal(StopReason.MaxSteps, result.Outcome.StopReason);
+        Assert.Equal(400, result.Outcome.FinalStep);
+        var lost = result.Outcome.Faults!.Where(f => f.NodeLost).Select(f => f.Worker).Order().ToArray();
+        Assert.True(lost.SequenceEqual([0, 2]) || lost.SequenceEqual([1, 3]), $"lost workers: {string.Join(", ", lost)}");
+        using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(result.Folder, "summary.json")));
+        Assert.Equal(lost, summary.RootElement.GetProperty("lost_workers").EnumerateArray().Select(e => e.GetInt32()).ToArray());
+        // the survivors did the rest of the work: each pushed more steps than any lost worker
+        var steps = result.Outcome.Workers.ToDictionary(w => w.Worker, w => w.Steps);
+        long lostMost = lost.Max(w => steps[w]);
+        Assert.All(steps.Keys.Except(lost), w => Assert.True(steps[w] > lostMost, string.Join(", ", steps)));
+        Assert.Contains("lost", File.ReadAllText(Path.Combine(result.Folder, "report.md")));
+    }
+
+    private (string Path, string Thumbprint) Certificate(string name)
+    {
+        using var rsa = RSA.Create(2048);
+        var request = new CertificateRequest($"CN={name}", rsa, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1"), new Oid("1.3.6.1.5.5.7.3.2")], false));
+        using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(30));
+        string path = System.IO.Path.Combine(Root, name + ".pfx");
+        File.WriteAllBytes(path, certificate.Export(X509ContentType.Pfx, "secret"));
+        return (path, certificate.Thumbprint);
+    }
+
+    private string TlsConfig(string name, string certificate, params string[] trusted)
+    {
+        string path = Path.Combine(Root, name + ".conf");
+        File.WriteAllText(path, $$"""
+            actortrain.cluster.tls {
+              enabled = on
+              certificate = "{{certificate}}"
+              password = secret
+              trusted-thumbprints = [{{string.Join(", ", trusted.Select(t => $"\"{t}\""))}}]
+            }
+            akka.loglevel = OFF
+            akka.stdout-loglevel = OFF
+            """);
+        return path;
+    }
+
+    [Fact]
+    public async Task A_node_with_the_wrong_certificate_cannot_join_a_TLS_cluster()
+    {
+        var cluster = Certificate("cluster");
+        var stranger = Certificate("stranger");
+        int port = FreePort();
+        string[] seeds = [$"127.0.0.1:{port}"];
+        using var seed = ClusterRunner.CreateSystem(ClusterRunner.LoadConfig(new ClusterNodeOptions("coordinator", TlsConfig("seed", cluster.Path, cluster.Thumbprint), port, seeds)), "coordinator");
+        using var member = ClusterRunner.CreateSystem(ClusterRunner.LoadConfig(new ClusterNodeOptions("worker", TlsConfig("member", cluster.Path, cluster.Thumbprint), 0, seeds)), "worker");
+        using var intruder = ClusterRunner.CreateSystem(ClusterRunner.LoadConfig(new ClusterNodeOptions("worker", TlsConfig("intruder", stranger.Path, cluster.Thumbprint, stranger.Thumbprint), 0, seeds)), "worker");
+        try
+        {
+            var seedCluster = Akka.Cluster.Cluster.Get(seed);
+            var memberAddress = Akka.Cluster.Cluster.Get(member).SelfAddress;
+            var intruderAddress = Akka.Cluster.Cluster.Get(intruder).SelfAddress;
+            Assert.Equal("akka.ssl.tcp", memberAddress.Protocol);
+
+            // the node with the cluster's certificate is Up within seconds (the positive control) ...
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            while (!seedCluster.State.Members.Any(m => m.Address == memberAddress && m.Status == MemberStatus.Up))
+            {
+                Assert.True(DateTime.UtcNow < deadline, "the node with the trusted certificate did not join within 30 s");
+                await Task.Delay(100);
+            }
+            // ... while the one with another certificate never becomes a member: its TLS handshakes are
+            // refused. A bounded wait is the only way to observe "never"; it spans several join retries.
+            var watch = DateTime.UtcNow.AddSeconds(6);
+            while (DateTime.UtcNow < watch)
+            {
+                Assert.DoesNotContain(seedCluster.State.Members, m => m.Address == intruderAddress);
+                Assert.DoesNotContain(Akka.Cluster.Cluster.Get(intruder).State.Members, m => m.Address == seedCluster.SelfAddress);
+                await Task.Delay(200);
+            }
+        }
+        finally
+        {
+            await Task.WhenAll(seed.Terminate(), member.Terminate(), intruder.Terminate());
+        }
+    }
+
+    private static int FreePort()
+    {
+        var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        int port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        return port;
+    }
+}
+
+/// <summary>Cluster tests start processes and bind ports: one at a time, apart from the rest of the suite's parallel classes.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class ClusterCollection
+{
+    public const string Name = "cluster";
+}
