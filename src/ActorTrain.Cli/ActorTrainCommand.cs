@@ -60,12 +60,15 @@ public static class ActorTrainCommand
             DefaultValueFactory = _ => 1,
         };
         var clusterConfig = new Option<string?>("--cluster-config") { Description = "Cluster settings over the embedded hocon/cluster.conf (ports, failure detector, TLS, chunk size)." };
+        var resume = new Option<string?>("--resume") { Description = "Go on with the run in this folder from its last checkpoint (training.checkpoint-every), into a new folder name-resumed-...; one process." };
+        var checkpoint = new Option<long?>("--checkpoint") { Description = "With --resume: the step of the checkpoint to go on from (default: the last)." };
         var run = new Command("run", "Train an experiment on a coordinator, parameter-server shards and workers; write the run folder.")
         {
-            experiment, set, outDir, exporter, endpoint, nodes, clusterConfig,
+            experiment, set, outDir, exporter, endpoint, nodes, clusterConfig, resume, checkpoint,
         };
-        run.SetAction((parse, token) => Guard(stderr, () => Run(parse.GetValue(experiment), Overrides(parse), parse.GetValue(outDir), parse.GetValue(nodes),
-            parse.GetValue(clusterConfig), console, stdout, token)));
+        run.SetAction((parse, token) => Guard(stderr, () => parse.GetValue(resume) is { } folder
+            ? Resume(folder, parse.GetValue(checkpoint), parse.GetValue(experiment), parse.GetValue(nodes), Overrides(parse), parse.GetValue(outDir), console, stdout, token)
+            : Run(parse.GetValue(experiment), Overrides(parse), parse.GetValue(outDir), parse.GetValue(nodes), parse.GetValue(clusterConfig), console, stdout, token)));
 
         var role = new Option<string>("--role") { Description = "coordinator (runs the experiment), ps (hosts shards) or worker (hosts workers).", Required = true };
         var nodeConfig = new Option<string?>("--config") { Description = "Cluster settings over the embedded hocon/cluster.conf." };
@@ -134,6 +137,12 @@ public static class ActorTrainCommand
         {
             return await action();
         }
+        catch (RunFailedWithCheckpointException e)
+        {
+            stderr.WriteLine($"run failed: {e.Message}");
+            Debug(stderr, e);
+            return RunFailed;
+        }
         catch (Exception e) when (Find<ActorTrainException>(e) is { } user)
         {
             stderr.WriteLine($"error: {user.Message}");
@@ -176,6 +185,18 @@ public static class ActorTrainCommand
         if (nodes < 1) throw new ActorTrainException($"--nodes {nodes}: use 1 (one process) or 3 and more");
         if (spec.Variants.Count > 0) return await Compare(spec, outDir, console, stdout, token);
         var result = await RunOne(spec, (observer, t) => ExperimentRunner.RunAsync(spec, outDir, observer, t), console, stdout, token);
+        PrintSummary(console, result);
+        return Ok;
+    }
+
+    private static async Task<int> Resume(string folder, long? step, string? file, int nodes, string[] overrides, string? outDir, IAnsiConsole console,
+        TextWriter stdout, CancellationToken token)
+    {
+        if (file is not null) throw new ActorTrainException("--resume: the experiment is the run folder's config.conf; give no experiment file");
+        if (overrides.Length > 0) throw new ActorTrainException("--resume: a resumed run keeps its config; --set and the telemetry options are not taken");
+        if (nodes != 1) throw new ActorTrainException("--resume: a resumed run runs in one process; leave out --nodes");
+        var spec = ExperimentSpec.Load(Path.Combine(folder, "config.conf"));
+        var result = await RunOne(spec, (observer, t) => ExperimentRunner.ResumeAsync(folder, step, outDir, observer, t), console, stdout, token);
         PrintSummary(console, result);
         return Ok;
     }

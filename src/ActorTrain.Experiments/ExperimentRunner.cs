@@ -86,8 +86,30 @@ public static class ExperimentRunner
 
     internal static string Stamp() => DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
 
+    /// <summary>
+    /// Goes on with a run from one of its checkpoints (the last unless <paramref name="step"/> is
+    /// given) into a new run folder, name-resumed-timestamp: its config is the original's, its
+    /// metrics.csv starts with the original's rows before the checkpoint.
+    /// </summary>
+    public static async Task<RunResult> ResumeAsync(string runFolder, long? step = null, string? outputRoot = null, IRunObserver? observer = null,
+        CancellationToken cancellation = default)
+    {
+        if (!Directory.Exists(runFolder)) throw new ActorTrainException($"--resume: run folder '{runFolder}' not found");
+        string config = Path.Combine(runFolder, "config.conf");
+        if (!File.Exists(config)) throw new ActorTrainException($"--resume: {runFolder} has no config.conf; is it a run folder?");
+        var spec = ExperimentSpec.Load(config);
+        var checkpoint = Checkpoints.Read(runFolder, step);
+        string metrics = Path.Combine(runFolder, "metrics.csv");
+        var earlier = File.Exists(metrics)
+            ? File.ReadLines(metrics).Skip(1).Where(l => long.TryParse(l.Split(',')[0], CultureInfo.InvariantCulture, out long s) && s < checkpoint.Step).ToList()
+            : [];
+        string root = outputRoot ?? Path.GetDirectoryName(Path.GetFullPath(runFolder))!;
+        return await RunInto(spec, ExperimentData.Build(spec), root, UniqueFolder(root, $"{spec.Name}-resumed-{Stamp()}"), observer, cancellation, null,
+            checkpoint, earlier);
+    }
+
     internal static async Task<RunResult> RunInto(ExperimentSpec spec, ExperimentData data, string root, string final, IRunObserver? observer,
-        CancellationToken cancellation, ITopologyHost? host = null)
+        CancellationToken cancellation, ITopologyHost? host = null, RunCheckpoint? resume = null, IReadOnlyList<string>? earlierMetrics = null)
     {
         long steps = data.Steps(spec);
         var engines = new GradientEngineFactory(spec.Compute.Engine, spec.EngineThreads);
@@ -97,7 +119,7 @@ public static class ExperimentRunner
         try
         {
             File.WriteAllText(Path.Combine(partial, "config.conf"), spec.ResolvedConfig);
-            var settings = CoordinatorSettings(spec, data);
+            var settings = CoordinatorSettings(spec, data, resume) with { OnCheckpoint = c => Checkpoints.Write(partial, c) };
 
             RunOutcome outcome;
             var telemetry = TelemetrySession.Start(spec.Telemetry, partial, "actortrain", new Dictionary<string, object>
@@ -107,7 +129,7 @@ public static class ExperimentRunner
             });
             try
             {
-                using var metrics = new MetricsCsvWriter(Path.Combine(partial, "metrics.csv"), observer, telemetry);
+                using var metrics = new MetricsCsvWriter(Path.Combine(partial, "metrics.csv"), observer, telemetry, earlierMetrics);
                 outcome = await (host ?? LocalHost.Instance).Run(spec, settings, engines, metrics, cancellation);
             }
             finally
@@ -122,6 +144,16 @@ public static class ExperimentRunner
             Directory.Move(partial, final);
             return new RunResult(final, summary, outcome);
         }
+        catch (Exception e) when (Checkpoints.Steps(partial).Count > 0)
+        {
+            // What the failed run wrote up to its last checkpoint is kept, under a name that says it is not finished.
+            string kept = UniqueFolder(root, Path.GetFileName(final) + "-incomplete");
+            File.WriteAllText(Path.Combine(partial, "error.txt"), e + "\n");
+            Directory.Move(partial, kept);
+            throw new RunFailedWithCheckpointException(
+                $"{(e is AggregateException { InnerException: { } inner } ? inner.Message : e.Message)}; the run folder is kept as {kept} with checkpoints up to step " +
+                $"{Checkpoints.Steps(kept)[^1]}: go on with `actortrain run --resume {kept}`", kept, e);
+        }
         catch
         {
             TryDelete(partial);
@@ -130,7 +162,7 @@ public static class ExperimentRunner
     }
 
     /// <summary>The coordinator's settings for a spec: what every node of a cluster run derives from the same config.</summary>
-    public static Coordinator.Settings CoordinatorSettings(ExperimentSpec spec, ExperimentData data)
+    public static Coordinator.Settings CoordinatorSettings(ExperimentSpec spec, ExperimentData data, RunCheckpoint? resume = null)
     {
         long steps = data.Steps(spec);
         var schedule = LearningRateSchedule.Create(spec.Schedule.Kind, spec.Schedule.LearningRate, steps, spec.Schedule.WarmupFraction,
@@ -142,7 +174,8 @@ public static class ExperimentRunner
             spec.Sync, spec.Stragglers.Slowdowns(spec.Topology.Workers), spec.Optimizer, schedule, steps, spec.Training.EvalEvery,
             spec.Training.StopAtTarget ? spec.Training.TargetAccuracy : null, spec.Training.StopAtTarget ? spec.Training.TargetLoss : null,
             spec.Training.TimeBudget, spec.Simulation.Virtual ? ComputeDispatcher : PinnedDispatcher, spec.Compression, Timing: new TimingSettings(spec.Simulation.ComputeTime,
-                spec.Simulation.ShardDevice, spec.Stragglers.RandomSlowdown, spec.Faults), TraceEvery: spec.Telemetry.TraceEvery);
+                spec.Simulation.ShardDevice, spec.Stragglers.RandomSlowdown, spec.Faults), TraceEvery: spec.Telemetry.TraceEvery,
+            CheckpointEvery: spec.Training.CheckpointEvery, Resume: resume);
     }
 
     /// <summary>The run's link: the virtual clock, or the wall clock with the network's delays (none at all on an ideal network).</summary>
@@ -234,6 +267,12 @@ public static class ExperimentRunner
     }
 }
 
+/// <summary>A run failed after writing checkpoints: its folder is kept for `run --resume`.</summary>
+public sealed class RunFailedWithCheckpointException(string message, string folder, Exception inner) : ActorTrainException(message, inner)
+{
+    public string Folder { get; } = folder;
+}
+
 /// <summary>Where a run's topology lives: this process (the default), or the nodes of a cluster (<see cref="ClusterRunner"/>).</summary>
 internal interface ITopologyHost
 {
@@ -252,10 +291,12 @@ internal sealed class MetricsCsvWriter : IRunObserver, IDisposable
     private readonly IRunObserver? _next;
     private readonly TelemetrySession? _telemetry;
 
-    public MetricsCsvWriter(string path, IRunObserver? next, TelemetrySession? telemetry = null)
+    /// <param name="earlier">Rows of the run this one resumes, before its checkpoint.</param>
+    public MetricsCsvWriter(string path, IRunObserver? next, TelemetrySession? telemetry = null, IReadOnlyList<string>? earlier = null)
     {
         _writer = new StreamWriter(path) { NewLine = "\n" };
         _writer.WriteLine(Header);
+        foreach (string row in earlier ?? []) _writer.WriteLine(row);
         _next = next;
         _telemetry = telemetry;
     }

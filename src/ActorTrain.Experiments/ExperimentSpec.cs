@@ -22,7 +22,7 @@ public sealed record DatasetSection(
 public sealed record TopologySection(int Workers, int Shards);
 
 public sealed record TrainingSection(int BatchSize, long MaxSteps, double Epochs, int EvalEvery, double? TargetAccuracy, double? TargetLoss, TimeSpan? TimeBudget,
-    bool StopAtTarget = true);
+    bool StopAtTarget = true, int CheckpointEvery = 0);
 
 public sealed record ScheduleSection(ScheduleKind Kind, double LearningRate, double Decay, long StepSize, double Gamma, double MinLearningRate, double WarmupFraction);
 
@@ -329,7 +329,8 @@ public sealed record ExperimentSpec(
             targetAccuracy > 0 ? targetAccuracy : null,
             targetLoss > 0 ? targetLoss : null,
             budget > TimeSpan.Zero ? budget : null,
-            c.Bool("training.stop-at-target"));
+            c.Bool("training.stop-at-target"),
+            c.Int("training.checkpoint-every", 0));
 
         string epsilon = c.String("optimizer.epsilon");
         var optimizer = new OptimizerSettings

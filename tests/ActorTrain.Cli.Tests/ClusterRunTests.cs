@@ -92,19 +92,21 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
         }
     }
 
-    [Fact]
-    public async Task Killing_a_worker_process_mid_run_under_SSP_still_completes_the_run()
+    [Theory]
+    [InlineData("ssp")]
+    [InlineData("bsp")] // the barrier re-forms over the survivors once the lost node is removed
+    public async Task Killing_a_worker_process_mid_run_still_completes_the_run(string policy)
     {
-        var spec = ExperimentSpec.Load(null, ["training.max-steps=400", "training.eval-every=20", "sync.policy=ssp", "sync.staleness=2",
+        var spec = ExperimentSpec.Load(null, ["training.max-steps=400", "training.eval-every=20", $"sync.policy={policy}", "sync.staleness=2",
             "simulation.clock=wall", "output.plots=off", "telemetry.exporter=none"]);
         LocalCluster? running = null;
         var observer = new KillAtStep(60, () => running!.Nodes.Last(n => n.Role == "worker").Process.Kill());
-        var cluster = LocalCluster.Plan(4, spec, Cli, FastClusterConfig(), Path.Combine(Root, "logs-kill"));
+        var cluster = LocalCluster.Plan(4, spec, Cli, FastClusterConfig(), Path.Combine(Root, "logs-kill-" + policy));
         running = cluster;
         RunResult result;
         try
         {
-            result = await ClusterRunner.RunAsync(spec, cluster.CoordinatorOptions, Path.Combine(Root, "kill"), observer, default, cluster.Launch)
+            result = await ClusterRunner.RunAsync(spec, cluster.CoordinatorOptions, Path.Combine(Root, "kill-" + policy), observer, default, cluster.Launch)
                 .WaitAsync(TimeSpan.FromMinutes(3));
         }
         finally
@@ -125,6 +127,37 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
         long lostMost = lost.Max(w => steps[w]);
         Assert.All(steps.Keys.Except(lost), w => Assert.True(steps[w] > lostMost, string.Join(", ", steps)));
         Assert.Contains("lost", File.ReadAllText(Path.Combine(result.Folder, "report.md")));
+    }
+
+    [Fact]
+    public async Task Losing_the_ps_process_stops_the_run_with_a_clear_error_and_resume_finishes_it_from_the_last_checkpoint()
+    {
+        var spec = ExperimentSpec.Load(null, ["training.max-steps=300", "training.eval-every=20", "training.checkpoint-every=40",
+            "simulation.clock=wall", "output.plots=off", "telemetry.exporter=none"]);
+        LocalCluster? running = null;
+        var observer = new KillAtStep(100, () => running!.Nodes.Single(n => n.Role == "ps").Process.Kill());
+        var cluster = LocalCluster.Plan(3, spec, Cli, FastClusterConfig(), Path.Combine(Root, "logs-ps"));
+        running = cluster;
+        RunFailedWithCheckpointException failure;
+        try
+        {
+            failure = await Assert.ThrowsAsync<RunFailedWithCheckpointException>(() =>
+                ClusterRunner.RunAsync(spec, cluster.CoordinatorOptions, Path.Combine(Root, "ps"), observer, default, cluster.Launch).WaitAsync(TimeSpan.FromMinutes(3)));
+        }
+        finally
+        {
+            cluster.KillAll();
+            await cluster.DisposeAsync();
+        }
+        Assert.Contains("shard 0", failure.Message);
+        Assert.Contains("was lost", failure.Message);
+        Assert.Contains("--resume", failure.Message);
+        long last = Checkpoints.Steps(failure.Folder)[^1];
+        Assert.InRange(last, 40, 280);
+
+        var resumed = await ExperimentRunner.ResumeAsync(failure.Folder, outputRoot: Path.Combine(Root, "ps"));
+        Assert.Equal(300, resumed.Outcome.FinalStep);
+        Assert.Equal(last, resumed.Outcome.Evaluations[0].Step);
     }
 
     private (string Path, string Thumbprint) Certificate(string name)

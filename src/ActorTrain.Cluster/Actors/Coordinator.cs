@@ -64,6 +64,13 @@ public sealed record WorkerFault(int Worker, double? AtSeconds, long? AtStep, do
 /// <summary>A fault as it happened, on the run's clock; <paramref name="NodeLost"/>: not injected, the worker's node left the cluster.</summary>
 public sealed record FaultEvent(int Worker, double KilledAt, double? RestartedAt, bool NodeLost = false);
 
+/// <summary>Every shard's checkpoint of one step, and the run's time then: what `run --resume` goes on from.</summary>
+public sealed record RunCheckpoint(long Step, double Time, IReadOnlyList<ShardCheckpoint> Shards)
+{
+    /// <summary>The clock the shards have seen from worker w: where a resumed worker's batch order goes on.</summary>
+    public long WorkerClock(int w) => Shards.Min(s => s.WorkerClocks[w]);
+}
+
 /// <summary>Shards and workers built elsewhere (on other nodes) for the coordinator that asks.</summary>
 public interface ITopologyPlacement
 {
@@ -154,7 +161,10 @@ public sealed class Coordinator : LinkedActor
         string? ShardDispatcher = null,
         TimingSettings? Timing = null,
         int TraceEvery = 1,
-        ITopologyPlacement? Placement = null);
+        ITopologyPlacement? Placement = null,
+        int CheckpointEvery = 0,
+        Action<RunCheckpoint>? OnCheckpoint = null,
+        RunCheckpoint? Resume = null);
 
     private sealed record EvaluationDone(long Step, bool Final, Evaluation Result, PendingSnapshot Snapshot, double Seconds);
     private sealed record ChildFailed(Exception Cause);
@@ -188,6 +198,9 @@ public sealed class Coordinator : LinkedActor
     private IActorRef[] _workerRefs = [];
     private readonly List<FaultEvent> _faultEvents = [];
     private readonly HashSet<int> _lost = [];
+    private readonly Dictionary<long, ShardCheckpoint[]> _checkpoints = new();
+    // A resumed run's times go on from the checkpoint's.
+    private readonly double _timeOffset;
     private int _incarnations;
     private double _startedAt;
     private Activity? _runSpan;
@@ -227,6 +240,7 @@ public sealed class Coordinator : LinkedActor
         _ranges = ParameterSharding.Balanced(settings.Model.ParameterCount, settings.Shards);
         _workers = Enumerable.Range(0, settings.Partitions.Count).Select(_ => new WorkerTally()).ToArray();
         _shardCounters = new ShardCounters[settings.Shards];
+        _timeOffset = settings.Resume?.Time ?? 0;
 
         Receive<WorkerStepReport>(OnReport);
         Receive<ShardSnapshot>(OnSnapshot);
@@ -236,6 +250,7 @@ public sealed class Coordinator : LinkedActor
         Receive<RestartWorker>(r => Restart(r.Worker));
         Receive<SimulationIdle>(OnIdle);
         Receive<PlacedTopology>(OnPlaced);
+        Receive<ShardCheckpoint>(OnShardCheckpoint);
         Receive<Terminated>(OnTerminated);
         Receive<ChildFailed>(f => Fail(f.Cause));
         Receive<Status.Failure>(f => Fail(f.Cause));
@@ -326,7 +341,9 @@ public sealed class Coordinator : LinkedActor
         for (int w = 0; w < _workerRefs.Length; w++) Link.Attach(_workerRefs[w], Endpoint.Worker(w));
         var begin = new Begin(Trace: _run);
         foreach (var shard in _shards) Link.Send(shard, begin, 0, TrafficClass.Control, Self);
-        foreach (var worker in _workerRefs) Link.Send(worker, begin, 0, TrafficClass.Control, Self);
+        // Resumed workers rejoin: they take their clock and full weights from the restored shards.
+        var workerBegin = new Begin(Rejoin: _settings.Resume is not null, Trace: _run);
+        foreach (var worker in _workerRefs) Link.Send(worker, workerBegin, 0, TrafficClass.Control, Self);
         if (_settings.TimeBudget is { } budget) Link.ScheduleOnce(Self, TimeBudgetExpired.Instance, budget.TotalSeconds, Self);
         for (int f = 0; f < _faults.Count; f++)
             if (_faults[f].AtSeconds is { } at) Link.ScheduleOnce(Self, new KillWorker(f), at, Self);
@@ -343,7 +360,7 @@ public sealed class Coordinator : LinkedActor
             settings.InitialWeights.AsSpan(range.Start, range.Length).ToArray(), settings.Partitions.Count,
             settings.Policy, settings.Optimizer, settings.Schedule, settings.MaxSteps, settings.EvalEvery, settings.Compression,
             MatrixBlock.InRange(settings.Model, range.Start, range.Length, compression.Rank),
-            settings.Timing?.ShardDevice);
+            settings.Timing?.ShardDevice, settings.CheckpointEvery, settings.Resume?.Shards[k]);
         var props = ParameterServerShard.Props(shardSettings, link, coordinator);
         return settings.ShardDispatcher is { } dispatcher ? props.WithDispatcher(dispatcher) : props;
     }
@@ -357,7 +374,7 @@ public sealed class Coordinator : LinkedActor
             WorkerDataSeed(settings.Seed, w), settings.Precision, settings.LossScaler,
             ParameterSharding.Balanced(settings.Model.ParameterCount, settings.Shards), settings.Policy.Kind,
             settings.Slowdowns is { } slow && w < slow.Count ? slow[w] : 1, settings.Compression, timing.ComputeTime, timing.RandomSlowdown,
-            settings.TraceEvery);
+            settings.TraceEvery, settings.Resume?.WorkerClock(w) ?? 0);
         var props = Worker.Props(workerSettings, engines, link, coordinator, shards);
         return settings.WorkerDispatcher is { } dispatcher ? props.WithDispatcher(dispatcher) : props;
     }
@@ -367,6 +384,16 @@ public sealed class Coordinator : LinkedActor
         var worker = Context.ActorOf(WorkerProps(_settings, w, _engines, Link, Self, _shards), name);
         _children.Add(worker);
         return worker;
+    }
+
+    /// <summary>A shard's part of a checkpoint; once every shard's part of the step is in, the run's checkpoint is written.</summary>
+    private void OnShardCheckpoint(ShardCheckpoint part)
+    {
+        if (!_checkpoints.TryGetValue(part.Step, out var parts)) _checkpoints[part.Step] = parts = new ShardCheckpoint[_settings.Shards];
+        parts[part.Shard] = part;
+        if (parts.Any(p => p is null)) return;
+        _checkpoints.Remove(part.Step);
+        _settings.OnCheckpoint?.Invoke(new RunCheckpoint(part.Step, Link.Now - _startedAt + _timeOffset, parts));
     }
 
     /// <summary>
@@ -483,7 +510,7 @@ public sealed class Coordinator : LinkedActor
 
         if (s.Final) _pending.Clear();
         else _pending.Remove(s.Step);
-        pending.Time = Link.Now - _startedAt;
+        pending.Time = Link.Now - _startedAt + _timeOffset;
         pending.TrainLoss = TakeTrainLoss(s.Final ? long.MaxValue : pending.Version);
         _toEvaluate.Enqueue((pending.Version, s.Final, pending));
         EvaluateNext();

@@ -48,7 +48,9 @@ public sealed class ParameterServerShard : LinkedActor
         int SnapshotEvery,
         CompressionSettings? Compression = null,
         IReadOnlyList<MatrixBlock>? Blocks = null,
-        DeviceProfile? Device = null)
+        DeviceProfile? Device = null,
+        int CheckpointEvery = 0,
+        ShardCheckpoint? Restore = null)
     {
         public int Length => InitialValues.Length;
     }
@@ -102,6 +104,7 @@ public sealed class ParameterServerShard : LinkedActor
         _clockPushes = new PushGradient?[settings.Workers];
         _downlink = new Downlink(settings.Compression ?? CompressionSettings.Dense, settings.Workers, settings.Length,
             Rng.Derive(0xD0, (ulong)settings.ShardId), settings.Blocks ?? []);
+        if (settings.Restore is { } restore) Restore(restore);
         Training();
     }
 
@@ -109,6 +112,22 @@ public sealed class ParameterServerShard : LinkedActor
         Akka.Actor.Props.Create(() => new ParameterServerShard(settings, link, coordinator));
 
     private long Step => _version / _versionsPerStep;
+
+    /// <summary>Goes on from a checkpoint: weights, optimizer, version, the workers' clocks and the counters.</summary>
+    private void Restore(ShardCheckpoint c)
+    {
+        if (c.Weights.Length != _weights.Length || c.WorkerClocks.Length != _workerClocks.Length)
+            throw new Core.ActorTrainException($"checkpoint of shard {c.Shard} holds {c.Weights.Length} weights and {c.WorkerClocks.Length} workers; this run's shard has {_weights.Length} and {_workerClocks.Length}");
+        c.Weights.CopyTo(_weights, 0);
+        _optimizer.Restore(c.OptimizerSteps, c.OptimizerState);
+        _version = c.Version;
+        c.WorkerClocks.CopyTo(_workerClocks, 0);
+        var k = c.Counters;
+        (_applied, _skipped, _dropped, _samples, _bytesIn, _bytesOut, _denseIn, _denseOut) =
+            (k.PushesApplied, k.PushesSkippedNonFinite, k.PushesDroppedLate, k.Samples, k.BytesIn, k.BytesOut, k.DenseBytesIn, k.DenseBytesOut);
+        (_recentScale, _stalenessSum, _stalenessMax, _maxLead) = (k.LossScale, k.StalenessSum, k.StalenessMax, k.MaxClockLead);
+        k.StalenessHistogram.CopyTo(_staleness, 0);
+    }
     private bool IsBsp => _settings.Policy.Kind == SyncPolicyKind.Bsp;
 
     private void Training()
@@ -339,6 +358,9 @@ public sealed class ParameterServerShard : LinkedActor
             Finish();
             return true;
         }
+        if (_settings.CheckpointEvery > 0 && Step % _settings.CheckpointEvery == 0)
+            Link.Send(_coordinator, new ShardCheckpoint(_settings.ShardId, Step, _version, (float[])_weights.Clone(), _optimizer.Steps,
+                _optimizer.State.Select(s => (float[])s.Clone()).ToArray(), (long[])_workerClocks.Clone(), Counters()), 0, TrafficClass.Control, Self);
         if (Step % _settings.SnapshotEvery == 0) SendSnapshot(final: false);
         return false;
     }

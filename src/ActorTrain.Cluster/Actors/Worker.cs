@@ -44,7 +44,8 @@ public sealed class Worker : LinkedActor
         CompressionSettings? Compression = null,
         ComputeTime? ComputeTime = null,
         Distribution? RandomSlowdown = null,
-        int TraceEvery = 1);
+        int TraceEvery = 1,
+        long StartClock = 0);
 
     private readonly Settings _settings;
     private readonly IGradientEngineFactory _engines;
@@ -89,6 +90,12 @@ public sealed class Worker : LinkedActor
         _decoded = new float[settings.Shards.Max(r => r.Length)];
         _computeTime = settings.ComputeTime ?? ComputeTime.Measured;
         _slowdownRng = new Core.Rng(Core.Rng.Derive(settings.DataSeed, 0x510));
+        // A worker resumed from a checkpoint goes on with the batches (and slowdown draws) it would have had.
+        for (long i = 0; i < settings.StartClock; i++)
+        {
+            _batches.Next(_batch);
+            settings.RandomSlowdown?.Sample(_slowdownRng);
+        }
 
         Receive<Begin>(OnBegin);
         Receive<ParameterSlice>(OnSlice);

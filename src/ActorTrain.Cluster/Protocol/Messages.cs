@@ -196,6 +196,15 @@ public sealed class FinalSnapshotRequest : ITrainingMessage
 }
 
 /// <summary>
+/// Shard -> coordinator, every checkpoint-every steps: what the shard needs to go on from this
+/// step (its weights, the optimizer's steps and state, its version, the clock it has seen from
+/// each worker and its counters). The coordinator writes the run's checkpoint once every shard's
+/// part of a step is in; a resumed run builds its shards from it.
+/// </summary>
+public sealed record ShardCheckpoint(int Shard, long Step, long Version, float[] Weights, long OptimizerSteps, float[][] OptimizerState,
+    long[] WorkerClocks, ShardCounters Counters) : ITrainingMessage;
+
+/// <summary>
 /// Coordinator -> shards: worker <paramref name="Worker"/>'s node left the cluster. BSP stops
 /// waiting for its pushes (the barrier re-forms over the others), SSP stops holding the others to
 /// its clock; ASP never waited for it.

@@ -53,6 +53,7 @@ public sealed class WireSerializer : SerializerWithStringManifest
         StopTraining => "ST",
         FinalSnapshotRequest => "FS",
         WorkerLost => "WL",
+        ShardCheckpoint => "CK",
         Frame => "FR",
         RemoteEvent => "EV",
         EventDone => "ED",
@@ -132,6 +133,17 @@ public sealed class WireSerializer : SerializerWithStringManifest
                 break;
             case WorkerLost l:
                 w.Int(l.Worker);
+                break;
+            case ShardCheckpoint c:
+                w.Int(c.Shard);
+                w.Long(c.Step);
+                w.Long(c.Version);
+                w.Floats(c.Weights);
+                w.Long(c.OptimizerSteps);
+                w.Int(c.OptimizerState.Length);
+                foreach (var buffer in c.OptimizerState) w.Floats(buffer);
+                w.Longs(c.WorkerClocks);
+                WriteCounters(w, c.Counters);
                 break;
             case Frame f:
                 w.Long(f.Transfer);
@@ -252,6 +264,16 @@ public sealed class WireSerializer : SerializerWithStringManifest
                 return EndRun.Instance;
             case "WL":
                 return new WorkerLost(r.Int());
+            case "CK":
+            {
+                int shard = r.Int();
+                long step = r.Long(), version = r.Long();
+                var weights = r.Floats("ShardCheckpoint.Weights");
+                long optimizerSteps = r.Long();
+                var state = new float[r.Count(4, "ShardCheckpoint.OptimizerState")][];
+                for (int i = 0; i < state.Length; i++) state[i] = r.Floats("ShardCheckpoint.OptimizerState");
+                return new ShardCheckpoint(shard, step, version, weights, optimizerSteps, state, r.Longs("ShardCheckpoint.WorkerClocks"), ReadCounters(ref r));
+            }
             case "FR":
                 return new Frame(r.Long(), r.Int(), r.Int(), r.Bytes("Frame.Data").ToArray());
             case "EV":

@@ -95,6 +95,15 @@ public abstract class Optimizer
 
     protected abstract void Apply(Span<float> w, ReadOnlySpan<float> g, double lr);
 
+    /// <summary>Puts back the step count and state buffers of a checkpoint (same kind and length).</summary>
+    public void Restore(long steps, IReadOnlyList<float[]> state)
+    {
+        if (state.Count != State.Count || state.Where((buffer, i) => buffer.Length != State[i].Length).Any())
+            throw new ArgumentException($"a checkpoint's optimizer state ({state.Count} buffers) does not fit this {Settings.Kind} optimizer of {Length} parameters");
+        for (int i = 0; i < state.Count; i++) state[i].CopyTo(State[i], 0);
+        Steps = steps;
+    }
+
     /// <summary>g + weight_decay * w, the L2-regularised gradient of element i.</summary>
     protected float L2(ReadOnlySpan<float> g, Span<float> w, int i, float wd) => wd == 0 ? g[i] : g[i] + wd * w[i];
 }
