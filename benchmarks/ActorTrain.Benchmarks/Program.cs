@@ -17,6 +17,10 @@ if (args.Length > 0 && args[0] == "simulation")
 {
     return SimulationBenchmarks.Run(args[1..]);
 }
+if (args.Length > 0 && args[0] == "wire")
+{
+    return WireBenchmarks.Run(args[1..]);
+}
 if (args.Length > 0 && args[0] == "limits")
 {
     return MachineLimits.Run();
