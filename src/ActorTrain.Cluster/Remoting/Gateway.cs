@@ -67,13 +67,14 @@ public sealed class Gateway : ReceiveActor
             return;
         }
         var peer = Peer(outbound.To.Path.Address);
-        var bytes = w.Written;
+        // One copy of the envelope; the frames are views of it (never written again, as messages must be).
+        var bytes = w.Written.ToArray();
         int count = Math.Max(1, (bytes.Length + _chunkSize - 1) / _chunkSize);
         long transfer = _nextTransfer++;
         for (int i = 0; i < count; i++)
         {
             int from = i * _chunkSize;
-            peer.Tell(new Frame(transfer, i, count, bytes.Slice(from, Math.Min(_chunkSize, bytes.Length - from)).ToArray()), Self);
+            peer.Tell(new Frame(transfer, i, count, bytes.AsMemory(from, Math.Min(_chunkSize, bytes.Length - from))), Self);
         }
     }
 
@@ -100,19 +101,34 @@ public sealed class Gateway : ReceiveActor
                     frame.Count, Sender.Path.Address, _maxMessageSize);
                 return;
             }
-            _assembling[key] = assembly = new Assembly(frame.Count);
+            _assembling[key] = assembly = new Assembly(frame.Count, frame.Count * _chunkSize);
         }
         if (frame.Index != assembly.Next || frame.Count != assembly.Count)
         {
             _log.Error("gateway: chunk {0}/{1} of transfer {2} from {3} arrived out of order (expected {4}/{5}); the message is dropped",
                 frame.Index, frame.Count, frame.Transfer, Sender.Path.Address, assembly.Next, assembly.Count);
             _assembling.Remove(key);
+            assembly.Dispose();
             return;
         }
-        assembly.Buffer.Write(frame.Data.Span);
+        if (!assembly.Append(frame.Data.Span))
+        {
+            _log.Error("gateway: transfer {0} from {1} is larger than its {2} chunks of {3} bytes allow; dropped", frame.Transfer, Sender.Path.Address,
+                assembly.Count, _chunkSize);
+            _assembling.Remove(key);
+            assembly.Dispose();
+            return;
+        }
         if (++assembly.Next < assembly.Count) return;
         _assembling.Remove(key);
-        Deliver(assembly.Buffer.GetBuffer().AsSpan(0, (int)assembly.Buffer.Length));
+        try
+        {
+            Deliver(assembly.Written);
+        }
+        finally
+        {
+            assembly.Dispose();
+        }
     }
 
     private void Deliver(ReadOnlySpan<byte> envelope)
@@ -146,11 +162,29 @@ public sealed class Gateway : ReceiveActor
         to.Tell(message, sender);
     }
 
-    private sealed class Assembly(int count)
+    /// <summary>A message being put together: a pooled buffer of count x chunk-size bytes, filled in order.</summary>
+    private sealed class Assembly(int count, int capacity) : IDisposable
     {
+        private byte[] _buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(capacity);
+        private int _length;
         public readonly int Count = count;
-        public readonly MemoryStream Buffer = new();
         public int Next;
+
+        public ReadOnlySpan<byte> Written => _buffer.AsSpan(0, _length);
+
+        public bool Append(ReadOnlySpan<byte> data)
+        {
+            if (_length + data.Length > _buffer.Length) return false;
+            data.CopyTo(_buffer.AsSpan(_length));
+            _length += data.Length;
+            return true;
+        }
+
+        public void Dispose()
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(_buffer);
+            _buffer = [];
+        }
     }
 }
 

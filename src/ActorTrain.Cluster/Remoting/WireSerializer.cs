@@ -67,6 +67,18 @@ public sealed class WireSerializer : SerializerWithStringManifest
 
     public override byte[] ToBinary(object obj)
     {
+        if (obj is Frame frame)
+        {
+            // the bulk of cluster traffic: written straight into an array of the exact size
+            var bytes = new byte[20 + frame.Data.Length];
+            var span = bytes.AsSpan();
+            System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(span, frame.Transfer);
+            System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(span[8..], frame.Index);
+            System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(span[12..], frame.Count);
+            System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(span[16..], frame.Data.Length);
+            frame.Data.Span.CopyTo(span[20..]);
+            return bytes;
+        }
         using var w = new WireWriter();
         Write(w, obj);
         return w.ToArray();
@@ -200,7 +212,18 @@ public sealed class WireSerializer : SerializerWithStringManifest
         }
     }
 
-    public override object FromBinary(byte[] bytes, string manifest) => Read(bytes, manifest);
+    public override object FromBinary(byte[] bytes, string manifest)
+    {
+        if (manifest != "FR") return Read(bytes, manifest);
+        // A frame's data stays in the array Akka read it into: no copy per chunk.
+        var r = new WireReader(bytes, _maxLength);
+        long transfer = r.Long();
+        int index = r.Int(), count = r.Int();
+        int length = r.Count(1, "Frame.Data");
+        int offset = bytes.Length - r.Remaining;
+        if (r.Remaining != length) throw new WireFormatException($"FR: {r.Remaining - length} bytes left over after the frame");
+        return new Frame(transfer, index, count, new ReadOnlyMemory<byte>(bytes, offset, length));
+    }
 
     /// <summary>Reads a whole body of the given manifest; the body must be consumed exactly.</summary>
     internal object Read(ReadOnlySpan<byte> bytes, string manifest)
