@@ -30,6 +30,9 @@ public static class ClusterRunner
 {
     public const string SystemName = "actortrain";
 
+    /// <summary>Where the coordinator listens unless told otherwise: the seed of hocon/cluster.conf.</summary>
+    public const int DefaultCoordinatorPort = 4053;
+
     /// <summary>Runs the experiment as the coordinator of a cluster: waits for the members, places the run, writes the results, leaves.</summary>
     /// <param name="listening">Called once this node listens (a local cluster starts its children then, so they find the seed at once).</param>
     public static async Task<RunResult> RunAsync(ExperimentSpec spec, ClusterNodeOptions options, string? outputRoot = null, IRunObserver? observer = null,
@@ -110,6 +113,8 @@ public static class ClusterRunner
         bool tls = config.GetBoolean("actortrain.cluster.tls.enabled");
         var overrides = new List<string> { $"akka.cluster.roles = [{options.Role}]", $"akka.remote.dot-netty.tcp.enable-ssl = {(tls ? "on" : "off")}" };
         if (options.Port is { } port) overrides.Add($"akka.remote.dot-netty.tcp.port = {port}");
+        else if (options.Role == "coordinator" && config.GetInt("akka.remote.dot-netty.tcp.port") == 0)
+            overrides.Add($"akka.remote.dot-netty.tcp.port = {DefaultCoordinatorPort}"); // the coordinator is the seed the others are told of
         if (options.Seeds is { Count: > 0 } seeds)
         {
             string scheme = tls ? "akka.ssl.tcp" : "akka.tcp";
