@@ -105,7 +105,8 @@ public sealed class LocalCluster : IAsyncDisposable
     private static string DotnetHost() =>
         Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet" ? Environment.ProcessPath! : "dotnet";
 
-    private static int FreePort()
+    /// <summary>A port nothing listens on now (the OS's choice for port 0).</summary>
+    public static int FreePort()
     {
         var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();

@@ -192,7 +192,7 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
     {
         var cluster = Certificate("cluster");
         var stranger = Certificate("stranger");
-        int port = FreePort();
+        int port = LocalCluster.FreePort();
         string[] seeds = [$"127.0.0.1:{port}"];
         using var seed = ClusterRunner.CreateSystem(ClusterRunner.LoadConfig(new ClusterNodeOptions("coordinator", TlsConfig("seed", cluster.Path, cluster.Thumbprint), port, seeds)), "coordinator");
         using var member = ClusterRunner.CreateSystem(ClusterRunner.LoadConfig(new ClusterNodeOptions("worker", TlsConfig("member", cluster.Path, cluster.Thumbprint), 0, seeds)), "worker");
@@ -225,15 +225,6 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
         {
             await Task.WhenAll(seed.Terminate(), member.Terminate(), intruder.Terminate());
         }
-    }
-
-    private static int FreePort()
-    {
-        var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        listener.Start();
-        int port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
-        return port;
     }
 }
 

@@ -174,4 +174,25 @@ public sealed class GatewayTests : IAsyncLifetime
         Assert.Equal(new PullParameters(1, 1), received[1]);
         Assert.Equal(new WorkerLost(5), received[2]);
     }
+
+    [Fact]
+    public async Task A_gateway_drops_malformed_and_oversized_frames_and_goes_on_delivering()
+    {
+        _a.ActorOf(Gateway.Props(ChunkSize, 4 << 20), "gateway");
+        var gatewayB = _b.ActorOf(Gateway.Props(ChunkSize, 4 << 20), "gateway");
+        var done = new TaskCompletionSource<List<object>>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var target = _b.ActorOf(Props.Create(() => new Collector(done, 1)), "worker-0");
+        var provider = ((ExtendedActorSystem)_a).Provider;
+        var remoteGateway = provider.ResolveActorRef(gatewayB.Path.ToStringWithAddress(((ExtendedActorSystem)_b).Provider.DefaultAddress));
+        var remoteTarget = provider.ResolveActorRef(target.Path.ToStringWithAddress(((ExtendedActorSystem)_b).Provider.DefaultAddress));
+        var sender = _a.ActorOf(Gateway.Props(ChunkSize, 4 << 20), "sender");
+
+        remoteGateway.Tell(new Frame(1, 0, 1, new byte[] { 1, 2, 3 }), sender);               // garbage envelope
+        remoteGateway.Tell(new Frame(2, 0, 100_000, new byte[ChunkSize]), sender);            // declares 1.6 GB: over max-message-size
+        remoteGateway.Tell(new Frame(3, 5, 6, new byte[10]), sender);                         // a chunk whose predecessors never came
+        new GatewayRoute(sender, provider.DefaultAddress).Tell(remoteTarget, new WorkerLost(7), ActorRefs.Nobody);
+
+        var received = await done.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(new WorkerLost(7), Assert.Single(received));
+    }
 }
