@@ -89,7 +89,33 @@ public static class ClusterRunner
             ? request.Ids.Select(k => ($"shard-{k}", Coordinator.ShardProps(settings, k, link, request.Coordinator), Core.Simulation.Endpoint.Shard(k)))
             : request.Ids.Select(w => ($"worker-{w}", Coordinator.WorkerProps(settings, w, engines, link, request.Coordinator, request.Shards),
                 Core.Simulation.Endpoint.Worker(w)));
-        return new HostedPart(link, actors.ToList());
+        return new HostedPart(link, actors.ToList(), NodeTelemetry(spec, request.Role));
+    }
+
+    /// <summary>
+    /// A node's spans and metrics: exported from the node itself (otlp, console), or, with the file
+    /// exporter, recorded in a temporary folder and handed back at the end for the coordinator to
+    /// add to the run folder, so `trace summarize` sees every node.
+    /// </summary>
+    private static Func<(string Traces, string Metrics)>? NodeTelemetry(ExperimentSpec spec, string role)
+    {
+        string folder = Directory.CreateTempSubdirectory("actortrain-node-").FullName;
+        var session = Telemetry.TelemetrySession.StartForNode(spec.Telemetry, folder, "actortrain-" + role,
+            new Dictionary<string, object> { ["actortrain.experiment"] = spec.Name, ["actortrain.role"] = role });
+        bool finished = false;
+        return () =>
+        {
+            lock (folder)
+            {
+                if (finished) return ("", "");
+                finished = true;
+                session?.Dispose();
+                string Read(string name) => File.Exists(Path.Combine(folder, name)) ? File.ReadAllText(Path.Combine(folder, name)) : "";
+                var recorded = (Read(Telemetry.TelemetrySession.TracesFile), Read(Telemetry.TelemetrySession.MetricsFile));
+                Directory.Delete(folder, recursive: true);
+                return recorded;
+            }
+        };
     }
 
     /// <summary>The embedded hocon/cluster.conf, under the user's file, under the command line's role, port and seeds.</summary>
@@ -250,6 +276,30 @@ public static class ClusterRunner
                 (link as IDisposable)?.Dispose();
                 system.Stop(coordinator);
                 if (clock is not null) system.Stop(clock);
+            }
+        }
+
+        /// <summary>With the file exporter, every node's spans and metrics join the coordinator's in the run folder.</summary>
+        public async Task Finish(string folder, ExperimentSpec spec)
+        {
+            // a lost node has nothing to give; the run's results stand without its spans
+            var up = Akka.Cluster.Cluster.Get(system).State.Members.Where(m => m.Status == MemberStatus.Up).Select(m => m.Address).ToHashSet();
+            var replies = await Task.WhenAll(_hosts.Where(h => up.Contains(h.Path.Address)).Select(async host =>
+            {
+                try
+                {
+                    return await host.Ask<NodeTelemetry>(CollectTelemetry.Instance, TimeSpan.FromSeconds(30));
+                }
+                catch (AskTimeoutException)
+                {
+                    return null;
+                }
+            }));
+            if (spec.Telemetry.Exporter != Telemetry.TelemetryExporter.File) return;
+            foreach (var reply in replies.OfType<NodeTelemetry>())
+            {
+                if (spec.Telemetry.Traces) File.AppendAllText(Path.Combine(folder, Telemetry.TelemetrySession.TracesFile), reply.Traces);
+                if (spec.Telemetry.Metrics) File.AppendAllText(Path.Combine(folder, Telemetry.TelemetrySession.MetricsFile), reply.Metrics);
             }
         }
 

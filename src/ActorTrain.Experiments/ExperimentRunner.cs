@@ -140,7 +140,7 @@ public static class ExperimentRunner
             summary.Write(Path.Combine(partial, "summary.json"));
             if (spec.Output.Plots) Plots.Write(partial, outcome, data.Model.Loss == Core.Models.LossKind.CrossEntropy);
             Report.WriteRun(partial, summary, outcome);
-            host?.Finish(partial);
+            if (host is not null) await host.Finish(partial, spec);
             Directory.Move(partial, final);
             return new RunResult(final, summary, outcome);
         }
@@ -278,8 +278,8 @@ internal interface ITopologyHost
 {
     Task<RunOutcome> Run(ExperimentSpec spec, Coordinator.Settings settings, GradientEngineFactory engines, IRunObserver observer, CancellationToken cancellation);
 
-    /// <summary>Adds what the host keeps (node logs, say) to the finished run folder before it is renamed.</summary>
-    void Finish(string folder) { }
+    /// <summary>Adds what the host keeps (other nodes' spans, say) to the finished run folder before it is renamed.</summary>
+    Task Finish(string folder, ExperimentSpec spec) => Task.CompletedTask;
 }
 
 /// <summary>metrics.csv, a row per evaluation, flushed as each row arrives so a long run can be followed.</summary>

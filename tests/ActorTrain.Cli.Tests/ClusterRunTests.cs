@@ -18,12 +18,12 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
 {
     private static string Cli => typeof(ActorTrainCommand).Assembly.Location;
 
-    /// <summary>Failure detection fast enough for a test: a silent node is removed about 2-3 s after it died.</summary>
+    /// <summary>Failure detection fast enough for a test: a silent node is removed about 3-4 s after it died.</summary>
     private string FastClusterConfig()
     {
         string path = Path.Combine(Root, "cluster-fast.conf");
         File.WriteAllText(path, """
-            akka.cluster.failure-detector.acceptable-heartbeat-pause = 1s
+            akka.cluster.failure-detector.acceptable-heartbeat-pause = 2s
             akka.cluster.failure-detector.heartbeat-interval = 250ms
             akka.cluster.split-brain-resolver.stable-after = 1s
             """);
@@ -69,15 +69,22 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
     }
 
     [Fact]
-    public async Task A_wall_clock_run_across_three_processes_completes_and_keeps_the_node_logs()
+    public async Task A_wall_clock_run_across_three_processes_completes_with_every_node_in_its_trace_and_keeps_the_node_logs()
     {
-        var spec = ExperimentSpec.Load(null, ["training.max-steps=200", "simulation.clock=wall", "output.plots=off", "telemetry.exporter=none"]);
+        var spec = ExperimentSpec.Load(null, ["training.max-steps=200", "simulation.clock=wall", "output.plots=off"]);
         var (result, cluster) = await RunOnCluster(spec, 3, "wall");
         Assert.Equal(200, result.Outcome.FinalStep);
         Assert.Equal("wall", result.Summary.Clock.Split(',')[0]);
         Assert.True(result.Outcome.Evaluations[^1].TestLoss < result.Outcome.Evaluations[0].TestLoss);
         cluster.MoveLogs(result.Folder);
         Assert.Equal(2, Directory.GetFiles(Path.Combine(result.Folder, "nodes"), "*.log").Length);
+
+        // the ps and worker nodes' spans were added to the coordinator's: one trace, every step of every worker
+        var trace = Experiments.Telemetry.TraceFile.Read(result.Folder);
+        Assert.Single(trace.Spans.Select(s => s.TraceId).Distinct());
+        Assert.InRange(trace.Spans.Count(s => s.Name == "worker.step"), 4 * 200, 4 * 201);
+        Assert.Equal(2 * 200, trace.Spans.Count(s => s.Name == "shard.apply"));
+        Assert.Single(trace.Spans, s => s.Name == "run");
     }
 
     private sealed class KillAtStep(long step, Action kill) : IRunObserver

@@ -8,9 +8,11 @@ namespace ActorTrain.Cluster.Remoting;
 
 /// <summary>
 /// The part of a run one ps or worker node holds: its link (the node's own wall clock, or the proxy
-/// of the virtual clock) and the actors to build on it, each with its name and network endpoint.
+/// of the virtual clock), the actors to build on it, each with its name and network endpoint, and
+/// what ends its telemetry: flushes it and gives back the recorded traces and metrics (OTLP JSON lines).
 /// </summary>
-public sealed record HostedPart(ILink Link, IReadOnlyList<(string Name, Props Props, Endpoint Endpoint)> Actors);
+public sealed record HostedPart(ILink Link, IReadOnlyList<(string Name, Props Props, Endpoint Endpoint)> Actors,
+    Func<(string Traces, string Metrics)>? FinishTelemetry = null);
 
 /// <summary>
 /// Lives at /user/node on every ps and worker node and builds that node's share of a run when the
@@ -27,6 +29,8 @@ public sealed class NodeHost : ReceiveActor
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly List<IActorRef> _actors = [];
     private ILink? _link;
+    private HostedPart? _part;
+    private IRoute? _route;
 
     public NodeHost(Func<HostRun, IRoute, HostedPart> build, IActorRef gateway)
     {
@@ -34,6 +38,7 @@ public sealed class NodeHost : ReceiveActor
         _gateway = gateway;
         Receive<HostRun>(OnHostRun);
         Receive<Roster>(OnRoster);
+        Receive<CollectTelemetry>(_ => OnCollectTelemetry());
         Receive<EndRun>(_ => Leave("the run is over"));
         Receive<ClusterEvent.MemberRemoved>(removed =>
         {
@@ -61,6 +66,8 @@ public sealed class NodeHost : ReceiveActor
             if (_link is not null) throw new InvalidOperationException("this node already hosts a run");
             var route = new GatewayRoute(_gateway, Akka.Cluster.Cluster.Get(Context.System).SelfAddress);
             var part = _build(request, route);
+            _part = part;
+            _route = route;
             _link = part.Link;
             _gateway.Tell(new Gateway.UseEventLink(part.Link));
             var refs = new IActorRef[part.Actors.Count];
@@ -93,6 +100,17 @@ public sealed class NodeHost : ReceiveActor
         Sender.Tell(new Hosted("roster", []));
     }
 
+    /// <summary>The run is over: stop the actors, flush telemetry, send what was recorded (through the gateway: it can be megabytes).</summary>
+    private void OnCollectTelemetry()
+    {
+        foreach (var actor in _actors) Context.Stop(actor);
+        _actors.Clear();
+        var (traces, metrics) = _part?.FinishTelemetry?.Invoke() ?? ("", "");
+        var reply = new NodeTelemetry(Akka.Cluster.Cluster.Get(Context.System).SelfAddress.ToString(), traces, metrics);
+        if (_route is { } route) route.Tell(Sender, reply, Self);
+        else Sender.Tell(reply);
+    }
+
     private void StopRun()
     {
         foreach (var actor in _actors) Context.Stop(actor);
@@ -101,6 +119,8 @@ public sealed class NodeHost : ReceiveActor
         _link?.Stop();
         (_link as IDisposable)?.Dispose();
         _link = null;
+        _part?.FinishTelemetry?.Invoke();
+        _part = null;
     }
 
     private void Leave(string why)

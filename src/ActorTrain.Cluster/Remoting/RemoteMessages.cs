@@ -40,6 +40,19 @@ public sealed record HostFailed(string Reason) : IRemotingMessage;
 /// </summary>
 public sealed record Roster(IActorRef Coordinator, IActorRef[] Shards, IActorRef[] Workers) : IRemotingMessage;
 
+/// <summary>Coordinator -> host, once the run is over: send the spans and metrics this node recorded (file exporter).</summary>
+public sealed class CollectTelemetry : IRemotingMessage
+{
+    public static readonly CollectTelemetry Instance = new();
+    private CollectTelemetry() { }
+}
+
+/// <summary>
+/// Host -> coordinator: this node's traces.jsonl and metrics.jsonl lines (OTLP JSON), empty when
+/// it recorded none; large, so it travels through the gateways.
+/// </summary>
+public sealed record NodeTelemetry(string Node, string Traces, string Metrics) : IRemotingMessage;
+
 /// <summary>Coordinator node -> hosts: the run is over; stop its actors and release the link.</summary>
 public sealed class EndRun : IRemotingMessage
 {

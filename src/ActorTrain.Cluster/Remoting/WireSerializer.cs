@@ -61,6 +61,8 @@ public sealed class WireSerializer : SerializerWithStringManifest
         Hosted => "HD",
         HostFailed => "HF",
         Roster => "RO",
+        CollectTelemetry => "CT",
+        NodeTelemetry => "NT",
         EndRun => "ER",
         _ => throw new WireFormatException($"{o.GetType().FullName} is not a wire message: only the training protocol and the cluster plumbing cross nodes"),
     };
@@ -141,7 +143,7 @@ public sealed class WireSerializer : SerializerWithStringManifest
                 w.Int(r.Epoch);
                 w.Double(r.GradientSeconds);
                 break;
-            case StopTraining or FinalSnapshotRequest or EndRun:
+            case StopTraining or FinalSnapshotRequest or EndRun or CollectTelemetry:
                 break;
             case WorkerLost l:
                 w.Int(l.Worker);
@@ -200,6 +202,11 @@ public sealed class WireSerializer : SerializerWithStringManifest
                 break;
             case HostFailed f:
                 w.String(f.Reason);
+                break;
+            case NodeTelemetry t:
+                w.String(t.Node);
+                w.String(t.Traces);
+                w.String(t.Metrics);
                 break;
             case Roster ro:
                 WriteRef(w, ro.Coordinator);
@@ -285,6 +292,10 @@ public sealed class WireSerializer : SerializerWithStringManifest
                 return FinalSnapshotRequest.Instance;
             case "ER":
                 return EndRun.Instance;
+            case "CT":
+                return CollectTelemetry.Instance;
+            case "NT":
+                return new NodeTelemetry(r.String("NodeTelemetry.Node"), r.String("NodeTelemetry.Traces"), r.String("NodeTelemetry.Metrics"));
             case "WL":
                 return new WorkerLost(r.Int());
             case "CK":

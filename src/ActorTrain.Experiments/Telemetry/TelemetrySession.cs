@@ -99,6 +99,17 @@ public sealed class TelemetrySession : IDisposable
     public static TelemetrySession? Start(TelemetrySection settings, string folder, string serviceName, IReadOnlyDictionary<string, object> resource) =>
         settings.Exporter == TelemetryExporter.None || !(settings.Traces || settings.Metrics) ? null : new TelemetrySession(settings, folder, serviceName, resource);
 
+    /// <summary>
+    /// A ps or worker node's session: it holds one run only, so it keeps every span (it never sees
+    /// the coordinator's run span, whose trace id the filter would need).
+    /// </summary>
+    public static TelemetrySession? StartForNode(TelemetrySection settings, string folder, string serviceName, IReadOnlyDictionary<string, object> resource)
+    {
+        var session = Start(settings, folder, serviceName, resource);
+        if (session?._filter is { } filter) filter.KeepAll = true;
+        return session;
+    }
+
     /// <summary>Keeps only spans of the run whose root span has this trace id (called when the run span starts).</summary>
     public void OwnTrace(ActivityTraceId traceId)
     {
@@ -120,6 +131,7 @@ public sealed class TelemetrySession : IDisposable
     private sealed class RunFilter(BaseProcessor<Activity> next) : CompositeProcessor<Activity>([next])
     {
         public ActivityTraceId TraceId;
+        public bool KeepAll;
 
         public override void OnStart(Activity data)
         {
@@ -127,7 +139,7 @@ public sealed class TelemetrySession : IDisposable
 
         public override void OnEnd(Activity data)
         {
-            if (data.TraceId == TraceId) base.OnEnd(data);
+            if (KeepAll || data.TraceId == TraceId) base.OnEnd(data);
         }
     }
 }
