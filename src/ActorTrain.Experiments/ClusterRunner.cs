@@ -80,10 +80,10 @@ public static class ClusterRunner
         var spec = ExperimentSpec.Parse(request.Config, "the coordinator's experiment", []);
         var data = ExperimentData.Build(spec);
         var settings = ExperimentRunner.CoordinatorSettings(spec, data);
+        var epoch = new DateTimeOffset(request.EpochTicks, TimeSpan.Zero);
         ILink link = spec.Simulation.Virtual
-            ? new RemoteClockLink(request.Clock ?? throw new ActorTrainException("a virtual-clock run came without the scheduler's address"),
-                new DateTimeOffset(request.EpochTicks, TimeSpan.Zero), route)
-            : ExperimentRunner.CreateLink(spec, route);
+            ? new RemoteClockLink(request.Clock ?? throw new ActorTrainException("a virtual-clock run came without the scheduler's address"), epoch, route)
+            : ExperimentRunner.CreateLink(spec, route, epoch);
         var engines = new GradientEngineFactory(spec.Compute.Engine, spec.EngineThreads);
         var actors = request.Role == "ps"
             ? request.Ids.Select(k => ($"shard-{k}", Coordinator.ShardProps(settings, k, link, request.Coordinator), Core.Simulation.Endpoint.Shard(k)))

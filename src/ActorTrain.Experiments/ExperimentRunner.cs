@@ -179,11 +179,11 @@ public static class ExperimentRunner
     }
 
     /// <summary>The run's link: the virtual clock, or the wall clock with the network's delays (none at all on an ideal network).</summary>
-    public static ILink CreateLink(ExperimentSpec spec, IRoute? route = null)
+    public static ILink CreateLink(ExperimentSpec spec, IRoute? route = null, DateTimeOffset? epoch = null)
     {
         ulong seed = Rng.Derive(spec.Seed, 6);
         if (spec.Simulation.Virtual) return new VirtualLink(spec.Network, seed, spec.Topology.Workers, spec.Topology.Shards, route);
-        return new WallClockLink(spec.Network, seed, spec.Network.MinLatency(spec.Topology.Workers, spec.Topology.Shards), route);
+        return new WallClockLink(spec.Network, seed, spec.Network.MinLatency(spec.Topology.Workers, spec.Topology.Shards), route, epoch);
     }
 
     /// <summary>Akka settings of every ActorTrain actor system: logging and the workers' and shards' dispatchers.</summary>

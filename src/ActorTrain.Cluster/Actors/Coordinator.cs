@@ -202,7 +202,7 @@ public sealed class Coordinator : LinkedActor
     // A resumed run's times go on from the checkpoint's.
     private readonly double _timeOffset;
     private int _incarnations;
-    private double _startedAt;
+    private double _startedAt, _trainingStart;
     private Activity? _runSpan;
     private ActivityContext _run;
     private readonly SortedDictionary<long, PendingSnapshot> _pending = new();
@@ -337,6 +337,11 @@ public sealed class Coordinator : LinkedActor
     /// <summary>Every actor exists: attach them to the network, say Begin, start the clock.</summary>
     private void Launch()
     {
+        // Run time (metrics, checkpoints, faults) counts from here: building a cluster's actors
+        // (the nodes load their data) is not training; the run span shows it as "placement".
+        if (_settings.Placement is not null) RunTelemetry.Record("placement", _run, Link, _startedAt, Link.Now);
+        _trainingStart = Link.Now;
+        _wall.Restart();
         for (int k = 0; k < _shards.Length; k++) Link.Attach(_shards[k], Endpoint.Shard(k));
         for (int w = 0; w < _workerRefs.Length; w++) Link.Attach(_workerRefs[w], Endpoint.Worker(w));
         var begin = new Begin(Trace: _run);
@@ -393,7 +398,7 @@ public sealed class Coordinator : LinkedActor
         parts[part.Shard] = part;
         if (parts.Any(p => p is null)) return;
         _checkpoints.Remove(part.Step);
-        _settings.OnCheckpoint?.Invoke(new RunCheckpoint(part.Step, Link.Now - _startedAt + _timeOffset, parts));
+        _settings.OnCheckpoint?.Invoke(new RunCheckpoint(part.Step, RunTime, parts));
     }
 
     /// <summary>
@@ -418,7 +423,7 @@ public sealed class Coordinator : LinkedActor
             return;
         }
         _lost.Add(w);
-        _faultEvents.Add(new FaultEvent(w, Link.Now - _startedAt, null, NodeLost: true));
+        _faultEvents.Add(new FaultEvent(w, RunTime, null, NodeLost: true));
         if (_lost.Count == _workerRefs.Length)
         {
             Fail(new Core.ActorTrainException("every worker was lost: nothing is left to train"));
@@ -434,7 +439,7 @@ public sealed class Coordinator : LinkedActor
         var f = _faults[fault];
         Link.Kill(_workerRefs[f.Worker]);
         _workers[f.Worker].Kills++;
-        _faultEvents.Add(new FaultEvent(f.Worker, Link.Now - _startedAt, null));
+        _faultEvents.Add(new FaultEvent(f.Worker, RunTime, null));
         if (f.RestartAfter is { } after) Link.ScheduleOnce(Self, new RestartWorker(f.Worker), after, Self);
     }
 
@@ -444,7 +449,7 @@ public sealed class Coordinator : LinkedActor
         _workerRefs[w] = CreateWorker(w, $"worker-{w}-{++_incarnations}");
         Link.Attach(_workerRefs[w], Endpoint.Worker(w));
         int last = _faultEvents.FindLastIndex(e => e.Worker == w);
-        _faultEvents[last] = _faultEvents[last] with { RestartedAt = Link.Now - _startedAt };
+        _faultEvents[last] = _faultEvents[last] with { RestartedAt = RunTime };
         Link.Send(_workerRefs[w], new Begin(Rejoin: true, Trace: _run), 0, TrafficClass.Control, Self);
     }
 
@@ -455,6 +460,12 @@ public sealed class Coordinator : LinkedActor
         Fail(new Core.ActorTrainException(FormattableString.Invariant(
             $"the simulation stalled at virtual time {idle.Time:0.######} s: no message is in flight and the run is not finished (a killed worker that never restarts blocks BSP and SSP)")));
     }
+
+    /// <summary>Seconds of the run so far (from the launch; a resumed run goes on from its checkpoint's time).</summary>
+    private double RunTime => Link.Now - _trainingStart + _timeOffset;
+
+    /// <summary>The link's time of a run time.</summary>
+    private double LinkTime(double runTime) => _trainingStart + runTime - _timeOffset;
 
     /// <summary>The mini-batch order seed of worker w; shared with single-process references in tests.</summary>
     public static ulong WorkerDataSeed(ulong seed, int worker) => Core.Rng.Derive(seed, 0x5EED, (ulong)worker);
@@ -510,7 +521,7 @@ public sealed class Coordinator : LinkedActor
 
         if (s.Final) _pending.Clear();
         else _pending.Remove(s.Step);
-        pending.Time = Link.Now - _startedAt + _timeOffset;
+        pending.Time = RunTime;
         pending.TrainLoss = TakeTrainLoss(s.Final ? long.MaxValue : pending.Version);
         _toEvaluate.Enqueue((pending.Version, s.Final, pending));
         EvaluateNext();
@@ -560,7 +571,7 @@ public sealed class Coordinator : LinkedActor
         RunTelemetry.Loss.Record(point.TestLoss);
         // Evaluation is not part of the simulated cluster: its span starts when the snapshot was
         // complete and lasts what the evaluation really took.
-        double at = _startedAt + done.Snapshot.Time;
+        double at = LinkTime(done.Snapshot.Time);
         RunTelemetry.Record("evaluation", _run, Link, at, at + done.Seconds,
             [new("actortrain.step", done.Step), new("actortrain.test_loss", point.TestLoss), new("actortrain.test_accuracy", point.TestAccuracy)]);
 
@@ -607,7 +618,7 @@ public sealed class Coordinator : LinkedActor
         Link.Stop();
         _runSpan?.SetTag("actortrain.stop_reason", _stopReason.ToString());
         _runSpan?.SetTag("actortrain.steps", done.Step);
-        RunTelemetry.End(_runSpan, Link, _startedAt + done.Snapshot.Time);
+        RunTelemetry.End(_runSpan, Link, LinkTime(done.Snapshot.Time));
         _runSpan = null;
         foreach (var child in _children) child.Tell(StopTraining.Instance);
         var workers = _workers.Select((t, i) => new WorkerSummary(i, t.Steps, t.Compute, t.Communication, t.Wait, t.Flops, t.Underflow, t.NonFinite,

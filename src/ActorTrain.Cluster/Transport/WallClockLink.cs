@@ -13,7 +13,8 @@ namespace ActorTrain.Cluster.Transport;
 public sealed class WallClockLink : ILink, IDisposable
 {
     private readonly Stopwatch _clock = Stopwatch.StartNew();
-    private readonly DateTimeOffset _epoch = DateTimeOffset.UtcNow;
+    private readonly DateTimeOffset _epoch;
+    private readonly double _offset;
     private readonly NetworkModel? _network;
     private readonly double _controlLatency;
     private readonly ConcurrentDictionary<IActorRef, Endpoint> _endpoints = new();
@@ -25,15 +26,20 @@ public sealed class WallClockLink : ILink, IDisposable
     private long _nextId;
 
     /// <param name="network">null: an ideal network, every message told at once.</param>
-    public WallClockLink(NetworkSettings? network = null, ulong seed = 0, double controlLatency = 0, IRoute? route = null)
+    /// <param name="epoch">The instant time 0 stands for (now when null): the nodes of a cluster run share the coordinator's, so
+    /// a time sent from one node (a push's departure) means the same on another (to the accuracy of the machines' clocks).</param>
+    public WallClockLink(NetworkSettings? network = null, ulong seed = 0, double controlLatency = 0, IRoute? route = null, DateTimeOffset? epoch = null)
     {
+        var now = DateTimeOffset.UtcNow;
+        _epoch = epoch ?? now;
+        _offset = (now - _epoch).TotalSeconds;
         _route = route ?? DirectRoute.Instance;
         _network = network is null ? null : new NetworkModel(network, seed);
         _controlLatency = controlLatency;
         _line = new DelayLine(this);
     }
 
-    public double Now => _clock.Elapsed.TotalSeconds;
+    public double Now => _offset + _clock.Elapsed.TotalSeconds;
 
     public DateTimeOffset Epoch => _epoch;
 

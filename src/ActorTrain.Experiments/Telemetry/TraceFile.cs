@@ -82,6 +82,15 @@ public sealed class TraceFile
 
     public SpanRecord Run => Spans.FirstOrDefault(s => s.Name == "run") ?? throw new ActorTrainException("the trace has no run span (was the run cut short?)");
 
+    /// <summary>A cluster run's building of its shards and workers on the nodes (null in one process): before training.</summary>
+    public SpanRecord? Placement => Spans.FirstOrDefault(s => s.Name == "placement");
+
+    /// <summary>When training began: after the placement in a cluster run, with the run otherwise.</summary>
+    public long TrainingStartNanos => Placement?.EndNanos ?? Run.StartNanos;
+
+    /// <summary>Seconds from the start of training to the end of the run.</summary>
+    public double TrainingSeconds => (Run.EndNanos - TrainingStartNanos) / 1e9;
+
     /// <summary>The worker a span belongs to: its own attribute, or its parent step's.</summary>
     public long? WorkerOf(SpanRecord span) => span.Int("actortrain.worker") ?? (Parent(span) is { Name: "worker.step" } p ? p.Int("actortrain.worker") : null);
 
@@ -112,7 +121,7 @@ public sealed class TraceFile
             kinds[span.Name] += span.Seconds;
         }
         foreach (var (w, kinds) in result)
-            kinds["outside"] = (first[w] - run.StartNanos) / 1e9 + Math.Max(0, run.EndNanos - last[w]) / 1e9;
+            kinds["outside"] = (first[w] - TrainingStartNanos) / 1e9 + Math.Max(0, run.EndNanos - last[w]) / 1e9;
         return result;
     }
 
@@ -121,8 +130,9 @@ public sealed class TraceFile
         var run = Run;
         var sb = new StringBuilder();
         string F(double s) => Core.Simulation.Quantity.FormatSeconds(s);
-        string P(double part) => (100 * part / run.Seconds).ToString("0.0", CultureInfo.InvariantCulture) + "%";
-        sb.AppendLine($"run: {F(run.Seconds)} ({run.Attributes.GetValueOrDefault("actortrain.clock", "?")} clock), {Spans.Count} spans; " +
+        string P(double part) => (100 * part / TrainingSeconds).ToString("0.0", CultureInfo.InvariantCulture) + "%";
+        if (Placement is { } placement) sb.AppendLine($"placement of the shards and workers on the nodes: {F(placement.Seconds)} (before the run's time below)");
+        sb.AppendLine($"run: {F(TrainingSeconds)} ({run.Attributes.GetValueOrDefault("actortrain.clock", "?")} clock), {Spans.Count} spans; " +
                       $"{run.Attributes.GetValueOrDefault("actortrain.workers", "?")} workers, {run.Attributes.GetValueOrDefault("actortrain.shards", "?")} shards, " +
                       $"{run.Attributes.GetValueOrDefault("actortrain.policy", "?")}, codec {run.Attributes.GetValueOrDefault("actortrain.codec", "?")}");
         sb.AppendLine();
