@@ -60,14 +60,15 @@ public static class ActorTrainCommand
             DefaultValueFactory = _ => 1,
         };
         var clusterConfig = new Option<string?>("--cluster-config") { Description = "Cluster settings over the embedded hocon/cluster.conf (ports, failure detector, TLS, chunk size)." };
-        var resume = new Option<string?>("--resume") { Description = "Go on with the run in this folder from its last checkpoint (training.checkpoint-every), into a new folder name-resumed-...; one process." };
+        var resume = new Option<string?>("--resume") { Description = "Go on with the run in this folder from its last checkpoint (training.checkpoint-every), into a new folder name-resumed-... (with --nodes: on a local cluster)." };
         var checkpoint = new Option<long?>("--checkpoint") { Description = "With --resume: the step of the checkpoint to go on from (default: the last)." };
         var run = new Command("run", "Train an experiment on a coordinator, parameter-server shards and workers; write the run folder.")
         {
             experiment, set, outDir, exporter, endpoint, nodes, clusterConfig, resume, checkpoint,
         };
         run.SetAction((parse, token) => Guard(stderr, () => parse.GetValue(resume) is { } folder
-            ? Resume(folder, parse.GetValue(checkpoint), parse.GetValue(experiment), parse.GetValue(nodes), Overrides(parse), parse.GetValue(outDir), console, stdout, token)
+            ? Resume(folder, parse.GetValue(checkpoint), parse.GetValue(experiment), parse.GetValue(nodes), parse.GetValue(clusterConfig), Overrides(parse),
+                parse.GetValue(outDir), console, stdout, token)
             : Run(parse.GetValue(experiment), Overrides(parse), parse.GetValue(outDir), parse.GetValue(nodes), parse.GetValue(clusterConfig), console, stdout, token)));
 
         var role = new Option<string>("--role") { Description = "coordinator (runs the experiment), ps (hosts shards) or worker (hosts workers).", Required = true };
@@ -189,21 +190,26 @@ public static class ActorTrainCommand
         return Ok;
     }
 
-    private static async Task<int> Resume(string folder, long? step, string? file, int nodes, string[] overrides, string? outDir, IAnsiConsole console,
-        TextWriter stdout, CancellationToken token)
+    private static async Task<int> Resume(string folder, long? step, string? file, int nodes, string? clusterConfig, string[] overrides, string? outDir,
+        IAnsiConsole console, TextWriter stdout, CancellationToken token)
     {
         if (file is not null) throw new ActorTrainException("--resume: the experiment is the run folder's config.conf; give no experiment file");
         if (overrides.Length > 0) throw new ActorTrainException("--resume: a resumed run keeps its config; --set and the telemetry options are not taken");
-        if (nodes != 1) throw new ActorTrainException("--resume: a resumed run runs in one process; leave out --nodes");
-        var spec = ExperimentSpec.Load(Path.Combine(folder, "config.conf"));
-        var result = await RunOne(spec, (observer, t) => ExperimentRunner.ResumeAsync(folder, step, outDir, observer, t), console, stdout, token);
+        var resumption = Resumption.Read(folder, step);
+        outDir ??= Path.GetDirectoryName(Path.GetFullPath(folder));
+        if (nodes > 1)
+            return await RunOnLocalCluster(resumption.Spec, nodes, clusterConfig, outDir, console, stdout, token,
+                (cluster, observer, t) => ClusterRunner.ResumeAsync(folder, step, cluster.CoordinatorOptions, outDir, observer, t, cluster.Launch));
+        if (nodes < 1) throw new ActorTrainException($"--nodes {nodes}: use 1 (one process) or 3 and more");
+        var result = await RunOne(resumption.Spec, (observer, t) => ExperimentRunner.ResumeAsync(folder, step, outDir, observer, t), console, stdout, token);
         PrintSummary(console, result);
         return Ok;
     }
 
     private static async Task<int> RunOnLocalCluster(ExperimentSpec spec, int nodes, string? clusterConfig, string? outDir, IAnsiConsole console,
-        TextWriter stdout, CancellationToken token)
+        TextWriter stdout, CancellationToken token, Func<LocalCluster, IRunObserver, CancellationToken, Task<RunResult>>? runner = null)
     {
+        runner ??= (cluster, observer, t) => ClusterRunner.RunAsync(spec, cluster.CoordinatorOptions, outDir, observer, t, cluster.Launch);
         string root = outDir ?? spec.Output.Directory;
         var cluster = LocalCluster.Plan(nodes, spec, typeof(ActorTrainCommand).Assembly.Location, clusterConfig,
             Path.Combine(root, $".{spec.Name}-nodes-{Environment.ProcessId}"));
@@ -211,8 +217,7 @@ public static class ActorTrainCommand
         RunResult result;
         try
         {
-            result = await RunOne(spec, (observer, t) => ClusterRunner.RunAsync(spec, cluster.CoordinatorOptions, outDir, observer, t, cluster.Launch),
-                console, stdout, token);
+            result = await RunOne(spec, (observer, t) => runner(cluster, observer, t), console, stdout, token);
         }
         catch
         {

@@ -35,14 +35,30 @@ public static class ClusterRunner
 
     /// <summary>Runs the experiment as the coordinator of a cluster: waits for the members, places the run, writes the results, leaves.</summary>
     /// <param name="listening">Called once this node listens (a local cluster starts its children then, so they find the seed at once).</param>
-    public static async Task<RunResult> RunAsync(ExperimentSpec spec, ClusterNodeOptions options, string? outputRoot = null, IRunObserver? observer = null,
-        CancellationToken cancellation = default, Action? listening = null)
+    public static Task<RunResult> RunAsync(ExperimentSpec spec, ClusterNodeOptions options, string? outputRoot = null, IRunObserver? observer = null,
+        CancellationToken cancellation = default, Action? listening = null) =>
+        Run(spec, options, listening, cancellation, host =>
+        {
+            string root = outputRoot ?? spec.Output.Directory;
+            return ExperimentRunner.RunInto(spec, ExperimentData.Build(spec), root, ExperimentRunner.UniqueFolder(root, $"{spec.Name}-{ExperimentRunner.Stamp()}"),
+                observer, cancellation, host);
+        });
+
+    /// <summary>Goes on with a run folder from one of its checkpoints on a cluster (as <see cref="ExperimentRunner.ResumeAsync"/> does in one process).</summary>
+    public static Task<RunResult> ResumeAsync(string runFolder, long? step, ClusterNodeOptions options, string? outputRoot = null,
+        IRunObserver? observer = null, CancellationToken cancellation = default, Action? listening = null)
+    {
+        var resumption = Resumption.Read(runFolder, step);
+        return Run(resumption.Spec, options, listening, cancellation, host => ExperimentRunner.Resume(resumption, outputRoot, observer, cancellation, host));
+    }
+
+    private static async Task<RunResult> Run(ExperimentSpec spec, ClusterNodeOptions options, Action? listening, CancellationToken cancellation,
+        Func<ITopologyHost, Task<RunResult>> run)
     {
         if (spec.Faults.Count > 0)
             throw new ActorTrainException("faults: injected faults are for single-process runs; in a cluster run, stop a node's process instead");
         if (spec.Variants.Count > 0)
             throw new ActorTrainException("compare/sweep: a cluster run takes one experiment; run the variants one at a time");
-        var data = ExperimentData.Build(spec);
         var config = LoadConfig(options with { Role = "coordinator" });
         using var system = CreateSystem(config, options.Role);
         var host = new CoordinatorHost(system, config);
@@ -50,9 +66,7 @@ public static class ClusterRunner
         {
             listening?.Invoke();
             await host.WaitForMembers(cancellation);
-            string root = outputRoot ?? spec.Output.Directory;
-            return await ExperimentRunner.RunInto(spec, data, root, ExperimentRunner.UniqueFolder(root, $"{spec.Name}-{ExperimentRunner.Stamp()}"), observer,
-                cancellation, host);
+            return await run(host);
         }
         finally
         {
@@ -79,7 +93,7 @@ public static class ClusterRunner
     {
         var spec = ExperimentSpec.Parse(request.Config, "the coordinator's experiment", []);
         var data = ExperimentData.Build(spec);
-        var settings = ExperimentRunner.CoordinatorSettings(spec, data);
+        var settings = ExperimentRunner.CoordinatorSettings(spec, data, request.Resume);
         var epoch = new DateTimeOffset(request.EpochTicks, TimeSpan.Zero);
         ILink link = spec.Simulation.Virtual
             ? new RemoteClockLink(request.Clock ?? throw new ActorTrainException("a virtual-clock run came without the scheduler's address"), epoch, route)
@@ -221,6 +235,7 @@ public static class ClusterRunner
     private sealed class CoordinatorHost(ActorSystem system, Config config) : ITopologyHost
     {
         private readonly IActorRef _gateway = system.ActorOf(Gateway.Props(config.GetInt("actortrain.cluster.chunk-size"), MaxMessageSize(config)), "gateway");
+        private IRoute Route => new GatewayRoute(_gateway, Akka.Cluster.Cluster.Get(system).SelfAddress);
         private readonly List<IActorRef> _hosts = [];
         private IActorRef[] _ps = [], _workers = [];
 
@@ -257,12 +272,12 @@ public static class ClusterRunner
         public async Task<RunOutcome> Run(ExperimentSpec spec, Coordinator.Settings settings, GradientEngineFactory engines, IRunObserver observer,
             CancellationToken cancellation)
         {
-            var route = new GatewayRoute(_gateway, Akka.Cluster.Cluster.Get(system).SelfAddress);
+            var route = Route;
             var link = ExperimentRunner.CreateLink(spec, route);
             var clock = link is VirtualLink virtualLink ? system.ActorOf(ClockEndpoint.Props(virtualLink), "clock") : null;
             _gateway.Tell(new Gateway.UseEventLink(link));
-            var placement = new ClusterPlacement(spec.ResolvedConfig, _ps, _workers, spec.Topology.Shards, spec.Topology.Workers, clock, link.Epoch,
-                config.GetTimeSpan("actortrain.cluster.host-timeout"));
+            var placement = new ClusterPlacement(system, route, spec.ResolvedConfig, _ps, _workers, spec.Topology.Shards, spec.Topology.Workers, clock, link.Epoch,
+                config.GetTimeSpan("actortrain.cluster.host-timeout"), settings.Resume);
             var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
             var coordinator = system.ActorOf(Coordinator.Props(settings with { Placement = placement }, engines, link, completion, observer), "coordinator");
             try
@@ -288,7 +303,7 @@ public static class ClusterRunner
             {
                 try
                 {
-                    return await host.Ask<NodeTelemetry>(CollectTelemetry.Instance, TimeSpan.FromSeconds(30));
+                    return await GatewayAsk.Ask(system, Route, host, CollectTelemetry.Instance, TimeSpan.FromSeconds(30)) as NodeTelemetry;
                 }
                 catch (AskTimeoutException)
                 {

@@ -91,21 +91,16 @@ public static class ExperimentRunner
     /// given) into a new run folder, name-resumed-timestamp: its config is the original's, its
     /// metrics.csv starts with the original's rows before the checkpoint.
     /// </summary>
-    public static async Task<RunResult> ResumeAsync(string runFolder, long? step = null, string? outputRoot = null, IRunObserver? observer = null,
-        CancellationToken cancellation = default)
+    public static Task<RunResult> ResumeAsync(string runFolder, long? step = null, string? outputRoot = null, IRunObserver? observer = null,
+        CancellationToken cancellation = default) => Resume(Resumption.Read(runFolder, step), outputRoot, observer, cancellation);
+
+    internal static Task<RunResult> Resume(Resumption resumption, string? outputRoot, IRunObserver? observer, CancellationToken cancellation,
+        ITopologyHost? host = null)
     {
-        if (!Directory.Exists(runFolder)) throw new ActorTrainException($"--resume: run folder '{runFolder}' not found");
-        string config = Path.Combine(runFolder, "config.conf");
-        if (!File.Exists(config)) throw new ActorTrainException($"--resume: {runFolder} has no config.conf; is it a run folder?");
-        var spec = ExperimentSpec.Load(config);
-        var checkpoint = Checkpoints.Read(runFolder, step);
-        string metrics = Path.Combine(runFolder, "metrics.csv");
-        var earlier = File.Exists(metrics)
-            ? File.ReadLines(metrics).Skip(1).Where(l => long.TryParse(l.Split(',')[0], CultureInfo.InvariantCulture, out long s) && s < checkpoint.Step).ToList()
-            : [];
-        string root = outputRoot ?? Path.GetDirectoryName(Path.GetFullPath(runFolder))!;
-        return await RunInto(spec, ExperimentData.Build(spec), root, UniqueFolder(root, $"{spec.Name}-resumed-{Stamp()}"), observer, cancellation, null,
-            checkpoint, earlier);
+        var spec = resumption.Spec;
+        string root = outputRoot ?? Path.GetDirectoryName(Path.GetFullPath(resumption.Folder))!;
+        return RunInto(spec, ExperimentData.Build(spec), root, UniqueFolder(root, $"{spec.Name}-resumed-{Stamp()}"), observer, cancellation, host,
+            resumption.Checkpoint, resumption.EarlierMetrics);
     }
 
     internal static async Task<RunResult> RunInto(ExperimentSpec spec, ExperimentData data, string root, string final, IRunObserver? observer,
@@ -264,6 +259,24 @@ public static class ExperimentRunner
         {
             // Best effort: the folder keeps its ".partial" name, which never looks finished.
         }
+    }
+}
+
+/// <summary>What a resumed run goes on from: the run folder's experiment, one of its checkpoints, its metrics rows before it.</summary>
+public sealed record Resumption(string Folder, ExperimentSpec Spec, RunCheckpoint Checkpoint, IReadOnlyList<string> EarlierMetrics)
+{
+    public static Resumption Read(string runFolder, long? step)
+    {
+        if (!Directory.Exists(runFolder)) throw new ActorTrainException($"--resume: run folder '{runFolder}' not found");
+        string config = Path.Combine(runFolder, "config.conf");
+        if (!File.Exists(config)) throw new ActorTrainException($"--resume: {runFolder} has no config.conf; is it a run folder?");
+        var spec = ExperimentSpec.Load(config);
+        var checkpoint = Checkpoints.Read(runFolder, step);
+        string metrics = Path.Combine(runFolder, "metrics.csv");
+        var earlier = File.Exists(metrics)
+            ? File.ReadLines(metrics).Skip(1).Where(l => long.TryParse(l.Split(',')[0], CultureInfo.InvariantCulture, out long s) && s < checkpoint.Step).ToList()
+            : [];
+        return new Resumption(runFolder, spec, checkpoint, earlier);
     }
 }
 

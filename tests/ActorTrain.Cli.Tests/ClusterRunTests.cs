@@ -69,6 +69,28 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
     }
 
     [Fact]
+    public async Task Resuming_a_checkpoint_on_three_processes_equals_resuming_it_in_one_process_and_the_uninterrupted_run()
+    {
+        var spec = ExperimentSpec.Load(null, ["training.max-steps=300", "training.checkpoint-every=100", "output.plots=off", "telemetry.exporter=none"]);
+        var whole = await ExperimentRunner.RunAsync(spec, Path.Combine(Root, "whole"));
+        var local = await ExperimentRunner.ResumeAsync(whole.Folder, 100, Path.Combine(Root, "local"));
+
+        var cluster = LocalCluster.Plan(3, spec, Cli, null, Path.Combine(Root, "logs-resume"));
+        RunResult resumed;
+        try
+        {
+            resumed = await ClusterRunner.ResumeAsync(whole.Folder, 100, cluster.CoordinatorOptions, Path.Combine(Root, "cluster"), null, default, cluster.Launch)
+                .WaitAsync(TimeSpan.FromMinutes(3));
+        }
+        finally
+        {
+            await cluster.DisposeAsync();
+        }
+        Assert.Equal(whole.Outcome.FinalWeights, resumed.Outcome.FinalWeights);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(local.Folder, "metrics.csv")), File.ReadAllBytes(Path.Combine(resumed.Folder, "metrics.csv")));
+    }
+
+    [Fact]
     public async Task A_wall_clock_run_across_three_processes_completes_with_every_node_in_its_trace_and_keeps_the_node_logs()
     {
         var spec = ExperimentSpec.Load(null, ["training.max-steps=200", "simulation.clock=wall", "output.plots=off"]);

@@ -30,12 +30,14 @@ public sealed class NodeHost : ReceiveActor
     private readonly List<IActorRef> _actors = [];
     private ILink? _link;
     private HostedPart? _part;
-    private IRoute? _route;
+    private readonly IRoute _route;
 
     public NodeHost(Func<HostRun, IRoute, HostedPart> build, IActorRef gateway)
     {
         _build = build;
         _gateway = gateway;
+        // answers go back through the gateways too: after a gateway-routed request, in order with it
+        _route = new GatewayRoute(gateway, Akka.Cluster.Cluster.Get(Context.System).SelfAddress);
         Receive<HostRun>(OnHostRun);
         Receive<Roster>(OnRoster);
         Receive<CollectTelemetry>(_ => OnCollectTelemetry());
@@ -64,10 +66,8 @@ public sealed class NodeHost : ReceiveActor
         try
         {
             if (_link is not null) throw new InvalidOperationException("this node already hosts a run");
-            var route = new GatewayRoute(_gateway, Akka.Cluster.Cluster.Get(Context.System).SelfAddress);
-            var part = _build(request, route);
+            var part = _build(request, _route);
             _part = part;
-            _route = route;
             _link = part.Link;
             _gateway.Tell(new Gateway.UseEventLink(part.Link));
             var refs = new IActorRef[part.Actors.Count];
@@ -79,13 +79,13 @@ public sealed class NodeHost : ReceiveActor
                 _actors.Add(refs[i]);
             }
             _log.Info("hosting {0} {1} of the run", request.Role, string.Join(",", request.Ids));
-            Sender.Tell(new Hosted(request.Role, refs));
+            _route.Tell(Sender, new Hosted(request.Role, refs), Self);
         }
         catch (Exception e)
         {
             _log.Error(e, "cannot host {0} {1}", request.Role, string.Join(",", request.Ids));
             StopRun();
-            Sender.Tell(new HostFailed($"{Akka.Cluster.Cluster.Get(Context.System).SelfAddress}: {e.Message}"));
+            _route.Tell(Sender, new HostFailed($"{Akka.Cluster.Cluster.Get(Context.System).SelfAddress}: {e.Message}"), Self);
         }
     }
 
@@ -97,7 +97,7 @@ public sealed class NodeHost : ReceiveActor
             for (int k = 0; k < roster.Shards.Length; k++) link.Attach(roster.Shards[k], Endpoint.Shard(k));
             for (int w = 0; w < roster.Workers.Length; w++) link.Attach(roster.Workers[w], Endpoint.Worker(w));
         }
-        Sender.Tell(new Hosted("roster", []));
+        _route.Tell(Sender, new Hosted("roster", []), Self);
     }
 
     /// <summary>The run is over: stop the actors, flush telemetry, send what was recorded (through the gateway: it can be megabytes).</summary>
@@ -107,8 +107,7 @@ public sealed class NodeHost : ReceiveActor
         _actors.Clear();
         var (traces, metrics) = _part?.FinishTelemetry?.Invoke() ?? ("", "");
         var reply = new NodeTelemetry(Akka.Cluster.Cluster.Get(Context.System).SelfAddress.ToString(), traces, metrics);
-        if (_route is { } route) route.Tell(Sender, reply, Self);
-        else Sender.Tell(reply);
+        _route.Tell(Sender, reply, Self);
     }
 
     private void StopRun()
@@ -136,8 +135,8 @@ public sealed class NodeHost : ReceiveActor
 /// address order (shard k on ps node k mod P, worker w on worker node w mod W), then sends every
 /// host the roster. Shards are built first: workers are given their references.
 /// </summary>
-public sealed class ClusterPlacement(string config, IReadOnlyList<IActorRef> psHosts, IReadOnlyList<IActorRef> workerHosts, int shards, int workers,
-    IActorRef? clock, DateTimeOffset epoch, TimeSpan timeout) : Actors.ITopologyPlacement
+public sealed class ClusterPlacement(ActorSystem system, IRoute route, string config, IReadOnlyList<IActorRef> psHosts, IReadOnlyList<IActorRef> workerHosts,
+    int shards, int workers, IActorRef? clock, DateTimeOffset epoch, TimeSpan timeout, Actors.RunCheckpoint? resume) : Actors.ITopologyPlacement
 {
     public async Task<Actors.PlacedTopology> Place(IActorRef coordinator)
     {
@@ -155,7 +154,7 @@ public sealed class ClusterPlacement(string config, IReadOnlyList<IActorRef> psH
         {
             int[] ids = Enumerable.Range(0, count).Where(i => i % hosts.Count == h).ToArray();
             if (ids.Length == 0) return;
-            var hosted = await Ask(host, new HostRun(config, role, ids, coordinator, shardRefs, clock, epoch.UtcTicks), role);
+            var hosted = await Ask(host, new HostRun(config, role, ids, coordinator, shardRefs, clock, epoch.UtcTicks, resume), role);
             for (int i = 0; i < ids.Length; i++) refs[ids[i]] = hosted.Actors[i];
         });
         await Task.WhenAll(requests);
@@ -167,7 +166,7 @@ public sealed class ClusterPlacement(string config, IReadOnlyList<IActorRef> psH
         object reply;
         try
         {
-            reply = await host.Ask(request, timeout);
+            reply = await GatewayAsk.Ask(system, route, host, request, timeout);
         }
         catch (AskTimeoutException)
         {

@@ -23,10 +23,12 @@ public sealed record EventDone(IActorRef Actor, long Seq, double Now, IReadOnlyL
 /// (role "worker") of the experiment <paramref name="Config"/> (the resolved HOCON of the run, so
 /// every node derives the same data, seeds and settings). <paramref name="Shards"/> are the shard
 /// actors (for workers); <paramref name="Clock"/> is the scheduler's endpoint under the virtual
-/// clock, <paramref name="EpochTicks"/> the wall instant run time 0 stands for (UTC ticks).
+/// clock, <paramref name="EpochTicks"/> the wall instant run time 0 stands for (UTC ticks);
+/// <paramref name="Resume"/> the checkpoint a resumed run goes on from. It can be large (every
+/// shard's weights), so hosts are asked through the gateways (<see cref="GatewayAsk"/>).
 /// </summary>
-public sealed record HostRun(string Config, string Role, int[] Ids, IActorRef Coordinator, IActorRef[] Shards, IActorRef? Clock, long EpochTicks)
-    : IRemotingMessage;
+public sealed record HostRun(string Config, string Role, int[] Ids, IActorRef Coordinator, IActorRef[] Shards, IActorRef? Clock, long EpochTicks,
+    Actors.RunCheckpoint? Resume = null) : IRemotingMessage;
 
 /// <summary>Node host -> coordinator: the actors it built, in the order of the request's ids.</summary>
 public sealed record Hosted(string Role, IActorRef[] Actors) : IRemotingMessage;

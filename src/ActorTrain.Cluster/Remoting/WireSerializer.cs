@@ -195,6 +195,14 @@ public sealed class WireSerializer : SerializerWithStringManifest
                 WriteRefs(w, h.Shards);
                 WriteRef(w, h.Clock ?? ActorRefs.Nobody);
                 w.Long(h.EpochTicks);
+                w.Bool(h.Resume is not null);
+                if (h.Resume is { } resume)
+                {
+                    w.Long(resume.Step);
+                    w.Double(resume.Time);
+                    w.Int(resume.Shards.Count);
+                    foreach (var shard in resume.Shards) WriteNested(w, shard);
+                }
                 break;
             case Hosted h:
                 w.String(h.Role);
@@ -344,7 +352,18 @@ public sealed class WireSerializer : SerializerWithStringManifest
                 var coordinator = ReadRef(ref r);
                 var shards = ReadRefs(ref r, "HostRun.Shards");
                 var clock = ReadRef(ref r);
-                return new HostRun(config, role, ids, coordinator, shards, clock.IsNobody() ? null : clock, r.Long());
+                long epoch = r.Long();
+                Actors.RunCheckpoint? resume = null;
+                if (r.Bool())
+                {
+                    long step = r.Long();
+                    double time = r.Double();
+                    var parts = new ShardCheckpoint[r.Count(4, "HostRun.Resume")];
+                    for (int i = 0; i < parts.Length; i++)
+                        parts[i] = ReadNested(ref r) as ShardCheckpoint ?? throw new WireFormatException("HostRun.Resume: not a shard checkpoint");
+                    resume = new Actors.RunCheckpoint(step, time, parts);
+                }
+                return new HostRun(config, role, ids, coordinator, shards, clock.IsNobody() ? null : clock, epoch, resume);
             }
             case "HD":
             {
