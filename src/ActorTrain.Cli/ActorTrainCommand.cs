@@ -428,6 +428,8 @@ public static class ActorTrainCommand
         var shown = s.WorkerTimes.Count <= 8 ? s.WorkerTimes : s.WorkerTimes.OrderByDescending(w => w.ComputeSeconds).Take(8).ToList();
         Row(s.WorkerTimes.Count <= 8 ? "compute / comm / wait" : "compute / comm / wait (8 busiest)", string.Join("  ", shown.Select(w => FormattableString.Invariant(
             $"w{w.Worker}{(w.Slowdown > 1 ? $"(x{w.Slowdown:0.#})" : "")}{(w.Kills > 0 ? $"(killed {w.Kills}x)" : "")}: {Core.Simulation.Quantity.FormatSeconds(w.ComputeSeconds)}/{Core.Simulation.Quantity.FormatSeconds(w.CommunicationSeconds)}/{Core.Simulation.Quantity.FormatSeconds(w.WaitSeconds)}"))));
+        if (s.LostWorkers is { Count: > 0 } lost)
+            Row("lost workers", $"{string.Join(", ", lost)} (their node left the cluster; the run went on without them)");
         Row("results", result.Folder);
         console.Write(table);
     }

@@ -50,6 +50,16 @@ public sealed class CommandLineTests() : TempFolderTest("actortrain-cli-")
             Assert.True(File.Exists(Path.Combine(folder, file)), file);
     }
 
+    [Theory]
+    [InlineData("run --nodes 2", "a cluster run needs at least 3 nodes")]
+    [InlineData("run --nodes 5 --set topology.workers=2", "3 worker nodes for 2 workers")]
+    [InlineData("node --role foo", "unknown role 'foo'")]
+    [InlineData("node --role ps --seed localhost", "'localhost' is not host:port")]
+    [InlineData("node --role worker --config missing-cluster.conf", "cluster file 'missing-cluster.conf' not found")]
+    [InlineData("run --resume no-such-run", "run folder 'no-such-run' not found")]
+    public async Task Bad_cluster_and_resume_arguments_are_bad_input(string args, string expected) =>
+        AssertBadInput(await Invoke([.. args.Split(' '), "--out", Runs]), expected);
+
     [Fact]
     public async Task Malformed_hocon_is_bad_input() =>
         AssertBadInput(await Invoke(["run", Write("bad.conf", "model {\n  type = mlp\n"), "--out", Runs]), "malformed HOCON");
