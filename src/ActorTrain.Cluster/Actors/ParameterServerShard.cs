@@ -128,6 +128,7 @@ public sealed class ParameterServerShard : LinkedActor
         (_recentScale, _stalenessSum, _stalenessMax, _maxLead) = (k.LossScale, k.StalenessSum, k.StalenessMax, k.MaxClockLead);
         k.StalenessHistogram.CopyTo(_staleness, 0);
     }
+
     private bool IsBsp => _settings.Policy.Kind == SyncPolicyKind.Bsp;
 
     private void Training()

@@ -47,7 +47,6 @@ public sealed record SimulationIdle(double Time);
 /// </summary>
 public sealed class VirtualLink : ILink, IEventLink
 {
-
     private readonly object _lock = new();
     private readonly NetworkModel _network;
     private readonly double _lookahead;
