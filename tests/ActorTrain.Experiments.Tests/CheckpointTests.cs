@@ -64,5 +64,8 @@ public sealed class CheckpointTests() : TempFolderTest("actortrain-checkpoint-")
         var withCheckpoints = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, Quick), Path.Combine(Root, "c"));
         Assert.Contains("checkpoints at steps 100, 200",
             (await Assert.ThrowsAsync<ActorTrainException>(() => ExperimentRunner.ResumeAsync(withCheckpoints.Folder, step: 150))).Message);
+        string file = Path.Combine(withCheckpoints.Folder, Checkpoints.Folder, "step-200.ckpt");
+        File.WriteAllBytes(file, File.ReadAllBytes(file)[..^100]);
+        Assert.Contains("cannot read", (await Assert.ThrowsAsync<ActorTrainException>(() => ExperimentRunner.ResumeAsync(withCheckpoints.Folder))).Message);
     }
 }

@@ -149,15 +149,7 @@ public sealed class WireSerializer : SerializerWithStringManifest
                 w.Int(l.Worker);
                 break;
             case ShardCheckpoint c:
-                w.Int(c.Shard);
-                w.Long(c.Step);
-                w.Long(c.Version);
-                w.Floats(c.Weights);
-                w.Long(c.OptimizerSteps);
-                w.Int(c.OptimizerState.Length);
-                foreach (var buffer in c.OptimizerState) w.Floats(buffer);
-                w.Longs(c.WorkerClocks);
-                WriteCounters(w, c.Counters);
+                WriteCheckpoint(w, c);
                 break;
             case Frame f:
                 w.Long(f.Transfer);
@@ -196,13 +188,7 @@ public sealed class WireSerializer : SerializerWithStringManifest
                 WriteRef(w, h.Clock ?? ActorRefs.Nobody);
                 w.Long(h.EpochTicks);
                 w.Bool(h.Resume is not null);
-                if (h.Resume is { } resume)
-                {
-                    w.Long(resume.Step);
-                    w.Double(resume.Time);
-                    w.Int(resume.Shards.Count);
-                    foreach (var shard in resume.Shards) WriteNested(w, shard);
-                }
+                if (h.Resume is { } resume) WriteCheckpoint(w, resume);
                 break;
             case Hosted h:
                 w.String(h.Role);
@@ -307,15 +293,7 @@ public sealed class WireSerializer : SerializerWithStringManifest
             case "WL":
                 return new WorkerLost(r.Int());
             case "CK":
-            {
-                int shard = r.Int();
-                long step = r.Long(), version = r.Long();
-                var weights = r.Floats("ShardCheckpoint.Weights");
-                long optimizerSteps = r.Long();
-                var state = new float[r.Count(4, "ShardCheckpoint.OptimizerState")][];
-                for (int i = 0; i < state.Length; i++) state[i] = r.Floats("ShardCheckpoint.OptimizerState");
-                return new ShardCheckpoint(shard, step, version, weights, optimizerSteps, state, r.Longs("ShardCheckpoint.WorkerClocks"), ReadCounters(ref r));
-            }
+                return ReadCheckpoint(ref r);
             case "FR":
                 return new Frame(r.Long(), r.Int(), r.Int(), r.Bytes("Frame.Data").ToArray());
             case "EV":
@@ -353,16 +331,7 @@ public sealed class WireSerializer : SerializerWithStringManifest
                 var shards = ReadRefs(ref r, "HostRun.Shards");
                 var clock = ReadRef(ref r);
                 long epoch = r.Long();
-                Actors.RunCheckpoint? resume = null;
-                if (r.Bool())
-                {
-                    long step = r.Long();
-                    double time = r.Double();
-                    var parts = new ShardCheckpoint[r.Count(4, "HostRun.Resume")];
-                    for (int i = 0; i < parts.Length; i++)
-                        parts[i] = ReadNested(ref r) as ShardCheckpoint ?? throw new WireFormatException("HostRun.Resume: not a shard checkpoint");
-                    resume = new Actors.RunCheckpoint(step, time, parts);
-                }
+                var resume = r.Bool() ? ReadRunCheckpoint(ref r) : null;
                 return new HostRun(config, role, ids, coordinator, shards, clock.IsNobody() ? null : clock, epoch, resume);
             }
             case "HD":
@@ -402,6 +371,66 @@ public sealed class WireSerializer : SerializerWithStringManifest
     {
         string path = r.String("actor path");
         return path.Length == 0 ? ActorRefs.Nobody : system.Provider.ResolveActorRef(path);
+    }
+
+    /// <summary>
+    /// A run's checkpoint in the wire format: what `HostRun` carries to the nodes of a resumed run
+    /// and, behind a magic and a version, what checkpoints/step-N.ckpt holds (one encoding for both).
+    /// </summary>
+    public static byte[] EncodeCheckpoint(Actors.RunCheckpoint checkpoint)
+    {
+        using var w = new WireWriter(1 << 16);
+        WriteCheckpoint(w, checkpoint);
+        return w.ToArray();
+    }
+
+    public static Actors.RunCheckpoint DecodeCheckpoint(ReadOnlySpan<byte> bytes)
+    {
+        var r = new WireReader(bytes, int.MaxValue);
+        var checkpoint = ReadRunCheckpoint(ref r);
+        r.End("checkpoint");
+        return checkpoint;
+    }
+
+    private static void WriteCheckpoint(WireWriter w, Actors.RunCheckpoint checkpoint)
+    {
+        w.Long(checkpoint.Step);
+        w.Double(checkpoint.Time);
+        w.Int(checkpoint.Shards.Count);
+        foreach (var shard in checkpoint.Shards) WriteCheckpoint(w, shard);
+    }
+
+    private static Actors.RunCheckpoint ReadRunCheckpoint(ref WireReader r)
+    {
+        long step = r.Long();
+        double time = r.Double();
+        var shards = new ShardCheckpoint[r.Count(4, "RunCheckpoint.Shards")];
+        for (int i = 0; i < shards.Length; i++) shards[i] = ReadCheckpoint(ref r);
+        return new Actors.RunCheckpoint(step, time, shards);
+    }
+
+    private static void WriteCheckpoint(WireWriter w, ShardCheckpoint c)
+    {
+        w.Int(c.Shard);
+        w.Long(c.Step);
+        w.Long(c.Version);
+        w.Floats(c.Weights);
+        w.Long(c.OptimizerSteps);
+        w.Int(c.OptimizerState.Length);
+        foreach (var buffer in c.OptimizerState) w.Floats(buffer);
+        w.Longs(c.WorkerClocks);
+        WriteCounters(w, c.Counters);
+    }
+
+    private static ShardCheckpoint ReadCheckpoint(ref WireReader r)
+    {
+        int shard = r.Int();
+        long step = r.Long(), version = r.Long();
+        var weights = r.Floats("ShardCheckpoint.Weights");
+        long optimizerSteps = r.Long();
+        var state = new float[r.Count(4, "ShardCheckpoint.OptimizerState")][];
+        for (int i = 0; i < state.Length; i++) state[i] = r.Floats("ShardCheckpoint.OptimizerState");
+        return new ShardCheckpoint(shard, step, version, weights, optimizerSteps, state, r.Longs("ShardCheckpoint.WorkerClocks"), ReadCounters(ref r));
     }
 
     private static void WriteRefs(WireWriter w, IActorRef[] actors)
