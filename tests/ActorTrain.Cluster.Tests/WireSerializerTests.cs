@@ -101,6 +101,32 @@ public class WireSerializerTests() : TestKit(WireSerializer.Bindings)
     }
 
     [Fact]
+    public void Checkpoints_round_trip_as_messages_inside_a_host_request_and_as_files()
+    {
+        var counters = new ShardCounters(10, 40, 1, 0, 1280, 9, 8, 7, 6, 0.5, new long[ShardCounters.HistogramBuckets], 3, 2, 1, 0.25);
+        var part = new ShardCheckpoint(1, 100, 100, [1f, 2f, -3f], 100, [[0.5f, 0.25f, 0f], [1e-8f, 2e-8f, 3e-8f]], [100, 100, 99], counters);
+        var checkpoint = new Actors.RunCheckpoint(100, 0.125, [part, part with { Shard = 0 }]);
+
+        void AssertSame(ShardCheckpoint expected, ShardCheckpoint actual)
+        {
+            Assert.Equal((expected.Shard, expected.Step, expected.Version, expected.OptimizerSteps), (actual.Shard, actual.Step, actual.Version, actual.OptimizerSteps));
+            Assert.Equal(expected.Weights, actual.Weights);
+            Assert.Equal(expected.OptimizerState, actual.OptimizerState);
+            Assert.Equal(expected.WorkerClocks, actual.WorkerClocks);
+            Assert.Equal(expected.Counters with { StalenessHistogram = actual.Counters.StalenessHistogram }, actual.Counters);
+        }
+
+        AssertSame(part, (ShardCheckpoint)RoundTrip(part));
+        var host = (HostRun)RoundTrip(new HostRun("x", "ps", [0, 1], TestActor, [], null, 1, checkpoint));
+        Assert.Equal((100L, 0.125), (host.Resume!.Step, host.Resume.Time));
+        AssertSame(part, host.Resume.Shards[0]);
+        var file = WireSerializer.DecodeCheckpoint(WireSerializer.EncodeCheckpoint(checkpoint));
+        Assert.Equal(2, file.Shards.Count);
+        AssertSame(checkpoint.Shards[1], file.Shards[1]);
+        Assert.Throws<WireFormatException>(() => WireSerializer.DecodeCheckpoint(WireSerializer.EncodeCheckpoint(checkpoint)[..^1]));
+    }
+
+    [Fact]
     public void Malformed_or_oversized_bytes_are_refused_with_a_wire_format_error()
     {
         var serializer = Serializer;
