@@ -44,8 +44,8 @@ public static class WireBenchmarks
         long total = long.Parse(Get("mb", "256"), CultureInfo.InvariantCulture) << 20;
         int repeat = int.Parse(Get("repeat", "3"), CultureInfo.InvariantCulture);
 
-        var start = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardInput = true, UseShellExecute = false };
-        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet") start.ArgumentList.Add(typeof(WireBenchmarks).Assembly.Location);
+        var start = new ProcessStartInfo(Experiments.LocalCluster.DotnetHost()) { RedirectStandardOutput = true, RedirectStandardInput = true, UseShellExecute = false };
+        start.ArgumentList.Add(typeof(WireBenchmarks).Assembly.Location);
         start.ArgumentList.Add("wire");
         start.ArgumentList.Add("--receiver");
         using var receiver = Process.Start(start)!;

@@ -235,7 +235,7 @@ public static class ClusterRunner
     private sealed class CoordinatorHost(ActorSystem system, Config config) : ITopologyHost
     {
         private readonly IActorRef _gateway = system.ActorOf(Gateway.Props(config.GetInt("actortrain.cluster.chunk-size"), MaxMessageSize(config)), "gateway");
-        private IRoute Route => new GatewayRoute(_gateway, Akka.Cluster.Cluster.Get(system).SelfAddress);
+        private GatewayRoute Route => new(_gateway, Akka.Cluster.Cluster.Get(system).SelfAddress);
         private readonly List<IActorRef> _hosts = [];
         private IActorRef[] _ps = [], _workers = [];
 
@@ -278,18 +278,12 @@ public static class ClusterRunner
             _gateway.Tell(new Gateway.UseEventLink(link));
             var placement = new ClusterPlacement(system, route, spec.ResolvedConfig, _ps, _workers, spec.Topology.Shards, spec.Topology.Workers, clock, link.Epoch,
                 config.GetTimeSpan("actortrain.cluster.host-timeout"), settings.Resume);
-            var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-            var coordinator = system.ActorOf(Coordinator.Props(settings with { Placement = placement }, engines, link, completion, observer), "coordinator");
             try
             {
-                using var registration = cancellation.Register(() => completion.TrySetCanceled(cancellation));
-                return await completion.Task;
+                return await ExperimentRunner.RunCoordinator(system, settings with { Placement = placement }, engines, link, observer, cancellation);
             }
             finally
             {
-                link.Stop();
-                (link as IDisposable)?.Dispose();
-                system.Stop(coordinator);
                 if (clock is not null) system.Stop(clock);
             }
         }

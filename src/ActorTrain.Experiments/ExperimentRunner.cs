@@ -208,21 +208,34 @@ public static class ExperimentRunner
         public async Task<RunOutcome> Run(ExperimentSpec spec, Coordinator.Settings settings, GradientEngineFactory engines, IRunObserver observer,
             CancellationToken cancellation)
         {
-            var link = CreateLink(spec);
             var system = ActorSystem.Create("actortrain", ConfigurationFactory.ParseString(ActorSystemConfig));
             try
             {
-                var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-                system.ActorOf(Coordinator.Props(settings, engines, link, completion, observer), "coordinator");
-                using var registration = cancellation.Register(() => completion.TrySetCanceled(cancellation));
-                return await completion.Task;
+                return await RunCoordinator(system, settings, engines, CreateLink(spec), observer, cancellation);
             }
             finally
             {
-                link.Stop();
-                (link as IDisposable)?.Dispose();
                 await system.Terminate();
             }
+        }
+    }
+
+    /// <summary>Starts the run's coordinator in <paramref name="system"/> and waits for its outcome; the link is released whatever happens.</summary>
+    internal static async Task<RunOutcome> RunCoordinator(ActorSystem system, Coordinator.Settings settings, GradientEngineFactory engines, ILink link,
+        IRunObserver observer, CancellationToken cancellation)
+    {
+        var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var coordinator = system.ActorOf(Coordinator.Props(settings, engines, link, completion, observer), "coordinator");
+        try
+        {
+            using var registration = cancellation.Register(() => completion.TrySetCanceled(cancellation));
+            return await completion.Task;
+        }
+        finally
+        {
+            link.Stop();
+            (link as IDisposable)?.Dispose();
+            system.Stop(coordinator);
         }
     }
 

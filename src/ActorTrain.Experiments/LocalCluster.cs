@@ -102,7 +102,7 @@ public sealed class LocalCluster : IAsyncDisposable
     }
 
     /// <summary>The dotnet host this process runs on (tests run under it too), or the one on PATH.</summary>
-    private static string DotnetHost() =>
+    public static string DotnetHost() =>
         Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet" ? Environment.ProcessPath! : "dotnet";
 
     /// <summary>A port nothing listens on now (the OS's choice for port 0).</summary>

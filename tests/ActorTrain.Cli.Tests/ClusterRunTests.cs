@@ -30,24 +30,34 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
         return path;
     }
 
-    private async Task<(RunResult Result, LocalCluster Cluster)> RunOnCluster(ExperimentSpec spec, int nodes, string output, string? clusterConfig = null,
-        IRunObserver? observer = null)
+    /// <summary>
+    /// Runs <paramref name="run"/> (this process as coordinator) on a local cluster whose logs go to
+    /// logs-output and results under output; on failure the children are killed, not waited for.
+    /// </summary>
+    private async Task<(RunResult Result, LocalCluster Cluster)> OnCluster(ExperimentSpec spec, int nodes, string output, string? clusterConfig,
+        Func<LocalCluster, string, Task<RunResult>> run)
     {
         var cluster = LocalCluster.Plan(nodes, spec, Cli, clusterConfig, Path.Combine(Root, "logs-" + output));
         try
         {
-            var result = await ClusterRunner.RunAsync(spec, cluster.CoordinatorOptions, Path.Combine(Root, output), observer, default, cluster.Launch)
-                .WaitAsync(TimeSpan.FromMinutes(3));
-            await cluster.DisposeAsync();
-            return (result, cluster);
+            return (await run(cluster, Path.Combine(Root, output)).WaitAsync(TimeSpan.FromMinutes(3)), cluster);
         }
         catch
         {
             cluster.KillAll();
-            await cluster.DisposeAsync();
             throw;
         }
+        finally
+        {
+            await cluster.DisposeAsync();
+        }
     }
+
+    /// <param name="observer">Given the cluster (to kill one of its nodes, say), the observer of the run.</param>
+    private Task<(RunResult Result, LocalCluster Cluster)> RunOnCluster(ExperimentSpec spec, int nodes, string output, string? clusterConfig = null,
+        Func<LocalCluster, IRunObserver>? observer = null) =>
+        OnCluster(spec, nodes, output, clusterConfig,
+            (cluster, folder) => ClusterRunner.RunAsync(spec, cluster.CoordinatorOptions, folder, observer?.Invoke(cluster), default, cluster.Launch));
 
     [Fact]
     public async Task Three_processes_under_the_virtual_clock_write_the_metrics_of_one_process_byte_for_byte()
@@ -75,17 +85,8 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
         var whole = await ExperimentRunner.RunAsync(spec, Path.Combine(Root, "whole"));
         var local = await ExperimentRunner.ResumeAsync(whole.Folder, 100, Path.Combine(Root, "local"));
 
-        var cluster = LocalCluster.Plan(3, spec, Cli, null, Path.Combine(Root, "logs-resume"));
-        RunResult resumed;
-        try
-        {
-            resumed = await ClusterRunner.ResumeAsync(whole.Folder, 100, cluster.CoordinatorOptions, Path.Combine(Root, "cluster"), null, default, cluster.Launch)
-                .WaitAsync(TimeSpan.FromMinutes(3));
-        }
-        finally
-        {
-            await cluster.DisposeAsync();
-        }
+        var (resumed, _) = await OnCluster(spec, 3, "resumed", null,
+            (cluster, folder) => ClusterRunner.ResumeAsync(whole.Folder, 100, cluster.CoordinatorOptions, folder, null, default, cluster.Launch));
         Assert.Equal(whole.Outcome.FinalWeights, resumed.Outcome.FinalWeights);
         Assert.Equal(File.ReadAllBytes(Path.Combine(local.Folder, "metrics.csv")), File.ReadAllBytes(Path.Combine(resumed.Folder, "metrics.csv")));
     }
@@ -128,21 +129,8 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
     {
         var spec = ExperimentSpec.Load(null, ["training.max-steps=400", "training.eval-every=20", $"sync.policy={policy}", "sync.staleness=2",
             "simulation.clock=wall", "output.plots=off", "telemetry.exporter=none"]);
-        LocalCluster? running = null;
-        var observer = new KillAtStep(60, () => running!.Nodes.Last(n => n.Role == "worker").Process.Kill());
-        var cluster = LocalCluster.Plan(4, spec, Cli, FastClusterConfig(), Path.Combine(Root, "logs-kill-" + policy));
-        running = cluster;
-        RunResult result;
-        try
-        {
-            result = await ClusterRunner.RunAsync(spec, cluster.CoordinatorOptions, Path.Combine(Root, "kill-" + policy), observer, default, cluster.Launch)
-                .WaitAsync(TimeSpan.FromMinutes(3));
-        }
-        finally
-        {
-            cluster.KillAll();
-            await cluster.DisposeAsync();
-        }
+        var (result, _) = await RunOnCluster(spec, 4, "kill-" + policy, FastClusterConfig(),
+            cluster => new KillAtStep(60, () => cluster.Nodes.Last(n => n.Role == "worker").Process.Kill()));
 
         // 2 worker nodes in address order: workers 0 and 2 on the first, 1 and 3 on the second; one node was killed
         Assert.Equal(StopReason.MaxSteps, result.Outcome.StopReason);
@@ -163,21 +151,8 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
     {
         var spec = ExperimentSpec.Load(null, ["training.max-steps=300", "training.eval-every=20", "training.checkpoint-every=40",
             "simulation.clock=wall", "output.plots=off", "telemetry.exporter=none"]);
-        LocalCluster? running = null;
-        var observer = new KillAtStep(100, () => running!.Nodes.Single(n => n.Role == "ps").Process.Kill());
-        var cluster = LocalCluster.Plan(3, spec, Cli, FastClusterConfig(), Path.Combine(Root, "logs-ps"));
-        running = cluster;
-        RunFailedWithCheckpointException failure;
-        try
-        {
-            failure = await Assert.ThrowsAsync<RunFailedWithCheckpointException>(() =>
-                ClusterRunner.RunAsync(spec, cluster.CoordinatorOptions, Path.Combine(Root, "ps"), observer, default, cluster.Launch).WaitAsync(TimeSpan.FromMinutes(3)));
-        }
-        finally
-        {
-            cluster.KillAll();
-            await cluster.DisposeAsync();
-        }
+        var failure = await Assert.ThrowsAsync<RunFailedWithCheckpointException>(() => RunOnCluster(spec, 3, "ps", FastClusterConfig(),
+            cluster => new KillAtStep(100, () => cluster.Nodes.Single(n => n.Role == "ps").Process.Kill())));
         Assert.Contains("shard 0", failure.Message);
         Assert.Contains("was lost", failure.Message);
         Assert.Contains("--resume", failure.Message);

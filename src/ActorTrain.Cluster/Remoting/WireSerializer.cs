@@ -151,12 +151,8 @@ public sealed class WireSerializer : SerializerWithStringManifest
             case ShardCheckpoint c:
                 WriteCheckpoint(w, c);
                 break;
-            case Frame f:
-                w.Long(f.Transfer);
-                w.Int(f.Index);
-                w.Int(f.Count);
-                w.Bytes(f.Data.Span);
-                break;
+            case Frame:
+                throw new WireFormatException("a frame travels on its own (ToBinary), never inside another message");
             case RemoteEvent e:
                 w.Long(e.Seq);
                 w.Double(e.Start);
@@ -295,7 +291,7 @@ public sealed class WireSerializer : SerializerWithStringManifest
             case "CK":
                 return ReadCheckpoint(ref r);
             case "FR":
-                return new Frame(r.Long(), r.Int(), r.Int(), r.Bytes("Frame.Data").ToArray());
+                throw new WireFormatException("a frame travels on its own (FromBinary), never inside another message");
             case "EV":
             {
                 long seq = r.Long();
