@@ -66,10 +66,12 @@ public static class ActorTrainCommand
         {
             experiment, set, outDir, exporter, endpoint, nodes, clusterConfig, resume, checkpoint,
         };
-        run.SetAction((parse, token) => Guard(stderr, () => parse.GetValue(resume) is { } folder
+        run.SetAction((parse, token) => Guard(stderr, () => parse.GetValue(checkpoint) is { } step && parse.GetValue(resume) is null
+            ? throw new ActorTrainException($"--checkpoint {step} picks a checkpoint of the run given with --resume <run-dir>; add --resume")
+            : parse.GetValue(resume) is { } folder
             ? Resume(folder, parse.GetValue(checkpoint), parse.GetValue(experiment), parse.GetValue(nodes), parse.GetValue(clusterConfig), Overrides(parse),
-                parse.GetValue(outDir), console, stdout, token)
-            : Run(parse.GetValue(experiment), Overrides(parse), parse.GetValue(outDir), parse.GetValue(nodes), parse.GetValue(clusterConfig), console, stdout, token)));
+                parse.GetValue(outDir), console, stdout, stderr, token)
+            : Run(parse.GetValue(experiment), Overrides(parse), parse.GetValue(outDir), parse.GetValue(nodes), parse.GetValue(clusterConfig), console, stdout, stderr, token)));
 
         var role = new Option<string>("--role") { Description = "coordinator (runs the experiment), ps (hosts shards) or worker (hosts workers).", Required = true };
         var nodeConfig = new Option<string?>("--config") { Description = "Cluster settings over the embedded hocon/cluster.conf." };
@@ -80,7 +82,7 @@ public static class ActorTrainCommand
             experiment, role, nodeConfig, seed, port, set, outDir, exporter, endpoint,
         };
         node.SetAction((parse, token) => Guard(stderr, () => Node(parse.GetValue(role)!, parse.GetValue(experiment), parse.GetValue(nodeConfig),
-            parse.GetValue(seed) ?? [], parse.GetValue(port), Overrides(parse), parse.GetValue(outDir), console, stdout, token)));
+            parse.GetValue(seed) ?? [], parse.GetValue(port), Overrides(parse), parse.GetValue(outDir), console, stdout, stderr, token)));
 
         var sweepFile = new Argument<string>("experiment") { Description = "Experiment file (.conf) with a sweep block, or any experiment with --values." };
         var values = new Option<string[]>("--values")
@@ -177,37 +179,37 @@ public static class ActorTrainCommand
     }
 
     private static async Task<int> Run(string? file, string[] overrides, string? outDir, int nodes, string? clusterConfig, IAnsiConsole console,
-        TextWriter stdout, CancellationToken token)
+        TextWriter stdout, TextWriter stderr, CancellationToken token)
     {
         if (file is not null && file.StartsWith('-'))
             throw new ActorTrainException($"unknown option '{file}'; see 'actortrain run --help'");
         var spec = ExperimentSpec.Load(file, overrides);
-        if (nodes > 1) return await RunOnLocalCluster(spec, nodes, clusterConfig, outDir, console, stdout, token);
+        if (nodes > 1) return await RunOnLocalCluster(spec, nodes, clusterConfig, outDir, console, stdout, stderr, token);
         if (nodes < 1) throw new ActorTrainException($"--nodes {nodes}: use 1 (one process) or 3 and more");
         if (spec.Variants.Count > 0) return await Compare(spec, outDir, console, stdout, token);
         var result = await RunOne(spec, (observer, t) => ExperimentRunner.RunAsync(spec, outDir, observer, t), console, stdout, token);
-        PrintSummary(console, result);
+        PrintSummary(console, result, stderr);
         return Ok;
     }
 
     private static async Task<int> Resume(string folder, long? step, string? file, int nodes, string? clusterConfig, string[] overrides, string? outDir,
-        IAnsiConsole console, TextWriter stdout, CancellationToken token)
+        IAnsiConsole console, TextWriter stdout, TextWriter stderr, CancellationToken token)
     {
         if (file is not null) throw new ActorTrainException("--resume: the experiment is the run folder's config.conf; give no experiment file");
         if (overrides.Length > 0) throw new ActorTrainException("--resume: a resumed run keeps its config; --set and the telemetry options are not taken");
         var resumption = Resumption.Read(folder, step);
         outDir ??= Path.GetDirectoryName(Path.GetFullPath(folder));
         if (nodes > 1)
-            return await RunOnLocalCluster(resumption.Spec, nodes, clusterConfig, outDir, console, stdout, token,
+            return await RunOnLocalCluster(resumption.Spec, nodes, clusterConfig, outDir, console, stdout, stderr, token,
                 (cluster, observer, t) => ClusterRunner.ResumeAsync(folder, step, cluster.CoordinatorOptions, outDir, observer, t, cluster.Launch));
         if (nodes < 1) throw new ActorTrainException($"--nodes {nodes}: use 1 (one process) or 3 and more");
         var result = await RunOne(resumption.Spec, (observer, t) => ExperimentRunner.ResumeAsync(folder, step, outDir, observer, t), console, stdout, token);
-        PrintSummary(console, result);
+        PrintSummary(console, result, stderr);
         return Ok;
     }
 
     private static async Task<int> RunOnLocalCluster(ExperimentSpec spec, int nodes, string? clusterConfig, string? outDir, IAnsiConsole console,
-        TextWriter stdout, CancellationToken token, Func<LocalCluster, IRunObserver, CancellationToken, Task<RunResult>>? runner = null)
+        TextWriter stdout, TextWriter stderr, CancellationToken token, Func<LocalCluster, IRunObserver, CancellationToken, Task<RunResult>>? runner = null)
     {
         runner ??= (cluster, observer, t) => ClusterRunner.RunAsync(spec, cluster.CoordinatorOptions, outDir, observer, t, cluster.Launch);
         string root = outDir ?? spec.Output.Directory;
@@ -227,12 +229,12 @@ public static class ActorTrainCommand
         }
         await cluster.DisposeAsync();
         cluster.MoveLogs(result.Folder);
-        PrintSummary(console, result);
+        PrintSummary(console, result, stderr);
         return Ok;
     }
 
     private static async Task<int> Node(string role, string? file, string? clusterConfig, string[] seeds, int? port, string[] overrides, string? outDir,
-        IAnsiConsole console, TextWriter stdout, CancellationToken token)
+        IAnsiConsole console, TextWriter stdout, TextWriter stderr, CancellationToken token)
     {
         var options = new ClusterNodeOptions(role, clusterConfig, port, seeds);
         if (role != "coordinator")
@@ -246,7 +248,7 @@ public static class ActorTrainCommand
         }
         var spec = ExperimentSpec.Load(file, overrides);
         var result = await RunOne(spec, (observer, t) => ClusterRunner.RunAsync(spec, options, outDir, observer, t), console, stdout, token);
-        PrintSummary(console, result);
+        PrintSummary(console, result, stderr);
         return Ok;
     }
 
@@ -352,7 +354,8 @@ public static class ActorTrainCommand
             table.AddRow(Markup.Escape(r.Variant), Markup.Escape(r.Policy), Markup.Escape(r.Compression), r.Updates.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 r.SecondsToTargetLoss is { } s ? Core.Simulation.Quantity.FormatSeconds(s) : r.TargetLoss is null ? "-" : "not reached",
                 r.UpdatesToTargetLoss?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-",
-                FormattableString.Invariant($"{r.FinalTestLoss:0.0000}"), FormattableString.Invariant($"{r.MeanStaleness:0.00} / {r.MaxStaleness}"),
+                r.StopReason == "diverged" ? FormattableString.Invariant($"{r.FinalTestLoss} (diverged)") : FormattableString.Invariant($"{r.FinalTestLoss:0.0000}"),
+                FormattableString.Invariant($"{r.MeanStaleness:0.00} / {r.MaxStaleness}"),
                 Core.Simulation.Quantity.FormatSeconds(r.MeanWaitSeconds), FormattableString.Invariant($"{r.BytesWorkerToShard / 1e6:0.00}"),
                 FormattableString.Invariant($"{r.UplinkRatio:0.0}x"));
         console.Write(table);
@@ -398,8 +401,11 @@ public static class ActorTrainCommand
         public void OnEvaluation(EvaluationPoint point) => onPoint(point);
     }
 
-    private static void PrintSummary(IAnsiConsole console, RunResult result)
+    private static void PrintSummary(IAnsiConsole console, RunResult result, TextWriter stderr)
     {
+        if (result.Summary.StopReason == "diverged")
+            stderr.WriteLine(FormattableString.Invariant(
+                $"warning: the run diverged: test loss {result.Summary.FinalTestLoss} at step {result.Summary.Steps}; it stopped there and its results are kept in {result.Folder} (try a smaller optimizer.learning-rate)"));
         var s = result.Summary;
         var table = new Table().Title("[bold]run summary[/]").AddColumn("").AddColumn("");
         void Row(string k, string v) => table.AddRow(Markup.Escape(k), Markup.Escape(v));

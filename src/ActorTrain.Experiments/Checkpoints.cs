@@ -1,3 +1,5 @@
+using System.Buffers.Binary;
+using System.IO.Hashing;
 using ActorTrain.Cluster.Actors;
 using ActorTrain.Cluster.Remoting;
 using ActorTrain.Core;
@@ -6,28 +8,63 @@ namespace ActorTrain.Experiments;
 
 /// <summary>
 /// A run's checkpoints: checkpoints/step-N.ckpt in the run folder, one file per checkpointed step
-/// holding every shard's part: a magic and a version, then the checkpoint in the cluster's wire
-/// format (<see cref="WireSerializer.EncodeCheckpoint"/>). Written to a temporary name and
-/// renamed, so a file that exists is whole.
+/// holding every shard's part: a magic, a version and the payload's length, the checkpoint in the
+/// cluster's wire format (<see cref="WireSerializer.EncodeCheckpoint"/>), then an XxHash64 of
+/// everything before it. A file whose hash does not match is refused: a flipped bit in the weights
+/// would otherwise resume silently from wrong weights. Written to a temporary name and renamed, so
+/// a file that exists is whole.
 /// </summary>
 public static class Checkpoints
 {
     public const string Folder = "checkpoints";
     private const uint Magic = 0x4B435441; // "ATCK"
-    private const int Version = 1;
+    private const int Version = 2;
+    private const int HeaderBytes = 16, HashBytes = 8;
 
     public static void Write(string runFolder, RunCheckpoint checkpoint)
     {
         string folder = Path.Combine(runFolder, Folder);
         Directory.CreateDirectory(folder);
         string path = Path.Combine(folder, $"step-{checkpoint.Step}.ckpt");
-        using (var w = new BinaryWriter(File.Create(path + ".tmp")))
-        {
-            w.Write(Magic);
-            w.Write(Version);
-            w.Write(WireSerializer.EncodeCheckpoint(checkpoint));
-        }
+        File.WriteAllBytes(path + ".tmp", Encode(checkpoint));
         File.Move(path + ".tmp", path, overwrite: true);
+    }
+
+    /// <summary>A checkpoint file's bytes: header, payload, hash.</summary>
+    public static byte[] Encode(RunCheckpoint checkpoint)
+    {
+        byte[] payload = WireSerializer.EncodeCheckpoint(checkpoint);
+        var bytes = new byte[HeaderBytes + payload.Length + HashBytes];
+        BinaryPrimitives.WriteUInt32LittleEndian(bytes, Magic);
+        BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(4), Version);
+        BinaryPrimitives.WriteInt64LittleEndian(bytes.AsSpan(8), payload.Length);
+        payload.CopyTo(bytes.AsSpan(HeaderBytes));
+        XxHash64.Hash(bytes.AsSpan(0, HeaderBytes + payload.Length), bytes.AsSpan(HeaderBytes + payload.Length));
+        return bytes;
+    }
+
+    /// <summary>A checkpoint from a file's bytes; anything but a whole, unaltered checkpoint of this version is an <see cref="InvalidDataException"/>.</summary>
+    public static RunCheckpoint Decode(ReadOnlySpan<byte> bytes)
+    {
+        if (bytes.Length < HeaderBytes + HashBytes || BinaryPrimitives.ReadUInt32LittleEndian(bytes) != Magic)
+            throw new InvalidDataException("not an ActorTrain checkpoint");
+        int version = BinaryPrimitives.ReadInt32LittleEndian(bytes[4..]);
+        if (version != Version)
+            throw new InvalidDataException($"checkpoint format version {version}; this ActorTrain reads version {Version} (with a checksum) only");
+        long length = BinaryPrimitives.ReadInt64LittleEndian(bytes[8..]);
+        if (length != bytes.Length - HeaderBytes - HashBytes)
+            throw new InvalidDataException($"the file holds {bytes.Length} bytes but its header says {length} bytes of checkpoint: it is truncated or has extra bytes");
+        var body = bytes[..^HashBytes];
+        if (XxHash64.HashToUInt64(body) != BinaryPrimitives.ReadUInt64BigEndian(bytes[^HashBytes..]))
+            throw new InvalidDataException("checksum mismatch: the file was changed or damaged after it was written");
+        try
+        {
+            return WireSerializer.DecodeCheckpoint(body[HeaderBytes..]);
+        }
+        catch (WireFormatException e)
+        {
+            throw new InvalidDataException(e.Message, e);
+        }
     }
 
     /// <summary>The steps checkpointed in a run folder, in order.</summary>
@@ -52,14 +89,11 @@ public static class Checkpoints
         string path = Path.Combine(runFolder, Folder, $"step-{chosen}.ckpt");
         try
         {
-            byte[] bytes = File.ReadAllBytes(path);
-            if (bytes.Length < 8 || BitConverter.ToUInt32(bytes, 0) != Magic || BitConverter.ToInt32(bytes, 4) != Version)
-                throw new InvalidDataException("not an ActorTrain checkpoint of this version");
-            return WireSerializer.DecodeCheckpoint(bytes.AsSpan(8));
+            return Decode(File.ReadAllBytes(path));
         }
-        catch (Exception e) when (e is IOException or InvalidDataException or WireFormatException)
+        catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
         {
-            throw new ActorTrainException($"--resume: cannot read {path}: {e.Message}");
+            throw new ActorTrainException($"--resume: checkpoint {path} cannot be used: {e.Message}");
         }
     }
 }

@@ -40,7 +40,7 @@ public static class ClusterRunner
         Run(spec, options, listening, cancellation, host =>
         {
             string root = outputRoot ?? spec.Output.Directory;
-            return ExperimentRunner.RunInto(spec, ExperimentData.Build(spec), root, ExperimentRunner.UniqueFolder(root, $"{spec.Name}-{ExperimentRunner.Stamp()}"),
+            return ExperimentRunner.RunInto(spec, ExperimentData.Build(spec), root, $"{spec.Name}-{ExperimentRunner.Stamp()}",
                 observer, cancellation, host);
         });
 

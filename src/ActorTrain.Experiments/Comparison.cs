@@ -41,8 +41,6 @@ public sealed record ComparisonRow(
 /// </summary>
 public sealed record Comparison(string Name, double? TargetLoss, string Clock, IReadOnlyList<ComparisonRow> Rows)
 {
-    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
-
     public static Comparison Create(ExperimentSpec spec, IReadOnlyList<(ExperimentVariant Variant, RunResult Result)> runs)
     {
         double? target = spec.Training.TargetLoss;
@@ -89,10 +87,10 @@ public sealed record Comparison(string Name, double? TargetLoss, string Clock, I
     {
         File.WriteAllText(Path.Combine(folder, "comparison.md"), Markdown());
         File.WriteAllText(Path.Combine(folder, "comparison.csv"), Csv());
-        File.WriteAllText(Path.Combine(folder, "summary.json"), JsonSerializer.Serialize(this, Json) + "\n");
+        File.WriteAllText(Path.Combine(folder, "summary.json"), JsonSerializer.Serialize(this, ResultFormat.Json) + "\n");
     }
 
-    private static string F(double v, string format = "R") => v.ToString(format, CultureInfo.InvariantCulture);
+    private static string F(double v, string format = "R") => ResultFormat.Csv(v, format);
 
     /// <summary>Every key some variant sets, in first-seen order: one column each.</summary>
     public IReadOnlyList<string> ParameterKeys => Rows.SelectMany(r => r.Parameters.Select(p => p.Key)).Distinct().ToList();

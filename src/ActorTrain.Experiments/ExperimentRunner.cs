@@ -32,7 +32,7 @@ public static class ExperimentRunner
         CancellationToken cancellation = default)
     {
         string root = outputRoot ?? spec.Output.Directory;
-        return await RunInto(spec, ExperimentData.Build(spec), root, UniqueFolder(root, $"{spec.Name}-{Stamp()}"), observer, cancellation);
+        return await RunInto(spec, ExperimentData.Build(spec), root, $"{spec.Name}-{Stamp()}", observer, cancellation);
     }
 
     /// <summary>
@@ -55,9 +55,8 @@ public static class ExperimentRunner
         }).ToList();
         cache.Clear();
         string root = outputRoot ?? spec.Output.Directory;
-        string final = UniqueFolder(root, $"{spec.Name}-{Stamp()}");
-        string partial = Path.Combine(root, "." + Path.GetFileName(final) + ".partial");
-        CreateOutput(root, partial);
+        var folder = RunFolder.Create(root, $"{spec.Name}-{Stamp()}");
+        string partial = folder.Partial;
         try
         {
             File.WriteAllText(Path.Combine(partial, "config.conf"), spec.ResolvedConfig);
@@ -65,7 +64,7 @@ public static class ExperimentRunner
             for (int v = 0; v < spec.Variants.Count; v++)
             {
                 var variant = spec.Variants[v];
-                results.Add((variant, await RunInto(variant.Spec, data[v]!, partial, Path.Combine(partial, variant.Name), observers?.Invoke(variant), cancellation)));
+                results.Add((variant, await RunInto(variant.Spec, data[v]!, partial, variant.Name, observers?.Invoke(variant), cancellation)));
                 data[v] = null; // a variant's data is not needed once it has run
             }
             var comparison = Comparison.Create(spec, results);
@@ -74,12 +73,12 @@ public static class ExperimentRunner
                 ? Plots.WriteComparison(partial, results.Select(r => (r.Item1.Name, r.Item2.Outcome)).ToList(), spec.Training.TargetLoss)
                 : [];
             Report.WriteComparison(partial, comparison, plots, spec.Sweep.Values.Count > 0 ? "sweep" : "comparison");
-            Directory.Move(partial, final);
+            string final = folder.Publish();
             return new ComparisonResult(final, comparison);
         }
         catch
         {
-            TryDelete(partial);
+            folder.Discard();
             throw;
         }
     }
@@ -99,18 +98,19 @@ public static class ExperimentRunner
     {
         var spec = resumption.Spec;
         string root = outputRoot ?? Path.GetDirectoryName(Path.GetFullPath(resumption.Folder))!;
-        return RunInto(spec, ExperimentData.Build(spec), root, UniqueFolder(root, $"{spec.Name}-resumed-{Stamp()}"), observer, cancellation, host,
+        return RunInto(spec, ExperimentData.Build(spec), root, $"{spec.Name}-resumed-{Stamp()}", observer, cancellation, host,
             resumption.Checkpoint, resumption.EarlierMetrics);
     }
 
-    internal static async Task<RunResult> RunInto(ExperimentSpec spec, ExperimentData data, string root, string final, IRunObserver? observer,
+    /// <summary>Runs <paramref name="spec"/> into a new folder <paramref name="name"/> (or the first free name after it) under <paramref name="root"/>.</summary>
+    internal static async Task<RunResult> RunInto(ExperimentSpec spec, ExperimentData data, string root, string name, IRunObserver? observer,
         CancellationToken cancellation, ITopologyHost? host = null, RunCheckpoint? resume = null, IReadOnlyList<string>? earlierMetrics = null)
     {
         long steps = data.Steps(spec);
         var engines = new GradientEngineFactory(spec.Compute.Engine, spec.EngineThreads);
 
-        string partial = Path.Combine(root, "." + Path.GetFileName(final) + ".partial");
-        CreateOutput(root, partial);
+        var folder = RunFolder.Create(root, name);
+        string partial = folder.Partial;
         try
         {
             File.WriteAllText(Path.Combine(partial, "config.conf"), spec.ResolvedConfig);
@@ -120,7 +120,7 @@ public static class ExperimentRunner
             var telemetry = TelemetrySession.Start(spec.Telemetry, partial, "actortrain", new Dictionary<string, object>
             {
                 ["actortrain.experiment"] = spec.Name,
-                ["actortrain.run"] = Path.GetFileName(final),
+                ["actortrain.run"] = name,
             });
             try
             {
@@ -136,22 +136,21 @@ public static class ExperimentRunner
             if (spec.Output.Plots) Plots.Write(partial, outcome, data.Model.Loss == Core.Models.LossKind.CrossEntropy);
             Report.WriteRun(partial, summary, outcome);
             if (host is not null) await host.Finish(partial, spec);
-            Directory.Move(partial, final);
+            string final = folder.Publish();
             return new RunResult(final, summary, outcome);
         }
         catch (Exception e) when (Checkpoints.Steps(partial).Count > 0)
         {
             // What the failed run wrote up to its last checkpoint is kept, under a name that says it is not finished.
-            string kept = UniqueFolder(root, Path.GetFileName(final) + "-incomplete");
             File.WriteAllText(Path.Combine(partial, "error.txt"), e + "\n");
-            Directory.Move(partial, kept);
+            string kept = folder.Publish("-incomplete");
             throw new RunFailedWithCheckpointException(
                 $"{(e is AggregateException { InnerException: { } inner } ? inner.Message : e.Message)}; the run folder is kept as {kept} with checkpoints up to step " +
                 $"{Checkpoints.Steps(kept)[^1]}: go on with `actortrain run --resume {kept}`", kept, e);
         }
         catch
         {
-            TryDelete(partial);
+            folder.Discard();
             throw;
         }
     }
@@ -238,41 +237,6 @@ public static class ExperimentRunner
             system.Stop(coordinator);
         }
     }
-
-    internal static string UniqueFolder(string root, string name)
-    {
-        string path = Path.Combine(root, name);
-        for (int i = 2; Directory.Exists(path); i++) path = Path.Combine(root, $"{name}-{i}");
-        return path;
-    }
-
-    internal static void CreateOutput(string root, string partial)
-    {
-        try
-        {
-            Directory.CreateDirectory(root);
-            Directory.CreateDirectory(partial);
-            File.WriteAllText(Path.Combine(partial, ".write-test"), "");
-            File.Delete(Path.Combine(partial, ".write-test"));
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            TryDelete(partial);
-            throw new ActorTrainException($"output.directory: cannot write to {root} ({e.Message}); choose another with --out", e);
-        }
-    }
-
-    internal static void TryDelete(string folder)
-    {
-        try
-        {
-            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            // Best effort: the folder keeps its ".partial" name, which never looks finished.
-        }
-    }
 }
 
 /// <summary>What a resumed run goes on from: the run folder's experiment, one of its checkpoints, its metrics rows before it.</summary>
@@ -346,14 +310,14 @@ internal sealed class MetricsCsvWriter : IRunObserver, IDisposable
         p.Step.ToString(CultureInfo.InvariantCulture),
         p.Epoch.ToString("0.####", CultureInfo.InvariantCulture),
         p.ElapsedSeconds.ToString("0.#########", CultureInfo.InvariantCulture),
-        p.TrainLoss?.ToString("R", CultureInfo.InvariantCulture) ?? "",
-        p.TestLoss.ToString("R", CultureInfo.InvariantCulture),
-        p.TestAccuracy.ToString("R", CultureInfo.InvariantCulture),
+        p.TrainLoss is { } train ? ResultFormat.Csv(train) : "",
+        ResultFormat.Csv(p.TestLoss),
+        ResultFormat.Csv(p.TestAccuracy),
         p.SamplesProcessed.ToString(CultureInfo.InvariantCulture),
         p.BytesWorkerToShard.ToString(CultureInfo.InvariantCulture),
         p.BytesShardToWorker.ToString(CultureInfo.InvariantCulture),
         p.SkippedGradients.ToString(CultureInfo.InvariantCulture),
-        p.LossScale.ToString("R", CultureInfo.InvariantCulture),
+        ResultFormat.Csv(p.LossScale),
         p.Updates.ToString(CultureInfo.InvariantCulture),
         p.MeanStaleness.ToString("0.####", CultureInfo.InvariantCulture),
         p.MaxStaleness.ToString(CultureInfo.InvariantCulture),

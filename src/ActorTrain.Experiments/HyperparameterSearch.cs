@@ -40,9 +40,8 @@ public static class HyperparameterSearch
             $"training.batch-size={batch}", $"training.max-steps={steps}", .. final ? Array.Empty<string>() : ["training.stop-at-target=off"]]);
 
         string root = outputRoot ?? baseSpec.Output.Directory;
-        string finalFolder = ExperimentRunner.UniqueFolder(root, $"{baseSpec.Name}-tune-{ExperimentRunner.Stamp()}");
-        string partial = Path.Combine(root, "." + Path.GetFileName(finalFolder) + ".partial");
-        ExperimentRunner.CreateOutput(root, partial);
+        var folder = RunFolder.Create(root, $"{baseSpec.Name}-tune-{ExperimentRunner.Stamp()}");
+        string partial = folder.Partial;
         try
         {
             File.WriteAllText(Path.Combine(partial, "config.conf"), baseSpec.ResolvedConfig);
@@ -50,7 +49,7 @@ public static class HyperparameterSearch
             async Task<TuneCandidate> Try(string stage, string name, double lr, int batch, long steps)
             {
                 var spec = Candidate(lr, batch, steps, final: false);
-                var run = await ExperimentRunner.RunInto(spec, validation, partial, Path.Combine(partial, name), observers?.Invoke(name), cancellation);
+                var run = await ExperimentRunner.RunInto(spec, validation, partial, name, observers?.Invoke(name), cancellation);
                 var last = run.Outcome.Evaluations[^1];
                 var candidate = new TuneCandidate(stage, name, lr, batch, run.Outcome.FinalStep, last.TestLoss, last.TestAccuracy, run.Outcome.ElapsedSeconds);
                 candidates.Add(candidate);
@@ -76,17 +75,17 @@ public static class HyperparameterSearch
             var best = batches.Count > 0 ? Best(batches) : bestRate;
 
             var finalSpec = Candidate(best.LearningRate, best.BatchSize, best.Steps, final: true);
-            var final = await ExperimentRunner.RunInto(finalSpec, data, partial, Path.Combine(partial, "best"), observers?.Invoke("best"), cancellation);
+            var final = await ExperimentRunner.RunInto(finalSpec, data, partial, "best", observers?.Invoke("best"), cancellation);
             File.WriteAllText(Path.Combine(partial, "best.conf"), finalSpec.ResolvedConfig);
             WriteTable(partial, candidates, best);
             var plots = baseSpec.Output.Plots ? WritePlots(partial, rates, batches) : [];
             WriteReport(partial, baseSpec, tune, candidates, bestRate, best, final, plots);
-            Directory.Move(partial, finalFolder);
+            string finalFolder = folder.Publish();
             return new TuneResult(finalFolder, candidates, best, final with { Folder = Path.Combine(finalFolder, "best") });
         }
         catch
         {
-            ExperimentRunner.TryDelete(partial);
+            folder.Discard();
             throw;
         }
     }
@@ -96,7 +95,7 @@ public static class HyperparameterSearch
         candidates.Where(c => double.IsFinite(c.ValidationLoss)).MinBy(c => c.ValidationLoss)
         ?? throw new ActorTrainException("every candidate diverged (non-finite validation loss); try smaller tune.learning-rates");
 
-    private static string F(double v) => v.ToString("R", CultureInfo.InvariantCulture);
+    private static string F(double v) => ResultFormat.Csv(v);
 
     private static void WriteTable(string folder, IReadOnlyList<TuneCandidate> candidates, TuneCandidate best)
     {

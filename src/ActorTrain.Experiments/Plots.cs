@@ -106,6 +106,13 @@ public static class Plots
 
     private static void Line(Plot plot, double[] xs, double[] ys, string label)
     {
+        // a diverged run's last points are NaN or infinite: they have no place on an axis
+        if (Array.Exists(ys, y => !double.IsFinite(y)))
+        {
+            var finite = Enumerable.Range(0, ys.Length).Where(i => double.IsFinite(ys[i])).ToArray();
+            xs = finite.Select(i => xs[i]).ToArray();
+            ys = finite.Select(i => ys[i]).ToArray();
+        }
         if (xs.Length == 0) return;
         var scatter = plot.Add.Scatter(xs, ys);
         scatter.LegendText = label;

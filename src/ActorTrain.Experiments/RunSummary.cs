@@ -1,5 +1,4 @@
 using System.Text.Json;
-using System.Text.Json.Serialization;
 using ActorTrain.Cluster.Actors;
 
 namespace ActorTrain.Experiments;
@@ -55,13 +54,6 @@ public sealed record RunSummary(
     IReadOnlyList<WorkerReport> WorkerTimes,
     IReadOnlyList<int>? LostWorkers = null)
 {
-    private static readonly JsonSerializerOptions Json = new()
-    {
-        WriteIndented = true,
-        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
-    };
-
     public static RunSummary Create(ExperimentSpec spec, ExperimentData data, string engine, long plannedSteps, RunOutcome outcome)
     {
         var last = outcome.Evaluations[^1];
@@ -87,6 +79,8 @@ public sealed record RunSummary(
                 Cluster.Actors.StopReason.MaxSteps => plannedSteps < spec.Training.MaxSteps ? "epochs" : "max-steps",
                 Cluster.Actors.StopReason.TargetAccuracy => "target-accuracy",
                 Cluster.Actors.StopReason.TargetLoss => "target-loss",
+                Cluster.Actors.StopReason.Diverged => "diverged",
+                Cluster.Actors.StopReason.Interrupted => "interrupted",
                 _ => "time-budget",
             },
             outcome.FinalStep,
@@ -132,7 +126,7 @@ public sealed record RunSummary(
         return histogram[..(last + 1)];
     }
 
-    public void Write(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, Json) + "\n");
+    public void Write(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, ResultFormat.Json) + "\n");
 
-    public static RunSummary Read(string path) => JsonSerializer.Deserialize<RunSummary>(File.ReadAllText(path), Json)!;
+    public static RunSummary Read(string path) => JsonSerializer.Deserialize<RunSummary>(File.ReadAllText(path), ResultFormat.Json)!;
 }

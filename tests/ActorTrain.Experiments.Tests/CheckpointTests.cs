@@ -66,6 +66,33 @@ public sealed class CheckpointTests() : TempFolderTest("actortrain-checkpoint-")
             (await Assert.ThrowsAsync<ActorTrainException>(() => ExperimentRunner.ResumeAsync(withCheckpoints.Folder, step: 150))).Message);
         string file = Path.Combine(withCheckpoints.Folder, Checkpoints.Folder, "step-200.ckpt");
         File.WriteAllBytes(file, File.ReadAllBytes(file)[..^100]);
-        Assert.Contains("cannot read", (await Assert.ThrowsAsync<ActorTrainException>(() => ExperimentRunner.ResumeAsync(withCheckpoints.Folder))).Message);
+        Assert.Contains("cannot be used", (await Assert.ThrowsAsync<ActorTrainException>(() => ExperimentRunner.ResumeAsync(withCheckpoints.Folder))).Message);
+    }
+
+    /// <summary>
+    /// A checkpoint with any single byte flipped, or cut anywhere, is refused with the file named:
+    /// before the checksum, a flipped weight resumed silently from wrong weights.
+    /// </summary>
+    [Fact]
+    public async Task A_damaged_checkpoint_is_refused_naming_the_file()
+    {
+        var run = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. Quick, "training.max-steps=100"]), Root);
+        string file = Path.Combine(run.Folder, Checkpoints.Folder, "step-100.ckpt");
+        byte[] whole = File.ReadAllBytes(file);
+        Assert.Equal(100, Checkpoints.Decode(whole).Step);
+        var rng = new Rng(11);
+        for (int trial = 0; trial < 2000; trial++)
+        {
+            byte[] damaged = (byte[])whole.Clone();
+            int at = trial < whole.Length && trial < 64 ? trial : (int)(rng.NextDouble() * whole.Length);
+            damaged[at] ^= (byte)(1 << (trial % 8));
+            Assert.Throws<InvalidDataException>(() => Checkpoints.Decode(damaged));
+            Assert.Throws<InvalidDataException>(() => Checkpoints.Decode(whole.AsSpan(0, (int)(rng.NextDouble() * whole.Length))));
+        }
+        whole[whole.Length / 2] ^= 0x10;
+        File.WriteAllBytes(file, whole);
+        var error = await Assert.ThrowsAsync<ActorTrainException>(() => ExperimentRunner.ResumeAsync(run.Folder));
+        Assert.Contains(file, error.Message);
+        Assert.Contains("checksum mismatch", error.Message);
     }
 }

@@ -19,6 +19,10 @@ public enum StopReason
     TargetAccuracy,
     TargetLoss,
     TimeBudget,
+    /// <summary>The test loss became non-finite: the run stops at that evaluation and keeps what it has.</summary>
+    Diverged,
+    /// <summary>The user interrupted the run (SIGINT/SIGTERM): it ends with what was done so far.</summary>
+    Interrupted,
 }
 
 /// <summary>One evaluation of the master weights on the test split.</summary>
@@ -575,9 +579,15 @@ public sealed class Coordinator : LinkedActor
         RunTelemetry.Record("evaluation", _run, Link, at, at + done.Seconds,
             [new("actortrain.step", done.Step), new("actortrain.test_loss", point.TestLoss), new("actortrain.test_accuracy", point.TestAccuracy)]);
 
+        bool diverged = !double.IsFinite(done.Result.Loss);
         if (done.Final)
         {
-            Complete(done);
+            Complete(done, diverged && _stopReason != StopReason.Interrupted ? StopReason.Diverged : null);
+            return;
+        }
+        if (diverged)
+        {
+            Complete(done, StopReason.Diverged);
             return;
         }
         if (!_stopping)

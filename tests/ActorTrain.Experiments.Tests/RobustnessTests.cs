@@ -1,0 +1,64 @@
+using System.Globalization;
+using System.Text.Json;
+
+namespace ActorTrain.Experiments.Tests;
+
+/// <summary>Nothing a run does to itself (diverging) or that two runs do to each other (same name) loses results.</summary>
+public sealed class RobustnessTests() : TempFolderTest("actortrain-robust-")
+{
+    private static readonly string[] Small = [.. ExperimentRunnerTests.Small, "telemetry.exporter=none"];
+
+    [Fact]
+    public async Task A_diverged_run_stops_at_the_first_non_finite_test_loss_and_keeps_its_folder()
+    {
+        var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. Small, "optimizer.learning-rate=1000"]), Root);
+
+        Assert.Equal("diverged", result.Summary.StopReason);
+        Assert.True(double.IsNaN(result.Summary.FinalTestLoss) || double.IsInfinity(result.Summary.FinalTestLoss));
+        Assert.True(result.Summary.Steps < 40, $"the run should stop at the first non-finite evaluation, not at step {result.Summary.Steps}");
+        foreach (string file in new[] { "summary.json", "metrics.csv", "report.md", "loss_vs_step.png", "config.conf" })
+            Assert.True(File.Exists(Path.Combine(result.Folder, file)), file);
+
+        // JSON has no NaN: the loss is null, and the file reads back
+        using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(result.Folder, "summary.json")));
+        Assert.Equal(JsonValueKind.Null, json.RootElement.GetProperty("final_test_loss").ValueKind);
+        Assert.True(double.IsNaN(RunSummary.Read(Path.Combine(result.Folder, "summary.json")).FinalTestLoss));
+        // CSV writes nan / inf, which pandas and numpy read as floats
+        string last = File.ReadAllLines(Path.Combine(result.Folder, "metrics.csv"))[^1];
+        Assert.Contains(last.Split(',')[4], new[] { "nan", "inf", "-inf" });
+    }
+
+    [Fact]
+    public async Task A_sweep_with_a_diverging_point_runs_every_point_and_marks_the_diverged_one()
+    {
+        var spec = ExperimentSpec.Parse("name = s\nsweep.values { optimizer.learning-rate = [0.05, 1000] }", "sweep.conf", Small);
+        var result = await ExperimentRunner.RunComparisonAsync(spec, Root);
+
+        Assert.Equal(["max-steps", "diverged"], result.Comparison.Rows.Select(r => r.StopReason));
+        Assert.True(double.IsFinite(result.Comparison.Rows[0].FinalTestLoss));
+        Assert.Contains("diverged", File.ReadAllText(Path.Combine(result.Folder, "comparison.csv")));
+        using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(result.Folder, "summary.json")));
+        Assert.Equal(2, json.RootElement.GetProperty("rows").GetArrayLength());
+    }
+
+    /// <summary>
+    /// Two runs of one experiment started together get the same timestamped name; each must still
+    /// end in a folder of its own whose config, metrics and summary are all its own.
+    /// </summary>
+    [Fact]
+    public async Task Two_runs_with_the_same_name_at_the_same_time_never_share_a_folder()
+    {
+        var runs = await Task.WhenAll(new[] { 7, 8, 9 }.Select(seed =>
+            Task.Run(() => ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. Small, "output.plots=off", $"seed={seed}"]), Root))));
+
+        Assert.Equal(3, runs.Select(r => r.Folder).Distinct().Count());
+        Assert.Equal(3, Directory.GetDirectories(Root).Length); // no partial folder left behind
+        foreach (var (run, seed) in runs.Zip(new[] { 7, 8, 9 }))
+        {
+            Assert.Equal(seed, ExperimentSpec.Load(Path.Combine(run.Folder, "config.conf")).Seed is var s ? (int)s : -1);
+            string lastRow = File.ReadAllLines(Path.Combine(run.Folder, "metrics.csv"))[^1];
+            Assert.Equal(run.Summary.FinalTestLoss, double.Parse(lastRow.Split(',')[4], CultureInfo.InvariantCulture));
+            Assert.Equal(run.Summary.FinalTestLoss, RunSummary.Read(Path.Combine(run.Folder, "summary.json")).FinalTestLoss);
+        }
+    }
+}
