@@ -76,7 +76,7 @@ public sealed class CheckpointTests() : TempFolderTest("actortrain-checkpoint-")
     [Fact]
     public async Task A_damaged_checkpoint_is_refused_naming_the_file()
     {
-        var run = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. Quick, "training.max-steps=100"]), Root);
+        var run = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. Quick, "training.max-steps=200"]), Root);
         string file = Path.Combine(run.Folder, Checkpoints.Folder, "step-100.ckpt");
         byte[] whole = File.ReadAllBytes(file);
         Assert.Equal(100, Checkpoints.Decode(whole).Step);
