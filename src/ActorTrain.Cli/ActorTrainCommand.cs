@@ -9,13 +9,13 @@ using Spectre.Console;
 namespace ActorTrain.Cli;
 
 /// <summary>
-/// The `actortrain` command. Exit codes: 0 success, 2 bad input (configuration, data files, output
+/// The `actortrain` command. Exit codes: 0 success (a diverged run too), 130 interrupted (SIGINT/SIGTERM; results so far kept), 2 bad input (configuration, data files, output
 /// folder, command line), 1 failure during the run. Errors are one line, without a stack trace
 /// (set ACTORTRAIN_DEBUG=1 to get it).
 /// </summary>
 public static class ActorTrainCommand
 {
-    public const int Ok = 0, RunFailed = 1, BadInput = 2;
+    public const int Ok = 0, RunFailed = 1, BadInput = 2, Interrupted = 130;
 
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr)
     {
@@ -95,7 +95,7 @@ public static class ActorTrainCommand
             sweepFile, values, set, outDir, exporter, endpoint,
         };
         sweep.SetAction((parse, token) => Guard(stderr, () =>
-            Sweep(parse.GetValue(sweepFile)!, parse.GetValue(values) ?? [], Overrides(parse), parse.GetValue(outDir), console, stdout, token)));
+            Sweep(parse.GetValue(sweepFile)!, parse.GetValue(values) ?? [], Overrides(parse), parse.GetValue(outDir), console, stdout, stderr, token)));
 
         var tuneFile = new Argument<string?>("experiment")
         {
@@ -110,7 +110,7 @@ public static class ActorTrainCommand
 
         var validateFile = new Argument<string>("experiment") { Description = "Experiment file (.conf) to check." };
         var validate = new Command("validate", "Check an experiment file (keys, values, data) without training.") { validateFile, set };
-        validate.SetAction((parse, token) => Guard(stderr, () => Task.FromResult(Validate(parse.GetValue(validateFile)!, parse.GetValue(set) ?? [], console))));
+        validate.SetAction((parse, token) => Guard(stderr, () => Task.FromResult(Validate(parse.GetValue(validateFile)!, parse.GetValue(set) ?? [], console, stderr))));
 
         var devices = new Command("devices", "List the accelerators ILGPU sees and the engine compute.engine = auto picks.");
         devices.SetAction((parse, token) => Guard(stderr, () => Task.FromResult(Devices(console))));
@@ -146,6 +146,12 @@ public static class ActorTrainCommand
             Debug(stderr, e);
             return RunFailed;
         }
+        catch (Exception e) when (Find<RunFailedException>(e) is { } failed)
+        {
+            stderr.WriteLine($"run failed: {failed.Message}");
+            Debug(stderr, e);
+            return RunFailed;
+        }
         catch (Exception e) when (Find<ActorTrainException>(e) is { } user)
         {
             stderr.WriteLine($"error: {user.Message}");
@@ -173,6 +179,11 @@ public static class ActorTrainCommand
         return null;
     }
 
+    private static void Warn(TextWriter stderr, ExperimentSpec spec)
+    {
+        foreach (string warning in spec.Warnings) stderr.WriteLine($"warning: {warning}");
+    }
+
     private static void Debug(TextWriter stderr, Exception e)
     {
         if (Environment.GetEnvironmentVariable("ACTORTRAIN_DEBUG") == "1") stderr.WriteLine(e);
@@ -184,12 +195,12 @@ public static class ActorTrainCommand
         if (file is not null && file.StartsWith('-'))
             throw new ActorTrainException($"unknown option '{file}'; see 'actortrain run --help'");
         var spec = ExperimentSpec.Load(file, overrides);
+        Warn(stderr, spec);
         if (nodes > 1) return await RunOnLocalCluster(spec, nodes, clusterConfig, outDir, console, stdout, stderr, token);
         if (nodes < 1) throw new ActorTrainException($"--nodes {nodes}: use 1 (one process) or 3 and more");
         if (spec.Variants.Count > 0) return await Compare(spec, outDir, console, stdout, token);
         var result = await RunOne(spec, (observer, t) => ExperimentRunner.RunAsync(spec, outDir, observer, t), console, stdout, token);
-        PrintSummary(console, result, stderr);
-        return Ok;
+        return PrintSummary(console, result, stderr);
     }
 
     private static async Task<int> Resume(string folder, long? step, string? file, int nodes, string? clusterConfig, string[] overrides, string? outDir,
@@ -204,8 +215,7 @@ public static class ActorTrainCommand
                 (cluster, observer, t) => ClusterRunner.ResumeAsync(folder, step, cluster.CoordinatorOptions, outDir, observer, t, cluster.Launch));
         if (nodes < 1) throw new ActorTrainException($"--nodes {nodes}: use 1 (one process) or 3 and more");
         var result = await RunOne(resumption.Spec, (observer, t) => ExperimentRunner.ResumeAsync(folder, step, outDir, observer, t), console, stdout, token);
-        PrintSummary(console, result, stderr);
-        return Ok;
+        return PrintSummary(console, result, stderr);
     }
 
     private static async Task<int> RunOnLocalCluster(ExperimentSpec spec, int nodes, string? clusterConfig, string? outDir, IAnsiConsole console,
@@ -229,8 +239,7 @@ public static class ActorTrainCommand
         }
         await cluster.DisposeAsync();
         cluster.MoveLogs(result.Folder);
-        PrintSummary(console, result, stderr);
-        return Ok;
+        return PrintSummary(console, result, stderr);
     }
 
     private static async Task<int> Node(string role, string? file, string? clusterConfig, string[] seeds, int? port, string[] overrides, string? outDir,
@@ -247,13 +256,13 @@ public static class ActorTrainCommand
             return Ok;
         }
         var spec = ExperimentSpec.Load(file, overrides);
+        Warn(stderr, spec);
         var result = await RunOne(spec, (observer, t) => ClusterRunner.RunAsync(spec, options, outDir, observer, t), console, stdout, token);
-        PrintSummary(console, result, stderr);
-        return Ok;
+        return PrintSummary(console, result, stderr);
     }
 
     private static async Task<int> Sweep(string file, string[] values, string[] overrides, string? outDir, IAnsiConsole console, TextWriter stdout,
-        CancellationToken token)
+        TextWriter stderr, CancellationToken token)
     {
         var swept = values.Select(v =>
         {
@@ -265,6 +274,7 @@ public static class ActorTrainCommand
             return $"{ConfigReader.SweepValues}.{v[..eq].Trim()}=[{string.Join(", ", items.Select(Hocon))}]";
         }).ToArray();
         var spec = ExperimentSpec.Load(file, [.. overrides, .. swept]);
+        Warn(stderr, spec);
         if (spec.Sweep.Values.Count == 0)
             throw new ActorTrainException($"{file}: no sweep: add sweep.values {{ key = [a, b] }} to the file or --values key=a,b to the command");
         console.MarkupLine(Markup.Escape(FormattableString.Invariant(
@@ -360,14 +370,15 @@ public static class ActorTrainCommand
                 FormattableString.Invariant($"{r.UplinkRatio:0.0}x"));
         console.Write(table);
         console.WriteLine($"results: {result.Folder} (comparison.md, comparison.csv, summary.json, a folder per variant)");
-        return Ok;
+        return result.Folder.EndsWith("-interrupted", StringComparison.Ordinal) ? Interrupted : Ok;
     }
 
     private static async Task<RunResult> RunOne(ExperimentSpec spec, Func<IRunObserver, CancellationToken, Task<RunResult>> runner, IAnsiConsole console,
         TextWriter stdout, CancellationToken token)
     {
-        console.MarkupLine($"[bold]{Markup.Escape(spec.Name)}[/]: {spec.Topology.Workers} workers, {spec.Topology.Shards} shards, {Markup.Escape(spec.Sync.Describe())}, " +
-                           $"{Markup.Escape(spec.Optimizer.Kind.ToString().ToLowerInvariant())}, {spec.Precision.Mode.ToString().ToLowerInvariant()}");
+        // The banner waits for the run to start: an error in the data or the output folder is then the only line printed.
+        void Banner() => console.MarkupLine($"[bold]{Markup.Escape(spec.Name)}[/]: {spec.Topology.Workers} workers, {spec.Topology.Shards} shards, {Markup.Escape(spec.Sync.Describe())}, " +
+                                            $"{Markup.Escape(spec.Optimizer.Kind.ToString().ToLowerInvariant())}, {spec.Precision.Mode.ToString().ToLowerInvariant()}");
         RunResult result;
         if (console.Profile.Capabilities.Interactive)
         {
@@ -381,12 +392,17 @@ public static class ActorTrainCommand
                         task.Description = Markup.Escape(Line(p));
                         task.Value = p.Step;
                     }, max => task.MaxValue = max);
+                    Banner();
                     return await runner(observer, token);
                 });
         }
         else
         {
-            var observer = new ProgressObserver(p => stdout.WriteLine(Line(p)), steps => stdout.WriteLine($"training for up to {steps} steps"));
+            var observer = new ProgressObserver(p => stdout.WriteLine(Line(p)), steps =>
+            {
+                Banner();
+                stdout.WriteLine($"training for up to {steps} steps");
+            });
             result = await runner(observer, token);
         }
         return result;
@@ -401,8 +417,11 @@ public static class ActorTrainCommand
         public void OnEvaluation(EvaluationPoint point) => onPoint(point);
     }
 
-    private static void PrintSummary(IAnsiConsole console, RunResult result, TextWriter stderr)
+    /// <summary>Prints the summary table; the exit code: 0, or 130 for a run the user interrupted.</summary>
+    private static int PrintSummary(IAnsiConsole console, RunResult result, TextWriter stderr)
     {
+        if (result.Summary.StopReason == "interrupted")
+            stderr.WriteLine($"interrupted at step {result.Summary.Steps}: what was done is kept in {result.Folder}");
         if (result.Summary.StopReason == "diverged")
             stderr.WriteLine(FormattableString.Invariant(
                 $"warning: the run diverged: test loss {result.Summary.FinalTestLoss} at step {result.Summary.Steps}; it stopped there and its results are kept in {result.Folder} (try a smaller optimizer.learning-rate)"));
@@ -438,11 +457,13 @@ public static class ActorTrainCommand
             Row("lost workers", $"{string.Join(", ", lost)} (their node left the cluster; the run went on without them)");
         Row("results", result.Folder);
         console.Write(table);
+        return result.Summary.StopReason == "interrupted" ? Interrupted : Ok;
     }
 
-    private static int Validate(string file, string[] overrides, IAnsiConsole console)
+    private static int Validate(string file, string[] overrides, IAnsiConsole console, TextWriter stderr)
     {
         var spec = ExperimentSpec.Load(file, overrides);
+        Warn(stderr, spec);
         var data = ExperimentData.Build(spec);
         var engine = new GradientEngineFactory(spec.Compute.Engine, spec.EngineThreads);
         console.WriteLine(FormattableString.Invariant(

@@ -12,3 +12,9 @@ public sealed class DataFormatException(string path, string problem, Exception? 
 {
     public string Path { get; } = path;
 }
+
+/// <summary>
+/// A run that started and could not finish (it stalled, a shard was lost, every worker died): not
+/// bad input, so the command exits 1; the message is written to be shown as-is and names the cause.
+/// </summary>
+public class RunFailedException(string message, Exception? inner = null) : Exception(message, inner);

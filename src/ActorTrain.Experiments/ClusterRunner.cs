@@ -270,7 +270,7 @@ public static class ClusterRunner
         private IActorRef Resolve(Address address) => ((ExtendedActorSystem)system).Provider.ResolveActorRef(new RootActorPath(address) / "user" / "node");
 
         public async Task<RunOutcome> Run(ExperimentSpec spec, Coordinator.Settings settings, GradientEngineFactory engines, IRunObserver observer,
-            CancellationToken cancellation)
+            string folder, CancellationToken cancellation)
         {
             var route = Route;
             var link = ExperimentRunner.CreateLink(spec, route);

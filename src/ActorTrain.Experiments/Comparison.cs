@@ -51,7 +51,7 @@ public sealed record Comparison(string Name, double? TargetLoss, string Clock, I
             var reached = r.Variant.Spec.Training.TargetLoss is { } t ? o.Evaluations.FirstOrDefault(e => e.TestLoss <= t) : null;
             double? accuracyTarget = r.Variant.Spec.Training.TargetAccuracy;
             var accurate = accuracyTarget is { } a ? o.Evaluations.FirstOrDefault(e => e.TestAccuracy >= a) : null;
-            var last = o.Evaluations[^1];
+            var last = o.Evaluations.Count > 0 ? o.Evaluations[^1] : EvaluationPoint.None;
             return new ComparisonRow(
                 r.Variant.Name,
                 r.Variant.Spec.Sync.Describe(),

@@ -56,6 +56,10 @@ public sealed class ConfigReader
         return new ConfigReader(merged, referenceKeys);
     }
 
+    /// <summary>True when <paramref name="text"/> (valid HOCON) sets no key at all: an empty file, or comments only.</summary>
+    public static bool SetsNoKeys(string text) => string.IsNullOrWhiteSpace(text) || ConfigurationFactory.ParseString(text) is not { Root: not null } config ||
+        LeafKeys(config).Count == 0;
+
     private static Config ParseOverride(string key, string value)
     {
         try

@@ -4,6 +4,7 @@ using ActorTrain.Cluster.Transport;
 using ActorTrain.Compute;
 using ActorTrain.Core;
 using ActorTrain.Core.Optimization;
+using ActorTrain.Cluster.Telemetry;
 using ActorTrain.Experiments.Telemetry;
 using Akka.Actor;
 using Akka.Configuration;
@@ -66,6 +67,7 @@ public static class ExperimentRunner
                 var variant = spec.Variants[v];
                 results.Add((variant, await RunInto(variant.Spec, data[v]!, partial, variant.Name, observers?.Invoke(variant), cancellation)));
                 data[v] = null; // a variant's data is not needed once it has run
+                if (cancellation.IsCancellationRequested) break; // interrupted: the table holds the variants run so far
             }
             var comparison = Comparison.Create(spec, results);
             comparison.Write(partial);
@@ -73,7 +75,7 @@ public static class ExperimentRunner
                 ? Plots.WriteComparison(partial, results.Select(r => (r.Item1.Name, r.Item2.Outcome)).ToList(), spec.Training.TargetLoss)
                 : [];
             Report.WriteComparison(partial, comparison, plots, spec.Sweep.Values.Count > 0 ? "sweep" : "comparison");
-            string final = folder.Publish();
+            string final = folder.Publish(cancellation.IsCancellationRequested ? "-interrupted" : "");
             return new ComparisonResult(final, comparison);
         }
         catch
@@ -125,7 +127,7 @@ public static class ExperimentRunner
             try
             {
                 using var metrics = new MetricsCsvWriter(Path.Combine(partial, "metrics.csv"), observer, telemetry, earlierMetrics);
-                outcome = await (host ?? LocalHost.Instance).Run(spec, settings, engines, metrics, cancellation);
+                outcome = await (host ?? LocalHost.Instance).Run(spec, settings, engines, metrics, partial, cancellation);
             }
             finally
             {
@@ -136,7 +138,7 @@ public static class ExperimentRunner
             if (spec.Output.Plots) Plots.Write(partial, outcome, data.Model.Loss == Core.Models.LossKind.CrossEntropy);
             Report.WriteRun(partial, summary, outcome);
             if (host is not null) await host.Finish(partial, spec);
-            string final = folder.Publish();
+            string final = folder.Publish(outcome.StopReason == StopReason.Interrupted ? "-interrupted" : "");
             return new RunResult(final, summary, outcome);
         }
         catch (Exception e) when (Checkpoints.Steps(partial).Count > 0)
@@ -169,7 +171,7 @@ public static class ExperimentRunner
             spec.Training.StopAtTarget ? spec.Training.TargetAccuracy : null, spec.Training.StopAtTarget ? spec.Training.TargetLoss : null,
             spec.Training.TimeBudget, spec.Simulation.Virtual ? ComputeDispatcher : PinnedDispatcher, spec.Compression, Timing: new TimingSettings(spec.Simulation.ComputeTime,
                 spec.Simulation.ShardDevice, spec.Stragglers.RandomSlowdown, spec.Faults), TraceEvery: spec.Telemetry.TraceEvery,
-            CheckpointEvery: spec.Training.CheckpointEvery, Resume: resume);
+            CheckpointEvery: spec.Training.CheckpointEvery, Resume: resume, StallTimeout: spec.Simulation.StallTimeout);
     }
 
     /// <summary>The run's link: the virtual clock, or the wall clock with the network's delays (none at all on an ideal network).</summary>
@@ -205,9 +207,11 @@ public static class ExperimentRunner
         public static readonly LocalHost Instance = new();
 
         public async Task<RunOutcome> Run(ExperimentSpec spec, Coordinator.Settings settings, GradientEngineFactory engines, IRunObserver observer,
-            CancellationToken cancellation)
+            string folder, CancellationToken cancellation)
         {
-            var system = ActorSystem.Create("actortrain", ConfigurationFactory.ParseString(ActorSystemConfig));
+            var config = ConfigurationFactory.ParseString(FileLogger.Config(Path.Combine(folder, "akka.log")))
+                .WithFallback(ConfigurationFactory.ParseString(ActorSystemConfig));
+            var system = ActorSystem.Create("actortrain", config);
             try
             {
                 return await RunCoordinator(system, settings, engines, CreateLink(spec), observer, cancellation);
@@ -227,7 +231,13 @@ public static class ExperimentRunner
         var coordinator = system.ActorOf(Coordinator.Props(settings, engines, link, completion, observer), "coordinator");
         try
         {
-            using var registration = cancellation.Register(() => completion.TrySetCanceled(cancellation));
+            // Cancelled (SIGINT/SIGTERM): the coordinator ends the run with what it has; should it not
+            // answer within a second and a half, the run is given up (the command must stop within 2 s).
+            using var registration = cancellation.Register(() =>
+            {
+                coordinator.Tell(Coordinator.Interrupt.Instance);
+                _ = Task.Delay(1500).ContinueWith(_ => completion.TrySetCanceled(cancellation), TaskScheduler.Default);
+            });
             return await completion.Task;
         }
         finally
@@ -258,7 +268,7 @@ public sealed record Resumption(string Folder, ExperimentSpec Spec, RunCheckpoin
 }
 
 /// <summary>A run failed after writing checkpoints: its folder is kept for `run --resume`.</summary>
-public sealed class RunFailedWithCheckpointException(string message, string folder, Exception inner) : ActorTrainException(message, inner)
+public sealed class RunFailedWithCheckpointException(string message, string folder, Exception inner) : RunFailedException(message, inner)
 {
     public string Folder { get; } = folder;
 }
@@ -266,7 +276,9 @@ public sealed class RunFailedWithCheckpointException(string message, string fold
 /// <summary>Where a run's topology lives: this process (the default), or the nodes of a cluster (<see cref="ClusterRunner"/>).</summary>
 internal interface ITopologyHost
 {
-    Task<RunOutcome> Run(ExperimentSpec spec, Coordinator.Settings settings, GradientEngineFactory engines, IRunObserver observer, CancellationToken cancellation);
+    /// <param name="folder">The run folder being written (Akka's log goes there).</param>
+    Task<RunOutcome> Run(ExperimentSpec spec, Coordinator.Settings settings, GradientEngineFactory engines, IRunObserver observer, string folder,
+        CancellationToken cancellation);
 
     /// <summary>Adds what the host keeps (other nodes' spans, say) to the finished run folder before it is renamed.</summary>
     Task Finish(string folder, ExperimentSpec spec) => Task.CompletedTask;

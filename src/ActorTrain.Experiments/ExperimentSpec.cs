@@ -118,7 +118,7 @@ public sealed record TuneSection(bool Random, int Samples, double[] LearningRate
 }
 
 /// <summary>The run's clock and its time models.</summary>
-public sealed record SimulationSection(bool Virtual, ComputeTime ComputeTime, DeviceProfile WorkerDevice, DeviceProfile ShardDevice)
+public sealed record SimulationSection(bool Virtual, ComputeTime ComputeTime, DeviceProfile WorkerDevice, DeviceProfile ShardDevice, TimeSpan StallTimeout)
 {
     public string Describe() => Virtual ? $"virtual, compute {ComputeTime}" : $"wall, compute {ComputeTime}";
 }
@@ -151,6 +151,9 @@ public sealed record ExperimentSpec(
     ActorTrain.Experiments.Telemetry.TelemetrySection Telemetry,
     string ResolvedConfig)
 {
+    /// <summary>What is allowed but probably not meant (an empty file, likely message losses): run and validate print these first.</summary>
+    public IReadOnlyList<string> Warnings { get; init; } = [];
+
     /// <summary>Loads an experiment file (or "quickstart" for the embedded default) with --set overrides.</summary>
     public static ExperimentSpec Load(string? path, IEnumerable<string>? overrides = null)
     {
@@ -174,7 +177,10 @@ public sealed record ExperimentSpec(
             }
             source = path;
         }
-        return Parse(text, source, overrides ?? []);
+        var spec = Parse(text, source, overrides ?? []);
+        return path is null or "quickstart" || !ConfigReader.SetsNoKeys(text)
+            ? spec
+            : spec with { Warnings = [$"{path} sets no keys: running every default of hocon/actortrain.conf", .. spec.Warnings] };
     }
 
     /// <summary>
@@ -381,7 +387,23 @@ public sealed record ExperimentSpec(
         if (output.Directory.Length == 0) throw new ActorTrainException("output.directory is empty");
 
         return new ExperimentSpec(name, (ulong)c.Long("seed", 0), model, dataset, topology, sync, compression, stragglers, network, simulation, faults,
-            training, optimizer, schedule, precision, compute, output, variants, variant ? new SweepSection(false, 0, []) : ReadSweep(c), ReadTune(c), ActorTrain.Experiments.Telemetry.TelemetrySection.Read(c), c.Render(withSweep: !variant));
+            training, optimizer, schedule, precision, compute, output, variants, variant ? new SweepSection(false, 0, []) : ReadSweep(c), ReadTune(c), ActorTrain.Experiments.Telemetry.TelemetrySection.Read(c), c.Render(withSweep: !variant))
+        {
+            Warnings = LossWarning(network, topology, training) is { } loss ? [loss] : [],
+        };
+    }
+
+    /// <summary>
+    /// A warning when the run is likely to lose a message for good (every attempt dropped), which
+    /// stalls BSP and SSP: about 2 x steps x workers x shards messages, each lost with drop^max-attempts.
+    /// </summary>
+    private static string? LossWarning(NetworkSettings network, TopologySection topology, TrainingSection training)
+    {
+        double p = network.WorstLossProbability;
+        double messages = 2.0 * training.MaxSteps * topology.Workers * topology.Shards;
+        double expected = p * messages;
+        return expected < 0.01 ? null : FormattableString.Invariant(
+            $"network.drop with network.max-attempts = {network.MaxAttempts}: a message is lost for good with probability {p:g3}, about {expected:g3} of the run's ~{messages:g3} messages; a lost message stalls BSP and SSP (raise network.max-attempts or lower network.drop)");
     }
 
     private static readonly string[] OverrideKeys = ["latency", "bandwidth", "jitter", "drop"];
@@ -402,7 +424,8 @@ public sealed record ExperimentSpec(
                 return new LinkRule(Endpoint.Parse(b["from"], at + ".from"), Endpoint.Parse(b["to"], at + ".to"), Override(b, at));
             }).ToList();
         return new NetworkSettings(basic, Section("network.uplink"), Section("network.downlink"), c.Int("network.racks", 1),
-            Section("network.cross-rack"), rules, Quantity.Seconds(c.String("network.retransmit-timeout"), "network.retransmit-timeout"));
+            Section("network.cross-rack"), rules, Quantity.Seconds(c.String("network.retransmit-timeout"), "network.retransmit-timeout"),
+            c.Int("network.max-attempts", 1, 1_000_000));
     }
 
     private static LinkOverride Override(IReadOnlyDictionary<string, string> values, string at)
@@ -456,7 +479,9 @@ public sealed record ExperimentSpec(
                 new ComputeTime(ComputeTimeKind.Fixed, Quantity.Seconds(computeTime, "simulation.compute-time")),
             _ => throw new ActorTrainException($"simulation.compute-time = \"{computeTime}\" is not one of: profile, measured, or a duration such as 5ms"),
         };
-        return new SimulationSection(c.Choice("simulation.clock", "virtual", "wall") == "virtual", compute, worker, shard);
+        var stall = c.Duration("simulation.stall-timeout");
+        if (stall <= TimeSpan.Zero) throw new ActorTrainException("simulation.stall-timeout must be above zero, e.g. 60s");
+        return new SimulationSection(c.Choice("simulation.clock", "virtual", "wall") == "virtual", compute, worker, shard, stall);
     }
 
     private static IReadOnlyList<WorkerFault> ReadFaults(ConfigReader c, int workers)

@@ -50,6 +50,7 @@ public static class HyperparameterSearch
             {
                 var spec = Candidate(lr, batch, steps, final: false);
                 var run = await ExperimentRunner.RunInto(spec, validation, partial, name, observers?.Invoke(name), cancellation);
+                cancellation.ThrowIfCancellationRequested(); // an interrupted search has no answer: nothing is kept
                 var last = run.Outcome.Evaluations[^1];
                 var candidate = new TuneCandidate(stage, name, lr, batch, run.Outcome.FinalStep, last.TestLoss, last.TestAccuracy, run.Outcome.ElapsedSeconds);
                 candidates.Add(candidate);

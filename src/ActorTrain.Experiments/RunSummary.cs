@@ -56,7 +56,8 @@ public sealed record RunSummary(
 {
     public static RunSummary Create(ExperimentSpec spec, ExperimentData data, string engine, long plannedSteps, RunOutcome outcome)
     {
-        var last = outcome.Evaluations[^1];
+        // an interrupted run may end before its first evaluation: no loss to report
+        var last = outcome.Evaluations.Count > 0 ? outcome.Evaluations[^1] : EvaluationPoint.None;
         var slowdowns = spec.Stragglers.Slowdowns(spec.Topology.Workers);
         return new RunSummary(
             spec.Name,
@@ -91,7 +92,7 @@ public sealed record RunSummary(
             outcome.Evaluations.LastOrDefault(e => e.TrainLoss is not null)?.TrainLoss,
             last.TestLoss,
             last.TestAccuracy,
-            outcome.Evaluations.Max(e => e.TestAccuracy),
+            outcome.Evaluations.Count > 0 ? outcome.Evaluations.Max(e => e.TestAccuracy) : double.NaN,
             last.BytesWorkerToShard,
             last.BytesShardToWorker,
             last.UplinkRatio,

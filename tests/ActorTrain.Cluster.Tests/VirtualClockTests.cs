@@ -129,8 +129,9 @@ public class VirtualClockTests : TestKit
     public async Task A_worker_that_never_restarts_stalls_bsp_with_a_clear_error()
     {
         var faults = new[] { new WorkerFault(0, null, AtStep: 3, RestartAfter: null) };
-        var e = await Assert.ThrowsAsync<ActorTrainException>(() => Run(Settings(3, 1, 20, faults: faults), Network()));
+        var e = await Assert.ThrowsAsync<RunFailedException>(() => Run(Settings(3, 1, 20, faults: faults), Network()));
         Assert.Contains("stalled", e.Message);
+        Assert.Contains("worker(s) 0 were killed by faults without restart-after and BSP waits", e.Message);
     }
 
     [Fact]

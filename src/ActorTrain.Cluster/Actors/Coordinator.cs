@@ -45,6 +45,9 @@ public sealed record EvaluationPoint(
     long DenseBytesWorkerToShard,
     long DenseBytesShardToWorker)
 {
+    /// <summary>Stands for the last evaluation of a run interrupted before its first: nothing measured.</summary>
+    public static readonly EvaluationPoint None = new(0, 0, 0, null, double.NaN, double.NaN, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0);
+
     /// <summary>Dense FP32 bytes over bytes sent, per direction: how much compression saved.</summary>
     public double UplinkRatio => BytesWorkerToShard == 0 ? 1 : (double)DenseBytesWorkerToShard / BytesWorkerToShard;
     public double DownlinkRatio => BytesShardToWorker == 0 ? 1 : (double)DenseBytesShardToWorker / BytesShardToWorker;
@@ -168,7 +171,8 @@ public sealed class Coordinator : LinkedActor
         ITopologyPlacement? Placement = null,
         int CheckpointEvery = 0,
         Action<RunCheckpoint>? OnCheckpoint = null,
-        RunCheckpoint? Resume = null);
+        RunCheckpoint? Resume = null,
+        TimeSpan? StallTimeout = null);
 
     private sealed record EvaluationDone(long Step, bool Final, Evaluation Result, PendingSnapshot Snapshot, double Seconds);
     private sealed record ChildFailed(Exception Cause);
@@ -178,6 +182,18 @@ public sealed class Coordinator : LinkedActor
     }
 
     private sealed record KillWorker(int Fault);
+
+    /// <summary>The user asked the run to stop (SIGINT/SIGTERM): end now with what is done.</summary>
+    public sealed class Interrupt
+    {
+        public static readonly Interrupt Instance = new();
+    }
+
+    /// <summary>Wall clock: time to look whether the run still moves.</summary>
+    private sealed class StallCheck
+    {
+        public static readonly StallCheck Instance = new();
+    }
     private sealed record RestartWorker(int Worker);
 
     private sealed class PendingSnapshot(int parameters, int shards)
@@ -202,6 +218,10 @@ public sealed class Coordinator : LinkedActor
     private IActorRef[] _workerRefs = [];
     private readonly List<FaultEvent> _faultEvents = [];
     private readonly HashSet<int> _lost = [];
+    // workers killed by a fault without restart-after: BSP and SSP wait for them forever
+    private readonly SortedSet<int> _killedForGood = [];
+    private long _lastProgress = Stopwatch.GetTimestamp();
+    private ICancelable? _stallChecks;
     private readonly Dictionary<long, ShardCheckpoint[]> _checkpoints = new();
     // A resumed run's times go on from the checkpoint's.
     private readonly double _timeOffset;
@@ -215,6 +235,8 @@ public sealed class Coordinator : LinkedActor
     private readonly WorkerTally[] _workers;
     private readonly ShardCounters[] _shardCounters;
     private PendingSnapshot? _final;
+    // the weights of the last evaluation: what an interrupted run ends with
+    private PendingSnapshot? _lastEvaluated;
     private IGradientEngine? _evaluator;
     private readonly List<IActorRef> _children = [];
     private IActorRef[] _shards = [];
@@ -253,6 +275,8 @@ public sealed class Coordinator : LinkedActor
         Receive<KillWorker>(k => Kill(k.Fault));
         Receive<RestartWorker>(r => Restart(r.Worker));
         Receive<SimulationIdle>(OnIdle);
+        Receive<StallCheck>(_ => CheckProgress());
+        Receive<Interrupt>(_ => OnInterrupt());
         Receive<PlacedTopology>(OnPlaced);
         Receive<ShardCheckpoint>(OnShardCheckpoint);
         Receive<Terminated>(OnTerminated);
@@ -357,6 +381,12 @@ public sealed class Coordinator : LinkedActor
         for (int f = 0; f < _faults.Count; f++)
             if (_faults[f].AtSeconds is { } at) Link.ScheduleOnce(Self, new KillWorker(f), at, Self);
         if (Link is VirtualLink simulated) simulated.NotifyWhenIdle(Self);
+        else if (_settings.StallTimeout is { } timeout)
+        {
+            // the wall clock has no idle signal: a run that stops moving is noticed by the time since its last step
+            var every = TimeSpan.FromTicks(Math.Clamp(timeout.Ticks / 4, TimeSpan.TicksPerMillisecond * 50, TimeSpan.TicksPerSecond));
+            _stallChecks = Context.System.Scheduler.ScheduleTellRepeatedlyCancelable(every, every, Self, StallCheck.Instance, Self);
+        }
         Link.Start();
     }
 
@@ -416,21 +446,21 @@ public sealed class Coordinator : LinkedActor
         var actor = terminated.ActorRef;
         if (Array.IndexOf(_shards, actor) is var k and >= 0)
         {
-            Fail(new Core.ActorTrainException($"shard {k} on {actor.Path.Address} was lost: the run cannot go on without its weights"));
+            Fail(new Core.RunFailedException($"shard {k} on {actor.Path.Address} was lost: the run cannot go on without its weights"));
             return;
         }
         int w = Array.IndexOf(_workerRefs, actor);
         if (w < 0 || _lost.Contains(w)) return;
         if (Link.IsVirtual)
         {
-            Fail(new Core.ActorTrainException($"worker {w} on {actor.Path.Address} was lost: a virtual-clock run cannot lose a node (its events would never complete); use simulation.clock = wall for runs that may lose nodes, or faults = [...] to simulate crashes"));
+            Fail(new Core.RunFailedException($"worker {w} on {actor.Path.Address} was lost: a virtual-clock run cannot lose a node (its events would never complete); use simulation.clock = wall for runs that may lose nodes, or faults = [...] to simulate crashes"));
             return;
         }
         _lost.Add(w);
         _faultEvents.Add(new FaultEvent(w, RunTime, null, NodeLost: true));
         if (_lost.Count == _workerRefs.Length)
         {
-            Fail(new Core.ActorTrainException("every worker was lost: nothing is left to train"));
+            Fail(new Core.RunFailedException("every worker was lost: nothing is left to train"));
             return;
         }
         foreach (var shard in _shards) Link.Send(shard, new WorkerLost(w), 0, TrafficClass.Control, Self);
@@ -445,11 +475,19 @@ public sealed class Coordinator : LinkedActor
         _workers[f.Worker].Kills++;
         _faultEvents.Add(new FaultEvent(f.Worker, RunTime, null));
         if (f.RestartAfter is { } after) Link.ScheduleOnce(Self, new RestartWorker(f.Worker), after, Self);
+        else
+        {
+            _killedForGood.Add(f.Worker);
+            if (_killedForGood.Count + _lost.Count >= _workerRefs.Length)
+                Fail(new Core.RunFailedException(
+                    $"every worker was killed by faults without restart-after (the last, worker {f.Worker}, at {Quantity.FormatSeconds(RunTime)}): nothing is left to train"));
+        }
     }
 
     private void Restart(int w)
     {
         if (_stopping) return;
+        _killedForGood.Remove(w);
         _workerRefs[w] = CreateWorker(w, $"worker-{w}-{++_incarnations}");
         Link.Attach(_workerRefs[w], Endpoint.Worker(w));
         int last = _faultEvents.FindLastIndex(e => e.Worker == w);
@@ -461,8 +499,33 @@ public sealed class Coordinator : LinkedActor
     private void OnIdle(SimulationIdle idle)
     {
         if (_final is { } f && f.Received == _settings.Shards) return;
-        Fail(new Core.ActorTrainException(FormattableString.Invariant(
-            $"the simulation stalled at virtual time {idle.Time:0.######} s: no message is in flight and the run is not finished (a killed worker that never restarts blocks BSP and SSP)")));
+        Fail(new Core.RunFailedException(FormattableString.Invariant(
+            $"the run stalled at virtual time {idle.Time:0.######} s (step {Progress}): no message is in flight; {StallCause()}")));
+    }
+
+    /// <summary>Wall clock: no step report, snapshot or evaluation for simulation.stall-timeout ends the run.</summary>
+    private void CheckProgress()
+    {
+        if (_settings.StallTimeout is not { } timeout || _final is not null || _evaluating) return;
+        var quiet = Stopwatch.GetElapsedTime(_lastProgress);
+        if (quiet < timeout) return;
+        Fail(new Core.RunFailedException(FormattableString.Invariant(
+            $"the run stalled at {RunTime:0.###} s (step {Progress}): nothing moved for {quiet.TotalSeconds:0.#} s (simulation.stall-timeout = {Quantity.FormatSeconds(timeout.TotalSeconds)}); {StallCause()}")));
+    }
+
+    private long Progress => _workers.Length == 0 ? 0 : _workers.Min(w => w.Steps);
+
+    /// <summary>Why a run stopped moving, from what the coordinator and the link know: lost messages first, then dead workers.</summary>
+    private string StallCause()
+    {
+        var link = Link.Statistics;
+        var causes = new List<string>();
+        if (link.Lost > 0)
+            causes.Add($"{link.Lost} message(s) were lost for good, every attempt dropped (network.drop; network.max-attempts attempts each; the first: {link.FirstLost})");
+        if (_killedForGood.Count > 0)
+            causes.Add($"worker(s) {string.Join(", ", _killedForGood)} were killed by faults without restart-after and {_settings.Policy.Kind.ToString().ToUpperInvariant()} waits for every worker");
+        if (causes.Count == 0) causes.Add("no lost message and no dead worker explains it (a bug: please report it with the run's config.conf)");
+        return string.Join("; ", causes);
     }
 
     /// <summary>Seconds of the run so far (from the launch; a resumed run goes on from its checkpoint's time).</summary>
@@ -476,12 +539,14 @@ public sealed class Coordinator : LinkedActor
 
     protected override void PostStop()
     {
+        _stallChecks?.Cancel();
         _evaluator?.Dispose();
         _completion.TrySetException(new InvalidOperationException("the coordinator stopped before the run completed"));
     }
 
     private void OnReport(WorkerStepReport r)
     {
+        _lastProgress = Stopwatch.GetTimestamp();
         var t = _workers[r.Worker];
         t.Steps++;
         t.Compute += r.ComputeSeconds;
@@ -504,6 +569,7 @@ public sealed class Coordinator : LinkedActor
 
     private void OnSnapshot(ShardSnapshot s)
     {
+        _lastProgress = Stopwatch.GetTimestamp();
         _shardCounters[s.Shard] = s.Counters;
         PendingSnapshot pending;
         if (s.Final)
@@ -549,6 +615,7 @@ public sealed class Coordinator : LinkedActor
     private void OnEvaluated(EvaluationDone done)
     {
         _evaluating = false;
+        _lastProgress = Stopwatch.GetTimestamp();
         var counters = done.Snapshot.Counters.Select(c => c!).ToArray();
         // Every shard sees every push, so any one shard's sample count is the run's.
         long samples = counters.Max(c => c.Samples);
@@ -571,6 +638,7 @@ public sealed class Coordinator : LinkedActor
             counters.Sum(c => c.DenseBytesIn),
             counters.Sum(c => c.DenseBytesOut));
         _evaluations.Add(point);
+        _lastEvaluated = done.Snapshot;
         _observer?.OnEvaluation(point);
         RunTelemetry.Loss.Record(point.TestLoss);
         // Evaluation is not part of the simulated cluster: its span starts when the snapshot was
@@ -625,18 +693,35 @@ public sealed class Coordinator : LinkedActor
     private void Complete(EvaluationDone done, StopReason? reason = null)
     {
         if (reason is { } r) _stopReason = r;
+        Complete(done.Step, done.Snapshot.Time, done.Snapshot.Weights,
+            done.Final ? done.Snapshot.Counters.Select(c => c!).ToList() : _shardCounters.ToList());
+    }
+
+    private void Complete(long step, double time, float[] weights, IReadOnlyList<ShardCounters> shards)
+    {
         Link.Stop();
         _runSpan?.SetTag("actortrain.stop_reason", _stopReason.ToString());
-        _runSpan?.SetTag("actortrain.steps", done.Step);
-        RunTelemetry.End(_runSpan, Link, LinkTime(done.Snapshot.Time));
+        _runSpan?.SetTag("actortrain.steps", step);
+        RunTelemetry.End(_runSpan, Link, LinkTime(time));
         _runSpan = null;
         foreach (var child in _children) child.Tell(StopTraining.Instance);
         var workers = _workers.Select((t, i) => new WorkerSummary(i, t.Steps, t.Compute, t.Communication, t.Wait, t.Flops, t.Underflow, t.NonFinite,
             t.Scale, t.Kills, t.Gradient)).ToList();
-        var shards = done.Final ? done.Snapshot.Counters.Select(c => c!).ToList() : _shardCounters.ToList();
-        _completion.TrySetResult(new RunOutcome(_stopReason, done.Snapshot.Weights, done.Step, _evaluations, workers,
-            shards, done.Snapshot.Time, _wall.Elapsed.TotalSeconds, Link.IsVirtual, Link.Statistics, _faultEvents.ToList()));
+        _completion.TrySetResult(new RunOutcome(_stopReason, weights, step, _evaluations, workers,
+            shards, time, _wall.Elapsed.TotalSeconds, Link.IsVirtual, Link.Statistics, _faultEvents.ToList()));
         Context.Stop(Self);
+    }
+
+    /// <summary>
+    /// Ends the run at once with the evaluations so far and the weights of the last one (the
+    /// initial weights before any): waiting for a final snapshot could take as long as a step.
+    /// </summary>
+    private void OnInterrupt()
+    {
+        _stopReason = StopReason.Interrupted;
+        var last = _lastEvaluated;
+        Complete(last?.Version ?? 0, last?.Time ?? RunTime, last?.Weights ?? _settings.InitialWeights,
+            _shardCounters.Where(c => c is not null).ToList());
     }
 
     private void Fail(Exception cause)

@@ -170,13 +170,13 @@ public sealed class ClusterPlacement(ActorSystem system, IRoute route, string co
         }
         catch (AskTimeoutException)
         {
-            throw new Core.ActorTrainException($"{host.Path.Address} did not answer the {what} request within {timeout.TotalSeconds:0} s (actortrain.cluster.host-timeout)");
+            throw new Core.RunFailedException($"{host.Path.Address} did not answer the {what} request within {timeout.TotalSeconds:0} s (actortrain.cluster.host-timeout)");
         }
         return reply switch
         {
             Hosted hosted => hosted,
-            HostFailed failed => throw new Core.ActorTrainException($"a {what} node could not host its part: {failed.Reason}"),
-            _ => throw new Core.ActorTrainException($"{host.Path.Address} answered the {what} request with {reply.GetType().Name}"),
+            HostFailed failed => throw new Core.RunFailedException($"a {what} node could not host its part: {failed.Reason}"),
+            _ => throw new Core.RunFailedException($"{host.Path.Address} answered the {what} request with {reply.GetType().Name}"),
         };
     }
 }

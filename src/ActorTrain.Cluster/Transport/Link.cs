@@ -81,19 +81,22 @@ public sealed record LinkStatistics(
     long DuplicatesDiscarded = 0,
     long Lost = 0,
     long LostToStoppedActors = 0,
-    long Events = 0);
+    long Events = 0,
+    string? FirstLost = null);
 
 /// <summary>Thread-safe tallies behind <see cref="LinkStatistics"/>.</summary>
 internal sealed class LinkCounters
 {
     private long _messages, _bytes, _retransmissions, _duplicates, _lost, _lostToStopped, _events;
+    private string? _firstLost;
 
-    public void Planned(TransferPlan plan, long bytes)
+    public void Planned(TransferPlan plan, long bytes, Endpoint from, Endpoint to)
     {
         Interlocked.Increment(ref _messages);
         Interlocked.Add(ref _bytes, bytes * plan.Attempts);
         Interlocked.Add(ref _retransmissions, plan.Retransmissions);
-        if (plan.Lost) Interlocked.Increment(ref _lost);
+        if (plan.Lost && Interlocked.Increment(ref _lost) == 1)
+            _firstLost = FormattableString.Invariant($"{from} -> {to} at {Quantity.FormatSeconds(plan.Departure)}, after {plan.Attempts} attempts");
     }
 
     public void Duplicate() => Interlocked.Increment(ref _duplicates);
@@ -101,7 +104,8 @@ internal sealed class LinkCounters
     public void Event() => Interlocked.Increment(ref _events);
 
     public LinkStatistics Snapshot() => new(Interlocked.Read(ref _messages), Interlocked.Read(ref _bytes), Interlocked.Read(ref _retransmissions),
-        Interlocked.Read(ref _duplicates), Interlocked.Read(ref _lost), Interlocked.Read(ref _lostToStopped), Interlocked.Read(ref _events));
+        Interlocked.Read(ref _duplicates), Interlocked.Read(ref _lost), Interlocked.Read(ref _lostToStopped), Interlocked.Read(ref _events),
+        Volatile.Read(ref _firstLost));
 }
 
 /// <summary>

@@ -190,7 +190,7 @@ public sealed class VirtualLink : ILink, IEventLink
         if (!_endpoints.TryGetValue(item.Sender, out var from) || !_endpoints.TryGetValue(item.To, out var to))
             throw new InvalidOperationException($"virtual link: {item.Sender.Path} or {item.To.Path} was never attached to an endpoint");
         var plan = _network.Plan(from, to, item.Bytes, item.At);
-        _counters.Planned(plan, item.Bytes);
+        _counters.Planned(plan, item.Bytes, from, to);
         long id = _nextMessageId++;
         _duplicates.Expect(id, plan.Arrivals.Length);
         foreach (double arrival in plan.Arrivals)

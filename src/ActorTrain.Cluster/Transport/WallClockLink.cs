@@ -76,7 +76,7 @@ public sealed class WallClockLink : ILink, IDisposable
             id = _nextId++;
             lock (_duplicates) _duplicates.Expect(id, plan.Arrivals.Length);
         }
-        _counters.Planned(plan, bytes);
+        _counters.Planned(plan, bytes, from, target);
         foreach (double arrival in plan.Arrivals) _line.Add(arrival, to, message, sender, id);
     }
 

@@ -23,6 +23,9 @@ public abstract record Distribution
 
     public static readonly Distribution Zero = new Constant(0);
 
+    /// <summary>The largest lognormal sigma accepted (mean = 2981 x median).</summary>
+    public const double MaxLogSigma = 4;
+
     /// <summary>The text it was parsed from, for summaries.</summary>
     public string? Source { get; init; }
 
@@ -144,14 +147,24 @@ public abstract record Distribution
             case "lognormal":
             {
                 var p = Parameters("mu", "sigma");
-                return new LogNormal(Positive(p[0], "mu (the median)", true), Dimensionless(p[1], key));
+                double sigma = Dimensionless(p[1], key);
+                // the mean is e^(sigma^2/2) times the median: beyond sigma = 4 (2981x) one draw in a
+                // few thousand is astronomically long, which is a typo, not a network
+                if (sigma > MaxLogSigma)
+                    throw new ActorTrainException(FormattableString.Invariant(
+                        $"{key} = \"{text}\": sigma = {sigma} gives a mean {Math.Exp(Math.Min(sigma * sigma / 2, 700)):0.###e+0} times the median; use sigma <= {MaxLogSigma}"));
+                return new LogNormal(Positive(p[0], "mu (the median)", true), sigma);
             }
             case "exponential":
                 return new Exponential(Positive(Parameters("mean")[0], "mean", true));
             case "pareto":
             {
                 var p = Parameters("scale", "shape");
-                return new Pareto(Positive(p[0], "scale", true), Positive(p[1], "shape", false));
+                double shape = Positive(p[1], "shape", false);
+                if (shape <= 1)
+                    throw new ActorTrainException(FormattableString.Invariant(
+                        $"{key} = \"{text}\": shape = {shape} has an infinite mean (a run would wait forever on some message); use shape > 1 (1 < shape <= 2: finite mean, infinite variance)"));
+                return new Pareto(Positive(p[0], "scale", true), shape);
             }
             default:
                 throw new ActorTrainException($"{key} = \"{text}\": unknown distribution '{name}'; write one of {forms}");

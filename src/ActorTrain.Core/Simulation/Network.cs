@@ -88,6 +88,17 @@ public sealed record NetworkSettings(
         return spec;
     }
 
+    /// <summary>The chance that a message on the lossiest link is lost: every one of its MaxAttempts attempts dropped.</summary>
+    public double WorstLossProbability
+    {
+        get
+        {
+            double drop = new[] { Default.Drop, Uplink.Drop ?? 0, Downlink.Drop ?? 0, CrossRack.Drop ?? 0 }
+                .Concat(Rules.Select(r => r.Override.Drop ?? 0)).Max();
+            return drop == 0 ? 0 : Math.Pow(drop, MaxAttempts);
+        }
+    }
+
     /// <summary>The least latency any training message between these workers and shards can have.</summary>
     public double MinLatency(int workers, int shards)
     {
