@@ -125,6 +125,14 @@ public static class ActorTrainCommand
         root.Subcommands.Add(devices);
 
         var result = root.Parse(args);
+        if (result.Errors.Count > 0 && result.CommandResult.Command == root && !args.Contains("--help") && !args.Contains("-h"))
+        {
+            string commands = string.Join(", ", root.Subcommands.Select(c => c.Name));
+            stderr.WriteLine(args.Length == 0 || args[0].StartsWith('-')
+                ? $"error: no command given; use one of {commands} (actortrain --help)"
+                : $"error: unknown command '{args[0]}'; use one of {commands} (actortrain --help)");
+            return BadInput;
+        }
         if (result.Errors.Count > 0)
         {
             foreach (var error in result.Errors) stderr.WriteLine($"error: {error.Message}");
@@ -467,7 +475,7 @@ public static class ActorTrainCommand
         var data = ExperimentData.Build(spec);
         var engine = new GradientEngineFactory(spec.Compute.Engine, spec.EngineThreads);
         console.WriteLine(FormattableString.Invariant(
-            $"{file}: ok. {data.Model.Describe()}; {data.Train.Count} train / {data.Test.Count} test rows; {spec.Topology.Workers} workers, {spec.Topology.Shards} shards; {data.Steps(spec)} steps; engine {engine.Name}"));
+            $"{file}: ok. {data.Model.Describe()}; {data.Train.Count} train / {data.Test.Count} test rows; {spec.Topology.Workers} workers, {spec.Topology.Shards} shards; {data.Steps(spec)} steps; engine {engine.Name}; about {ExperimentData.EstimateBytes(spec, data.Model.ParameterCount, ((long)data.Train.Count + data.Test.Count) * data.Train.FeatureCount) / 1e6:0.#} MB in one process"));
         return Ok;
     }
 

@@ -18,3 +18,6 @@ public sealed class DataFormatException(string path, string problem, Exception? 
 /// bad input, so the command exits 1; the message is written to be shown as-is and names the cause.
 /// </summary>
 public class RunFailedException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>A label outside the classes (given by dataset.classes, or 0..K-1 read from the labels).</summary>
+public sealed class LabelOutOfRangeException(string path, string problem) : ActorTrainException($"{path}: {problem}");

@@ -36,11 +36,12 @@ public sealed class ConfigReader
     }
 
     /// <param name="source">Where the text came from, for messages (a path, or "quickstart").</param>
-    public static ConfigReader Load(string text, string source, IEnumerable<string> overrides)
+    /// <param name="folder">The folder `include "file"` is relative to: the experiment file's; null: includes are refused.</param>
+    public static ConfigReader Load(string text, string source, IEnumerable<string> overrides, string? folder = null)
     {
         var reference = Parse(ReferenceText, "hocon/actortrain.conf (embedded)");
         var referenceKeys = LeafKeys(reference);
-        var file = Parse(text, source);
+        var file = Parse(text, source, folder);
         CheckKeys(file, referenceKeys, source);
         var merged = file.WithFallback(reference);
         foreach (string assignment in overrides)
@@ -57,11 +58,14 @@ public sealed class ConfigReader
     }
 
     /// <summary>True when <paramref name="text"/> (valid HOCON) sets no key at all: an empty file, or comments only.</summary>
-    public static bool SetsNoKeys(string text) => string.IsNullOrWhiteSpace(text) || ConfigurationFactory.ParseString(text) is not { Root: not null } config ||
-        LeafKeys(config).Count == 0;
+    public static bool SetsNoKeys(string text) => string.IsNullOrWhiteSpace(text) ||
+        ConfigurationFactory.ParseString(text, _ => Parser.Parse("included = true", null)) is not { Root: not null } config || LeafKeys(config).Count == 0;
 
     private static Config ParseOverride(string key, string value)
     {
+        // A value that opens a list or object must be one: "[64" or "{" is a typo, not a string.
+        if (value.StartsWith('[') || value.StartsWith('{'))
+            return Parse($"{key} = {value}", $"--set {key}={value}");
         try
         {
             return ConfigurationFactory.ParseString($"{key} = {value}");
@@ -73,12 +77,12 @@ public sealed class ConfigReader
         }
     }
 
-    private static Config Parse(string text, string source)
+    private static Config Parse(string text, string source, string? folder = null)
     {
         CheckBrackets(text, source);
         try
         {
-            var config = ConfigurationFactory.ParseString(text);
+            var config = ConfigurationFactory.ParseString(text, Includer(source, folder, 0));
             if (config.Root is null) throw new ActorTrainException($"{source}: empty configuration");
             return config;
         }
@@ -138,6 +142,31 @@ public sealed class ConfigReader
             throw new ActorTrainException($"{source}: malformed HOCON: '{bracket}' opened on line {at} is never closed");
         }
     }
+
+    /// <summary>
+    /// Resolves `include "file"` relative to the including file's folder, as Akka's own configs
+    /// compose; included files may include others (at most 16 deep, which also ends a cycle).
+    /// </summary>
+    private static Func<string, HoconRoot> Includer(string source, string? folder, int depth) => name =>
+    {
+        name = name.Trim().Trim('"');
+        if (folder is null)
+            throw new ActorTrainException($"{source}: include \"{name}\": only an experiment file can include (files are found relative to it)");
+        if (depth >= 16) throw new ActorTrainException($"{source}: include \"{name}\": includes nest more than 16 deep (an include cycle?)");
+        string path = Path.GetFullPath(Path.Combine(folder, name));
+        if (!File.Exists(path)) throw new ActorTrainException($"{source}: include \"{name}\": {path} not found");
+        string text;
+        try
+        {
+            text = File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ActorTrainException($"{source}: include \"{name}\": cannot read {path} ({e.Message})", e);
+        }
+        CheckBrackets(text, path);
+        return Parser.Parse(text, Includer(path, Path.GetDirectoryName(path), depth + 1));
+    };
 
     private static string FirstLine(string message) => message.Split('\n')[0].Trim();
 

@@ -15,7 +15,7 @@ public sealed record ExperimentData(Dataset Train, Dataset Test, Dataset[] Parti
         switch (d.Type)
         {
             case "synthetic-blobs":
-                (train, test) = SyntheticData.Blobs(d.Samples, d.Features, d.Classes, d.Separation, Rng.Derive(seed, 1)).Split(d.TestFraction, Rng.Derive(seed, 2));
+                (train, test) = SyntheticData.Blobs(d.Samples, d.Features, d.BlobClasses, d.Separation, Rng.Derive(seed, 1)).Split(d.TestFraction, Rng.Derive(seed, 2));
                 break;
             case "synthetic-linear":
                 (train, test) = SyntheticData.Linear(d.Samples, d.Features, d.Outputs, d.Noise, Rng.Derive(seed, 1), out _).Split(d.TestFraction, Rng.Derive(seed, 2));
@@ -23,16 +23,28 @@ public sealed record ExperimentData(Dataset Train, Dataset Test, Dataset[] Parti
             default:
                 try
                 {
-                    (train, test) = IdxReader.LoadMnistFolder(d.Path, d.Normalization);
+                    (train, test) = IdxReader.LoadMnistFolder(d.Path, d.Normalization, d.Classes == 0 ? null : d.Classes);
                 }
                 catch (DataFormatException e)
                 {
                     throw new ActorTrainException($"dataset.path: {e.Message}", e);
                 }
+                catch (LabelOutOfRangeException e)
+                {
+                    throw new ActorTrainException($"dataset.classes: {e.Message}", e);
+                }
                 if (d.Limit > 0 && d.Limit < train.Count)
                     train = train.Select(Enumerable.Range(0, d.Limit).ToArray(), train.Name);
                 break;
         }
+
+        int[] layers = spec.Model.Type == "mlp" ? [train.FeatureCount, .. spec.Model.Hidden, train.Classes]
+            : [train.FeatureCount, spec.Model.Type == "linear" ? train.TargetDim : train.Classes];
+        long parameters = Enumerable.Range(0, layers.Length - 1).Sum(l => ((long)layers[l] + 1) * layers[l + 1]);
+        if (parameters > Array.MaxLength)
+            throw new ActorTrainException(FormattableString.Invariant(
+                $"model.hidden = [{string.Join(", ", spec.Model.Hidden)}] gives {parameters:N0} parameters; one flat vector holds at most {Array.MaxLength:N0}: use smaller layers"));
+        CheckMemory(spec, parameters, train, test);
 
         ModelSpec model = spec.Model.Type switch
         {
@@ -45,7 +57,39 @@ public sealed record ExperimentData(Dataset Train, Dataset Test, Dataset[] Parti
         if (spec.Topology.Workers > train.Count)
             throw new ActorTrainException($"topology.workers = {spec.Topology.Workers} is more than the {train.Count} training rows; every worker needs at least one");
         var partitions = train.Partition(spec.Topology.Workers, Rng.Derive(seed, 3));
+        int smallest = partitions.Min(p => p.Count);
+        if (spec.Training.BatchSize > smallest)
+            throw new ActorTrainException(
+                $"training.batch-size = {spec.Training.BatchSize} is more than a worker's partition ({train.Count} training rows over {spec.Topology.Workers} workers: {smallest} rows); the largest valid value is {smallest} (or 0 for full-batch)");
         return new ExperimentData(train, test, partitions, model);
+    }
+
+    /// <summary>
+    /// Bytes a one-process run holds, roughly: the data, and per parameter 4 bytes in each of the
+    /// initial weights, the shards' master weights and optimizer state, the evaluator, and each
+    /// worker's weights, gradient and codec residual.
+    /// </summary>
+    public static long EstimateBytes(ExperimentSpec spec, long parameters, long dataFloats)
+    {
+        int states = spec.Optimizer.Kind switch
+        {
+            Core.Optimization.OptimizerKind.Sgd => 0,
+            Core.Optimization.OptimizerKind.Adam or Core.Optimization.OptimizerKind.AdamW => 2,
+            _ => 1,
+        };
+        long perWorker = 3;
+        return 4 * (dataFloats + parameters * (3 + states + perWorker * spec.Topology.Workers));
+    }
+
+    /// <summary>A run that cannot fit this machine's memory is refused before it starts, naming the keys that size it.</summary>
+    private static void CheckMemory(ExperimentSpec spec, long parameters, Dataset train, Dataset test)
+    {
+        long dataFloats = ((long)train.Count + test.Count) * train.FeatureCount;
+        long need = EstimateBytes(spec, parameters, dataFloats);
+        long have = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+        if (need > have * 0.8)
+            throw new ActorTrainException(FormattableString.Invariant(
+                $"the run needs about {need / 1e9:0.#} GB ({parameters:N0} parameters from model.hidden, held by the shards and each of topology.workers = {spec.Topology.Workers}), but this process can use {have / 1e9:0.#} GB: use smaller model.hidden or fewer topology.workers"));
     }
 
     /// <summary>

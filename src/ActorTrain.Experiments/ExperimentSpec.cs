@@ -17,6 +17,9 @@ public sealed record DatasetSection(
     double TestFraction, string Path, PixelNormalization Normalization, int Limit)
 {
     public bool IsIdx => Type is "fashion-mnist" or "idx";
+
+    /// <summary>Classes of synthetic-blobs: dataset.classes, or 4 for auto.</summary>
+    public int BlobClasses => Classes == 0 ? 4 : Classes;
 }
 
 public sealed record TopologySection(int Workers, int Shards);
@@ -177,7 +180,7 @@ public sealed record ExperimentSpec(
             }
             source = path;
         }
-        var spec = Parse(text, source, overrides ?? []);
+        var spec = Parse(text, source, overrides ?? [], path is null or "quickstart" ? null : Path.GetDirectoryName(Path.GetFullPath(path)));
         return path is null or "quickstart" || !ConfigReader.SetsNoKeys(text)
             ? spec
             : spec with { Warnings = [$"{path} sets no keys: running every default of hocon/actortrain.conf", .. spec.Warnings] };
@@ -187,16 +190,17 @@ public sealed record ExperimentSpec(
     /// Parses experiment text; a compare block yields one variant per entry, each the experiment with
     /// the command-line overrides and then the variant's own keys applied.
     /// </summary>
-    public static ExperimentSpec Parse(string text, string source, IEnumerable<string> overrides)
+    /// <param name="folder">The folder includes are relative to (the experiment file's); null refuses includes.</param>
+    public static ExperimentSpec Parse(string text, string source, IEnumerable<string> overrides, string? folder = null)
     {
         var assignments = overrides.ToArray();
-        var reader = ConfigReader.Load(text, source, assignments);
+        var reader = ConfigReader.Load(text, source, assignments, folder);
         var sweep = ReadSweep(reader);
         var blocks = reader.OverrideBlocks("compare");
         if (blocks.Count > 0 && sweep.Values.Count > 0)
             throw new ActorTrainException($"{source}: has both a compare block and sweep.values; use one of them");
         ExperimentSpec Variant(string name, string[] keys) =>
-            FromConfig(ConfigReader.Load(text, $"{source} (variant {name})", [.. assignments, .. keys, "compare=[]"]), [], variant: true);
+            FromConfig(ConfigReader.Load(text, $"{source} (variant {name})", [.. assignments, .. keys, "compare=[]"], folder), [], variant: true);
         var variants = blocks
             .Select(v => new ExperimentVariant(v.Name, Variant(v.Name, v.Assignments),
                 v.Assignments.Select(a => new KeyValuePair<string, string>(a[..a.IndexOf('=')], a[(a.IndexOf('=') + 1)..].Trim('"'))).ToList()))
@@ -263,7 +267,7 @@ public sealed record ExperimentSpec(
             c.Choice("dataset.type", "synthetic-blobs", "synthetic-linear", "fashion-mnist", "idx"),
             c.Int("dataset.samples", 2),
             c.Int("dataset.features", 1),
-            c.Int("dataset.classes", 2),
+            c.String("dataset.classes").Trim() == "auto" ? 0 : c.Int("dataset.classes", 2),
             c.Double("dataset.separation", 0, minExclusive: true),
             c.Int("dataset.outputs", 1),
             c.Double("dataset.noise", 0),

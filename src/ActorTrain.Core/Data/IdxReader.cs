@@ -92,8 +92,10 @@ public static class IdxReader
     /// pixel. <paramref name="mean"/> and <paramref name="std"/> are used for standardisation when
     /// given (pass the training set's), and computed from these images otherwise.
     /// </summary>
+    /// <param name="classes">The number of classes: every label must be below it. Null: one more than the
+    /// largest label, and every class 0..K-1 must then have a label (a gap means a damaged file).</param>
     public static Dataset LoadLabelled(string imagesPath, string labelsPath, PixelNormalization normalization,
-        string name, ref double? mean, ref double? std)
+        string name, ref double? mean, ref double? std, ref int? classes)
     {
         var images = Read(imagesPath);
         var labels = Read(labelsPath);
@@ -101,8 +103,27 @@ public static class IdxReader
         if (labels.Dimensions.Length != 1) throw new DataFormatException(labelsPath, $"expected labels (rank 1), found rank {labels.Dimensions.Length}");
         if (labels.Count != images.Count)
             throw new DataFormatException(labelsPath, $"{labels.Count} labels for {images.Count} images in {imagesPath}");
-        int classes = labels.Data.Max() + 1;
-        if (classes < 2) throw new DataFormatException(labelsPath, "all labels are 0: not a classification set");
+        if (classes is { } k)
+        {
+            int bad = Array.FindIndex(labels.Data, l => l >= k);
+            if (bad >= 0)
+                throw new LabelOutOfRangeException(labelsPath, $"row {bad} has label {labels.Data[bad]}, but there are {k} classes (labels 0..{k - 1})");
+        }
+        else
+        {
+            int count = labels.Data.Max() + 1;
+            if (count < 2) throw new DataFormatException(labelsPath, "all labels are 0: not a classification set");
+            var seen = new bool[count];
+            foreach (byte l in labels.Data) seen[l] = true;
+            int gap = Array.IndexOf(seen, false);
+            if (gap >= 0)
+            {
+                int largest = Array.IndexOf(labels.Data, (byte)(count - 1));
+                throw new LabelOutOfRangeException(labelsPath,
+                    $"no row has label {gap}, but row {largest} has label {count - 1}: the labels are not 0..K-1 (a damaged file?); set dataset.classes to the real number of classes");
+            }
+            classes = count;
+        }
 
         int features = images.ItemSize;
         var x = new float[images.Data.Length];
@@ -122,7 +143,7 @@ public static class IdxReader
         }
         var y = new int[labels.Count];
         for (int i = 0; i < y.Length; i++) y[i] = labels.Data[i];
-        return new Dataset(name, x, features, y, classes);
+        return new Dataset(name, x, features, y, classes.Value);
     }
 
     /// <summary>
@@ -130,15 +151,15 @@ public static class IdxReader
     /// (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-...), as Debian's
     /// dataset-fashion-mnist package installs them in /usr/share/datasets/fashion-mnist.
     /// </summary>
-    public static (Dataset Train, Dataset Test) LoadMnistFolder(string directory, PixelNormalization normalization)
+    public static (Dataset Train, Dataset Test) LoadMnistFolder(string directory, PixelNormalization normalization, int? classes = null)
     {
         if (!Directory.Exists(directory))
             throw new DataFormatException(directory, "folder not found (for Fashion-MNIST: apt-get install dataset-fashion-mnist)");
         double? mean = null, std = null;
         var train = LoadLabelled(Find(directory, "train-images-idx3-ubyte"), Find(directory, "train-labels-idx1-ubyte"),
-            normalization, Path.GetFileName(directory.TrimEnd('/')) + "/train", ref mean, ref std);
+            normalization, Path.GetFileName(directory.TrimEnd('/')) + "/train", ref mean, ref std, ref classes);
         var test = LoadLabelled(Find(directory, "t10k-images-idx3-ubyte"), Find(directory, "t10k-labels-idx1-ubyte"),
-            normalization, Path.GetFileName(directory.TrimEnd('/')) + "/test", ref mean, ref std);
+            normalization, Path.GetFileName(directory.TrimEnd('/')) + "/test", ref mean, ref std, ref classes);
         return (train, test);
     }
 
