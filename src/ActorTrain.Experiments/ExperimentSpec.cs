@@ -316,6 +316,8 @@ public sealed record ExperimentSpec(
             c.Int("compression.dgc-warmup-steps", 0),
             c.Int("compression.rank", 1),
             c.Bool("compression.lz4"));
+        if (compression.Downlink == DownlinkMode.Codec && compression.Codec == "randomk")
+            throw new ActorTrainException("compression.downlink = codec with compression.codec = randomk: random-k scales what it keeps by n/k, and a stream of weight changes scaled so overshoots and diverges; use downlink = fp16 or fp32, or topk");
         string randomSlowdown = c.String("stragglers.random-slowdown");
         var stragglers = new StragglerSection(c.IntList("stragglers.workers", 0), c.Double("stragglers.factor", 1),
             randomSlowdown.Trim().Equals("none", StringComparison.OrdinalIgnoreCase) ? null : Distribution.Parse(randomSlowdown, "stragglers.random-slowdown", timed: false));

@@ -52,3 +52,44 @@ public class CompressionRunTests : TestKit
         Assert.True(outcome.Evaluations[^1].DownlinkRatio > 1.5, $"downlink ratio {outcome.Evaluations[^1].DownlinkRatio:0.0}");
     }
 }
+
+public class CompressedDownlinkTests
+{
+    /// <summary>
+    /// The shard sends each worker the change since the worker's copy (its mirror), compressed.
+    /// Weights that jump once and then hold still must reach the worker exactly, one top-k share
+    /// per message, never overshooting: what a message leaves out is still in the next change.
+    /// With error feedback on top (the old code) the unsent part was counted twice, the worker's
+    /// copy overshot and, under training, the weights went NaN.
+    /// </summary>
+    [Theory]
+    [InlineData("topk")]
+    [InlineData("dgc")]
+    public void A_compressed_downlink_converges_on_the_weights_without_overshoot(string codec)
+    {
+        const int n = 1000;
+        var settings = new CompressionSettings(codec, Ratio: 0.01, ErrorFeedback: true, Downlink: DownlinkMode.Codec);
+        var downlink = new Downlink(settings, workers: 1, n, seed: 5, []);
+        var rng = new Core.Rng(3);
+        var weights = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var copy = new float[n];
+        var change = new float[n];
+        var (first, delta) = downlink.Encode(new float[n], 0, 0, first: true);
+        Assert.False(delta);
+        first.Release();
+        for (int round = 1; round <= 3000; round++)
+        {
+            var (payload, isDelta) = downlink.Encode(weights, round, 0, first: false);
+            Assert.True(isDelta);
+            GradientCodec.Decode(payload.Memory.Span, change);
+            payload.Release();
+            for (int i = 0; i < n; i++)
+            {
+                copy[i] += change[i];
+                Assert.True(Math.Abs(copy[i]) <= Math.Abs(weights[i]) + 1e-6 && copy[i] * weights[i] >= 0,
+                    $"round {round}, parameter {i}: the worker holds {copy[i]} for a weight of {weights[i]}");
+            }
+        }
+        Assert.Equal(weights, copy);
+    }
+}

@@ -97,6 +97,26 @@ public class SyncPolicyTests : TestKit
         Assert.Equal(bsp.FinalWeights, asp.FinalWeights);
     }
 
+    /// <summary>
+    /// Adam ignores the gradient's scale: with each ASP push a step on gradient / N, every push
+    /// moved a whole learning rate, so a clock of N pushes went up to N times as far as a BSP step. With the
+    /// rate divided by N instead, the distance moved over the same clocks is comparable.
+    /// </summary>
+    [Theory]
+    [InlineData(OptimizerKind.Adam)]
+    [InlineData(OptimizerKind.RmsProp)]
+    [InlineData(OptimizerKind.Adagrad)]
+    public async Task Asp_with_n_workers_moves_about_as_far_per_clock_as_bsp_under_adaptive_optimizers(OptimizerKind kind)
+    {
+        var optimizer = new OptimizerSettings { Kind = kind };
+        var bspSettings = Settings(4, 2, 20, SyncPolicy.Bsp, optimizer);
+        var bsp = await RunWithDelays(bspSettings, 1);
+        var asp = await RunWithDelays(Settings(4, 2, 20, new SyncPolicy(SyncPolicyKind.Asp), optimizer), 1);
+        double Distance(float[] w) => Math.Sqrt(w.Select((v, i) => Math.Pow(v - bspSettings.InitialWeights[i], 2)).Sum());
+        double ratio = Distance(asp.FinalWeights) / Distance(bsp.FinalWeights);
+        Assert.True(ratio is > 0.4 and < 1.6, $"ASP moved {ratio:0.###} times as far as BSP (the old gradient / N rule: 1.9-2.2 for Adam and RMSprop here)");
+    }
+
     public static TheoryData<SyncPolicyKind> Policies => new() { SyncPolicyKind.Bsp, SyncPolicyKind.Asp, SyncPolicyKind.Ssp };
 
     [Theory]

@@ -141,7 +141,8 @@ public sealed class ParameterServerShard : LinkedActor
         Receive<PullParameters>(OnPull);
         Receive<PushGradient>(push =>
         {
-            Heard(push.Worker);
+            if (!FromCurrentIncarnation(push)) return;
+            _requestAt[push.Worker] = Link.Now;
             Account(push);
             _busy.Start();
             if (IsBsp) OnBspPush(push);
@@ -191,6 +192,22 @@ public sealed class ParameterServerShard : LinkedActor
 
     /// <summary>A push from a traced step (telemetry can trace 1 step in N; untraced pushes carry the run's context).</summary>
     private bool Sampled(PushGradient push) => push.Trace != _run;
+
+    /// <summary>
+    /// A worker speaks for its id from its first pull (a restarted worker from its rejoin pull) on.
+    /// A push from any other actor is from a killed predecessor, still on the wire when its
+    /// successor rejoined: counting it would give the id two pushes in one BSP step (the step then
+    /// closes without another worker's push) and would send the answer to a dead actor.
+    /// </summary>
+    private bool FromCurrentIncarnation(PushGradient push)
+    {
+        var current = _workerRefs[push.Worker];
+        if (current is null) _workerRefs[push.Worker] = Sender;
+        if (current is null || current.Equals(Sender)) return true;
+        push.Release();
+        RunTelemetry.DroppedPushes.Add(1, _shardTag, new KeyValuePair<string, object?>("actortrain.reason", "predecessor"));
+        return false;
+    }
 
     private void Heard(int worker)
     {
@@ -299,7 +316,11 @@ public sealed class ParameterServerShard : LinkedActor
             long staleness = _version - push.BaseVersion;
             double rate = _settings.Schedule.Rate(Step);
             if (_settings.Policy.StalenessAwareLearningRate) rate /= Math.Max(1, staleness);
-            Apply(rate, 1f / _settings.Workers);
+            // The learning rate, not the gradient, is divided by N: Adam, AdamW, Adagrad and RMSprop
+            // do not see a gradient's scale, so gradient / N would still move each push a whole
+            // rate and a clock of N pushes N times as far as a BSP step. For SGD and momentum both
+            // are the same step; L2 decay now also acts once per clock, not N times.
+            Apply(rate / _settings.Workers, 1f);
             RecordStaleness(staleness);
             if (RunTelemetry.Tracing && Sampled(push))
                 _lastApply = RunTelemetry.Record("shard.apply", _run, Link, from, Link.Now,
@@ -335,7 +356,7 @@ public sealed class ParameterServerShard : LinkedActor
     /// <summary>One optimizer step on sum * factor, then the sum is cleared.</summary>
     private void Apply(double rate, float factor)
     {
-        TensorPrimitives.Multiply(_sum, factor, _sum);
+        if (factor != 1f) TensorPrimitives.Multiply(_sum, factor, _sum);
         _optimizer.Step(_weights, _sum, rate);
         Array.Clear(_sum);
         if (Link.IsVirtual) Link.Occupy(_applySeconds, 0);
@@ -436,8 +457,14 @@ internal sealed class Downlink
         {
             _mirrors = new float[workers][];
             _compressors = new IGradientCompressor[workers];
+            // No error feedback here: the change is taken against the mirror of what the worker
+            // holds, so whatever a message leaves out is still in the next change. A residual on top
+            // counted it twice, and the downlink overshot until the weights went NaN (issue 15.7).
+            // DGC's momentum correction belongs to gradients: its weights go as plain top-k messages.
             for (int w = 0; w < workers; w++)
-                _compressors[w] = settings.CreateCompressor(length, Rng.Derive(seed, (ulong)w), errorFeedback: true, blocks);
+                _compressors[w] = settings.Codec == "dgc"
+                    ? new GradientCompressor(settings.CreateCodec(), length, errorFeedback: false, Rng.Derive(seed, (ulong)w), settings.Lz4)
+                    : settings.CreateCompressor(length, Rng.Derive(seed, (ulong)w), errorFeedback: false, blocks);
             _scratch = new byte[_compressors[0].MaxEncodedSize];
         }
         else

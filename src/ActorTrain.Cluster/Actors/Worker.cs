@@ -65,6 +65,7 @@ public sealed class Worker : LinkedActor
     private IGradientEngine? _engine;
     private long _clock;
     private int _slicesReceived;
+    private readonly bool[] _sliceIn;
     private bool _rejoining;
     private double _pushedAt, _held;
     private ActivityContext _run;
@@ -82,6 +83,7 @@ public sealed class Worker : LinkedActor
         _gradient = new float[settings.Model.ParameterCount];
         _scaler = settings.LossScaler();
         _shardVersions = new long[shards.Count];
+        _sliceIn = new bool[shards.Count];
         var compression = settings.Compression ?? CompressionSettings.Dense;
         _compressors = settings.Shards.Select((r, k) => compression.CreateCompressor(r.Length,
             Core.Rng.Derive(settings.DataSeed, 0xC0DEC, (ulong)k), compression.ErrorFeedback,
@@ -136,8 +138,16 @@ public sealed class Worker : LinkedActor
         _shardVersions[slice.Shard] = slice.Version;
         _held = Math.Max(_held, slice.HeldSeconds);
         if (_rejoining) _clock = Math.Max(_clock, slice.WorkerClock);
-        if (++_slicesReceived < _shards.Count) return;
+        // Counted per shard: a shard may answer twice in one round (a dropped late push is answered
+        // at once, its step's answer comes later), which must not stand for another shard's slice.
+        if (!_sliceIn[slice.Shard])
+        {
+            _sliceIn[slice.Shard] = true;
+            _slicesReceived++;
+        }
+        if (_slicesReceived < _shards.Count) return;
         _slicesReceived = 0;
+        Array.Clear(_sliceIn);
         _rejoining = false;
         if (_settings.Policy == SyncPolicyKind.Bsp) _clock = _shardVersions.Min();
         Step();

@@ -21,7 +21,7 @@ public static class RunTelemetry
 
     public static readonly Counter<long> Bytes = Meter.CreateCounter<long>("actortrain.bytes", "By", "Encoded bytes received by shards (worker_to_shard) and sent by them (shard_to_worker).");
     public static readonly Counter<long> Pushes = Meter.CreateCounter<long>("actortrain.pushes", "{push}", "Gradient pushes received by shards.");
-    public static readonly Counter<long> DroppedPushes = Meter.CreateCounter<long>("actortrain.pushes.dropped", "{push}", "Pushes dropped as late (BSP backup workers).");
+    public static readonly Counter<long> DroppedPushes = Meter.CreateCounter<long>("actortrain.pushes.dropped", "{push}", "Pushes dropped: late (BSP backup workers), or from a killed worker's predecessor (reason = predecessor).");
     public static readonly Counter<long> SkippedPushes = Meter.CreateCounter<long>("actortrain.pushes.skipped", "{push}", "Pushes skipped as non-finite.");
     public static readonly Histogram<long> Staleness = Meter.CreateHistogram<long>("actortrain.staleness", "{version}", "Staleness of applied pushes.");
     public static readonly Histogram<double> StepTime = Meter.CreateHistogram<double>("actortrain.step.duration", "s", "A worker's step on the run's clock: network, wait, compute, compress.");

@@ -1,0 +1,212 @@
+using System.Buffers.Binary;
+
+namespace ActorTrain.Cli.Tests;
+
+/// <summary>
+/// Every bad input a stranger can give the command, as a table: exit code 2, exactly one line on
+/// stderr that starts with "error:" and names the key or file, nothing on stdout, no run folder left.
+/// Failures during a run (stalls) exit 1, a diverged run exits 0 with one warning.
+/// </summary>
+public sealed class BadInputTests() : TempFolderTest("actortrain-bad-")
+{
+    private string Runs => Path.Combine(Root, "runs");
+
+    private static async Task<(int Code, string Out, string Err)> Invoke(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = await ActorTrainCommand.RunAsync(args, stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
+    private string Write(string name, string text)
+    {
+        string path = Path.Combine(Root, name);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        File.WriteAllText(path, text);
+        return path;
+    }
+
+    /// <summary>An MNIST-style folder of 8 train and 4 test 2x2 images whose train labels are given.</summary>
+    private string IdxFolder(params byte[] trainLabels)
+    {
+        string folder = Directory.CreateDirectory(Path.Combine(Root, "idx")).FullName;
+        void Images(string stem, int count)
+        {
+            var bytes = new byte[16 + count * 4];
+            BinaryPrimitives.WriteInt32BigEndian(bytes, 0x803);
+            BinaryPrimitives.WriteInt32BigEndian(bytes.AsSpan(4), count);
+            BinaryPrimitives.WriteInt32BigEndian(bytes.AsSpan(8), 2);
+            BinaryPrimitives.WriteInt32BigEndian(bytes.AsSpan(12), 2);
+            for (int i = 16; i < bytes.Length; i++) bytes[i] = (byte)(i * 37);
+            File.WriteAllBytes(Path.Combine(folder, stem), bytes);
+        }
+        void Labels(string stem, byte[] labels)
+        {
+            var bytes = new byte[8 + labels.Length];
+            BinaryPrimitives.WriteInt32BigEndian(bytes, 0x801);
+            BinaryPrimitives.WriteInt32BigEndian(bytes.AsSpan(4), labels.Length);
+            labels.CopyTo(bytes, 8);
+            File.WriteAllBytes(Path.Combine(folder, stem), bytes);
+        }
+        Images("train-images-idx3-ubyte", trainLabels.Length);
+        Labels("train-labels-idx1-ubyte", trainLabels);
+        Images("t10k-images-idx3-ubyte", 4);
+        Labels("t10k-labels-idx1-ubyte", [0, 1, 2, 0]);
+        return folder;
+    }
+
+    private void AssertBadInput((int Code, string Out, string Err) result, string expected)
+    {
+        Assert.True(result.Code == 2, $"exit {result.Code}; stderr: {result.Err}");
+        var lines = result.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(lines.Length == 1, $"expected one line on stderr, got:\n{result.Err}");
+        Assert.StartsWith("error: ", lines[0]);
+        Assert.True(lines[0].Contains(expected, StringComparison.Ordinal), $"'{expected}' is not in: {lines[0]}");
+        Assert.Equal("", result.Out); // no banner, no progress before the error
+        Assert.False(Directory.Exists(Runs) && Directory.EnumerateFileSystemEntries(Runs).Any(), "a run folder was left behind");
+    }
+
+    public static TheoryData<string, string> Settings => new()
+    {
+        { "training.batch-size=100000", "training.batch-size = 100000 is more than a worker's partition" },
+        { "model.hidden=[64", "--set model.hidden=[64: malformed HOCON" },
+        { "model={", "--set model={: malformed HOCON" },
+        { "model.hidden=[100000, 100000]", "parameters; one flat vector holds at most" },
+        { "model.hidden=[40000000]", "the run needs about" },
+        { "network.latency=\"lognormal(mu=100us, sigma=50)\"", "network.latency = \"lognormal(mu=100us, sigma=50)\": sigma = 50" },
+        { "network.latency=\"pareto(scale=100us, shape=0.1)\"", "shape = 0.1 has an infinite mean" },
+        { "stragglers.random-slowdown=\"pareto(scale=1, shape=1)\"", "stragglers.random-slowdown" },
+        { "network.max-attempts=0", "network.max-attempts = 0 is out of range" },
+        { "simulation.stall-timeout=0s", "simulation.stall-timeout must be above zero" },
+        { "dataset.classes=1", "dataset.classes = 1 is out of range" },
+    };
+
+    [Theory]
+    [MemberData(nameof(Settings))]
+    public async Task A_bad_setting_is_one_error_line_naming_the_key(string setting, string expected)
+    {
+        AssertBadInput(await Invoke("run", "--set", setting, "--out", Runs), expected);
+        AssertBadInput(await Invoke("validate", Write("x.conf", "name = x\n"), "--set", setting), expected);
+    }
+
+    public static TheoryData<string, string> CommandLines => new()
+    {
+        { "foo", "unknown command 'foo'; use one of run, node, sweep" },
+        { "", "no command given; use one of run" },
+        { "node --role foo", "--role: unknown role 'foo'; use one of coordinator, ps, worker" },
+        { "run --checkpoint 5", "--checkpoint 5 picks a checkpoint of the run given with --resume" },
+        { "run --nodes 0", "--nodes 0" },
+    };
+
+    [Theory]
+    [MemberData(nameof(CommandLines))]
+    public async Task A_bad_command_line_is_one_error_line(string args, string expected) =>
+        AssertBadInput(await Invoke(args.Split(' ', StringSplitOptions.RemoveEmptyEntries)), expected);
+
+    [Fact]
+    public async Task An_idx_label_out_of_range_names_the_file_row_and_value()
+    {
+        string folder = IdxFolder(0, 1, 2, 200, 1, 0, 2, 1);
+        // classes from the labels: 200 leaves 3..199 without a row
+        AssertBadInput(await Invoke("validate", Write("x.conf", "name = x\n"), "--set", "dataset.type=idx", "--set", $"dataset.path={folder}", "--set", "training.batch-size=2"),
+            $"{Path.Combine(folder, "train-labels-idx1-ubyte")}: no row has label 3, but row 3 has label 200");
+        // classes given: the label is named with its row
+        AssertBadInput(await Invoke("run", "--set", "dataset.type=idx", "--set", $"dataset.path={folder}", "--set", "dataset.classes=3", "--set", "training.batch-size=2", "--out", Runs),
+            "row 3 has label 200, but there are 3 classes (labels 0..2)");
+    }
+
+    [Fact]
+    public async Task Idx_classes_come_from_the_labels_or_from_dataset_classes()
+    {
+        string folder = IdxFolder(0, 1, 2, 1, 1, 0, 2, 1);
+        var (code, output, err) = await Invoke("validate", Write("idx.conf", $"dataset {{ type = idx, path = \"{folder}\" }}\ntopology.shards = 1\ntraining.batch-size = 2\n"));
+        Assert.True(code == 0, err);
+        Assert.Contains("mlp 4-64-3", output);
+        (code, output, err) = await Invoke("validate", Write("idx.conf", $"dataset {{ type = idx, path = \"{folder}\", classes = 10 }}\ntopology.shards = 1\ntraining.batch-size = 2\n"));
+        Assert.True(code == 0, err);
+        Assert.Contains("mlp 4-64-10", output);
+    }
+
+    [Fact]
+    public async Task Include_is_relative_to_the_including_file_and_a_missing_one_is_named()
+    {
+        Write("exp/net/lossy.conf", "network.drop = 0.01\n");
+        Write("exp/base.conf", "include \"net/lossy.conf\"\ntopology.workers = 3\n");
+        string main = Write("exp/main.conf", "include \"base.conf\"\nseed = 9\n");
+        var (code, output, err) = await Invoke("validate", main);
+        Assert.True(code == 0, err);
+        Assert.Contains("3 workers", output);
+        var spec = Experiments.ExperimentSpec.Load(main);
+        Assert.Equal((9UL, 3, 0.01), (spec.Seed, spec.Topology.Workers, spec.Network.Default.Drop));
+
+        AssertBadInput(await Invoke("run", Write("exp/broken.conf", "include \"nowhere.conf\"\n"), "--out", Runs),
+            $"include \"nowhere.conf\": {Path.Combine(Root, "exp", "nowhere.conf")} not found");
+        AssertBadInput(await Invoke("run", Write("exp/cycle.conf", "include \"cycle.conf\"\n"), "--out", Runs), "an include cycle");
+    }
+
+    [Fact]
+    public async Task An_empty_experiment_file_runs_the_defaults_with_a_warning_naming_it()
+    {
+        string empty = Write("empty.conf", "# nothing here yet\n");
+        var (code, _, err) = await Invoke("validate", empty);
+        Assert.Equal(0, code);
+        Assert.Equal($"warning: {empty} sets no keys: running every default of hocon/actortrain.conf", err.Trim());
+    }
+
+    [Fact]
+    public async Task Validate_warns_when_the_drop_rate_makes_a_lost_message_likely()
+    {
+        var (code, _, err) = await Invoke("validate", Write("x.conf", "name = x\n"), "--set", "network.drop=0.9");
+        Assert.Equal(0, code);
+        Assert.Contains("warning: network.drop with network.max-attempts = 64: a message is lost for good", err);
+        (code, _, err) = await Invoke("validate", Write("x.conf", "name = x\n"), "--set", "network.drop=0.9", "--set", "network.max-attempts=400");
+        Assert.Equal("", err);
+    }
+
+    /// <summary>A stall is a failure of the run, not bad input: exit 1, one line naming the cause, no folder.</summary>
+    [Theory]
+    [InlineData("faults=[{ worker = 0, at-step = 3 }]", "worker(s) 0 were killed by faults without restart-after and BSP waits for every worker")]
+    [InlineData("network.drop=0.95", "lost for good, every attempt dropped (network.drop; network.max-attempts attempts each; the first: worker-")]
+    public async Task A_stalled_run_exits_1_with_one_line_naming_the_cause(string setting, string cause)
+    {
+        var (code, _, err) = await Invoke("run", "--set", setting, "--set", "training.max-steps=30", "--set", "network.max-attempts=8", "--out", Runs);
+        Assert.Equal(1, code);
+        var lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries).Where(l => !l.StartsWith("warning:")).ToList();
+        Assert.Single(lines);
+        Assert.StartsWith("run failed: the run stalled at virtual time", lines[0]);
+        Assert.Contains(cause, lines[0]);
+        Assert.False(Directory.Exists(Runs) && Directory.EnumerateFileSystemEntries(Runs).Any(), "a folder was left behind");
+    }
+
+    [Fact]
+    public async Task A_wall_clock_run_whose_workers_all_die_ends_at_once_with_exit_1()
+    {
+        var (code, _, err) = await Invoke("run", "--set", "simulation.clock=wall", "--set", "training.max-steps=100000",
+            "--set", "faults=[{ worker = 0, at-step = 3 }, { worker = 1, at-step = 3 }, { worker = 2, at-step = 3 }, { worker = 3, at-step = 3 }]", "--out", Runs);
+        Assert.Equal(1, code);
+        Assert.Contains("every worker was killed by faults without restart-after", err);
+    }
+
+    [Fact]
+    public async Task A_wall_clock_stall_ends_after_the_stall_timeout_naming_the_dead_worker()
+    {
+        var (code, _, err) = await Invoke("run", "--set", "simulation.clock=wall", "--set", "simulation.stall-timeout=300ms", "--set", "training.max-steps=100000",
+            "--set", "faults=[{ worker = 2, at-step = 3 }]", "--out", Runs);
+        Assert.Equal(1, code);
+        Assert.Contains("run failed: the run stalled at", err);
+        Assert.Contains("simulation.stall-timeout = 300ms", err);
+        Assert.Contains("worker(s) 2 were killed", err);
+    }
+
+    [Fact]
+    public async Task A_diverged_run_exits_0_with_one_warning_and_keeps_its_folder()
+    {
+        var (code, _, err) = await Invoke("run", "--set", "optimizer.learning-rate=1000", "--set", "training.max-steps=200", "--out", Runs);
+        Assert.Equal(0, code);
+        string line = Assert.Single(err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("warning: the run diverged: test loss", line);
+        string folder = Assert.Single(Directory.GetDirectories(Runs));
+        Assert.Contains("\"stop_reason\": \"diverged\"", File.ReadAllText(Path.Combine(folder, "summary.json")));
+    }
+}
