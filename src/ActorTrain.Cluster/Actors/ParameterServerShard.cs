@@ -142,6 +142,11 @@ public sealed class ParameterServerShard : LinkedActor
         Receive<PushGradient>(push =>
         {
             if (!FromCurrentIncarnation(push)) return;
+            if (!IsBsp && SkipLostPushes(push))
+            {
+                push.Release();
+                return;
+            }
             _requestAt[push.Worker] = Link.Now;
             Account(push);
             _busy.Start();
@@ -209,6 +214,25 @@ public sealed class ParameterServerShard : LinkedActor
         return false;
     }
 
+    /// <summary>
+    /// ASP and SSP count a global step as N pushes. A killed worker's pushes that never reached
+    /// this shard (lost with it, or dropped as its predecessor's) would leave the shard short of
+    /// the others for good: they end, stop answering, and this one waits for pushes that never
+    /// come. The clocks its successor skipped here count as pushes dropped (dropped_late). True
+    /// when that ended the run for this shard.
+    /// </summary>
+    private bool SkipLostPushes(PushGradient push)
+    {
+        while (_workerClocks[push.Worker] < push.Clock)
+        {
+            _workerClocks[push.Worker]++;
+            _dropped++;
+            _version++;
+            if (AfterVersion()) return true;
+        }
+        return false;
+    }
+
     private void Heard(int worker)
     {
         _workerRefs[worker] = Sender;
@@ -218,6 +242,9 @@ public sealed class ParameterServerShard : LinkedActor
     private void OnPull(PullParameters pull)
     {
         // Only a worker's first pull (and a restarted worker's) reaches a shard: later ones are fused with the push.
+        // A rejoin speaks for the id from now on; a first pull from another actor than the one that
+        // speaks for it is a killed predecessor's, still on the wire: answering it would re-register the dead actor.
+        if (!pull.Rejoin && _workerRefs[pull.Worker] is { } current && !current.Equals(Sender)) return;
         Heard(pull.Worker);
         _bytesIn += PullParameters.HeaderBytes;
         _denseIn += PullParameters.HeaderBytes;
