@@ -61,4 +61,31 @@ public sealed class RobustnessTests() : TempFolderTest("actortrain-robust-")
             Assert.Equal(run.Summary.FinalTestLoss, RunSummary.Read(Path.Combine(run.Folder, "summary.json")).FinalTestLoss);
         }
     }
+
+    private sealed class CancelAt(long step, CancellationTokenSource source) : ActorTrain.Cluster.Actors.IRunObserver
+    {
+        public void OnEvaluation(ActorTrain.Cluster.Actors.EvaluationPoint point)
+        {
+            if (point.Step >= step) source.Cancel();
+        }
+    }
+
+    /// <summary>SIGINT/SIGTERM cancel the command's token: the run ends at once and keeps what it did.</summary>
+    [Theory]
+    [InlineData("virtual")]
+    [InlineData("wall")]
+    public async Task An_interrupted_run_keeps_what_was_done_as_an_interrupted_folder(string clock)
+    {
+        using var cancel = new CancellationTokenSource();
+        var spec = ExperimentSpec.Load(null, [.. Small, "training.max-steps=1000000", $"simulation.clock={clock}", "output.plots=off"]);
+        var result = await ExperimentRunner.RunAsync(spec, Root, new CancelAt(20, cancel), cancel.Token).WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal("interrupted", result.Summary.StopReason);
+        Assert.EndsWith("-interrupted", result.Folder);
+        Assert.Equal([result.Folder], Directory.GetDirectories(Root)); // no .partial folder left
+        var rows = File.ReadAllLines(Path.Combine(result.Folder, "metrics.csv"));
+        Assert.True(rows.Length >= 4, "the evaluations up to the interruption are kept"); // header, steps 0, 10, 20
+        Assert.Equal("interrupted", RunSummary.Read(Path.Combine(result.Folder, "summary.json")).StopReason);
+        Assert.InRange(result.Summary.Steps, 20, 1_000_000 - 1);
+    }
 }
