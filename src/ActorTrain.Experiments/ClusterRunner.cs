@@ -75,6 +75,15 @@ public static class ClusterRunner
         }
     }
 
+    /// <summary>The node's gateway: it hears current members of the cluster only.</summary>
+    private static IActorRef CreateGateway(ActorSystem system, Config config)
+    {
+        var cluster = Akka.Cluster.Cluster.Get(system);
+        bool Member(Address address) => cluster.State.Members.Any(m => m.Address == address && m.Status is MemberStatus.Joining or MemberStatus.WeaklyUp
+            or MemberStatus.Up or MemberStatus.Leaving or MemberStatus.Exiting);
+        return system.ActorOf(Gateway.Props(config.GetInt("actortrain.cluster.chunk-size"), MaxMessageSize(config), Member), "gateway");
+    }
+
     /// <summary>Serves as a ps or worker node until the run is over (or the coordinator leaves); returns once this node has left.</summary>
     public static async Task ServeAsync(ClusterNodeOptions options, CancellationToken cancellation = default)
     {
@@ -82,7 +91,7 @@ public static class ClusterRunner
             throw new ActorTrainException($"--role: '{options.Role}' is not a serving role; use ps or worker (the coordinator runs an experiment)");
         var config = LoadConfig(options);
         var system = CreateSystem(config, options.Role);
-        var gateway = system.ActorOf(Gateway.Props(config.GetInt("actortrain.cluster.chunk-size"), MaxMessageSize(config)), "gateway");
+        var gateway = CreateGateway(system, config);
         system.ActorOf(NodeHost.Props(BuildPart, gateway), "node");
         using var registration = cancellation.Register(() => CoordinatedShutdown.Get(system).Run(CoordinatedShutdown.ClrExitReason.Instance));
         await system.WhenTerminated;
@@ -234,7 +243,7 @@ public static class ClusterRunner
     /// </summary>
     private sealed class CoordinatorHost(ActorSystem system, Config config) : ITopologyHost
     {
-        private readonly IActorRef _gateway = system.ActorOf(Gateway.Props(config.GetInt("actortrain.cluster.chunk-size"), MaxMessageSize(config)), "gateway");
+        private readonly IActorRef _gateway = CreateGateway(system, config);
         private GatewayRoute Route => new(_gateway, Akka.Cluster.Cluster.Get(system).SelfAddress);
         private readonly List<IActorRef> _hosts = [];
         private IActorRef[] _ps = [], _workers = [];

@@ -428,6 +428,7 @@ public sealed class Coordinator : LinkedActor
     /// <summary>A shard's part of a checkpoint; once every shard's part of the step is in, the run's checkpoint is written.</summary>
     private void OnShardCheckpoint(ShardCheckpoint part)
     {
+        if ((uint)part.Shard >= (uint)_settings.Shards || !Authentic(Endpoint.Shard(part.Shard), part)) return;
         if (!_checkpoints.TryGetValue(part.Step, out var parts)) _checkpoints[part.Step] = parts = new ShardCheckpoint[_settings.Shards];
         parts[part.Shard] = part;
         if (parts.Any(p => p is null)) return;
@@ -546,6 +547,7 @@ public sealed class Coordinator : LinkedActor
 
     private void OnReport(WorkerStepReport r)
     {
+        if ((uint)r.Worker >= (uint)_workers.Length || !Authentic(Endpoint.Worker(r.Worker), r)) return;
         _lastProgress = Stopwatch.GetTimestamp();
         var t = _workers[r.Worker];
         t.Steps++;
@@ -569,6 +571,7 @@ public sealed class Coordinator : LinkedActor
 
     private void OnSnapshot(ShardSnapshot s)
     {
+        if ((uint)s.Shard >= (uint)_settings.Shards || !Authentic(Endpoint.Shard(s.Shard), s)) return;
         _lastProgress = Stopwatch.GetTimestamp();
         _shardCounters[s.Shard] = s.Counters;
         PendingSnapshot pending;

@@ -1,4 +1,6 @@
 using ActorTrain.Cluster.Transport;
+using ActorTrain.Core.Simulation;
+using Akka.Event;
 using Akka.Actor;
 
 namespace ActorTrain.Cluster.Actors;
@@ -12,6 +14,18 @@ namespace ActorTrain.Cluster.Actors;
 public abstract class LinkedActor(ILink link) : ReceiveActor
 {
     protected ILink Link { get; } = link;
+
+    /// <summary>
+    /// True when the message in hand comes from the actor attached for <paramref name="claimed"/>;
+    /// otherwise (a forged or misrouted message, a stranger on the network) one log line names the
+    /// sender and the caller drops the message, keeping its state.
+    /// </summary>
+    protected bool Authentic(Endpoint claimed, object message)
+    {
+        if (Link.Vouches(Sender, claimed)) return true;
+        Context.GetLogger().Warning("{0}: dropped a {1} claiming to come from {2}, sent by {3}", Self.Path.Name, message.GetType().Name, claimed, Sender.Path);
+        return false;
+    }
 
     protected override bool AroundReceive(Receive receive, object message)
     {

@@ -8,6 +8,7 @@ using ActorTrain.Core.Compression;
 using ActorTrain.Core.Optimization;
 using ActorTrain.Core.Simulation;
 using Akka.Actor;
+using Akka.Event;
 
 namespace ActorTrain.Cluster.Actors;
 
@@ -141,7 +142,11 @@ public sealed class ParameterServerShard : LinkedActor
         Receive<PullParameters>(OnPull);
         Receive<PushGradient>(push =>
         {
-            if (!FromCurrentIncarnation(push)) return;
+            if ((uint)push.Worker >= (uint)_workerRefs.Length || !Authentic(Endpoint.Worker(push.Worker), push) || !FromCurrentIncarnation(push))
+            {
+                push.Release();
+                return;
+            }
             if (!IsBsp && SkipLostPushes(push))
             {
                 push.Release();
@@ -209,7 +214,6 @@ public sealed class ParameterServerShard : LinkedActor
         var current = _workerRefs[push.Worker];
         if (current is null) _workerRefs[push.Worker] = Sender;
         if (current is null || current.Equals(Sender)) return true;
-        push.Release();
         RunTelemetry.DroppedPushes.Add(1, _shardTag, new KeyValuePair<string, object?>("actortrain.reason", "predecessor"));
         return false;
     }
@@ -244,6 +248,7 @@ public sealed class ParameterServerShard : LinkedActor
         // Only a worker's first pull (and a restarted worker's) reaches a shard: later ones are fused with the push.
         // A rejoin speaks for the id from now on; a first pull from another actor than the one that
         // speaks for it is a killed predecessor's, still on the wire: answering it would re-register the dead actor.
+        if ((uint)pull.Worker >= (uint)_workerRefs.Length || !Authentic(Endpoint.Worker(pull.Worker), pull)) return;
         if (!pull.Rejoin && _workerRefs[pull.Worker] is { } current && !current.Equals(Sender)) return;
         Heard(pull.Worker);
         _bytesIn += PullParameters.HeaderBytes;
@@ -296,7 +301,13 @@ public sealed class ParameterServerShard : LinkedActor
             return;
         }
         if (push.Clock > _version)
-            throw new InvalidOperationException($"shard {_settings.ShardId}: BSP push of clock {push.Clock} from worker {push.Worker} at version {_version}");
+        {
+            // no worker of this run can be ahead of the barrier: a forged or corrupted push
+            Context.GetLogger().Warning("shard {0}: dropped a BSP push of clock {1} from worker {2} at version {3}, sent by {4}",
+                _settings.ShardId, push.Clock, push.Worker, _version, Sender.Path);
+            push.Release();
+            return;
+        }
         _received++;
         _pushers.Add(push.Worker);
         _scaleSum += push.LossScale;
@@ -371,7 +382,18 @@ public sealed class ParameterServerShard : LinkedActor
             RunTelemetry.SkippedPushes.Add(1, _shardTag);
             return false;
         }
-        GradientCodec.Decode(push.Payload.Span, _decoded);
+        try
+        {
+            GradientCodec.Decode(push.Payload.Span, _decoded);
+        }
+        catch (CompressionFormatException e)
+        {
+            // counted like a non-finite push: skipped, and the shard's state stays as it was
+            Context.GetLogger().Warning("shard {0}: dropped a malformed push of worker {1}: {2}", _settings.ShardId, push.Worker, e.Message);
+            push.Release();
+            _skipped++;
+            return false;
+        }
         push.Release();
         TensorPrimitives.MultiplyAdd(_decoded, 1f / push.LossScale, _sum, _sum);
         if (Link.IsVirtual) Link.Occupy(_accumulateSeconds, 0);

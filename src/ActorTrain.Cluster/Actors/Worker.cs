@@ -122,6 +122,11 @@ public sealed class Worker : LinkedActor
 
     private void OnSlice(ParameterSlice slice)
     {
+        if ((uint)slice.Shard >= (uint)_shards.Count || !Authentic(Endpoint.Shard(slice.Shard), slice))
+        {
+            slice.Owner?.Release();
+            return;
+        }
         var range = _settings.Shards[slice.Shard];
         var target = _weights.AsSpan(range.Start, range.Length);
         if (slice.Delta)

@@ -19,7 +19,7 @@ namespace ActorTrain.Cluster.Remoting;
 /// <see cref="RemoteEvent"/> and is handed to the target as an event of this node's
 /// <see cref="RemoteClockLink"/>.
 /// </summary>
-public sealed class Gateway : ReceiveActor
+public sealed class Gateway : ReceiveActor, IWithTimers
 {
     /// <summary>Local only: deliver <paramref name="Message"/> to <paramref name="To"/> on another node.</summary>
     public sealed record Outbound(IActorRef To, object Message, IActorRef Sender);
@@ -31,22 +31,64 @@ public sealed class Gateway : ReceiveActor
     private readonly int _chunkSize;
     private readonly int _maxMessageSize;
     private readonly Dictionary<Address, IActorRef> _peers = new();
-    private readonly Dictionary<(Address, long), Assembly> _assembling = new();
+    // at most one message being put together per sending node: a node's frames arrive in order, so
+    // a new transfer means the last one will never be finished
+    private readonly Dictionary<Address, Assembly> _assembling = new();
+    private readonly Func<Address, bool> _member;
+    private readonly HashSet<Address> _refused = [];
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private IEventLink? _events;
     private long _nextTransfer;
 
-    public Gateway(int chunkSize, int maxMessageSize)
+    /// <summary>How long a message being put together may wait for its next chunk before it is dropped.</summary>
+    public static readonly TimeSpan ReassemblyTimeout = TimeSpan.FromSeconds(30);
+
+    private sealed class Sweep
+    {
+        public static readonly Sweep Instance = new();
+    }
+
+    /// <param name="member">Whether a node may send here (a current member of the cluster); null: every node.</param>
+    public Gateway(int chunkSize, int maxMessageSize, Func<Address, bool>? member = null)
     {
         _serializer = new WireSerializer((ExtendedActorSystem)Context.System);
         _chunkSize = chunkSize;
         _maxMessageSize = maxMessageSize;
+        _member = member ?? (_ => true);
         Receive<Outbound>(Send);
         Receive<Frame>(OnFrame);
         Receive<UseEventLink>(u => _events = u.Link as IEventLink);
+        Receive<Sweep>(_ => Expire());
     }
 
-    public static Props Props(int chunkSize, int maxMessageSize) => Akka.Actor.Props.Create(() => new Gateway(chunkSize, maxMessageSize));
+    public ITimerScheduler Timers { get; set; } = null!;
+
+    public static Props Props(int chunkSize, int maxMessageSize, Func<Address, bool>? member = null) =>
+        Akka.Actor.Props.Create(() => new Gateway(chunkSize, maxMessageSize, member));
+
+    protected override void PreStart() => Timers.StartPeriodicTimer("sweep", Sweep.Instance, ReassemblyTimeout / 3);
+
+    protected override void PostStop()
+    {
+        foreach (var assembly in _assembling.Values) assembly.Dispose();
+        _assembling.Clear();
+    }
+
+    /// <summary>Drops messages whose next chunk has not come for <see cref="ReassemblyTimeout"/>: their memory is not held for ever.</summary>
+    private void Expire()
+    {
+        foreach (var (from, assembly) in _assembling.Where(a => a.Value.Idle > ReassemblyTimeout).ToList())
+        {
+            _log.Warning("gateway: a message of {0} chunks from {1} stalled at chunk {2} for {3:0} s; dropped", assembly.Count, from, assembly.Next,
+                assembly.Idle.TotalSeconds);
+            Drop(from);
+        }
+    }
+
+    private void Drop(Address from)
+    {
+        if (_assembling.Remove(from, out var assembly)) assembly.Dispose();
+    }
 
     /// <summary>The gateway of the node at <paramref name="address"/>.</summary>
     public static ActorPath PathAt(Address address) => new RootActorPath(address) / "user" / "gateway";
@@ -87,43 +129,54 @@ public sealed class Gateway : ReceiveActor
 
     private void OnFrame(Frame frame)
     {
-        if (frame.Count == 1)
+        var from = Sender.Path.Address;
+        if (!_member(from))
         {
-            Deliver(frame.Data.Span);
+            // a stranger: one line per node, then silence (it may send much)
+            if (_refused.Add(from)) _log.Warning("gateway: frames from {0}, which is not a member of this cluster, are dropped", from);
             return;
         }
-        var key = (Sender.Path.Address, frame.Transfer);
-        if (!_assembling.TryGetValue(key, out var assembly))
+        if (frame.Count == 1)
         {
+            if (_assembling.ContainsKey(from)) Abandon(from, frame);
+            Deliver(frame.Data.Span, from);
+            return;
+        }
+        if (!_assembling.TryGetValue(from, out var assembly) || assembly.Transfer != frame.Transfer)
+        {
+            if (assembly is not null) Abandon(from, frame);
+            if (frame.Index != 0)
+            {
+                _log.Error("gateway: chunk {0}/{1} of transfer {2} from {3} came without its predecessors; dropped", frame.Index, frame.Count, frame.Transfer, from);
+                return;
+            }
             if ((long)frame.Count * _chunkSize > _maxMessageSize)
             {
                 _log.Error("gateway: a message of {0} chunks from {1} would exceed the maximum message size of {2} bytes (actortrain.cluster.max-message-size); dropped",
-                    frame.Count, Sender.Path.Address, _maxMessageSize);
+                    frame.Count, from, _maxMessageSize);
                 return;
             }
-            _assembling[key] = assembly = new Assembly(frame.Count, frame.Count * _chunkSize);
+            _assembling[from] = assembly = new Assembly(frame.Transfer, frame.Count, frame.Count * _chunkSize);
         }
         if (frame.Index != assembly.Next || frame.Count != assembly.Count)
         {
             _log.Error("gateway: chunk {0}/{1} of transfer {2} from {3} arrived out of order (expected {4}/{5}); the message is dropped",
-                frame.Index, frame.Count, frame.Transfer, Sender.Path.Address, assembly.Next, assembly.Count);
-            _assembling.Remove(key);
-            assembly.Dispose();
+                frame.Index, frame.Count, frame.Transfer, from, assembly.Next, assembly.Count);
+            Drop(from);
             return;
         }
         if (!assembly.Append(frame.Data.Span))
         {
-            _log.Error("gateway: transfer {0} from {1} is larger than its {2} chunks of {3} bytes allow; dropped", frame.Transfer, Sender.Path.Address,
+            _log.Error("gateway: transfer {0} from {1} is larger than its {2} chunks of {3} bytes allow; dropped", frame.Transfer, from,
                 assembly.Count, _chunkSize);
-            _assembling.Remove(key);
-            assembly.Dispose();
+            Drop(from);
             return;
         }
         if (++assembly.Next < assembly.Count) return;
-        _assembling.Remove(key);
+        _assembling.Remove(from);
         try
         {
-            Deliver(assembly.Written);
+            Deliver(assembly.Written, from);
         }
         finally
         {
@@ -131,7 +184,14 @@ public sealed class Gateway : ReceiveActor
         }
     }
 
-    private void Deliver(ReadOnlySpan<byte> envelope)
+    private void Abandon(Address from, Frame next)
+    {
+        var old = _assembling[from];
+        _log.Error("gateway: transfer {0} from {1} stopped at chunk {2}/{3} when transfer {4} began; dropped", old.Transfer, from, old.Next, old.Count, next.Transfer);
+        Drop(from);
+    }
+
+    private void Deliver(ReadOnlySpan<byte> envelope, Address from)
     {
         IActorRef to, sender;
         object message;
@@ -147,7 +207,7 @@ public sealed class Gateway : ReceiveActor
         }
         catch (WireFormatException error)
         {
-            _log.Error(error, "gateway: a malformed message from another node was dropped");
+            _log.Error("gateway: a malformed message from {0} was dropped: {1}", from, error.Message);
             return;
         }
         if (message is RemoteEvent e)
@@ -162,27 +222,43 @@ public sealed class Gateway : ReceiveActor
         to.Tell(message, sender);
     }
 
-    /// <summary>A message being put together: a pooled buffer of count x chunk-size bytes, filled in order.</summary>
-    private sealed class Assembly(int count, int capacity) : IDisposable
+    /// <summary>
+    /// A message being put together, filled in order into a pooled buffer that grows with the bytes
+    /// received (doubling, up to count x chunk-size): a first chunk that claims a huge count
+    /// reserves nothing it has not sent.
+    /// </summary>
+    private sealed class Assembly(long transfer, int count, int capacity) : IDisposable
     {
-        private byte[] _buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(capacity);
+        private byte[] _buffer = [];
         private int _length;
+        private long _touched = System.Diagnostics.Stopwatch.GetTimestamp();
+        public readonly long Transfer = transfer;
         public readonly int Count = count;
         public int Next;
 
         public ReadOnlySpan<byte> Written => _buffer.AsSpan(0, _length);
 
+        public TimeSpan Idle => System.Diagnostics.Stopwatch.GetElapsedTime(_touched);
+
         public bool Append(ReadOnlySpan<byte> data)
         {
-            if (_length + data.Length > _buffer.Length) return false;
+            if ((long)_length + data.Length > capacity) return false;
+            if (_length + data.Length > _buffer.Length)
+            {
+                var larger = System.Buffers.ArrayPool<byte>.Shared.Rent((int)Math.Min(capacity, Math.Max(2L * _buffer.Length, _length + data.Length)));
+                Written.CopyTo(larger);
+                if (_buffer.Length > 0) System.Buffers.ArrayPool<byte>.Shared.Return(_buffer);
+                _buffer = larger;
+            }
             data.CopyTo(_buffer.AsSpan(_length));
             _length += data.Length;
+            _touched = System.Diagnostics.Stopwatch.GetTimestamp();
             return true;
         }
 
         public void Dispose()
         {
-            System.Buffers.ArrayPool<byte>.Shared.Return(_buffer);
+            if (_buffer.Length > 0) System.Buffers.ArrayPool<byte>.Shared.Return(_buffer);
             _buffer = [];
         }
     }

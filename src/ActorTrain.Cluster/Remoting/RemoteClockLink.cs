@@ -1,4 +1,5 @@
 using ActorTrain.Cluster.Transport;
+using ActorTrain.Core.Simulation;
 using Akka.Actor;
 
 namespace ActorTrain.Cluster.Remoting;
@@ -13,7 +14,14 @@ namespace ActorTrain.Cluster.Remoting;
 /// </summary>
 public sealed class RemoteClockLink(IActorRef clock, DateTimeOffset epoch, IRoute route) : ILink, IEventLink
 {
+    // who is who (the roster): only for Vouches; the scheduler's node plans the network
+    private readonly Attachments _endpoints = new();
+
     public bool IsVirtual => true;
+
+    public void Attach(IActorRef actor, Endpoint endpoint) => _endpoints.Attach(actor, endpoint);
+
+    public bool Vouches(IActorRef sender, Endpoint claimed) => _endpoints.Vouches(sender, claimed);
 
     public double Now => VirtualEvent.Current?.Now ?? 0;
 

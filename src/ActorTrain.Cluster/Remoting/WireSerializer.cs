@@ -216,6 +216,7 @@ public sealed class WireSerializer : SerializerWithStringManifest
         var r = new WireReader(bytes, _maxLength);
         long transfer = r.Long();
         int index = r.Int(), count = r.Int();
+        if (count < 1 || index < 0 || index >= count) throw new WireFormatException($"FR: chunk {index} of {count}");
         int length = r.Count(1, "Frame.Data");
         int offset = bytes.Length - r.Remaining;
         if (r.Remaining != length) throw new WireFormatException($"FR: {r.Remaining - length} bytes left over after the frame");
@@ -223,15 +224,22 @@ public sealed class WireSerializer : SerializerWithStringManifest
     }
 
     /// <summary>Reads a whole body of the given manifest; the body must be consumed exactly.</summary>
-    internal object Read(ReadOnlySpan<byte> bytes, string manifest)
+    /// <summary>
+    /// How deep messages may sit inside messages: an envelope holds an event, an event a message,
+    /// an outbox entry a message. Anything deeper is refused before it is read, so a hostile peer
+    /// cannot make the reader recurse until the stack overflows.
+    /// </summary>
+    public const int MaxNesting = 4;
+
+    internal object Read(ReadOnlySpan<byte> bytes, string manifest, int depth = 0)
     {
         var r = new WireReader(bytes, _maxLength);
-        var message = Read(ref r, manifest);
+        var message = Read(ref r, manifest, depth);
         r.End(manifest);
         return message;
     }
 
-    private object Read(ref WireReader r, string manifest)
+    private object Read(ref WireReader r, string manifest, int depth)
     {
         switch (manifest)
         {
@@ -296,7 +304,7 @@ public sealed class WireSerializer : SerializerWithStringManifest
             {
                 long seq = r.Long();
                 double start = r.Double();
-                return new RemoteEvent(ReadNested(ref r), seq, start);
+                return new RemoteEvent(ReadNested(ref r, depth + 1), seq, start);
             }
             case "ED":
             {
@@ -310,7 +318,7 @@ public sealed class WireSerializer : SerializerWithStringManifest
                     int kind = r.Int();
                     if (kind is < 0 or > (int)OutKind.Kill) throw new WireFormatException($"EventDone: unknown outbox kind {kind}");
                     var to = ReadRef(ref r);
-                    var message = ReadNested(ref r);
+                    var message = ReadNested(ref r, depth + 1);
                     long bytes = r.Long();
                     int traffic = r.Int();
                     if (traffic is < 0 or > (int)TrafficClass.Control) throw new WireFormatException($"EventDone: unknown traffic class {traffic}");
@@ -354,11 +362,12 @@ public sealed class WireSerializer : SerializerWithStringManifest
         w.PatchInt(at, w.Length - at - 4);
     }
 
-    internal object ReadNested(ref WireReader r)
+    internal object ReadNested(ref WireReader r, int depth = 0)
     {
+        if (depth >= MaxNesting) throw new WireFormatException($"messages nested more than {MaxNesting} deep");
         string manifest = r.String("manifest");
         var body = r.Bytes($"{manifest} body");
-        return Read(body, manifest);
+        return Read(body, manifest, depth);
     }
 
     private static void WriteRef(WireWriter w, IActorRef actor) => w.String(actor.IsNobody() ? "" : Serialization.SerializedActorPath(actor));

@@ -44,6 +44,14 @@ public interface ILink
     /// <summary>Names the network endpoint an actor stands for (a restarted worker is attached again).</summary>
     void Attach(IActorRef actor, Endpoint endpoint) { }
 
+    /// <summary>
+    /// Whether a message that says it comes from <paramref name="claimed"/> (a push naming its
+    /// worker, a slice naming its shard) really comes from the actor attached for it: a peer on
+    /// another node, or a stranger, cannot speak for an endpoint it is not. A link with nothing
+    /// attached (a bare link in a unit test) vouches for everyone.
+    /// </summary>
+    bool Vouches(IActorRef sender, Endpoint claimed) => true;
+
     /// <summary>Stops the actor now, as a crash would: what is addressed to it from now on is lost.</summary>
     void Kill(IActorRef actor) => actor.Tell(PoisonPill.Instance);
 
@@ -129,4 +137,16 @@ internal sealed class DuplicateFilter
         else _pending[id] = (entry.Left - 1, true);
         return !entry.Seen;
     }
+}
+
+/// <summary>A link's attachments: which actor stands for which endpoint (shared by every link that tracks them).</summary>
+internal sealed class Attachments
+{
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<IActorRef, Endpoint> _endpoints = new();
+
+    public void Attach(IActorRef actor, Endpoint endpoint) => _endpoints[actor] = endpoint;
+
+    public bool TryGetValue(IActorRef actor, out Endpoint endpoint) => _endpoints.TryGetValue(actor, out endpoint);
+
+    public bool Vouches(IActorRef sender, Endpoint claimed) => _endpoints.IsEmpty || (_endpoints.TryGetValue(sender, out var e) && e == claimed);
 }

@@ -50,7 +50,7 @@ public sealed class VirtualLink : ILink, IEventLink
     private readonly object _lock = new();
     private readonly NetworkModel _network;
     private readonly double _lookahead;
-    private readonly ConcurrentDictionary<IActorRef, Endpoint> _endpoints = new();
+    private readonly Attachments _endpoints = new();
     private readonly PriorityQueue<Event, (double Time, long Seq)> _queue = new();
     private readonly Dictionary<IActorRef, double> _busyUntil = new();
     private readonly Dictionary<IActorRef, double> _deathTime = new();
@@ -89,7 +89,9 @@ public sealed class VirtualLink : ILink, IEventLink
 
     public LinkStatistics Statistics => _counters.Snapshot();
 
-    public void Attach(IActorRef actor, Endpoint endpoint) => _endpoints[actor] = endpoint;
+    public void Attach(IActorRef actor, Endpoint endpoint) => _endpoints.Attach(actor, endpoint);
+
+    public bool Vouches(IActorRef sender, Endpoint claimed) => _endpoints.Vouches(sender, claimed);
 
     /// <summary>Who hears <see cref="SimulationIdle"/> when the run has no events left.</summary>
     public void NotifyWhenIdle(IActorRef listener) => _idleListener = listener;

@@ -17,7 +17,7 @@ public sealed class WallClockLink : ILink, IDisposable
     private readonly double _offset;
     private readonly NetworkModel? _network;
     private readonly double _controlLatency;
-    private readonly ConcurrentDictionary<IActorRef, Endpoint> _endpoints = new();
+    private readonly Attachments _endpoints = new();
     private readonly ConcurrentDictionary<IActorRef, bool> _stopped = new();
     private readonly DuplicateFilter _duplicates = new();
     private readonly LinkCounters _counters = new();
@@ -45,7 +45,9 @@ public sealed class WallClockLink : ILink, IDisposable
 
     public LinkStatistics Statistics => _counters.Snapshot();
 
-    public void Attach(IActorRef actor, Endpoint endpoint) => _endpoints[actor] = endpoint;
+    public void Attach(IActorRef actor, Endpoint endpoint) => _endpoints.Attach(actor, endpoint);
+
+    public bool Vouches(IActorRef sender, Endpoint claimed) => _endpoints.Vouches(sender, claimed);
 
     public void Kill(IActorRef actor)
     {
