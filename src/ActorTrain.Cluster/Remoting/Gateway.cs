@@ -198,10 +198,9 @@ public sealed class Gateway : ReceiveActor, IWithTimers
         try
         {
             var r = new WireReader(envelope, _maxMessageSize);
-            var provider = ((ExtendedActorSystem)Context.System).Provider;
-            to = provider.ResolveActorRef(r.String("target"));
-            string senderPath = r.String("sender");
-            sender = senderPath.Length == 0 ? ActorRefs.Nobody : provider.ResolveActorRef(senderPath);
+            var system = (ExtendedActorSystem)Context.System;
+            to = WireSerializer.Resolve(system, r.String("target"));
+            sender = WireSerializer.Resolve(system, r.String("sender"));
             message = _serializer.ReadNested(ref r);
             r.End("envelope");
         }

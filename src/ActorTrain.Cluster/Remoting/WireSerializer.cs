@@ -372,10 +372,20 @@ public sealed class WireSerializer : SerializerWithStringManifest
 
     private static void WriteRef(WireWriter w, IActorRef actor) => w.String(actor.IsNobody() ? "" : Serialization.SerializedActorPath(actor));
 
-    private IActorRef ReadRef(ref WireReader r)
+    private IActorRef ReadRef(ref WireReader r) => Resolve(system, r.String("actor path"));
+
+    /// <summary>An actor path from the wire ("" is nobody); a path Akka cannot parse is a <see cref="WireFormatException"/>.</summary>
+    internal static IActorRef Resolve(ExtendedActorSystem system, string path)
     {
-        string path = r.String("actor path");
-        return path.Length == 0 ? ActorRefs.Nobody : system.Provider.ResolveActorRef(path);
+        if (path.Length == 0) return ActorRefs.Nobody;
+        try
+        {
+            return system.Provider.ResolveActorRef(path);
+        }
+        catch (Exception e) when (e is FormatException or UriFormatException or ArgumentException or OverflowException)
+        {
+            throw new WireFormatException($"'{(path.Length > 80 ? path[..80] + "..." : path)}' is not an actor path ({e.GetType().Name})");
+        }
     }
 
     /// <summary>
