@@ -77,12 +77,16 @@ public static class ActorTrainCommand
         var nodeConfig = new Option<string?>("--config") { Description = "Cluster settings over the embedded hocon/cluster.conf." };
         var seed = new Option<string[]>("--seed") { Description = "A seed node as host:port (repeatable; replaces akka.cluster.seed-nodes).", AllowMultipleArgumentsPerToken = false };
         var port = new Option<int?>("--port") { Description = "Port this node listens on (default: akka.remote.dot-netty.tcp.port; 0 = any free port)." };
+        var insecure = new Option<bool>("--insecure")
+        {
+            Description = "Listen beyond loopback without TLS (refused otherwise: anyone who reaches the port could send messages to the run).",
+        };
         var node = new Command("node", "Start one node of a multi-node run. The coordinator runs the experiment once its ps and worker nodes are Up; every node leaves the cluster at the end.")
         {
-            experiment, role, nodeConfig, seed, port, set, outDir, exporter, endpoint,
+            experiment, role, nodeConfig, seed, port, insecure, set, outDir, exporter, endpoint,
         };
         node.SetAction((parse, token) => Guard(stderr, () => Node(parse.GetValue(role)!, parse.GetValue(experiment), parse.GetValue(nodeConfig),
-            parse.GetValue(seed) ?? [], parse.GetValue(port), Overrides(parse), parse.GetValue(outDir), console, stdout, stderr, token)));
+            parse.GetValue(seed) ?? [], parse.GetValue(port), parse.GetValue(insecure), Overrides(parse), parse.GetValue(outDir), console, stdout, stderr, token)));
 
         var sweepFile = new Argument<string>("experiment") { Description = "Experiment file (.conf) with a sweep block, or any experiment with --values." };
         var values = new Option<string[]>("--values")
@@ -250,10 +254,10 @@ public static class ActorTrainCommand
         return PrintSummary(console, result, stderr);
     }
 
-    private static async Task<int> Node(string role, string? file, string? clusterConfig, string[] seeds, int? port, string[] overrides, string? outDir,
+    private static async Task<int> Node(string role, string? file, string? clusterConfig, string[] seeds, int? port, bool insecure, string[] overrides, string? outDir,
         IAnsiConsole console, TextWriter stdout, TextWriter stderr, CancellationToken token)
     {
-        var options = new ClusterNodeOptions(role, clusterConfig, port, seeds);
+        var options = new ClusterNodeOptions(role, clusterConfig, port, seeds, Insecure: insecure);
         if (role != "coordinator")
         {
             if (file is not null) throw new ActorTrainException($"--role {role}: only the coordinator takes an experiment (it sends it to the other nodes)");

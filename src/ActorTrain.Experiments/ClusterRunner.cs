@@ -14,8 +14,9 @@ using Akka.Remote.Transport.DotNetty;
 namespace ActorTrain.Experiments;
 
 /// <summary>How one node starts: its role, the cluster file over the embedded hocon/cluster.conf, its port and seeds.</summary>
+/// <param name="Insecure">Listen on a non-loopback address without TLS (refused otherwise: anyone who reaches the port could send to the run).</param>
 public sealed record ClusterNodeOptions(string Role, string? ConfigFile = null, int? Port = null, IReadOnlyList<string>? Seeds = null,
-    int? PsNodes = null, int? WorkerNodes = null)
+    int? PsNodes = null, int? WorkerNodes = null, bool Insecure = false)
 {
     public static readonly string[] Roles = ["coordinator", "ps", "worker"];
 }
@@ -78,10 +79,7 @@ public static class ClusterRunner
     /// <summary>The node's gateway: it hears current members of the cluster only.</summary>
     private static IActorRef CreateGateway(ActorSystem system, Config config)
     {
-        var cluster = Akka.Cluster.Cluster.Get(system);
-        bool Member(Address address) => cluster.State.Members.Any(m => m.Address == address && m.Status is MemberStatus.Joining or MemberStatus.WeaklyUp
-            or MemberStatus.Up or MemberStatus.Leaving or MemberStatus.Exiting);
-        return system.ActorOf(Gateway.Props(config.GetInt("actortrain.cluster.chunk-size"), MaxMessageSize(config), Member), "gateway");
+        return system.ActorOf(Gateway.Props(config.GetInt("actortrain.cluster.chunk-size"), MaxMessageSize(config), a => Membership.Admits(system, a)), "gateway");
     }
 
     /// <summary>Serves as a ps or worker node until the run is over (or the coordinator leaves); returns once this node has left.</summary>
@@ -94,6 +92,20 @@ public static class ClusterRunner
         var gateway = CreateGateway(system, config);
         system.ActorOf(NodeHost.Props(BuildPart, gateway), "node");
         using var registration = cancellation.Register(() => CoordinatedShutdown.Get(system).Run(CoordinatedShutdown.ClrExitReason.Instance));
+        var up = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Akka.Cluster.Cluster.Get(system).RegisterOnMemberUp(() => up.TrySetResult());
+        var timeout = config.GetTimeSpan("actortrain.cluster.join-timeout");
+        if (await Task.WhenAny(up.Task, system.WhenTerminated, Task.Delay(timeout, cancellation).ContinueWith(_ => { }, TaskScheduler.Default)) != up.Task
+            && !system.WhenTerminated.IsCompleted && !cancellation.IsCancellationRequested)
+        {
+            await system.Terminate();
+            var seeds = config.GetStringList("akka.cluster.seed-nodes");
+            throw new RunFailedException($"this {options.Role} node did not join the cluster at {string.Join(", ", seeds)} within {timeout.TotalSeconds:0} s " +
+                "(actortrain.cluster.join-timeout): is the coordinator running there?" +
+                (config.GetBoolean("actortrain.cluster.tls.enabled")
+                    ? " TLS is on: a refused TLS handshake (a certificate the others do not trust, or TLS off on their side) looks like this"
+                    : " If the cluster uses TLS, this node needs actortrain.cluster.tls too"));
+        }
         await system.WhenTerminated;
     }
 
@@ -161,20 +173,35 @@ public static class ClusterRunner
         }
         bool tls = config.GetBoolean("actortrain.cluster.tls.enabled");
         var overrides = new List<string> { $"akka.cluster.roles = [{options.Role}]", $"akka.remote.dot-netty.tcp.enable-ssl = {(tls ? "on" : "off")}" };
-        if (options.Port is { } port) overrides.Add($"akka.remote.dot-netty.tcp.port = {port}");
-        else if (options.Role == "coordinator" && config.GetInt("akka.remote.dot-netty.tcp.port") == 0)
-            overrides.Add($"akka.remote.dot-netty.tcp.port = {DefaultCoordinatorPort}"); // the coordinator is the seed the others are told of
+        int listen = options.Port ?? config.GetInt("akka.remote.dot-netty.tcp.port");
+        // the coordinator is the seed the others are told of
+        if (options.Port is null && options.Role == "coordinator" && listen == 0) listen = DefaultCoordinatorPort;
+        overrides.Add($"akka.remote.dot-netty.tcp.port = {listen}");
+        string scheme = tls ? "akka.ssl.tcp" : "akka.tcp";
+        string host = config.GetString("akka.remote.dot-netty.tcp.hostname", "127.0.0.1");
+        CheckExposure(host, tls, options.Insecure);
         if (options.Seeds is { Count: > 0 } seeds)
-        {
-            string scheme = tls ? "akka.ssl.tcp" : "akka.tcp";
             overrides.Add("akka.cluster.seed-nodes = [" + string.Join(", ", seeds.Select(s => $"\"{scheme}://{SystemName}@{CheckSeed(s)}\"")) + "]");
-        }
+        else if (options.Role == "coordinator" && listen != 0)
+            // no seeds given: the coordinator founds the cluster at its own address, whatever port it was given
+            overrides.Add($"akka.cluster.seed-nodes = [\"{scheme}://{SystemName}@{host}:{listen}\"]");
         if (options.PsNodes is { } ps) overrides.Add($"actortrain.cluster.ps-nodes = {ps}");
         if (options.WorkerNodes is { } workers) overrides.Add($"actortrain.cluster.worker-nodes = {workers}");
         config = ConfigurationFactory.ParseString(string.Join("\n", overrides)).WithFallback(config)
             .WithFallback(ConfigurationFactory.ParseString(ExperimentRunner.ActorSystemConfig));
         Validate(config);
         return config;
+    }
+
+    /// <summary>Without TLS any process that reaches a node's port can send it messages: only loopback, unless the user says --insecure.</summary>
+    private static void CheckExposure(string host, bool tls, bool insecure)
+    {
+        bool loopback = host is "localhost" || (System.Net.IPAddress.TryParse(host, out var ip) && System.Net.IPAddress.IsLoopback(ip));
+        if (loopback || tls) return;
+        if (!insecure)
+            throw new ActorTrainException($"akka.remote.dot-netty.tcp.hostname = {host}: a node that listens beyond loopback without TLS takes messages from anyone who can reach it; " +
+                "enable actortrain.cluster.tls (see hocon/cluster.conf) or, on a network you trust, pass --insecure");
+        Console.Error.WriteLine($"warning: listening on {host} without TLS (--insecure): any process that reaches this port can send messages to the run");
     }
 
     private static string CheckSeed(string seed)
@@ -269,9 +296,10 @@ public static class ClusterRunner
                     return;
                 }
                 if (deadline.Elapsed > timeout)
-                    throw new ActorTrainException($"the cluster did not form within {timeout.TotalSeconds:0} s (actortrain.cluster.join-timeout): " +
+                    throw new RunFailedException($"the cluster did not form within {timeout.TotalSeconds:0} s (actortrain.cluster.join-timeout): " +
                         $"{ps.Count} of {psNodes} ps and {workers.Count} of {workerNodes} worker nodes are Up, this node is {(selfUp ? "Up" : "not Up")}; " +
-                        $"are the nodes started with --seed {cluster.SelfAddress.Host}:{cluster.SelfAddress.Port}?");
+                        $"are the nodes started with --seed {cluster.SelfAddress.Host}:{cluster.SelfAddress.Port}?" +
+                        (config.GetBoolean("actortrain.cluster.tls.enabled") ? " TLS is on: a node whose certificate is not trusted here (actortrain.cluster.tls.trusted-thumbprints) is refused at the handshake, see its log" : ""));
                 await Task.Delay(100, cancellation);
             }
         }
@@ -283,7 +311,7 @@ public static class ClusterRunner
         {
             var route = Route;
             var link = ExperimentRunner.CreateLink(spec, route);
-            var clock = link is VirtualLink virtualLink ? system.ActorOf(ClockEndpoint.Props(virtualLink), "clock") : null;
+            var clock = link is VirtualLink virtualLink ? system.ActorOf(ClockEndpoint.Props(virtualLink, a => Membership.Admits(system, a)), "clock") : null;
             _gateway.Tell(new Gateway.UseEventLink(link));
             var placement = new ClusterPlacement(system, route, spec.ResolvedConfig, _ps, _workers, spec.Topology.Shards, spec.Topology.Workers, clock, link.Epoch,
                 config.GetTimeSpan("actortrain.cluster.host-timeout"), settings.Resume);

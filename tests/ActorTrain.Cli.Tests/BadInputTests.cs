@@ -209,4 +209,23 @@ public sealed class BadInputTests() : TempFolderTest("actortrain-bad-")
         string folder = Assert.Single(Directory.GetDirectories(Runs));
         Assert.Contains("\"stop_reason\": \"diverged\"", File.ReadAllText(Path.Combine(folder, "summary.json")));
     }
+
+    [Fact]
+    public async Task A_node_refuses_to_listen_beyond_loopback_without_tls_unless_told_insecure()
+    {
+        string exposed = Write("exposed.conf", "akka.remote.dot-netty.tcp.hostname = 10.1.2.3\n");
+        AssertBadInput(await Invoke("node", "--role", "ps", "--config", exposed),
+            "akka.remote.dot-netty.tcp.hostname = 10.1.2.3: a node that listens beyond loopback without TLS takes messages from anyone");
+        var config = Experiments.ClusterRunner.LoadConfig(new Experiments.ClusterNodeOptions("ps", exposed, Insecure: true));
+        Assert.Equal("10.1.2.3", config.GetString("akka.remote.dot-netty.tcp.hostname"));
+    }
+
+    [Fact]
+    public void The_coordinator_seeds_itself_at_its_own_port()
+    {
+        var config = Experiments.ClusterRunner.LoadConfig(new Experiments.ClusterNodeOptions("coordinator", Port: 5123));
+        Assert.Equal(["akka.tcp://actortrain@127.0.0.1:5123"], config.GetStringList("akka.cluster.seed-nodes"));
+        config = Experiments.ClusterRunner.LoadConfig(new Experiments.ClusterNodeOptions("coordinator", Port: 5123, Seeds: ["127.0.0.1:4999"]));
+        Assert.Equal(["akka.tcp://actortrain@127.0.0.1:4999"], config.GetStringList("akka.cluster.seed-nodes"));
+    }
 }

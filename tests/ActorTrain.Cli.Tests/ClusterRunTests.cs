@@ -230,9 +230,62 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
             await Task.WhenAll(seed.Terminate(), member.Terminate(), intruder.Terminate());
         }
     }
+
+    /// <summary>
+    /// A process that is not a member of the cluster, knowing only the coordinator's address, sends
+    /// forged final snapshots and step reports to the coordinator, a forged event to the virtual
+    /// clock, and malformed and forged frames to the gateway, in the middle of the run. All of it is
+    /// dropped: the run ends with the single process's weights and metrics, byte for byte.
+    /// </summary>
+    [Fact]
+    public async Task A_strangers_forged_messages_and_malformed_frames_change_nothing_in_a_live_cluster_run()
+    {
+        var spec = ExperimentSpec.Load(null, ["training.max-steps=300", "output.plots=off", "telemetry.exporter=none"]);
+        var single = await ExperimentRunner.RunAsync(spec, Path.Combine(Root, "single"));
+        var stranger = ActorSystem.Create("actortrain", Cluster.Remoting.WireSerializer.Bindings.WithFallback(Akka.Configuration.ConfigurationFactory.ParseString("""
+            akka.actor.provider = remote
+            akka.remote.dot-netty.tcp { hostname = 127.0.0.1, port = 0 }
+            akka.loglevel = OFF
+            """)));
+        try
+        {
+            var self = stranger.ActorOf(Props.Empty, "worker-0");
+            int sent = 0;
+            var (cluster, _) = await RunOnCluster(spec, 3, "attacked", observer: c => new KillAtStep(100, () =>
+            {
+                IActorRef At(string path) => ((ExtendedActorSystem)stranger).Provider.ResolveActorRef($"akka.tcp://actortrain@127.0.0.1:{c.SeedPort}/user/{path}");
+                var counters = new Cluster.Protocol.ShardCounters(1, 1, 0, 0, 1, 1, 1, 1, 1, 1, new long[Cluster.Protocol.ShardCounters.HistogramBuckets], 0, 0, 0);
+                var coordinator = At("coordinator");
+                for (int k = 0; k < 2; k++)
+                    coordinator.Tell(new Cluster.Protocol.ShardSnapshot(k, 300, Enumerable.Repeat(1e6f, 5000).ToArray(), counters, true), self);
+                coordinator.Tell(new Cluster.Protocol.WorkerStepReport(0, 5, 99f, 32, 1, 1, 1, 1, 0, false, 1, 0, 0), self);
+                At("clock").Tell(new Cluster.Remoting.EventDone(coordinator, 1, 1e9, []), self);
+                var gateway = At("gateway");
+                var rng = new Random(5);
+                for (int i = 0; i < 200; i++)
+                {
+                    var data = new byte[rng.Next(0, 2000)];
+                    rng.NextBytes(data);
+                    gateway.Tell(new Cluster.Remoting.Frame(rng.Next(), rng.Next(0, 3), rng.Next(1, 4), data), self);
+                }
+                new Cluster.Remoting.GatewayRoute(stranger.ActorOf(Cluster.Remoting.Gateway.Props(16_000, 4 << 20), "gateway"),
+                        ((ExtendedActorSystem)stranger).Provider.DefaultAddress)
+                    .Tell(coordinator, new Cluster.Protocol.ShardSnapshot(0, 300, new float[5000], counters, true), self);
+                sent++;
+            }));
+
+            Assert.Equal(1, sent);
+            Assert.Equal(StopReason.MaxSteps, cluster.Outcome.StopReason);
+            Assert.Equal(single.Outcome.FinalWeights, cluster.Outcome.FinalWeights);
+            Assert.Equal(File.ReadAllBytes(Path.Combine(single.Folder, "metrics.csv")), File.ReadAllBytes(Path.Combine(cluster.Folder, "metrics.csv")));
+        }
+        finally
+        {
+            await stranger.Terminate();
+        }
+    }
 }
 
-/// <summary>Cluster tests start processes and bind ports: one at a time, apart from the rest of the suite's parallel classes.</summary>
 [CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class ClusterCollection
 {

@@ -38,15 +38,23 @@ public sealed class NodeHost : ReceiveActor
         _gateway = gateway;
         // answers go back through the gateways too: after a gateway-routed request, in order with it
         _route = new GatewayRoute(gateway, Akka.Cluster.Cluster.Get(Context.System).SelfAddress);
-        Receive<HostRun>(OnHostRun);
-        Receive<Roster>(OnRoster);
-        Receive<CollectTelemetry>(_ => OnCollectTelemetry());
-        Receive<EndRun>(_ => Leave("the run is over"));
+        Receive<HostRun>(r => { if (FromCoordinator(r)) OnHostRun(r); });
+        Receive<Roster>(r => { if (FromCoordinator(r)) OnRoster(r); });
+        Receive<CollectTelemetry>(c => { if (FromCoordinator(c)) OnCollectTelemetry(); });
+        Receive<EndRun>(e => { if (FromCoordinator(e)) Leave("the run is over"); });
         Receive<ClusterEvent.MemberRemoved>(removed =>
         {
             if (removed.Member.HasRole("coordinator")) Leave($"the coordinator {removed.Member.Address} left");
         });
         Receive<ClusterEvent.IMemberEvent>(_ => { });
+    }
+
+    /// <summary>Requests are the coordinator's alone: a stranger's EndRun would take the node out of the run.</summary>
+    private bool FromCoordinator(object request)
+    {
+        if (Membership.Admits(Context.System, Sender.Path.Address, "coordinator")) return true;
+        Context.GetLogger().Warning("node: dropped a {0} from {1}, which is not this cluster's coordinator", request.GetType().Name, Sender.Path);
+        return false;
     }
 
     public static Props Props(Func<HostRun, IRoute, HostedPart> build, IActorRef gateway) =>

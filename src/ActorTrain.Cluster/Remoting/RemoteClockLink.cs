@@ -1,6 +1,7 @@
 using ActorTrain.Cluster.Transport;
 using ActorTrain.Core.Simulation;
 using Akka.Actor;
+using Akka.Event;
 
 namespace ActorTrain.Cluster.Remoting;
 
@@ -55,8 +56,13 @@ public sealed class RemoteClockLink(IActorRef clock, DateTimeOffset epoch, IRout
 /// <summary>The scheduler's door on its own node: outboxes of events handled on other nodes.</summary>
 public sealed class ClockEndpoint : ReceiveActor
 {
-    public ClockEndpoint(VirtualLink link) =>
-        Receive<EventDone>(done => link.Complete(done.Actor, done.Seq, done.Now, done.Outbox as List<Outgoing> ?? done.Outbox.ToList()));
+    /// <param name="member">Whether a node's outboxes are heard (a current member): a stranger's forged EventDone would derail the clock.</param>
+    public ClockEndpoint(VirtualLink link, Func<Address, bool> member) =>
+        Receive<EventDone>(done =>
+        {
+            if (member(Sender.Path.Address)) link.Complete(done.Actor, done.Seq, done.Now, done.Outbox as List<Outgoing> ?? done.Outbox.ToList());
+            else Context.GetLogger().Warning("clock: dropped an EventDone from {0}, which is not a member of this cluster", Sender.Path);
+        });
 
-    public static Props Props(VirtualLink link) => Akka.Actor.Props.Create(() => new ClockEndpoint(link));
+    public static Props Props(VirtualLink link, Func<Address, bool> member) => Akka.Actor.Props.Create(() => new ClockEndpoint(link, member));
 }
