@@ -194,6 +194,7 @@ public sealed class Coordinator : LinkedActor
     {
         public static readonly StallCheck Instance = new();
     }
+
     private sealed record RestartWorker(int Worker);
 
     private sealed class PendingSnapshot(int parameters, int shards)
@@ -653,7 +654,7 @@ public sealed class Coordinator : LinkedActor
         bool diverged = !double.IsFinite(done.Result.Loss);
         if (done.Final)
         {
-            Complete(done, diverged && _stopReason != StopReason.Interrupted ? StopReason.Diverged : null);
+            Complete(done, diverged ? StopReason.Diverged : null);
             return;
         }
         if (diverged)

@@ -356,7 +356,7 @@ public sealed class ParameterServerShard : LinkedActor
             if (_settings.Policy.StalenessAwareLearningRate) rate /= Math.Max(1, staleness);
             // The learning rate, not the gradient, is divided by N: Adam, AdamW, Adagrad and RMSprop
             // do not see a gradient's scale, so gradient / N would still move each push a whole
-            // rate and a clock of N pushes N times as far as a BSP step. For SGD and momentum both
+            // rate and a clock of N pushes up to N times as far as a BSP step. For SGD and momentum both
             // are the same step; L2 decay now also acts once per clock, not N times.
             Apply(rate / _settings.Workers, 1f);
             RecordStaleness(staleness);
