@@ -1,10 +1,10 @@
 using System.Globalization;
 using ActorTrain.Cluster.Actors;
+using ActorTrain.Cluster.Telemetry;
 using ActorTrain.Cluster.Transport;
 using ActorTrain.Compute;
 using ActorTrain.Core;
 using ActorTrain.Core.Optimization;
-using ActorTrain.Cluster.Telemetry;
 using ActorTrain.Experiments.Telemetry;
 using Akka.Actor;
 using Akka.Configuration;

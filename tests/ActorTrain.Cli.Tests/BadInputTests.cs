@@ -11,13 +11,7 @@ public sealed class BadInputTests() : TempFolderTest("actortrain-bad-")
 {
     private string Runs => Path.Combine(Root, "runs");
 
-    private static async Task<(int Code, string Out, string Err)> Invoke(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int code = await ActorTrainCommand.RunAsync(args, stdout, stderr);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
+    private static Task<(int Code, string Out, string Err)> Invoke(params string[] args) => Command.Invoke(args);
 
     private string Write(string name, string text)
     {

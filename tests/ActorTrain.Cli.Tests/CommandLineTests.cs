@@ -13,13 +13,7 @@ public sealed class CommandLineTests() : TempFolderTest("actortrain-cli-")
         "--set", "dataset.samples=1200", "--set", "training.max-steps=30", "--set", "training.eval-every=10", "--set", "compute.engine=simd",
     ];
 
-    private static async Task<(int Code, string Out, string Err)> Invoke(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int code = await ActorTrainCommand.RunAsync(args, stdout, stderr);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
+    private static Task<(int Code, string Out, string Err)> Invoke(params string[] args) => Command.Invoke(args);
 
     private string Write(string name, string text)
     {
