@@ -222,4 +222,16 @@ public sealed class BadInputTests() : TempFolderTest("actortrain-bad-")
         config = Experiments.ClusterRunner.LoadConfig(new Experiments.ClusterNodeOptions("coordinator", Port: 5123, Seeds: ["127.0.0.1:4999"]));
         Assert.Equal(["akka.tcp://actortrain@127.0.0.1:4999"], config.GetStringList("akka.cluster.seed-nodes"));
     }
+
+    /// <summary>A node whose seed never answers (no coordinator, or a TLS handshake refused) gives up after join-timeout: exit 1, not a retry loop.</summary>
+    [Fact]
+    public async Task A_node_that_cannot_join_gives_up_after_the_join_timeout()
+    {
+        string fast = Write("fast.conf", "actortrain.cluster.join-timeout = 2s\n");
+        var (code, _, err) = await Invoke("node", "--role", "worker", "--config", fast, "--port", "0",
+            "--seed", $"127.0.0.1:{Experiments.LocalCluster.FreePort()}");
+        Assert.Equal(1, code);
+        Assert.Contains("run failed: this worker node did not join the cluster at", err);
+        Assert.Contains("within 2 s (actortrain.cluster.join-timeout)", err);
+    }
 }
