@@ -88,4 +88,17 @@ public sealed class RobustnessTests() : TempFolderTest("actortrain-robust-")
         Assert.Equal("interrupted", RunSummary.Read(Path.Combine(result.Folder, "summary.json")).StopReason);
         Assert.InRange(result.Summary.Steps, 20, 1_000_000 - 1);
     }
+
+    [Fact]
+    public async Task Tune_goes_on_past_a_diverging_candidate_and_never_picks_it()
+    {
+        string[] overrides = [.. Small, "training.max-steps=40", "tune.learning-rates=[0.05, 1000]", "tune.batch-sizes=[32]", "output.plots=off"];
+        var result = await HyperparameterSearch.RunAsync(null, overrides, Root);
+
+        var diverged = result.Candidates.Single(c => c.LearningRate == 1000);
+        Assert.False(double.IsFinite(diverged.ValidationLoss));
+        Assert.Equal(0.05, result.Best.LearningRate);
+        Assert.Equal("diverged", RunSummary.Read(Path.Combine(result.Folder, diverged.Name, "summary.json")).StopReason);
+        Assert.Contains(File.ReadAllLines(Path.Combine(result.Folder, "tune.csv")), l => l.StartsWith("learning-rate,lr-1000,") && l.Contains(",nan,"));
+    }
 }

@@ -127,6 +127,25 @@ public sealed class Gateway : ReceiveActor, IWithTimers
         return peer;
     }
 
+    /// <summary>
+    /// Whatever a frame does, the gateway keeps its state: a restart would forget the run's event
+    /// link (the first build restarted on one malformed 74-byte frame, then hung). Every known bad
+    /// input is handled below; this is the net under them.
+    /// </summary>
+    protected override bool AroundReceive(Receive receive, object message)
+    {
+        try
+        {
+            return base.AroundReceive(receive, message);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            _log.Error("gateway: dropped a {0} from {1} that failed ({2}: {3}); the gateway goes on", message.GetType().Name, Sender.Path, e.GetType().Name, e.Message);
+            if (message is Frame) Drop(Sender.Path.Address);
+            return true;
+        }
+    }
+
     private void OnFrame(Frame frame)
     {
         var from = Sender.Path.Address;
