@@ -1,0 +1,280 @@
+namespace ActorTrain.Core.Simulation;
+
+public enum FabricTopology
+{
+    /// <summary>Every (sender, receiver) pair is a link of its own (network.*): nothing is shared.</summary>
+    None,
+    /// <summary>One non-blocking switch; every host one full-duplex NIC.</summary>
+    Switch,
+    /// <summary>Hosts under leaves; a leaf's uplink to the spine carries hosts-per-leaf x NIC / oversubscription.</summary>
+    LeafSpine,
+}
+
+/// <summary>fabric { ... }: the shared network hardware (see hocon/actortrain.conf).</summary>
+public sealed record FabricSettings(
+    FabricTopology Topology,
+    double NicBytesPerSecond,
+    double NicLatency,
+    int HostsPerLeaf,
+    double Oversubscription,
+    double SpineLatency,
+    double BusBytesPerSecond,
+    double BusLatency)
+{
+    public static readonly FabricSettings None = new(FabricTopology.None, 1.25e9, 0, 1, 1, 0, 1e11, 0);
+
+    public bool Shares => Topology != FabricTopology.None;
+}
+
+/// <summary>
+/// placement { ... }: which host each worker and shard lives on. Worker w sits on host
+/// w / workers-per-host; shards are <c>dedicated</c> (their own hosts after the workers',
+/// shards-per-host to a host, as ps-lite's and BytePS's server machines) or <c>colocated</c>
+/// (shard k on worker host k mod H).
+/// </summary>
+public sealed record Placement(int WorkersPerHost, bool DedicatedShards, int ShardsPerHost)
+{
+    public static readonly Placement OneWorkerPerHost = new(1, true, 1);
+
+    public int WorkerHosts(int workers) => (workers + WorkersPerHost - 1) / WorkersPerHost;
+
+    public int Hosts(int workers, int shards) => WorkerHosts(workers) + (DedicatedShards ? (shards + ShardsPerHost - 1) / ShardsPerHost : 0);
+
+    public int HostOf(Endpoint e, int workers) => e.Kind switch
+    {
+        EndpointKind.Worker => e.Id / WorkersPerHost,
+        EndpointKind.Shard => DedicatedShards ? WorkerHosts(workers) + e.Id / ShardsPerHost : e.Id % WorkerHosts(workers),
+        _ => 0,
+    };
+}
+
+/// <summary>The resources a transfer crosses, in order, and the hop latency of that path.</summary>
+public readonly record struct FabricPath(int[] Resources, double Latency);
+
+/// <summary>What one resource (a NIC direction, a leaf uplink or downlink, a host bus) carried over a run.</summary>
+public sealed record ResourceUsage(string Name, double Capacity, double Bytes, double BusySeconds);
+
+/// <summary>
+/// Flow-level contention over the fabric (DESIGN.md 3a): a message is a flow over the resources
+/// of its path, and the flows that share a resource share its capacity max-min fairly. Rates are
+/// found by progressive filling (the resource with the smallest fair share fixes the rate of every
+/// flow still open through it, which then leaves the others' shares) and recomputed whenever a
+/// flow starts or ends, for the flows connected to it through shared resources only, as SimGrid's
+/// and ASTRA-sim's congestion-aware models do. Pure and single-threaded: the caller (the virtual
+/// clock) calls in nondecreasing time and schedules each flow's end; an end whose
+/// <see cref="Flow.Version"/> is no longer the flow's is stale (its rate changed since).
+/// </summary>
+public sealed class Fabric
+{
+    private readonly FabricSettings _settings;
+    private readonly Placement _placement;
+    private readonly int _workers;
+    private readonly string[] _names;
+    private readonly double[] _capacity;
+    private readonly double[] _carried, _busy, _busySince;
+    private readonly List<Flow>[] _through;
+    private readonly Dictionary<int, Flow> _flows = new();
+    private readonly List<Flow> _changed = [];
+    private int _nextFlow;
+    private long _recomputations;
+
+    /// <summary>A transfer in progress: bytes left at <see cref="Since"/>, sent at <see cref="Rate"/> bytes/s from then.</summary>
+    public sealed class Flow(int id, int[] resources)
+    {
+        public readonly int Id = id;
+        public readonly int[] Resources = resources;
+        public double Remaining;
+        public double Rate;
+        public double Since;
+        public int Version;
+
+        /// <summary>When the last byte leaves at the current rate.</summary>
+        public double End => Rate > 0 ? Since + Remaining / Rate : double.PositiveInfinity;
+    }
+
+    public Fabric(FabricSettings settings, Placement placement, int workers, int shards)
+    {
+        if (!settings.Shares) throw new ArgumentException("a fabric needs topology switch or leaf-spine", nameof(settings));
+        _settings = settings;
+        _placement = placement;
+        _workers = workers;
+        int hosts = placement.Hosts(workers, shards);
+        int leaves = settings.Topology == FabricTopology.LeafSpine ? (hosts + settings.HostsPerLeaf - 1) / settings.HostsPerLeaf : 0;
+        var names = new List<string>();
+        var capacity = new List<double>();
+        void Add(string name, double c)
+        {
+            names.Add(name);
+            capacity.Add(c);
+        }
+        for (int h = 0; h < hosts; h++)
+        {
+            Add($"host-{h}.nic-out", settings.NicBytesPerSecond);
+            Add($"host-{h}.nic-in", settings.NicBytesPerSecond);
+            Add($"host-{h}.bus", settings.BusBytesPerSecond);
+        }
+        double uplink = settings.HostsPerLeaf * settings.NicBytesPerSecond / settings.Oversubscription;
+        for (int l = 0; l < leaves; l++)
+        {
+            Add($"leaf-{l}.up", uplink);
+            Add($"leaf-{l}.down", uplink);
+        }
+        _names = names.ToArray();
+        _capacity = capacity.ToArray();
+        _carried = new double[_names.Length];
+        _busy = new double[_names.Length];
+        _busySince = new double[_names.Length];
+        _through = Enumerable.Range(0, _names.Length).Select(_ => new List<Flow>()).ToArray();
+        Hosts = hosts;
+        Leaves = leaves;
+    }
+
+    public int Hosts { get; }
+    public int Leaves { get; }
+
+    /// <summary>Rate recomputations so far (one per flow started or ended): for the speed benchmark.</summary>
+    public long Recomputations => _recomputations;
+
+    private int NicOut(int host) => 3 * host;
+    private int NicIn(int host) => 3 * host + 1;
+    private int Bus(int host) => 3 * host + 2;
+    private int LeafUp(int leaf) => 3 * Hosts + 2 * leaf;
+    private int LeafDown(int leaf) => 3 * Hosts + 2 * leaf + 1;
+
+    public int HostOf(Endpoint e) => _placement.HostOf(e, _workers);
+
+    /// <summary>The path from one endpoint to another: the host bus inside a host; NICs (and leaf links across leaves) between hosts.</summary>
+    public FabricPath Route(Endpoint from, Endpoint to)
+    {
+        int a = HostOf(from), b = HostOf(to);
+        if (a == b) return new FabricPath([Bus(a)], _settings.BusLatency);
+        if (_settings.Topology == FabricTopology.Switch) return new FabricPath([NicOut(a), NicIn(b)], _settings.NicLatency);
+        int la = a / _settings.HostsPerLeaf, lb = b / _settings.HostsPerLeaf;
+        if (la == lb) return new FabricPath([NicOut(a), NicIn(b)], _settings.NicLatency);
+        return new FabricPath([NicOut(a), LeafUp(la), LeafDown(lb), NicIn(b)], _settings.NicLatency + _settings.SpineLatency);
+    }
+
+    /// <summary>Starts a flow of <paramref name="bytes"/> at <paramref name="now"/>; the flows whose end moved are in <see cref="TakeChanged"/>.</summary>
+    public Flow Start(double now, FabricPath path, double bytes)
+    {
+        var flow = new Flow(_nextFlow++, path.Resources) { Remaining = Math.Max(0, bytes), Since = now };
+        _flows[flow.Id] = flow;
+        foreach (int r in flow.Resources)
+        {
+            if (_through[r].Count == 0) _busySince[r] = now;
+            _through[r].Add(flow);
+        }
+        Recompute(now, flow);
+        return flow;
+    }
+
+    /// <summary>
+    /// The flow's end event at <paramref name="now"/>: false when it is stale (the flow's rate
+    /// changed after it was scheduled, a newer end is queued). True: the flow is done and its
+    /// bandwidth goes to the flows that shared a resource with it.
+    /// </summary>
+    public bool Finish(Flow flow, int version, double now)
+    {
+        if (version != flow.Version || !_flows.ContainsKey(flow.Id)) return false;
+        Progress(flow, now);
+        _flows.Remove(flow.Id);
+        foreach (int r in flow.Resources)
+        {
+            _through[r].Remove(flow);
+            if (_through[r].Count == 0) _busy[r] += now - _busySince[r];
+        }
+        Recompute(now, flow);
+        return true;
+    }
+
+    /// <summary>The flows (other than a finished one) whose rate, hence end, changed in the last Start or Finish.</summary>
+    public IReadOnlyList<Flow> TakeChanged()
+    {
+        var changed = _changed.ToList();
+        _changed.Clear();
+        return changed;
+    }
+
+    /// <summary>Bytes and busy time of every resource that carried anything, up to <paramref name="now"/>.</summary>
+    public IReadOnlyList<ResourceUsage> Usage(double now) => Enumerable.Range(0, _names.Length)
+        .Where(r => _carried[r] > 0 || _through[r].Count > 0)
+        .Select(r => new ResourceUsage(_names[r], _capacity[r], _carried[r] + _through[r].Sum(f => f.Rate * (now - f.Since)),
+            _busy[r] + (_through[r].Count > 0 ? now - _busySince[r] : 0)))
+        .ToList();
+
+    private void Progress(Flow flow, double now)
+    {
+        double sent = Math.Min(flow.Remaining, flow.Rate * (now - flow.Since));
+        flow.Remaining -= sent;
+        foreach (int r in flow.Resources) _carried[r] += sent;
+        flow.Since = now;
+    }
+
+    /// <summary>Max-min fair rates for the flows connected to <paramref name="origin"/> through shared resources (progressive filling).</summary>
+    private void Recompute(double now, Flow origin)
+    {
+        _recomputations++;
+        // the component: flows reachable from the origin's resources through resources they share
+        var flows = new List<Flow>();
+        var seenFlows = new HashSet<int>();
+        var resources = new List<int>();
+        var seenResources = new HashSet<int>();
+        var pending = new Stack<int>(origin.Resources);
+        while (pending.Count > 0)
+        {
+            int r = pending.Pop();
+            if (!seenResources.Add(r)) continue;
+            resources.Add(r);
+            foreach (var f in _through[r])
+                if (seenFlows.Add(f.Id))
+                {
+                    flows.Add(f);
+                    foreach (int next in f.Resources) pending.Push(next);
+                }
+        }
+        foreach (var f in flows) Progress(f, now);
+
+        var left = new Dictionary<int, double>(resources.Count);
+        var open = new Dictionary<int, int>(resources.Count);
+        foreach (int r in resources)
+        {
+            left[r] = _capacity[r];
+            open[r] = _through[r].Count;
+        }
+        var rates = new Dictionary<int, double>(flows.Count);
+        while (rates.Count < flows.Count)
+        {
+            // the tightest resource fixes every open flow through it at its fair share
+            int tightest = -1;
+            double share = double.PositiveInfinity;
+            foreach (int r in resources)
+            {
+                if (open[r] == 0) continue;
+                double s = Math.Max(0, left[r]) / open[r];
+                if (s < share || (s == share && r < tightest))
+                {
+                    share = s;
+                    tightest = r;
+                }
+            }
+            foreach (var f in _through[tightest])
+            {
+                if (rates.ContainsKey(f.Id)) continue;
+                rates[f.Id] = share;
+                foreach (int r in f.Resources)
+                {
+                    left[r] -= share;
+                    open[r]--;
+                }
+            }
+        }
+        foreach (var f in flows)
+        {
+            double rate = rates[f.Id];
+            if (rate == f.Rate && f != origin) continue;
+            f.Rate = rate;
+            f.Version++;
+            _changed.Add(f);
+        }
+    }
+}
