@@ -325,9 +325,9 @@ public sealed record ExperimentSpec(
             if (w >= topology.Workers)
                 throw new ActorTrainException($"stragglers.workers lists worker {w}, but topology.workers = {topology.Workers} (ids 0..{topology.Workers - 1})");
 
-        var network = ReadNetwork(c);
-        network.Validate(topology.Workers, topology.Shards);
         var simulation = ReadSimulation(c);
+        var network = ReadFabric(c, ReadNetwork(c), simulation);
+        network.Validate(topology.Workers, topology.Shards);
         var faults = ReadFaults(c, topology.Workers);
 
         double targetAccuracy = c.Double("training.target-accuracy", 0, 1);
@@ -432,6 +432,43 @@ public sealed record ExperimentSpec(
         return new NetworkSettings(basic, Section("network.uplink"), Section("network.downlink"), c.Int("network.racks", 1),
             Section("network.cross-rack"), rules, Quantity.Seconds(c.String("network.retransmit-timeout"), "network.retransmit-timeout"),
             c.Int("network.max-attempts", 1, 1_000_000));
+    }
+
+    /// <summary>placement.* and fabric.*; a sharing fabric replaces the per-pair link keys, which are then refused.</summary>
+    private static NetworkSettings ReadFabric(ConfigReader c, NetworkSettings network, SimulationSection simulation)
+    {
+        var placement = new Placement(c.Int("placement.workers-per-host", 1, 1_000_000), c.Choice("placement.shards", "dedicated", "colocated") == "dedicated",
+            c.Int("placement.shards-per-host", 1, 1_000_000));
+        var topology = c.Choice("fabric.topology", "none", "switch", "leaf-spine") switch
+        {
+            "none" => FabricTopology.None,
+            "switch" => FabricTopology.Switch,
+            _ => FabricTopology.LeafSpine,
+        };
+        double Finite(string key)
+        {
+            double v = Quantity.BytesPerSecond(c.String(key), key);
+            if (!double.IsFinite(v)) throw new ActorTrainException($"{key} = unlimited: a shared resource needs a finite bandwidth");
+            return v;
+        }
+        var fabric = new FabricSettings(topology, Finite("fabric.nic-bandwidth"), Quantity.Seconds(c.String("fabric.nic-latency"), "fabric.nic-latency"),
+            c.Int("fabric.hosts-per-leaf", 1, 1_000_000), c.Double("fabric.oversubscription", 1, 1000),
+            Quantity.Seconds(c.String("fabric.spine-latency"), "fabric.spine-latency"), Finite("fabric.intra-host.bandwidth"),
+            Quantity.Seconds(c.String("fabric.intra-host.latency"), "fabric.intra-host.latency"));
+        if (fabric.Shares)
+        {
+            if (!simulation.Virtual)
+                throw new ActorTrainException($"fabric.topology = {c.String("fabric.topology")} needs simulation.clock = virtual (the wall clock's delay line does not share bandwidth yet)");
+            var perPair = new List<string>();
+            if (network.Racks > 1) perPair.Add("network.racks");
+            if (network.CrossRack != LinkOverride.None) perPair.Add("network.cross-rack");
+            if (network.Uplink.BytesPerSecond is not null || network.Downlink.BytesPerSecond is not null) perPair.Add("network.uplink/downlink bandwidth");
+            if (network.Rules.Count > 0) perPair.Add("network.links");
+            if (perPair.Count > 0)
+                throw new ActorTrainException($"{string.Join(", ", perPair)}: per-pair link settings do not apply with fabric.topology = {c.String("fabric.topology")}; " +
+                    "describe the hardware with fabric.* (leaves for racks: fabric.hosts-per-leaf, fabric.oversubscription) and placement.*");
+        }
+        return network with { Fabric = fabric, Placement = placement };
     }
 
     private static LinkOverride Override(IReadOnlyDictionary<string, string> values, string at)

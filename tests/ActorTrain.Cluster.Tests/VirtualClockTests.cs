@@ -63,6 +63,61 @@ public class VirtualClockTests : TestKit
         Assert.True(worker.WaitSeconds < 1e-12);
     }
 
+    /// <summary>
+    /// Parameter-server incast on one switch: N workers push P bytes each into the one shard's NIC
+    /// at once (B / N each, all done at N P / B), then the shard sends N slices of L bytes out of it
+    /// (N L / B). A step: compute + 2 x (latency + NIC hop) + N (P + L) / B, exactly. With each
+    /// pair its own link (topology none) the same step costs (P + L) / B whatever N.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(4)]
+    [InlineData(16)]
+    public async Task Bsp_step_time_on_a_switch_grows_with_the_workers_pushing_into_one_shard_nic(int workers)
+    {
+        var settings = Settings(workers, 1, 20, computeSeconds: 0.001);
+        var network = Network("constant(100us)", "1Gbps") with
+        {
+            Fabric = new FabricSettings(FabricTopology.Switch, 1e9 / 8, 5e-6, 16, 1, 0, 1e11, 0),
+        };
+        var (outcome, link) = await Run(settings, network);
+        int n = settings.Model.ParameterCount;
+        double b = 1e9 / 8;
+        double period = 0.001 + 2 * (100e-6 + 5e-6) + workers * (PushGradient.DenseBytes(n) + ParameterSlice.DenseBytes(n)) / b;
+        var times = outcome.Evaluations.Select(e => e.ElapsedSeconds).ToArray();
+        for (int i = 1; i < times.Length - 1; i++) Assert.Equal(5 * period, times[i + 1] - times[i], 9);
+
+        // the shard's NIC carried every push in and every slice out; each worker's NIC only its own
+        var usage = link.FabricUsage!;
+        var shardIn = usage.Single(u => u.Name == $"host-{workers}.nic-in");
+        Assert.Equal(workers * (20 * (double)PushGradient.DenseBytes(n) + PullParameters.HeaderBytes), shardIn.Bytes, 0); // and each first pull
+        Assert.True(link.FabricRecomputations > 0);
+
+        var (unshared, _) = await Run(settings, Network("constant(100us)", "1Gbps"));
+        var flat = unshared.Evaluations.Select(e => e.ElapsedSeconds).ToArray();
+        Assert.Equal(5 * (0.001 + 2 * 100e-6 + (PushGradient.DenseBytes(n) + ParameterSlice.DenseBytes(n)) / b), flat[3] - flat[2], 9);
+        Assert.Equal(unshared.FinalWeights, outcome.FinalWeights); // the network changes when, never what
+    }
+
+    /// <summary>Colocated shards: worker 0 shares a host with the shard, so its push crosses the bus and the NIC takes N - 1 pushes.</summary>
+    [Fact]
+    public async Task A_colocated_shard_hears_its_own_host_over_the_bus()
+    {
+        const int workers = 4;
+        var settings = Settings(workers, 1, 10, computeSeconds: 0.001);
+        var network = Network("constant(100us)", "1Gbps") with
+        {
+            Fabric = new FabricSettings(FabricTopology.Switch, 1e9 / 8, 5e-6, 16, 1, 0, 1e11, 1e-6),
+            Placement = new Placement(1, DedicatedShards: false, 1),
+        };
+        var (_, link) = await Run(settings, network);
+        var usage = link.FabricUsage!;
+        int n = settings.Model.ParameterCount;
+        // host 0 holds worker 0 and shard 0: its NIC takes in the other three workers' pushes
+        Assert.Equal((workers - 1) * (10 * (double)PushGradient.DenseBytes(n) + PullParameters.HeaderBytes), usage.Single(u => u.Name == "host-0.nic-in").Bytes, 0);
+        Assert.True(usage.Single(u => u.Name == "host-0.bus").Bytes >= 10 * (double)PushGradient.DenseBytes(n));
+    }
+
     [Fact]
     public async Task Bandwidth_and_latency_slow_the_run_as_modelled()
     {

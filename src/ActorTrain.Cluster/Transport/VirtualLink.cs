@@ -49,6 +49,8 @@ public sealed class VirtualLink : ILink, IEventLink
 {
     private readonly object _lock = new();
     private readonly NetworkModel _network;
+    // the shared hardware, when fabric.topology is not none: messages become flows that share it
+    private readonly Fabric? _fabric;
     private readonly double _lookahead;
     private readonly Attachments _endpoints = new();
     private readonly PriorityQueue<Event, (double Time, long Seq)> _queue = new();
@@ -60,6 +62,7 @@ public sealed class VirtualLink : ILink, IEventLink
     private readonly LinkCounters _counters = new();
     private readonly HashSet<IActorRef> _releasedTargets = [];
     private readonly List<(Event Event, (double, long) Key)> _deferred = [];
+    private readonly Dictionary<Fabric.Flow, FlowAttempt> _flowAttempts = [];
     private readonly IRoute _route;
     private IActorRef? _idleListener;
     private long _seq, _nextMessageId;
@@ -72,6 +75,25 @@ public sealed class VirtualLink : ILink, IEventLink
         _route = route ?? DirectRoute.Instance;
         _network = new NetworkModel(network, seed);
         _lookahead = network.MinLatency(workers, shards);
+        if (network.Fabric.Shares) _fabric = new Fabric(network.Fabric, network.Placement, workers, shards);
+    }
+
+    /// <summary>What each fabric resource carried by now (null without a sharing fabric).</summary>
+    public IReadOnlyList<ResourceUsage>? FabricUsage
+    {
+        get
+        {
+            lock (_lock) return _fabric?.Usage(_now);
+        }
+    }
+
+    /// <summary>Flow-rate recomputations so far (0 without a sharing fabric).</summary>
+    public long FabricRecomputations
+    {
+        get
+        {
+            lock (_lock) return _fabric?.Recomputations ?? 0;
+        }
     }
 
     public bool IsVirtual => true;
@@ -191,12 +213,56 @@ public sealed class VirtualLink : ILink, IEventLink
         }
         if (!_endpoints.TryGetValue(item.Sender, out var from) || !_endpoints.TryGetValue(item.To, out var to))
             throw new InvalidOperationException($"virtual link: {item.Sender.Path} or {item.To.Path} was never attached to an endpoint");
+        if (_fabric is { } fabric)
+        {
+            PlanFlows(fabric, item, from, to);
+            return;
+        }
         var plan = _network.Plan(from, to, item.Bytes, item.At);
         _counters.Planned(plan, item.Bytes, from, to);
         long id = _nextMessageId++;
         _duplicates.Expect(id, plan.Arrivals.Length);
         foreach (double arrival in plan.Arrivals)
             Enqueue(new Event(EventKind.Deliver, item.To, item.Message, item.Sender, id, item.At), Math.Max(floor, arrival));
+    }
+
+    /// <summary>
+    /// On a sharing fabric a message's attempts are flows started at their times: when one ends,
+    /// the copy it carried (unless dropped) is delivered its latency later. Drops and latencies are
+    /// drawn here, in the deterministic order of planning; the fabric decides only the timing.
+    /// </summary>
+    private void PlanFlows(Fabric fabric, Outgoing item, Endpoint from, Endpoint to)
+    {
+        var attempts = _network.PlanAttempts(from, to, item.At);
+        int copies = attempts.Count(a => a.Latency is not null);
+        _counters.Planned(new TransferPlan(item.At, new double[copies], attempts.Count), item.Bytes, from, to);
+        long id = _nextMessageId++;
+        _duplicates.Expect(id, copies);
+        var path = fabric.Route(from, to);
+        var delivery = new Event(EventKind.Deliver, item.To, item.Message, item.Sender, id, item.At);
+        foreach (var (start, latency) in attempts)
+            // not floored to the window: a flow's end and its delivery come at least a lookahead after its start
+            Enqueue(new Event(EventKind.FlowStart, item.To, item.Message, item.Sender, id, item.At,
+                new FlowAttempt(path, item.Bytes, latency is { } l ? l + path.Latency : null, delivery)), start);
+    }
+
+    /// <summary>A flow's start or end, in time order between batches. Under the lock.</summary>
+    private void OnFlowEvent(Event e, double time)
+    {
+        switch (e.Fabric)
+        {
+            case FlowAttempt attempt:
+                var flow = _fabric!.Start(time, attempt.Path, attempt.Bytes);
+                _flowAttempts[flow] = attempt;
+                break;
+            case FlowEnd end:
+                if (!_fabric!.Finish(end.Flow, end.Version, time)) return;
+                _flowAttempts.Remove(end.Flow, out var done);
+                if (done!.Latency is { } latency) Enqueue(done.Delivery, time + latency);
+                break;
+        }
+        foreach (var changed in _fabric!.TakeChanged())
+            Enqueue(new Event(EventKind.FlowEnd, e.Target, e.Message, e.Sender, -1, e.Departure, new FlowEnd(changed, changed.Version)), changed.End);
     }
 
     private void Enqueue(Event e, double time) => _queue.Enqueue(e, (time, _seq++));
@@ -207,6 +273,13 @@ public sealed class VirtualLink : ILink, IEventLink
         var batch = new List<Release>();
         while (!_stopped && _queue.TryPeek(out var head, out var headKey))
         {
+            if (head.Kind is EventKind.FlowStart or EventKind.FlowEnd)
+            {
+                _queue.Dequeue();
+                _now = headKey.Time;
+                OnFlowEvent(head, headKey.Time);
+                continue;
+            }
             if (head.Kind == EventKind.Kill)
             {
                 _queue.Dequeue();
@@ -222,6 +295,12 @@ public sealed class VirtualLink : ILink, IEventLink
                    && (_lookahead > 0 ? key.Time < _windowEnd : key.Time == headKey.Time))
             {
                 _queue.Dequeue();
+                if (e.Kind is EventKind.FlowStart or EventKind.FlowEnd)
+                {
+                    // the fabric moves in time order between batches; nothing it does lands in this window
+                    _deferred.Add((e, key));
+                    continue;
+                }
                 if (_deathTime.ContainsKey(e.Target) || (_deathTime.TryGetValue(e.Sender, out double died) && e.Departure > died))
                 {
                     _counters.LostToStopped();
@@ -245,7 +324,7 @@ public sealed class VirtualLink : ILink, IEventLink
             foreach (var (e, key) in _deferred)
             {
                 // a deferred copy was already accepted by the duplicate filter: re-queue it as a plain event
-                _queue.Enqueue(e with { MessageId = -1 }, key);
+                _queue.Enqueue(e.Kind == EventKind.Deliver ? e with { MessageId = -1 } : e, key);
             }
             _deferred.Clear();
             if (_outstanding > 0) break;
@@ -260,9 +339,14 @@ public sealed class VirtualLink : ILink, IEventLink
         foreach (var r in batch) _route.Tell(r.To, r.Message, r.Sender);
     }
 
-    private enum EventKind { Deliver, Kill }
+    private enum EventKind { Deliver, Kill, FlowStart, FlowEnd }
 
-    private sealed record Event(EventKind Kind, IActorRef Target, object Message, IActorRef Sender, long MessageId, double Departure);
+    private sealed record Event(EventKind Kind, IActorRef Target, object Message, IActorRef Sender, long MessageId, double Departure, object? Fabric = null);
+
+    /// <summary>One attempt of a message on the fabric: its path and size, and when its copy arrives after the last byte (null: dropped).</summary>
+    private sealed record FlowAttempt(FabricPath Path, long Bytes, double? Latency, Event Delivery);
+
+    private sealed record FlowEnd(Fabric.Flow Flow, int Version);
 
     private readonly record struct Release(IActorRef To, object Message, IActorRef Sender);
 }

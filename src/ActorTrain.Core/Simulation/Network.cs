@@ -75,6 +75,12 @@ public sealed record NetworkSettings(
 {
     public static readonly NetworkSettings Ideal = new(LinkSpec.Ideal, LinkOverride.None, LinkOverride.None, 1, LinkOverride.None, [], 0.01);
 
+    /// <summary>The shared hardware under the links (fabric.*); with topology none every link is its own.</summary>
+    public FabricSettings Fabric { get; init; } = FabricSettings.None;
+
+    /// <summary>Which host each worker and shard lives on (placement.*); used by a sharing fabric.</summary>
+    public Placement Placement { get; init; } = Placement.OneWorkerPerHost;
+
     public static int Rack(Endpoint e, int racks) => e.Kind == EndpointKind.Coordinator ? 0 : e.Id % racks;
 
     public LinkSpec Resolve(Endpoint from, Endpoint to)
@@ -112,7 +118,9 @@ public sealed record NetworkSettings(
                 min = Math.Min(min, Resolve(Endpoint.Worker(i), Endpoint.Shard(j)).Latency.LowerBound);
                 min = Math.Min(min, Resolve(Endpoint.Shard(j), Endpoint.Worker(i)).Latency.LowerBound);
             }
-        return double.IsPositiveInfinity(min) ? 0 : min;
+        if (double.IsPositiveInfinity(min)) min = 0;
+        // on a fabric every message also crosses a bus or a NIC hop
+        return Fabric.Shares ? min + Math.Min(Fabric.BusLatency, Fabric.NicLatency) : min;
     }
 
     public void Validate(int workers, int shards)
@@ -177,5 +185,29 @@ public sealed class NetworkModel(NetworkSettings settings, ulong seed)
         }
         _links[(from, to)] = link;
         return new TransferPlan(departure, _arrivals.ToArray(), attempts);
+    }
+
+    /// <summary>
+    /// The attempts of a message on a sharing fabric, which times their transmission itself: attempt
+    /// i starts at departure + i x retransmit-timeout; each is lost with the link's drop probability
+    /// or arrives its latency draw (+ jitter) after its last byte; an attempt whose acknowledgement
+    /// is lost is followed by another (a duplicate the receiver discards). Null latency: lost.
+    /// </summary>
+    public IReadOnlyList<(double Start, double? Latency)> PlanAttempts(Endpoint from, Endpoint to, double departure)
+    {
+        var spec = settings.Resolve(from, to);
+        var attempts = new List<(double, double?)>(1);
+        for (int i = 0; i < settings.MaxAttempts; i++)
+        {
+            double start = departure + i * settings.RetransmitTimeout;
+            if (spec.Drop > 0 && _rng.NextDouble() < spec.Drop)
+            {
+                attempts.Add((start, null));
+                continue;
+            }
+            attempts.Add((start, spec.Latency.Sample(_rng) + (spec.Jitter > 0 ? spec.Jitter * _rng.NextDouble() : 0)));
+            if (!(spec.Drop > 0 && _rng.NextDouble() < spec.Drop)) break;
+        }
+        return attempts;
     }
 }
