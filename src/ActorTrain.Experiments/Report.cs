@@ -35,6 +35,18 @@ public static class Report
         Row("network", s.Network.Description);
         Row("link", $"{s.Network.Messages} messages, {s.Network.Retransmissions} retransmissions, {s.Network.DuplicatesDiscarded} duplicates discarded, " +
                     $"{s.Network.Lost} lost, {s.Network.LostToStoppedActors} to killed workers");
+        if (s.Network.Fabric is { } fabric)
+        {
+            sb.AppendLine();
+            sb.AppendLine($"## The fabric: {fabric.Topology}, {fabric.Hosts} hosts, {fabric.Placement}");
+            sb.AppendLine();
+            sb.AppendLine("The five most utilised resources (utilisation: bytes over capacity x run time; busy: the share of the run during which at least one flow crossed it; every resource in summary.json).");
+            sb.AppendLine();
+            sb.AppendLine("| resource | capacity (Gbit/s) | MB carried | utilisation | busy |");
+            sb.AppendLine("|---|---:|---:|---:|---:|");
+            foreach (var r in fabric.Busiest)
+                sb.AppendLine($"| {r.Name} | {F(r.CapacityBytesPerSecond * 8 / 1e9, "0.###")} | {F(r.Bytes / 1e6, "0.00")} | {F(100 * r.Utilisation, "0.0")}% | {F(100 * r.BusyFraction, "0.0")}% |");
+        }
         sb.AppendLine();
         sb.AppendLine("## Where each worker's time went");
         sb.AppendLine();

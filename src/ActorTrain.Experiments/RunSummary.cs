@@ -7,9 +7,32 @@ namespace ActorTrain.Experiments;
 public sealed record WorkerReport(int Worker, double Slowdown, long Steps, double ComputeSeconds, double CommunicationSeconds, double WaitSeconds,
     double Gflops, long UnderflowedElements, long NonFiniteSteps, float LossScale, int Kills);
 
-/// <summary>What the link did: messages, retransmissions after drops, duplicates the receivers discarded, losses.</summary>
+/// <summary>What the link did: messages, retransmissions after drops, duplicates the receivers discarded, losses; on a sharing fabric, its resources.</summary>
 public sealed record NetworkReport(string Description, long Messages, long WireBytes, long Retransmissions, long DuplicatesDiscarded, long Lost,
-    long LostToStoppedActors, long Events);
+    long LostToStoppedActors, long Events, FabricReport? Fabric = null);
+
+/// <summary>
+/// One fabric resource over the run: bytes carried; utilisation, bytes over capacity x run time;
+/// busy fraction, the share of the run during which at least one flow crossed it (a NIC feeding a
+/// congested receiver is busy but barely used).
+/// </summary>
+public sealed record ResourceReport(string Name, double CapacityBytesPerSecond, double Bytes, double Utilisation, double BusySeconds, double BusyFraction);
+
+/// <summary>The fabric's resources: the five most utilised first, then every NIC, leaf link and bus that carried anything.</summary>
+public sealed record FabricReport(string Topology, string Placement, int Hosts, IReadOnlyList<ResourceReport> Busiest, IReadOnlyList<ResourceReport> Resources)
+{
+    public static FabricReport? Create(Core.Simulation.NetworkSettings network, IReadOnlyList<Core.Simulation.ResourceUsage>? usage, double elapsed, int workers, int shards)
+    {
+        if (usage is null || !network.Fabric.Shares) return null;
+        var resources = usage.Select(u => new ResourceReport(u.Name, u.Capacity, u.Bytes, elapsed > 0 ? u.Bytes / (u.Capacity * elapsed) : 0, u.BusySeconds,
+            elapsed > 0 ? u.BusySeconds / elapsed : 0)).ToList();
+        var p = network.Placement;
+        string placement = FormattableString.Invariant(
+            $"{p.WorkersPerHost} worker(s) per host, shards {(p.DedicatedShards ? $"dedicated ({p.ShardsPerHost} per host)" : "colocated")}");
+        return new FabricReport(network.Fabric.Topology == Core.Simulation.FabricTopology.Switch ? "switch" : "leaf-spine", placement,
+            p.Hosts(workers, shards), resources.OrderByDescending(r => r.Utilisation).ThenBy(r => r.Name, StringComparer.Ordinal).Take(5).ToList(), resources);
+    }
+}
 
 /// <summary>summary.json: what the run was and how it ended.</summary>
 public sealed record RunSummary(
@@ -103,7 +126,10 @@ public sealed record RunSummary(
             last.MaxStaleness,
             TrimmedHistogram(outcome.StalenessHistogram()),
             last.DroppedLate,
-            Describe(spec.Network, outcome.Link ?? new()),
+            Describe(spec.Network, outcome.Link ?? new()) with
+            {
+                Fabric = FabricReport.Create(spec.Network, outcome.Link?.Fabric, outcome.ElapsedSeconds, spec.Topology.Workers, spec.Topology.Shards),
+            },
             outcome.Workers.Sum(w => w.GradientSeconds),
             outcome.Shards.Sum(c => c.BusySeconds),
             outcome.Workers.Select(w => new WorkerReport(w.Worker, slowdowns[w.Worker], w.Steps, w.ComputeSeconds, w.CommunicationSeconds, w.WaitSeconds,
@@ -115,6 +141,8 @@ public sealed record RunSummary(
     {
         var d = n.Default;
         string bandwidth = double.IsPositiveInfinity(d.BytesPerSecond) ? "unlimited" : FormattableString.Invariant($"{d.BytesPerSecond * 8 / 1e9:0.###} Gbit/s");
+        if (n.Fabric.Shares)
+            bandwidth = FormattableString.Invariant($"{(n.Fabric.Topology == Core.Simulation.FabricTopology.Switch ? "switch" : "leaf-spine")}, NIC {n.Fabric.NicBytesPerSecond * 8 / 1e9:0.###} Gbit/s shared");
         string description = FormattableString.Invariant($"latency {d.Latency}, bandwidth {bandwidth}, jitter {Core.Simulation.Quantity.FormatSeconds(d.Jitter)}, drop {d.Drop}") +
             (n.Racks > 1 ? $", {n.Racks} racks" : "") + (n.Rules.Count > 0 ? $", {n.Rules.Count} link rules" : "");
         return new NetworkReport(description, s.Messages, s.WireBytes, s.Retransmissions, s.DuplicatesDiscarded, s.Lost, s.LostToStoppedActors, s.Events);

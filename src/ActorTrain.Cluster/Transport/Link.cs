@@ -90,7 +90,8 @@ public sealed record LinkStatistics(
     long Lost = 0,
     long LostToStoppedActors = 0,
     long Events = 0,
-    string? FirstLost = null);
+    string? FirstLost = null,
+    IReadOnlyList<ResourceUsage>? Fabric = null);
 
 /// <summary>Thread-safe tallies behind <see cref="LinkStatistics"/>.</summary>
 internal sealed class LinkCounters

@@ -109,7 +109,7 @@ public sealed class VirtualLink : ILink, IEventLink
         }
     }
 
-    public LinkStatistics Statistics => _counters.Snapshot();
+    public LinkStatistics Statistics => _counters.Snapshot() with { Fabric = FabricUsage };
 
     public void Attach(IActorRef actor, Endpoint endpoint) => _endpoints.Attach(actor, endpoint);
 
