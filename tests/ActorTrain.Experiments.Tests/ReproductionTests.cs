@@ -81,4 +81,31 @@ public sealed class ReproductionTests() : TempFolderTest("actortrain-reproduce-"
         Assert.True(total > 0);
         Assert.Equal(total, Skipped(rows.First(row => long.Parse(row[0], CultureInfo.InvariantCulture) >= 50)));
     }
+
+    [Fact]
+    public async Task Li_2014_one_parameter_server_nic_makes_the_bsp_step_grow_linearly_in_workers_spread_shards_keep_it_flat()
+    {
+        var (result, _) = await Run("06-ps-incast.conf");
+        // the period between the evaluations at steps 5 and 10, per step
+        double Period(string variant)
+        {
+            var rows = File.ReadAllLines(Path.Combine(result.Folder, variant, "metrics.csv")).Skip(1).Select(l => l.Split(',')).ToDictionary(
+                r => long.Parse(r[0], CultureInfo.InvariantCulture), r => double.Parse(r[2], CultureInfo.InvariantCulture));
+            return (rows[10] - rows[5]) / 5;
+        }
+        var spec = ExperimentSpec.Load(Path.Combine(RepoRoot.Path, "hocon", "experiments", "reproduce", "06-ps-incast.conf"));
+        int n = ExperimentData.Build(spec).Model.ParameterCount;
+        double perWorker = (Cluster.Protocol.PushGradient.DenseBytes(n) + Cluster.Protocol.ParameterSlice.DenseBytes(n)) / 1.25e9;
+        var shard = spec.Simulation.ShardDevice; // the shard's own time: each push accumulated, one SGD step (no state)
+        foreach (int workers in new[] { 1, 4, 16 })
+        {
+            // one shard: every push in through its NIC at B / N, every slice out: the closed form, exactly
+            double closedForm = 0.002 + 2 * 52e-6 + workers * (perWorker + shard.AccumulateSeconds(n)) + shard.ApplySeconds(n, 0);
+            Assert.Equal(closedForm, Period($"one-shard-w{workers}"), 9);
+            // N dedicated shard hosts: each NIC carries a 1/N share of everything: flat
+            Assert.InRange(Period($"dedicated-w{workers}"), 0.99 * Period("dedicated-w1"), 1.01 * Period("dedicated-w1"));
+            Assert.True(Period($"colocated-w{workers}") <= Period($"dedicated-w{workers}"));
+        }
+        Assert.True(Period("one-shard-w16") > 3.5 * Period("dedicated-w16"));
+    }
 }
