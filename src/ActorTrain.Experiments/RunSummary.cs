@@ -19,18 +19,19 @@ public sealed record NetworkReport(string Description, long Messages, long WireB
 public sealed record ResourceReport(string Name, double CapacityBytesPerSecond, double Bytes, double Utilisation, double BusySeconds, double BusyFraction);
 
 /// <summary>The fabric's resources: the five most utilised first, then every NIC, leaf link and bus that carried anything.</summary>
-public sealed record FabricReport(string Topology, string Placement, int Hosts, IReadOnlyList<ResourceReport> Busiest, IReadOnlyList<ResourceReport> Resources)
+public sealed record FabricReport(string Topology, string Placement, int Hosts, long RateRecomputations, IReadOnlyList<ResourceReport> Busiest,
+    IReadOnlyList<ResourceReport> Resources)
 {
-    public static FabricReport? Create(Core.Simulation.NetworkSettings network, IReadOnlyList<Core.Simulation.ResourceUsage>? usage, double elapsed, int workers, int shards)
+    public static FabricReport? Create(Core.Simulation.NetworkSettings network, Cluster.Transport.LinkStatistics? link, double elapsed, int workers, int shards)
     {
-        if (usage is null || !network.Fabric.Shares) return null;
+        if (link?.Fabric is not { } usage || !network.Fabric.Shares) return null;
         var resources = usage.Select(u => new ResourceReport(u.Name, u.Capacity, u.Bytes, elapsed > 0 ? u.Bytes / (u.Capacity * elapsed) : 0, u.BusySeconds,
             elapsed > 0 ? u.BusySeconds / elapsed : 0)).ToList();
         var p = network.Placement;
         string placement = FormattableString.Invariant(
             $"{p.WorkersPerHost} worker(s) per host, shards {(p.DedicatedShards ? $"dedicated ({p.ShardsPerHost} per host)" : "colocated")}");
         return new FabricReport(network.Fabric.Topology == Core.Simulation.FabricTopology.Switch ? "switch" : "leaf-spine", placement,
-            p.Hosts(workers, shards), resources.OrderByDescending(r => r.Utilisation).ThenBy(r => r.Name, StringComparer.Ordinal).Take(5).ToList(), resources);
+            p.Hosts(workers, shards), link.FabricRecomputations, resources.OrderByDescending(r => r.Utilisation).ThenBy(r => r.Name, StringComparer.Ordinal).Take(5).ToList(), resources);
     }
 }
 
@@ -128,7 +129,7 @@ public sealed record RunSummary(
             last.DroppedLate,
             Describe(spec.Network, outcome.Link ?? new()) with
             {
-                Fabric = FabricReport.Create(spec.Network, outcome.Link?.Fabric, outcome.ElapsedSeconds, spec.Topology.Workers, spec.Topology.Shards),
+                Fabric = FabricReport.Create(spec.Network, outcome.Link, outcome.ElapsedSeconds, spec.Topology.Workers, spec.Topology.Shards),
             },
             outcome.Workers.Sum(w => w.GradientSeconds),
             outcome.Shards.Sum(c => c.BusySeconds),

@@ -13,25 +13,24 @@ public class FabricTests
 
     private static FabricSettings Switch => new(FabricTopology.Switch, B, 0, 1, 1, 0, 1e11, 0);
 
-    /// <summary>Runs transfers (start time, from, to, bytes) to completion; returns each one's end time.</summary>
+    /// <summary>Runs transfers (start time, from, to, bytes) to completion, waking the fabric at its next end; returns each one's end time.</summary>
     private static double[] Run(Fabric fabric, params (double At, Endpoint From, Endpoint To, double Bytes)[] transfers)
     {
         var ends = new double[transfers.Length];
-        var queue = new PriorityQueue<(int Index, Fabric.Flow? Flow, int Version), (double, int)>();
         var flows = new Dictionary<Fabric.Flow, int>();
-        int seq = 0;
-        for (int i = 0; i < transfers.Length; i++) queue.Enqueue((i, null, 0), (transfers[i].At, seq++));
-        while (queue.TryDequeue(out var e, out var key))
+        var starts = transfers.Select((t, i) => (t.At, i)).OrderBy(s => s.At).ThenBy(s => s.i).ToList();
+        int next = 0;
+        while (next < starts.Count || double.IsFinite(fabric.NextEnd))
         {
-            double now = key.Item1;
-            if (e.Flow is null)
+            double wake = fabric.NextEnd;
+            if (next < starts.Count && starts[next].At <= wake)
             {
-                var t = transfers[e.Index];
-                var flow = fabric.Start(now, fabric.Route(t.From, t.To), t.Bytes);
-                flows[flow] = e.Index;
+                var t = transfers[starts[next].i];
+                flows[fabric.Start(t.At, fabric.Route(t.From, t.To), t.Bytes)] = starts[next].i;
+                next++;
+                continue;
             }
-            else if (fabric.Finish(e.Flow, e.Version, now)) ends[flows[e.Flow]] = now;
-            foreach (var changed in fabric.TakeChanged()) queue.Enqueue((-1, changed, changed.Version), (changed.End, seq++));
+            foreach (var done in fabric.FinishDue(wake)) ends[flows[done]] = wake;
         }
         return ends;
     }

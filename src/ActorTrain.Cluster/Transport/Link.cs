@@ -91,7 +91,8 @@ public sealed record LinkStatistics(
     long LostToStoppedActors = 0,
     long Events = 0,
     string? FirstLost = null,
-    IReadOnlyList<ResourceUsage>? Fabric = null);
+    IReadOnlyList<ResourceUsage>? Fabric = null,
+    long FabricRecomputations = 0);
 
 /// <summary>Thread-safe tallies behind <see cref="LinkStatistics"/>.</summary>
 internal sealed class LinkCounters

@@ -63,6 +63,7 @@ public sealed class VirtualLink : ILink, IEventLink
     private readonly HashSet<IActorRef> _releasedTargets = [];
     private readonly List<(Event Event, (double, long) Key)> _deferred = [];
     private readonly Dictionary<Fabric.Flow, FlowAttempt> _flowAttempts = [];
+    private long _wakes;
     private readonly IRoute _route;
     private IActorRef? _idleListener;
     private long _seq, _nextMessageId;
@@ -109,7 +110,7 @@ public sealed class VirtualLink : ILink, IEventLink
         }
     }
 
-    public LinkStatistics Statistics => _counters.Snapshot() with { Fabric = FabricUsage };
+    public LinkStatistics Statistics => _counters.Snapshot() with { Fabric = FabricUsage, FabricRecomputations = FabricRecomputations };
 
     public void Attach(IActorRef actor, Endpoint endpoint) => _endpoints.Attach(actor, endpoint);
 
@@ -246,23 +247,23 @@ public sealed class VirtualLink : ILink, IEventLink
                 new FlowAttempt(path, item.Bytes, latency is { } l ? l + path.Latency : null, delivery)), start);
     }
 
-    /// <summary>A flow's start or end, in time order between batches. Under the lock.</summary>
+    /// <summary>
+    /// A flow starting, or the fabric's wake-up at its next flow end, in time order between
+    /// batches: finished flows deliver their copies, and the fabric is woken again at its new next
+    /// end (one pending wake-up; an older one is stale). Under the lock.
+    /// </summary>
     private void OnFlowEvent(Event e, double time)
     {
-        switch (e.Fabric)
+        var fabric = _fabric!;
+        if (e.Fabric is FlowAttempt attempt) _flowAttempts[fabric.Start(time, attempt.Path, attempt.Bytes)] = attempt;
+        else if (e.Fabric is long wake && wake != _wakes) return;
+        foreach (var flow in fabric.FinishDue(time))
         {
-            case FlowAttempt attempt:
-                var flow = _fabric!.Start(time, attempt.Path, attempt.Bytes);
-                _flowAttempts[flow] = attempt;
-                break;
-            case FlowEnd end:
-                if (!_fabric!.Finish(end.Flow, end.Version, time)) return;
-                _flowAttempts.Remove(end.Flow, out var done);
-                if (done!.Latency is { } latency) Enqueue(done.Delivery, time + latency);
-                break;
+            _flowAttempts.Remove(flow, out var done);
+            if (done!.Latency is { } latency) Enqueue(done.Delivery, time + latency);
         }
-        foreach (var changed in _fabric!.TakeChanged())
-            Enqueue(new Event(EventKind.FlowEnd, e.Target, e.Message, e.Sender, -1, e.Departure, new FlowEnd(changed, changed.Version)), changed.End);
+        double next = fabric.NextEnd;
+        if (double.IsFinite(next)) Enqueue(new Event(EventKind.FlowEnd, e.Target, e.Message, e.Sender, -1, e.Departure, ++_wakes), next);
     }
 
     private void Enqueue(Event e, double time) => _queue.Enqueue(e, (time, _seq++));
@@ -346,7 +347,6 @@ public sealed class VirtualLink : ILink, IEventLink
     /// <summary>One attempt of a message on the fabric: its path and size, and when its copy arrives after the last byte (null: dropped).</summary>
     private sealed record FlowAttempt(FabricPath Path, long Bytes, double? Latency, Event Delivery);
 
-    private sealed record FlowEnd(Fabric.Flow Flow, int Version);
 
     private readonly record struct Release(IActorRef To, object Message, IActorRef Sender);
 }

@@ -61,8 +61,8 @@ public sealed record ResourceUsage(string Name, double Capacity, double Bytes, d
 /// flow still open through it, which then leaves the others' shares) and recomputed whenever a
 /// flow starts or ends, for the flows connected to it through shared resources only, as SimGrid's
 /// and ASTRA-sim's congestion-aware models do. Pure and single-threaded: the caller (the virtual
-/// clock) calls in nondecreasing time and schedules each flow's end; an end whose
-/// <see cref="Flow.Version"/> is no longer the flow's is stale (its rate changed since).
+/// clock) calls in nondecreasing time and wakes it at <see cref="NextEnd"/>: one event for the
+/// fabric, not one per flow whose end moved (an N-way incast moves N ends at every start).
 /// </summary>
 public sealed class Fabric
 {
@@ -73,8 +73,15 @@ public sealed class Fabric
     private readonly double[] _capacity;
     private readonly double[] _carried, _busy, _busySince;
     private readonly List<Flow>[] _through;
-    private readonly Dictionary<int, Flow> _flows = new();
-    private readonly List<Flow> _changed = [];
+    private readonly HashSet<Flow> _active = [];
+    // scratch of Recompute, reused: which resources and flows the current component holds
+    private readonly int[] _resourceStamp;
+    private readonly double[] _left;
+    private readonly int[] _open;
+    private readonly List<int> _openResources = [];
+    private readonly List<Flow> _componentFlows = [];
+    private readonly Stack<int> _pending = new();
+    private int _stampNow;
     private int _nextFlow;
     private long _recomputations;
 
@@ -86,7 +93,8 @@ public sealed class Fabric
         public double Remaining;
         public double Rate;
         public double Since;
-        public int Version;
+        internal int Stamp;
+        internal bool Fixed;
 
         /// <summary>When the last byte leaves at the current rate.</summary>
         public double End => Rate > 0 ? Since + Remaining / Rate : double.PositiveInfinity;
@@ -125,6 +133,9 @@ public sealed class Fabric
         _busy = new double[_names.Length];
         _busySince = new double[_names.Length];
         _through = Enumerable.Range(0, _names.Length).Select(_ => new List<Flow>()).ToArray();
+        _resourceStamp = new int[_names.Length];
+        _left = new double[_names.Length];
+        _open = new int[_names.Length];
         Hosts = hosts;
         Leaves = leaves;
     }
@@ -154,11 +165,11 @@ public sealed class Fabric
         return new FabricPath([NicOut(a), LeafUp(la), LeafDown(lb), NicIn(b)], _settings.NicLatency + _settings.SpineLatency);
     }
 
-    /// <summary>Starts a flow of <paramref name="bytes"/> at <paramref name="now"/>; the flows whose end moved are in <see cref="TakeChanged"/>.</summary>
+    /// <summary>Starts a flow of <paramref name="bytes"/> at <paramref name="now"/>; the flows sharing a resource with it slow down from now.</summary>
     public Flow Start(double now, FabricPath path, double bytes)
     {
         var flow = new Flow(_nextFlow++, path.Resources) { Remaining = Math.Max(0, bytes), Since = now };
-        _flows[flow.Id] = flow;
+        _active.Add(flow);
         foreach (int r in flow.Resources)
         {
             if (_through[r].Count == 0) _busySince[r] = now;
@@ -168,31 +179,42 @@ public sealed class Fabric
         return flow;
     }
 
-    /// <summary>
-    /// The flow's end event at <paramref name="now"/>: false when it is stale (the flow's rate
-    /// changed after it was scheduled, a newer end is queued). True: the flow is done and its
-    /// bandwidth goes to the flows that shared a resource with it.
-    /// </summary>
-    public bool Finish(Flow flow, int version, double now)
+    /// <summary>When the next flow ends at the current rates (infinity when none is active): the one time the caller needs to wake the fabric.</summary>
+    public double NextEnd
     {
-        if (version != flow.Version || !_flows.ContainsKey(flow.Id)) return false;
-        Progress(flow, now);
-        _flows.Remove(flow.Id);
-        foreach (int r in flow.Resources)
+        get
         {
-            _through[r].Remove(flow);
-            if (_through[r].Count == 0) _busy[r] += now - _busySince[r];
+            double next = double.PositiveInfinity;
+            foreach (var f in _active) next = Math.Min(next, f.End);
+            return next;
         }
-        Recompute(now, flow);
-        return true;
     }
 
-    /// <summary>The flows (other than a finished one) whose rate, hence end, changed in the last Start or Finish.</summary>
-    public IReadOnlyList<Flow> TakeChanged()
+    /// <summary>
+    /// Ends every flow whose last byte has left by <paramref name="now"/> (within a picosecond: flows
+    /// that end together must not wait for a rounding error), in the order they started; each end
+    /// gives its bandwidth to the flows it shared a resource with.
+    /// </summary>
+    public IReadOnlyList<Flow> FinishDue(double now)
     {
-        var changed = _changed.ToList();
-        _changed.Clear();
-        return changed;
+        var done = new List<Flow>();
+        while (true)
+        {
+            Flow? due = null;
+            foreach (var f in _active)
+                if (f.End <= now + 1e-12 && (due is null || f.Id < due.Id)) due = f;
+            if (due is null) return done;
+            Progress(due, now);
+            due.Remaining = 0;
+            _active.Remove(due);
+            foreach (int r in due.Resources)
+            {
+                _through[r].Remove(due);
+                if (_through[r].Count == 0) _busy[r] += now - _busySince[r];
+            }
+            Recompute(now, due);
+            done.Add(due);
+        }
     }
 
     /// <summary>Bytes and busy time of every resource that carried anything, up to <paramref name="now"/>.</summary>
@@ -214,67 +236,67 @@ public sealed class Fabric
     private void Recompute(double now, Flow origin)
     {
         _recomputations++;
+        int stamp = ++_stampNow;
         // the component: flows reachable from the origin's resources through resources they share
-        var flows = new List<Flow>();
-        var seenFlows = new HashSet<int>();
-        var resources = new List<int>();
-        var seenResources = new HashSet<int>();
-        var pending = new Stack<int>(origin.Resources);
-        while (pending.Count > 0)
+        _componentFlows.Clear();
+        _openResources.Clear();
+        foreach (int r in origin.Resources) _pending.Push(r);
+        while (_pending.Count > 0)
         {
-            int r = pending.Pop();
-            if (!seenResources.Add(r)) continue;
-            resources.Add(r);
+            int r = _pending.Pop();
+            if (_resourceStamp[r] == stamp) continue;
+            _resourceStamp[r] = stamp;
+            _left[r] = _capacity[r];
+            _open[r] = _through[r].Count;
+            if (_open[r] > 0) _openResources.Add(r);
             foreach (var f in _through[r])
-                if (seenFlows.Add(f.Id))
-                {
-                    flows.Add(f);
-                    foreach (int next in f.Resources) pending.Push(next);
-                }
+            {
+                if (f.Stamp == stamp) continue;
+                f.Stamp = stamp;
+                _componentFlows.Add(f);
+                foreach (int next in f.Resources)
+                    if (_resourceStamp[next] != stamp) _pending.Push(next);
+            }
         }
-        foreach (var f in flows) Progress(f, now);
-
-        var left = new Dictionary<int, double>(resources.Count);
-        var open = new Dictionary<int, int>(resources.Count);
-        foreach (int r in resources)
+        foreach (var f in _componentFlows)
         {
-            left[r] = _capacity[r];
-            open[r] = _through[r].Count;
+            Progress(f, now);
+            f.Fixed = false;
         }
-        var rates = new Dictionary<int, double>(flows.Count);
-        while (rates.Count < flows.Count)
+        int fixedCount = 0;
+        while (fixedCount < _componentFlows.Count)
         {
             // the tightest resource fixes every open flow through it at its fair share
             int tightest = -1;
             double share = double.PositiveInfinity;
-            foreach (int r in resources)
+            for (int i = 0; i < _openResources.Count; i++)
             {
-                if (open[r] == 0) continue;
-                double s = Math.Max(0, left[r]) / open[r];
-                if (s < share || (s == share && r < tightest))
+                int r = _openResources[i];
+                if (_open[r] == 0)
                 {
-                    share = s;
+                    _openResources[i--] = _openResources[^1];
+                    _openResources.RemoveAt(_openResources.Count - 1);
+                    continue;
+                }
+                double sh = Math.Max(0, _left[r]) / _open[r];
+                if (sh < share || (sh == share && r < tightest))
+                {
+                    share = sh;
                     tightest = r;
                 }
             }
             foreach (var f in _through[tightest])
             {
-                if (rates.ContainsKey(f.Id)) continue;
-                rates[f.Id] = share;
+                if (f.Fixed) continue;
+                f.Fixed = true;
+                fixedCount++;
+                f.Rate = share;
                 foreach (int r in f.Resources)
                 {
-                    left[r] -= share;
-                    open[r]--;
+                    _left[r] -= share;
+                    _open[r]--;
                 }
             }
-        }
-        foreach (var f in flows)
-        {
-            double rate = rates[f.Id];
-            if (rate == f.Rate && f != origin) continue;
-            f.Rate = rate;
-            f.Version++;
-            _changed.Add(f);
         }
     }
 }
