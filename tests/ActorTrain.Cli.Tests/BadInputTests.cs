@@ -74,6 +74,9 @@ public sealed class BadInputTests() : TempFolderTest("actortrain-bad-")
         { "network.max-attempts=0", "network.max-attempts = 0 is out of range" },
         { "simulation.stall-timeout=0s", "simulation.stall-timeout must be above zero" },
         { "dataset.classes=1", "dataset.classes = 1 is out of range" },
+        { "fabric.topology=mesh", "fabric.topology" },
+        { "fabric.nic-bandwidth=unlimited", "fabric.nic-bandwidth = unlimited: a shared resource needs a finite bandwidth" },
+        { "placement.workers-per-host=0", "placement.workers-per-host = 0 is out of range" },
     };
 
     [Theory]
@@ -234,4 +237,11 @@ public sealed class BadInputTests() : TempFolderTest("actortrain-bad-")
         Assert.Contains("run failed: this worker node did not join the cluster at", err);
         Assert.Contains("within 2 s (actortrain.cluster.join-timeout)", err);
     }
+
+    [Theory]
+    [InlineData("simulation.clock=wall", "fabric.topology = switch needs simulation.clock = virtual")]
+    [InlineData("network.racks=2", "network.racks: per-pair link settings do not apply with fabric.topology = switch")]
+    [InlineData("network.links=[{ from = worker-0, to = shard-0, latency = \"constant(1ms)\" }]", "network.links: per-pair link settings")]
+    public async Task A_sharing_fabric_refuses_what_it_replaces(string setting, string expected) =>
+        AssertBadInput(await Invoke("validate", Write("x.conf", "name = x\n"), "--set", "fabric.topology=switch", "--set", setting), expected);
 }

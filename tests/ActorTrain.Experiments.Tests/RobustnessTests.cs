@@ -101,4 +101,38 @@ public sealed class RobustnessTests() : TempFolderTest("actortrain-robust-")
         Assert.Equal("diverged", RunSummary.Read(Path.Combine(result.Folder, diverged.Name, "summary.json")).StopReason);
         Assert.Contains(File.ReadAllLines(Path.Combine(result.Folder, "tune.csv")), l => l.StartsWith("learning-rate,lr-1000,") && l.Contains(",nan,"));
     }
+
+    /// <summary>
+    /// fabric.topology = none (the default) is the first build's network model: a lossy, jittery
+    /// BSP run writes the metrics.csv that the build this work started from wrote (Golden/, produced
+    /// by commit 41a7570 with the same settings), byte for byte.
+    /// </summary>
+    [Fact]
+    public async Task Fabric_none_reproduces_the_first_builds_metrics_byte_for_byte()
+    {
+        var spec = ExperimentSpec.Load(null, ["dataset.samples=1200", "training.max-steps=60", "training.eval-every=10",
+            "network.latency=\"lognormal(mu=100us, sigma=0.5)\"", "network.jitter=20us", "network.drop=0.05", "network.bandwidth=1Gbps", "seed=3",
+            "output.plots=off", "telemetry.exporter=none", "fabric.topology=none"]);
+        var run = await ExperimentRunner.RunAsync(spec, Root);
+        Assert.Equal(File.ReadAllText(Path.Combine(RepoRoot.Path, "tests", "ActorTrain.Experiments.Tests", "Golden", "first-build-bsp-lossy.metrics.csv")),
+            File.ReadAllText(Path.Combine(run.Folder, "metrics.csv")));
+    }
+
+    [Theory]
+    [InlineData("switch")]
+    [InlineData("leaf-spine")]
+    public async Task A_sharing_fabric_run_is_deterministic_under_drops_and_keeps_bsp_weights(string topology)
+    {
+        string[] settings = ["dataset.samples=1200", "training.max-steps=40", "training.eval-every=10", "topology.workers=6", "topology.shards=2",
+            "network.latency=\"lognormal(mu=100us, sigma=0.5)\"", "network.jitter=20us", "output.plots=off", "telemetry.exporter=none",
+            $"fabric.topology={topology}", "fabric.hosts-per-leaf=2", "fabric.oversubscription=2", "fabric.nic-bandwidth=1Gbps"];
+        var lossy = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. settings, "network.drop=0.1", "seed=4"]), Root);
+        var again = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. settings, "network.drop=0.1", "seed=4"]), Root);
+        var clean = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. settings, "seed=4"]), Root);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(lossy.Folder, "metrics.csv")), File.ReadAllBytes(Path.Combine(again.Folder, "metrics.csv")));
+        Assert.Equal(clean.Outcome.FinalWeights, lossy.Outcome.FinalWeights); // every push applied once, whatever was dropped
+        Assert.True(lossy.Summary.Network.Retransmissions > 0);
+        Assert.True(lossy.Summary.ElapsedSeconds > clean.Summary.ElapsedSeconds);
+        Assert.NotNull(lossy.Summary.Network.Fabric);
+    }
 }
