@@ -43,6 +43,7 @@ public static class Plots
             plot.YLabel("pushes");
             plot.SavePng(Path.Combine(folder, "staleness.png"), 800, 500);
         }
+        if (outcome.Link?.Fabric is { Count: > 0 } fabric) WriteNetwork(folder, fabric, outcome.ElapsedSeconds, timeAxis);
         if (!classification) return;
         double[] accuracy = points.Select(p => p.TestAccuracy).ToArray();
         Save(Path.Combine(folder, "accuracy_vs_step.png"), "Test accuracy", "global step", "accuracy", plot => Line(plot, steps, accuracy, "test accuracy"));
@@ -102,6 +103,22 @@ public static class Plots
             });
         }
         return files;
+    }
+
+    /// <summary>network.png: utilisation over time (bytes over capacity per interval) of the five most used fabric resources.</summary>
+    private static void WriteNetwork(string folder, IReadOnlyList<Core.Simulation.ResourceUsage> usage, double elapsed, string timeAxis)
+    {
+        var top = usage.Where(u => u.Bytes > 0).OrderByDescending(u => u.Bytes / u.Capacity).ThenBy(u => u.Name, StringComparer.Ordinal).Take(5).ToList();
+        if (top.Count == 0) return;
+        Save(Path.Combine(folder, "network.png"), "Fabric: utilisation of the five most used resources", timeAxis, "utilisation (%)", plot =>
+        {
+            foreach (var u in top)
+            {
+                int buckets = Math.Max(1, Math.Min(u.Timeline.Length, (int)Math.Ceiling(elapsed / u.BucketSeconds)));
+                Line(plot, Enumerable.Range(0, buckets).Select(b => (b + 0.5) * u.BucketSeconds).ToArray(),
+                    u.Timeline.Take(buckets).Select(bytes => 100 * bytes / (u.Capacity * u.BucketSeconds)).ToArray(), u.Name);
+            }
+        });
     }
 
     private static void Line(Plot plot, double[] xs, double[] ys, string label)

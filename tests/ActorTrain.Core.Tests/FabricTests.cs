@@ -145,4 +145,23 @@ public class FabricTests
         Assert.Equal(2 * S, into.Bytes, 3);
         Assert.Equal(2 * S / B, into.BusySeconds, 9);
     }
+
+    [Fact]
+    public void The_timeline_holds_every_byte_at_the_rate_it_went()
+    {
+        var fabric = new Fabric(Switch, Placement.OneWorkerPerHost, 1, 1);
+        Run(fabric, (0, W(0), K(0), S)); // 0.8 ms at B: eight full 0.1 ms buckets
+        var nic = fabric.Usage(1).Single(u => u.Name == "host-0.nic-out");
+        Assert.Equal(1e-4, nic.BucketSeconds);
+        Assert.All(nic.Timeline.Take(8), bytes => Assert.Equal(B * 1e-4, bytes, 3));
+        Assert.Equal(S, nic.Timeline.Sum(), 3);
+
+        // a run longer than the timeline: buckets double until it fits, no byte lost
+        var slow = new Fabric(Switch, Placement.OneWorkerPerHost, 1, 1);
+        Run(slow, (0, W(0), K(0), 100 * S), (0.05, W(0), K(0), S));
+        var out0 = slow.Usage(1).Single(u => u.Name == "host-0.nic-out");
+        Assert.True(out0.BucketSeconds * out0.Timeline.Length >= 101 * S / B);
+        Assert.Equal(101 * S, out0.Timeline.Sum(), 1);
+        Assert.All(out0.Timeline, bytes => Assert.True(bytes <= B * out0.BucketSeconds * (1 + 1e-9)));
+    }
 }

@@ -51,8 +51,11 @@ public sealed record Placement(int WorkersPerHost, bool DedicatedShards, int Sha
 /// <summary>The resources a transfer crosses, in order, and the hop latency of that path.</summary>
 public readonly record struct FabricPath(int[] Resources, double Latency);
 
-/// <summary>What one resource (a NIC direction, a leaf uplink or downlink, a host bus) carried over a run.</summary>
-public sealed record ResourceUsage(string Name, double Capacity, double Bytes, double BusySeconds);
+/// <summary>
+/// What one resource (a NIC direction, a leaf uplink or downlink, a host bus) carried over a run;
+/// <paramref name="Timeline"/>: bytes carried in consecutive intervals of <paramref name="BucketSeconds"/> from time 0.
+/// </summary>
+public sealed record ResourceUsage(string Name, double Capacity, double Bytes, double BusySeconds, double BucketSeconds, double[] Timeline);
 
 /// <summary>
 /// Flow-level contention over the fabric (DESIGN.md 3a): a message is a flow over the resources
@@ -73,6 +76,10 @@ public sealed class Fabric
     private readonly double[] _capacity;
     private readonly double[] _carried, _busy, _busySince;
     private readonly List<Flow>[] _through;
+    // bytes per resource per time bucket; the buckets double in width whenever the run outgrows them
+    private const int Buckets = 128;
+    private readonly double[][] _timeline;
+    private double _bucketSeconds = 1e-4;
     private readonly HashSet<Flow> _active = [];
     // scratch of Recompute, reused: which resources and flows the current component holds
     private readonly int[] _resourceStamp;
@@ -134,6 +141,7 @@ public sealed class Fabric
         _busySince = new double[_names.Length];
         _through = Enumerable.Range(0, _names.Length).Select(_ => new List<Flow>()).ToArray();
         _resourceStamp = new int[_names.Length];
+        _timeline = Enumerable.Range(0, _names.Length).Select(_ => new double[Buckets]).ToArray();
         _left = new double[_names.Length];
         _open = new int[_names.Length];
         Hosts = hosts;
@@ -221,15 +229,38 @@ public sealed class Fabric
     public IReadOnlyList<ResourceUsage> Usage(double now) => Enumerable.Range(0, _names.Length)
         .Where(r => _carried[r] > 0 || _through[r].Count > 0)
         .Select(r => new ResourceUsage(_names[r], _capacity[r], _carried[r] + _through[r].Sum(f => f.Rate * (now - f.Since)),
-            _busy[r] + (_through[r].Count > 0 ? now - _busySince[r] : 0)))
+            _busy[r] + (_through[r].Count > 0 ? now - _busySince[r] : 0), _bucketSeconds, (double[])_timeline[r].Clone()))
         .ToList();
 
     private void Progress(Flow flow, double now)
     {
         double sent = Math.Min(flow.Remaining, flow.Rate * (now - flow.Since));
+        if (sent > 0)
+        {
+            // the bytes went at a constant rate over [since, since + sent / rate): spread them over the buckets they cross
+            double from = flow.Since, to = flow.Since + sent / flow.Rate;
+            while (to > Buckets * _bucketSeconds) Coarsen();
+            for (int b = (int)(from / _bucketSeconds); b < Buckets && b * _bucketSeconds < to; b++)
+            {
+                double overlap = Math.Min(to, (b + 1) * _bucketSeconds) - Math.Max(from, b * _bucketSeconds);
+                if (overlap <= 0) continue;
+                foreach (int r in flow.Resources) _timeline[r][b] += overlap * flow.Rate;
+            }
+        }
         flow.Remaining -= sent;
         foreach (int r in flow.Resources) _carried[r] += sent;
         flow.Since = now;
+    }
+
+    /// <summary>Doubles the width of the timeline's buckets, merging neighbours.</summary>
+    private void Coarsen()
+    {
+        foreach (var line in _timeline)
+        {
+            for (int b = 0; b < Buckets / 2; b++) line[b] = line[2 * b] + line[2 * b + 1];
+            Array.Clear(line, Buckets / 2, Buckets / 2);
+        }
+        _bucketSeconds *= 2;
     }
 
     /// <summary>Max-min fair rates for the flows connected to <paramref name="origin"/> through shared resources (progressive filling).</summary>
