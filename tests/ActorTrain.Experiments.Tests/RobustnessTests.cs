@@ -135,4 +135,26 @@ public sealed class RobustnessTests() : TempFolderTest("actortrain-robust-")
         Assert.True(lossy.Summary.ElapsedSeconds > clean.Summary.ElapsedSeconds);
         Assert.NotNull(lossy.Summary.Network.Fabric);
     }
+
+    /// <summary>
+    /// Four workers push P bytes into one shard's NIC at once: each flow runs at B / 4, so it takes
+    /// 4 P / B of which P / B is sending alone and 3 P / B waiting for bandwidth. The transfer spans say so.
+    /// </summary>
+    [Fact]
+    public async Task Transfer_spans_on_a_sharing_fabric_separate_waiting_for_bandwidth_from_sending()
+    {
+        var spec = ExperimentSpec.Load(null, ["dataset.samples=1200", "training.max-steps=10", "training.eval-every=10", "topology.workers=4", "topology.shards=1",
+            "fabric.topology=switch", "fabric.nic-bandwidth=1Gbps", "simulation.compute-time=1ms", "output.plots=off", "telemetry.exporter=file"]);
+        var run = await ExperimentRunner.RunAsync(spec, Root);
+        var transfers = Telemetry.TraceFile.Read(run.Folder).Spans.Where(s => s.Name == "transfer").ToList();
+        Assert.NotEmpty(transfers);
+        double Attr(Telemetry.SpanRecord span, string key) => double.Parse(span.Attributes[key], CultureInfo.InvariantCulture);
+        int n = ExperimentData.Build(spec).Model.ParameterCount;
+        double alone = Cluster.Protocol.PushGradient.DenseBytes(n) / 1.25e8;
+        Assert.All(transfers, t =>
+        {
+            Assert.Equal(alone, Attr(t, "actortrain.transmission_s"), 9);
+            Assert.Equal(3 * alone, Attr(t, "actortrain.queueing_s"), 9);
+        });
+    }
 }

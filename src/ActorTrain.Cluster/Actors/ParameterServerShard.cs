@@ -280,8 +280,13 @@ public sealed class ParameterServerShard : LinkedActor
         RunTelemetry.Pushes.Add(1, _shardTag);
         RunTelemetry.Bytes.Add(push.WireBytes, new KeyValuePair<string, object?>("actortrain.direction", "worker_to_shard"), _shardTag);
         if (RunTelemetry.Tracing && Sampled(push))
+        {
+            // on a sharing fabric: waiting for bandwidth, sending alone, and from the last byte to the shard taking it (latency, a busy shard)
+            var t = Link.Transfer;
             RunTelemetry.Record("transfer", push.Trace, Link, push.SentAt, Link.Now,
-                [new("actortrain.worker", push.Worker), _shardTag, new("actortrain.clock", push.Clock), new("actortrain.encoded_bytes", (long)push.WireBytes)]);
+                [new("actortrain.worker", push.Worker), _shardTag, new("actortrain.clock", push.Clock), new("actortrain.encoded_bytes", (long)push.WireBytes),
+                 new("actortrain.queueing_s", t?.Queueing), new("actortrain.transmission_s", t?.Uncontended), new("actortrain.after_last_byte_s", t is null ? null : Link.Now - t.LastByte)]);
+        }
         _samples += push.Samples;
         _bytesIn += push.WireBytes;
         _denseIn += PushGradient.DenseBytes(_settings.Length);

@@ -55,6 +55,9 @@ public interface ILink
     /// <summary>Stops the actor now, as a crash would: what is addressed to it from now on is lost.</summary>
     void Kill(IActorRef actor) => actor.Tell(PoisonPill.Instance);
 
+    /// <summary>How the message being handled crossed a sharing fabric: when its flow ran and what it waited for bandwidth (virtual clock only).</summary>
+    TransferTiming? Transfer => null;
+
     /// <summary>The topology is built and its first messages sent: begin delivering.</summary>
     void Start() { }
 

@@ -5,7 +5,7 @@ using Akka.Actor;
 namespace ActorTrain.Cluster.Transport;
 
 /// <summary>A message handed to an actor by the virtual clock; <see cref="Actors.LinkedActor"/> unwraps it.</summary>
-internal sealed record VirtualDelivery(object Message, long Seq, double Start, IEventLink Link);
+internal sealed record VirtualDelivery(object Message, long Seq, double Start, IEventLink Link, TransferTiming? Transfer = null);
 
 /// <summary>The side of a virtual clock an actor's event runs against: the scheduler itself, or its proxy on another node.</summary>
 internal interface IEventLink
@@ -128,6 +128,8 @@ public sealed class VirtualLink : ILink, IEventLink
     public void Kill(IActorRef actor) => Emit(new Outgoing(OutKind.Kill, actor, PoisonPill.Instance, 0, TrafficClass.Control, ActorRefs.Nobody, 0));
 
     public void Occupy(double modelled, double measured) => VirtualEvent.Occupy(modelled);
+
+    public TransferTiming? Transfer => VirtualEvent.Current?.Transfer;
 
     private void Emit(Outgoing item)
     {
@@ -260,7 +262,8 @@ public sealed class VirtualLink : ILink, IEventLink
         foreach (var flow in fabric.FinishDue(time))
         {
             _flowAttempts.Remove(flow, out var done);
-            if (done!.Latency is { } latency) Enqueue(done.Delivery, time + latency);
+            if (done!.Latency is { } latency)
+                Enqueue(done.Delivery with { Fabric = new TransferTiming(flow.Started, time, flow.Uncontended) }, time + latency);
         }
         double next = fabric.NextEnd;
         if (double.IsFinite(next)) Enqueue(new Event(EventKind.FlowEnd, e.Target, e.Message, e.Sender, -1, e.Departure, ++_wakes), next);
@@ -320,7 +323,7 @@ public sealed class VirtualLink : ILink, IEventLink
                 double start = Math.Max(key.Time, _busyUntil.GetValueOrDefault(e.Target));
                 _counters.Event();
                 _outstanding++;
-                batch.Add(new Release(e.Target, new VirtualDelivery(e.Message, key.Seq, start, this), e.Sender));
+                batch.Add(new Release(e.Target, new VirtualDelivery(e.Message, key.Seq, start, this, e.Fabric as TransferTiming), e.Sender));
             }
             foreach (var (e, key) in _deferred)
             {
@@ -360,9 +363,12 @@ internal sealed class VirtualEvent(long seq, double start)
     public readonly List<Outgoing> Outbox = [];
     public double Now = start;
 
+    /// <summary>How the message being handled crossed a sharing fabric (null otherwise).</summary>
+    public TransferTiming? Transfer;
+
     public static VirtualEvent? Current => _current;
 
-    public static void Enter(VirtualDelivery delivery) => _current = new VirtualEvent(delivery.Seq, delivery.Start);
+    public static void Enter(VirtualDelivery delivery) => _current = new VirtualEvent(delivery.Seq, delivery.Start) { Transfer = delivery.Transfer };
 
     public static VirtualEvent Exit()
     {

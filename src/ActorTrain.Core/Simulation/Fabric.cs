@@ -48,6 +48,16 @@ public sealed record Placement(int WorkersPerHost, bool DedicatedShards, int Sha
     };
 }
 
+/// <summary>
+/// How a message crossed the fabric: its flow started at <paramref name="Started"/> and its last byte
+/// left at <paramref name="LastByte"/>; alone on its path it would have taken <paramref name="Uncontended"/>
+/// (size over the path's narrowest capacity), so the rest of that span was spent sharing bandwidth.
+/// </summary>
+public sealed record TransferTiming(double Started, double LastByte, double Uncontended)
+{
+    public double Queueing => Math.Max(0, LastByte - Started - Uncontended);
+}
+
 /// <summary>The resources a transfer crosses, in order, and the hop latency of that path.</summary>
 public readonly record struct FabricPath(int[] Resources, double Latency);
 
@@ -100,6 +110,8 @@ public sealed class Fabric
         public double Remaining;
         public double Rate;
         public double Since;
+        /// <summary>When it started, and what it would take alone on its path.</summary>
+        public double Started, Uncontended;
         internal int Stamp;
         internal bool Fixed;
 
@@ -176,7 +188,10 @@ public sealed class Fabric
     /// <summary>Starts a flow of <paramref name="bytes"/> at <paramref name="now"/>; the flows sharing a resource with it slow down from now.</summary>
     public Flow Start(double now, FabricPath path, double bytes)
     {
-        var flow = new Flow(_nextFlow++, path.Resources) { Remaining = Math.Max(0, bytes), Since = now };
+        var flow = new Flow(_nextFlow++, path.Resources)
+        {
+            Remaining = Math.Max(0, bytes), Since = now, Started = now, Uncontended = Math.Max(0, bytes) / path.Resources.Min(r => _capacity[r]),
+        };
         _active.Add(flow);
         foreach (int r in flow.Resources)
         {
