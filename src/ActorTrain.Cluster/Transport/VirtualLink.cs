@@ -257,7 +257,18 @@ public sealed class VirtualLink : ILink, IEventLink
     private void OnFlowEvent(Event e, double time)
     {
         var fabric = _fabric!;
-        if (e.Fabric is FlowAttempt attempt) _flowAttempts[fabric.Start(time, attempt.Path, attempt.Bytes)] = attempt;
+        if (e.Fabric is FlowAttempt first)
+        {
+            // every flow starting at this instant starts together: one rate recomputation
+            var attempts = new List<FlowAttempt> { first };
+            while (_queue.TryPeek(out var queued, out var key) && key.Time == time && queued.Fabric is FlowAttempt more)
+            {
+                _queue.Dequeue();
+                attempts.Add(more);
+            }
+            var flows = fabric.StartAll(time, attempts.Select(a => (a.Path, (double)a.Bytes)).ToList());
+            for (int i = 0; i < flows.Count; i++) _flowAttempts[flows[i]] = attempts[i];
+        }
         else if (e.Fabric is long wake && wake != _wakes) return;
         foreach (var flow in fabric.FinishDue(time))
         {

@@ -186,20 +186,31 @@ public sealed class Fabric
     }
 
     /// <summary>Starts a flow of <paramref name="bytes"/> at <paramref name="now"/>; the flows sharing a resource with it slow down from now.</summary>
-    public Flow Start(double now, FabricPath path, double bytes)
+    public Flow Start(double now, FabricPath path, double bytes) => StartAll(now, [(path, bytes)])[0];
+
+    /// <summary>
+    /// Starts flows that begin at the same instant with one rate recomputation (N workers pushing
+    /// at once would otherwise re-rate the whole incast N times).
+    /// </summary>
+    public IReadOnlyList<Flow> StartAll(double now, IReadOnlyList<(FabricPath Path, double Bytes)> transfers)
     {
-        var flow = new Flow(_nextFlow++, path.Resources)
+        var flows = new Flow[transfers.Count];
+        for (int i = 0; i < flows.Length; i++)
         {
-            Remaining = Math.Max(0, bytes), Since = now, Started = now, Uncontended = Math.Max(0, bytes) / path.Resources.Min(r => _capacity[r]),
-        };
-        _active.Add(flow);
-        foreach (int r in flow.Resources)
-        {
-            if (_through[r].Count == 0) _busySince[r] = now;
-            _through[r].Add(flow);
+            var (path, bytes) = transfers[i];
+            var flow = flows[i] = new Flow(_nextFlow++, path.Resources)
+            {
+                Remaining = Math.Max(0, bytes), Since = now, Started = now, Uncontended = Math.Max(0, bytes) / path.Resources.Min(r => _capacity[r]),
+            };
+            _active.Add(flow);
+            foreach (int r in flow.Resources)
+            {
+                if (_through[r].Count == 0) _busySince[r] = now;
+                _through[r].Add(flow);
+            }
         }
-        Recompute(now, flow);
-        return flow;
+        Recompute(now, flows.SelectMany(f => f.Resources));
+        return flows;
     }
 
     /// <summary>When the next flow ends at the current rates (infinity when none is active): the one time the caller needs to wake the fabric.</summary>
@@ -223,20 +234,22 @@ public sealed class Fabric
         var done = new List<Flow>();
         while (true)
         {
-            Flow? due = null;
-            foreach (var f in _active)
-                if (f.End <= now + 1e-12 && (due is null || f.Id < due.Id)) due = f;
-            if (due is null) return done;
-            Progress(due, now);
-            due.Remaining = 0;
-            _active.Remove(due);
-            foreach (int r in due.Resources)
+            // every flow due now leaves at once, then one recomputation for all they shared
+            var due = _active.Where(f => f.End <= now + 1e-12).OrderBy(f => f.Id).ToList();
+            if (due.Count == 0) return done;
+            foreach (var flow in due)
             {
-                _through[r].Remove(due);
-                if (_through[r].Count == 0) _busy[r] += now - _busySince[r];
+                Progress(flow, now);
+                flow.Remaining = 0;
+                _active.Remove(flow);
+                foreach (int r in flow.Resources)
+                {
+                    _through[r].Remove(flow);
+                    if (_through[r].Count == 0) _busy[r] += now - _busySince[r];
+                }
             }
-            Recompute(now, due);
-            done.Add(due);
+            Recompute(now, due.SelectMany(f => f.Resources));
+            done.AddRange(due);
         }
     }
 
@@ -278,15 +291,15 @@ public sealed class Fabric
         _bucketSeconds *= 2;
     }
 
-    /// <summary>Max-min fair rates for the flows connected to <paramref name="origin"/> through shared resources (progressive filling).</summary>
-    private void Recompute(double now, Flow origin)
+    /// <summary>Max-min fair rates for the flows connected to the <paramref name="seeds"/> resources through shared resources (progressive filling).</summary>
+    private void Recompute(double now, IEnumerable<int> seeds)
     {
         _recomputations++;
         int stamp = ++_stampNow;
         // the component: flows reachable from the origin's resources through resources they share
         _componentFlows.Clear();
         _openResources.Clear();
-        foreach (int r in origin.Resources) _pending.Push(r);
+        foreach (int r in seeds) _pending.Push(r);
         while (_pending.Count > 0)
         {
             int r = _pending.Pop();
