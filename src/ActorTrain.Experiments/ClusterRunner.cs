@@ -58,6 +58,9 @@ public static class ClusterRunner
     {
         if (spec.Faults.Count > 0)
             throw new ActorTrainException("faults: injected faults are for single-process runs; in a cluster run, stop a node's process instead");
+        if (spec.Network.Fabric.Shares && !spec.Simulation.Virtual)
+            throw new ActorTrainException("fabric.topology: a sharing fabric on the wall clock needs one process (each node's link would see only its own flows); " +
+                "use simulation.clock = virtual for cluster runs on a fabric");
         if (spec.Variants.Count > 0)
             throw new ActorTrainException("compare/sweep: a cluster run takes one experiment; run the variants one at a time");
         var config = LoadConfig(options with { Role = "coordinator" });

@@ -179,7 +179,8 @@ public static class ExperimentRunner
     {
         ulong seed = Rng.Derive(spec.Seed, 6);
         if (spec.Simulation.Virtual) return new VirtualLink(spec.Network, seed, spec.Topology.Workers, spec.Topology.Shards, route);
-        return new WallClockLink(spec.Network, seed, spec.Network.MinLatency(spec.Topology.Workers, spec.Topology.Shards), route, epoch);
+        return new WallClockLink(spec.Network, seed, spec.Network.MinLatency(spec.Topology.Workers, spec.Topology.Shards), route, epoch,
+            spec.Topology.Workers, spec.Topology.Shards);
     }
 
     /// <summary>Akka settings of every ActorTrain actor system: logging and the workers' and shards' dispatchers.</summary>

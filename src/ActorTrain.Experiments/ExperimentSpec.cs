@@ -326,7 +326,7 @@ public sealed record ExperimentSpec(
                 throw new ActorTrainException($"stragglers.workers lists worker {w}, but topology.workers = {topology.Workers} (ids 0..{topology.Workers - 1})");
 
         var simulation = ReadSimulation(c);
-        var network = ReadFabric(c, ReadNetwork(c), simulation);
+        var network = ReadFabric(c, ReadNetwork(c));
         network.Validate(topology.Workers, topology.Shards);
         var faults = ReadFaults(c, topology.Workers);
 
@@ -435,7 +435,7 @@ public sealed record ExperimentSpec(
     }
 
     /// <summary>placement.* and fabric.*; a sharing fabric replaces the per-pair link keys, which are then refused.</summary>
-    private static NetworkSettings ReadFabric(ConfigReader c, NetworkSettings network, SimulationSection simulation)
+    private static NetworkSettings ReadFabric(ConfigReader c, NetworkSettings network)
     {
         var placement = new Placement(c.Int("placement.workers-per-host", 1, 1_000_000), c.Choice("placement.shards", "dedicated", "colocated") == "dedicated",
             c.Int("placement.shards-per-host", 1, 1_000_000));
@@ -457,8 +457,6 @@ public sealed record ExperimentSpec(
             Quantity.Seconds(c.String("fabric.intra-host.latency"), "fabric.intra-host.latency"));
         if (fabric.Shares)
         {
-            if (!simulation.Virtual)
-                throw new ActorTrainException($"fabric.topology = {c.String("fabric.topology")} needs simulation.clock = virtual (the wall clock's delay line does not share bandwidth yet)");
             var perPair = new List<string>();
             if (network.Racks > 1) perPair.Add("network.racks");
             if (network.CrossRack != LinkOverride.None) perPair.Add("network.cross-rack");

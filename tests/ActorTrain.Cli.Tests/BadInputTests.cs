@@ -239,7 +239,7 @@ public sealed class BadInputTests() : TempFolderTest("actortrain-bad-")
     }
 
     [Theory]
-    [InlineData("simulation.clock=wall", "fabric.topology = switch needs simulation.clock = virtual")]
+    [InlineData("network.uplink.bandwidth=1Gbps", "network.uplink/downlink bandwidth: per-pair link settings do not apply")]
     [InlineData("network.racks=2", "network.racks: per-pair link settings do not apply with fabric.topology = switch")]
     [InlineData("network.links=[{ from = worker-0, to = shard-0, latency = \"constant(1ms)\" }]", "network.links: per-pair link settings")]
     public async Task A_sharing_fabric_refuses_what_it_replaces(string setting, string expected) =>

@@ -157,4 +157,21 @@ public sealed class RobustnessTests() : TempFolderTest("actortrain-robust-")
             Assert.Equal(3 * alone, Attr(t, "actortrain.queueing_s"), 9);
         });
     }
+
+    /// <summary>
+    /// The wall clock drives the same fabric in model time on its delay line: a 4-way incast run
+    /// completes, and the shard's NIC carried exactly every push (the bytes are not timing-dependent).
+    /// </summary>
+    [Fact]
+    public async Task A_wall_clock_run_shares_the_fabric_too()
+    {
+        var spec = ExperimentSpec.Load(null, ["dataset.samples=1200", "training.max-steps=20", "training.eval-every=10", "topology.workers=4", "topology.shards=1",
+            "fabric.topology=switch", "fabric.nic-bandwidth=1Gbps", "simulation.clock=wall", "simulation.compute-time=1ms", "output.plots=off",
+            "telemetry.exporter=none"]);
+        var run = await ExperimentRunner.RunAsync(spec, Root);
+        Assert.Equal(20, run.Outcome.FinalStep);
+        int n = ExperimentData.Build(spec).Model.ParameterCount;
+        var shardIn = run.Summary.Network.Fabric!.Resources.Single(r => r.Name == "host-4.nic-in");
+        Assert.Equal(4 * (20 * (double)Cluster.Protocol.PushGradient.DenseBytes(n) + Cluster.Protocol.PullParameters.HeaderBytes), shardIn.Bytes, 0);
+    }
 }

@@ -24,6 +24,11 @@ public sealed class WallClockLink : ILink, IDisposable
     private readonly DelayLine _line;
     private readonly IRoute _route;
     private long _nextId;
+    // a sharing fabric (fabric.topology not none): driven in model time on the delay line's thread
+    private readonly Fabric? _fabric;
+    private readonly Dictionary<Fabric.Flow, (double? Latency, IActorRef To, object Message, IActorRef Sender, long Id)> _flows = [];
+    private double _fabricTime;
+    private long _wake;
 
     /// <param name="network">null: an ideal network, every message told at once.</param>
     /// <param name="epoch">The instant time 0 stands for (now when null): the nodes of a cluster run share the coordinator's, so
@@ -39,11 +44,25 @@ public sealed class WallClockLink : ILink, IDisposable
         _line = new DelayLine(this);
     }
 
+    /// <param name="workers">With a sharing fabric in <paramref name="network"/>: the topology it places on hosts.</param>
+    public WallClockLink(NetworkSettings network, ulong seed, double controlLatency, IRoute? route, DateTimeOffset? epoch, int workers, int shards)
+        : this(network, seed, controlLatency, route, epoch)
+    {
+        if (network.Fabric.Shares) _fabric = new Fabric(network.Fabric, network.Placement, workers, shards);
+    }
+
     public double Now => _offset + _clock.Elapsed.TotalSeconds;
 
     public DateTimeOffset Epoch => _epoch;
 
-    public LinkStatistics Statistics => _counters.Snapshot();
+    public LinkStatistics Statistics
+    {
+        get
+        {
+            if (_fabric is null) return _counters.Snapshot();
+            lock (_fabric) return _counters.Snapshot() with { Fabric = _fabric.Usage(_fabricTime), FabricRecomputations = _fabric.Recomputations };
+        }
+    }
 
     public void Attach(IActorRef actor, Endpoint endpoint) => _endpoints.Attach(actor, endpoint);
 
@@ -70,6 +89,11 @@ public sealed class WallClockLink : ILink, IDisposable
         }
         if (!_endpoints.TryGetValue(sender, out var from) || !_endpoints.TryGetValue(to, out var target))
             throw new InvalidOperationException($"link: {sender.Path} or {to.Path} was never attached to an endpoint");
+        if (_fabric is { } fabric)
+        {
+            SendOverFabric(fabric, to, message, bytes, sender, from, target);
+            return;
+        }
         TransferPlan plan;
         long id;
         lock (_network)
@@ -83,6 +107,61 @@ public sealed class WallClockLink : ILink, IDisposable
     }
 
     public void ScheduleOnce(IActorRef to, object message, double delay, IActorRef sender) => _line.Add(Now + delay, to, message, sender, -1);
+
+    /// <summary>
+    /// The fabric under the wall clock: attempts drawn as under the virtual clock, each a flow that
+    /// starts at its time on the delay line's thread; the fabric runs in model time there (each
+    /// start and end at its planned instant, whatever the thread's wake-up jitter) and is woken at
+    /// its next flow end, whose copies then wait their latency on the delay line.
+    /// </summary>
+    private void SendOverFabric(Fabric fabric, IActorRef to, object message, long bytes, IActorRef sender, Endpoint from, Endpoint target)
+    {
+        IReadOnlyList<(double Start, double? Latency)> attempts;
+        long id;
+        lock (_network!)
+        {
+            attempts = _network.PlanAttempts(from, target, Now);
+            id = _nextId++;
+            lock (_duplicates) _duplicates.Expect(id, attempts.Count(a => a.Latency is not null));
+        }
+        _counters.Planned(new TransferPlan(attempts[0].Start, new double[attempts.Count(a => a.Latency is not null)], attempts.Count), bytes, from, target);
+        var path = fabric.Route(from, target);
+        foreach (var (start, latency) in attempts)
+        {
+            double? arrival = latency is { } l ? l + path.Latency : null;
+            _line.At(start, () =>
+            {
+                lock (fabric)
+                {
+                    _fabricTime = Math.Max(_fabricTime, start);
+                    _flows[fabric.Start(_fabricTime, path, bytes)] = (arrival, to, message, sender, id);
+                    WakeAtNextEnd(fabric);
+                }
+            });
+        }
+    }
+
+    /// <summary>Schedules the fabric's next flow end on the delay line (an earlier wake-up that is still queued goes stale). Under the fabric's lock.</summary>
+    private void WakeAtNextEnd(Fabric fabric)
+    {
+        double next = fabric.NextEnd;
+        if (!double.IsFinite(next)) return;
+        long wake = ++_wake;
+        _line.At(next, () =>
+        {
+            lock (fabric)
+            {
+                if (wake != _wake) return;
+                _fabricTime = Math.Max(_fabricTime, next);
+                foreach (var flow in fabric.FinishDue(_fabricTime))
+                {
+                    _flows.Remove(flow, out var done);
+                    if (done.Latency is { } latency) _line.Add(_fabricTime + latency, done.To, done.Message, done.Sender, done.Id);
+                }
+                WakeAtNextEnd(fabric);
+            }
+        });
+    }
 
     public void Occupy(double modelled, double measured) => PreciseSleep(modelled - measured);
 
@@ -158,7 +237,7 @@ public sealed class WallClockLink : ILink, IDisposable
     private sealed class DelayLine : IDisposable
     {
         private readonly WallClockLink _link;
-        private readonly PriorityQueue<(IActorRef To, object Message, IActorRef Sender, long Id), (double Due, long Seq)> _queue = new();
+        private readonly PriorityQueue<(IActorRef? To, object? Message, IActorRef? Sender, long Id, Action? Run), (double Due, long Seq)> _queue = new();
         private readonly Thread _thread;
         private long _seq;
         private bool _stopped;
@@ -169,13 +248,18 @@ public sealed class WallClockLink : ILink, IDisposable
             _thread = new Thread(Loop) { IsBackground = true, Name = "actortrain-delay-line" };
         }
 
-        public void Add(double due, IActorRef to, object message, IActorRef sender, long id)
+        public void Add(double due, IActorRef to, object message, IActorRef sender, long id) => Enqueue(due, (to, message, sender, id, null));
+
+        /// <summary>Runs <paramref name="action"/> on this thread at <paramref name="due"/>, in due order with the deliveries.</summary>
+        public void At(double due, Action action) => Enqueue(due, (null, null, null, -1, action));
+
+        private void Enqueue(double due, (IActorRef? To, object? Message, IActorRef? Sender, long Id, Action? Run) item)
         {
             lock (_queue)
             {
                 if (_stopped) return;
                 if (!_thread.IsAlive && _thread.ThreadState.HasFlag(System.Threading.ThreadState.Unstarted)) _thread.Start();
-                _queue.Enqueue((to, message, sender, id), (due, _seq++));
+                _queue.Enqueue(item, (due, _seq++));
                 Monitor.Pulse(_queue);
             }
         }
@@ -184,7 +268,7 @@ public sealed class WallClockLink : ILink, IDisposable
         {
             while (true)
             {
-                (IActorRef To, object Message, IActorRef Sender, long Id) item;
+                (IActorRef? To, object? Message, IActorRef? Sender, long Id, Action? Run) item;
                 lock (_queue)
                 {
                     while (true)
@@ -211,7 +295,8 @@ public sealed class WallClockLink : ILink, IDisposable
                     }
                     item = _queue.Dequeue();
                 }
-                _link.Deliver(item.To, item.Message, item.Sender, item.Id);
+                if (item.Run is { } run) run();
+                else _link.Deliver(item.To!, item.Message!, item.Sender!, item.Id);
             }
         }
 
