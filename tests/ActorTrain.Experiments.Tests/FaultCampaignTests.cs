@@ -7,7 +7,7 @@ namespace ActorTrain.Experiments.Tests;
 /// <summary>
 /// A seeded campaign of small virtual-clock runs with everything that can go wrong at once: kills
 /// with and without restart (by step and by time), drops up to 5%, heavy-tailed latency laws,
-/// random slowdowns, BSP / ASP / SSP and several codecs. Every run must either finish with
+/// random slowdowns, BSP / ASP / SSP, several codecs, and every other run on a shared switch. Every run must either finish with
 /// consistent books or end with a clean stall error, never hang, never double-count a push.
 /// </summary>
 public sealed class FaultCampaignTests() : TempFolderTest("actortrain-campaign-")
@@ -62,6 +62,8 @@ public sealed class FaultCampaignTests() : TempFolderTest("actortrain-campaign-"
             $"network.latency=\"{Pick(Laws)}\"", "network.jitter=20us", FormattableString.Invariant($"network.drop={drop:0.####}"), "network.retransmit-timeout=2ms",
             rng.NextDouble() < 0.5 ? "stragglers.random-slowdown=\"exponential(mean=0.5)\"" : "stragglers.random-slowdown=none",
             $"faults=[{string.Join(", ", faults)}]", "output.plots=off", "telemetry.exporter=none", "compute.engine=simd",
+            // every other run on a shared switch: flows, fair shares and faults together
+            run % 2 == 0 ? "fabric.topology=switch" : "fabric.topology=none", "fabric.nic-bandwidth=1Gbps",
         ];
         return (settings, policy, workers, restarting);
     }
