@@ -41,7 +41,7 @@ public static class ClusterRunner
         Run(spec, options, listening, cancellation, host =>
         {
             string root = outputRoot ?? spec.Output.Directory;
-            return ExperimentRunner.RunInto(spec, ExperimentData.Build(spec), root, $"{spec.Name}-{ExperimentRunner.Stamp()}",
+            return ExperimentRunner.RunInto(spec, ExperimentData.Build(spec, oneProcess: false), root, $"{spec.Name}-{ExperimentRunner.Stamp()}",
                 observer, cancellation, host);
         });
 
@@ -116,7 +116,7 @@ public static class ClusterRunner
     private static HostedPart BuildPart(HostRun request, IRoute route)
     {
         var spec = ExperimentSpec.Parse(request.Config, "the coordinator's experiment", []);
-        var data = ExperimentData.Build(spec);
+        var data = ExperimentData.Build(spec, oneProcess: false);
         var settings = ExperimentRunner.CoordinatorSettings(spec, data, request.Resume);
         var epoch = new DateTimeOffset(request.EpochTicks, TimeSpan.Zero);
         ILink link = spec.Simulation.Virtual

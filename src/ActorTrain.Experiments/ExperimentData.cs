@@ -7,7 +7,9 @@ namespace ActorTrain.Experiments;
 /// <summary>The data and model of an experiment, built from its spec; all user errors name the key.</summary>
 public sealed record ExperimentData(Dataset Train, Dataset Test, Dataset[] Partitions, ModelSpec Model)
 {
-    public static ExperimentData Build(ExperimentSpec spec)
+    /// <param name="oneProcess">The whole topology lives in this process, so its memory estimate must fit here (a
+    /// cluster node holds only its part; the estimate is of the whole, so it is not applied there).</param>
+    public static ExperimentData Build(ExperimentSpec spec, bool oneProcess = true)
     {
         var d = spec.Dataset;
         ulong seed = spec.Seed;
@@ -44,7 +46,7 @@ public sealed record ExperimentData(Dataset Train, Dataset Test, Dataset[] Parti
         if (parameters > Array.MaxLength)
             throw new ActorTrainException(FormattableString.Invariant(
                 $"model.hidden = [{string.Join(", ", spec.Model.Hidden)}] gives {parameters:N0} parameters; one flat vector holds at most {Array.MaxLength:N0}: use smaller layers"));
-        CheckMemory(spec, parameters, train, test);
+        if (oneProcess) CheckMemory(spec, parameters, train, test);
 
         ModelSpec model = spec.Model.Type switch
         {

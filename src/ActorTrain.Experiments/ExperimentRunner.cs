@@ -100,7 +100,7 @@ public static class ExperimentRunner
     {
         var spec = resumption.Spec;
         string root = outputRoot ?? Path.GetDirectoryName(Path.GetFullPath(resumption.Folder))!;
-        return RunInto(spec, ExperimentData.Build(spec), root, $"{spec.Name}-resumed-{Stamp()}", observer, cancellation, host,
+        return RunInto(spec, ExperimentData.Build(spec, oneProcess: host is null), root, $"{spec.Name}-resumed-{Stamp()}", observer, cancellation, host,
             resumption.Checkpoint, resumption.EarlierMetrics);
     }
 

@@ -135,7 +135,11 @@ public class WireFuzzTests() : TestKit(WireSerializer.Bindings)
     }
 }
 
-/// <summary>A gateway under attack: malformed frames, strangers, and frames that claim far more than they bring.</summary>
+/// <summary>
+/// A gateway under attack: malformed frames, strangers, and frames that claim far more than they
+/// bring. Alone, not beside other test classes: the memory test counts every allocation of the process.
+/// </summary>
+[Collection(Alone.Name)]
 public sealed class GatewayFuzzTests : IAsyncLifetime
 {
     private const int ChunkSize = 16_000;
@@ -241,4 +245,10 @@ public sealed class GatewayFuzzTests : IAsyncLifetime
         serializer.WriteNested(w, message);
         return w.Written.ToArray();
     }
+}
+
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class Alone
+{
+    public const string Name = "alone";
 }

@@ -103,13 +103,19 @@ internal sealed class LinkCounters
     private long _messages, _bytes, _retransmissions, _duplicates, _lost, _lostToStopped, _events;
     private string? _firstLost;
 
-    public void Planned(TransferPlan plan, long bytes, Endpoint from, Endpoint to)
+    public void Planned(TransferPlan plan, long bytes, Endpoint from, Endpoint to) =>
+        Planned(plan.Departure, plan.Attempts, plan.Lost, bytes, from, to);
+
+    public void Planned(AttemptPlan plan, long bytes, Endpoint from, Endpoint to) =>
+        Planned(plan.Departure, plan.Attempts.Count, plan.Copies == 0, bytes, from, to);
+
+    private void Planned(double departure, int attempts, bool lost, long bytes, Endpoint from, Endpoint to)
     {
         Interlocked.Increment(ref _messages);
-        Interlocked.Add(ref _bytes, bytes * plan.Attempts);
-        Interlocked.Add(ref _retransmissions, plan.Retransmissions);
-        if (plan.Lost && Interlocked.Increment(ref _lost) == 1)
-            _firstLost = FormattableString.Invariant($"{from} -> {to} at {Quantity.FormatSeconds(plan.Departure)}, after {plan.Attempts} attempts");
+        Interlocked.Add(ref _bytes, bytes * attempts);
+        Interlocked.Add(ref _retransmissions, attempts - 1);
+        if (lost && Interlocked.Increment(ref _lost) == 1)
+            _firstLost = FormattableString.Invariant($"{from} -> {to} at {Quantity.FormatSeconds(departure)}, after {attempts} attempts");
     }
 
     public void Duplicate() => Interlocked.Increment(ref _duplicates);

@@ -236,14 +236,13 @@ public sealed class VirtualLink : ILink, IEventLink
     /// </summary>
     private void PlanFlows(Fabric fabric, Outgoing item, Endpoint from, Endpoint to)
     {
-        var attempts = _network.PlanAttempts(from, to, item.At);
-        int copies = attempts.Count(a => a.Latency is not null);
-        _counters.Planned(new TransferPlan(item.At, new double[copies], attempts.Count), item.Bytes, from, to);
+        var plan = _network.PlanAttempts(from, to, item.At);
+        _counters.Planned(plan, item.Bytes, from, to);
         long id = _nextMessageId++;
-        _duplicates.Expect(id, copies);
+        _duplicates.Expect(id, plan.Copies);
         var path = fabric.Route(from, to);
         var delivery = new Event(EventKind.Deliver, item.To, item.Message, item.Sender, id, item.At);
-        foreach (var (start, latency) in attempts)
+        foreach (var (start, latency) in plan.Attempts)
             // not floored to the window: a flow's end and its delivery come at least a lookahead after its start
             Enqueue(new Event(EventKind.FlowStart, item.To, item.Message, item.Sender, id, item.At,
                 new FlowAttempt(path, item.Bytes, latency is { } l ? l + path.Latency : null, delivery)), start);
@@ -338,7 +337,7 @@ public sealed class VirtualLink : ILink, IEventLink
             }
             foreach (var (e, key) in _deferred)
             {
-                // a deferred copy was already accepted by the duplicate filter: re-queue it as a plain event
+                // a deferred copy was already accepted by the duplicate filter: re-queue it as a plain event (flow events as they were)
                 _queue.Enqueue(e.Kind == EventKind.Deliver ? e with { MessageId = -1 } : e, key);
             }
             _deferred.Clear();
@@ -360,7 +359,6 @@ public sealed class VirtualLink : ILink, IEventLink
 
     /// <summary>One attempt of a message on the fabric: its path and size, and when its copy arrives after the last byte (null: dropped).</summary>
     private sealed record FlowAttempt(FabricPath Path, long Bytes, double? Latency, Event Delivery);
-
 
     private readonly record struct Release(IActorRef To, object Message, IActorRef Sender);
 }

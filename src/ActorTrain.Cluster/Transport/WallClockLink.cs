@@ -116,17 +116,17 @@ public sealed class WallClockLink : ILink, IDisposable
     /// </summary>
     private void SendOverFabric(Fabric fabric, IActorRef to, object message, long bytes, IActorRef sender, Endpoint from, Endpoint target)
     {
-        IReadOnlyList<(double Start, double? Latency)> attempts;
+        AttemptPlan plan;
         long id;
         lock (_network!)
         {
-            attempts = _network.PlanAttempts(from, target, Now);
+            plan = _network.PlanAttempts(from, target, Now);
             id = _nextId++;
-            lock (_duplicates) _duplicates.Expect(id, attempts.Count(a => a.Latency is not null));
+            lock (_duplicates) _duplicates.Expect(id, plan.Copies);
         }
-        _counters.Planned(new TransferPlan(attempts[0].Start, new double[attempts.Count(a => a.Latency is not null)], attempts.Count), bytes, from, target);
+        _counters.Planned(plan, bytes, from, target);
         var path = fabric.Route(from, target);
-        foreach (var (start, latency) in attempts)
+        foreach (var (start, latency) in plan.Attempts)
         {
             double? arrival = latency is { } l ? l + path.Latency : null;
             _line.At(start, () =>

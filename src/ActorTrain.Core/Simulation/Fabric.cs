@@ -73,9 +73,9 @@ public sealed record ResourceUsage(string Name, double Capacity, double Bytes, d
 /// found by progressive filling (the resource with the smallest fair share fixes the rate of every
 /// flow still open through it, which then leaves the others' shares) and recomputed whenever a
 /// flow starts or ends, for the flows connected to it through shared resources only, as SimGrid's
-/// and ASTRA-sim's congestion-aware models do. Pure and single-threaded: the caller (the virtual
-/// clock) calls in nondecreasing time and wakes it at <see cref="NextEnd"/>: one event for the
-/// fabric, not one per flow whose end moved (an N-way incast moves N ends at every start).
+/// and ASTRA-sim's congestion-aware models do. Pure and single-threaded: the caller (either
+/// clock's link) calls in nondecreasing time and wakes it at <see cref="NextEnd"/>: one event for
+/// the fabric, not one per flow whose end moved (an N-way incast moves N ends at every start).
 /// </summary>
 public sealed class Fabric
 {
@@ -163,7 +163,7 @@ public sealed class Fabric
     public int Hosts { get; }
     public int Leaves { get; }
 
-    /// <summary>Rate recomputations so far (one per flow started or ended): for the speed benchmark.</summary>
+    /// <summary>Rate recomputations so far (one per instant at which flows started or ended): for the speed benchmark.</summary>
     public long Recomputations => _recomputations;
 
     private int NicOut(int host) => 3 * host;
@@ -296,7 +296,7 @@ public sealed class Fabric
     {
         _recomputations++;
         int stamp = ++_stampNow;
-        // the component: flows reachable from the origin's resources through resources they share
+        // the component: flows reachable from the seed resources through resources they share
         _componentFlows.Clear();
         _openResources.Clear();
         foreach (int r in seeds) _pending.Push(r);

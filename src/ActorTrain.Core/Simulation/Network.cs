@@ -148,6 +148,16 @@ public readonly record struct TransferPlan(double Departure, double[] Arrivals, 
 }
 
 /// <summary>
+/// A message's attempts on a sharing fabric (which times their transmission itself): when each
+/// starts, and the latency of the copy it delivers after its last byte (null: dropped).
+/// </summary>
+public sealed record AttemptPlan(double Departure, IReadOnlyList<(double Start, double? Latency)> Attempts)
+{
+    /// <summary>Copies that arrive: the first, and duplicates of attempts whose acknowledgement was lost.</summary>
+    public int Copies => Attempts.Count(a => a.Latency is not null);
+}
+
+/// <summary>
 /// The stateful side of <see cref="NetworkSettings"/>: the random draws and each directed link's
 /// transmitter, which sends one message at a time (a message waits until the link has finished
 /// the previous one, then takes size / bandwidth). Not thread-safe; call it in a deterministic order.
@@ -193,7 +203,7 @@ public sealed class NetworkModel(NetworkSettings settings, ulong seed)
     /// or arrives its latency draw (+ jitter) after its last byte; an attempt whose acknowledgement
     /// is lost is followed by another (a duplicate the receiver discards). Null latency: lost.
     /// </summary>
-    public IReadOnlyList<(double Start, double? Latency)> PlanAttempts(Endpoint from, Endpoint to, double departure)
+    public AttemptPlan PlanAttempts(Endpoint from, Endpoint to, double departure)
     {
         var spec = settings.Resolve(from, to);
         var attempts = new List<(double, double?)>(1);
@@ -208,6 +218,6 @@ public sealed class NetworkModel(NetworkSettings settings, ulong seed)
             attempts.Add((start, spec.Latency.Sample(_rng) + (spec.Jitter > 0 ? spec.Jitter * _rng.NextDouble() : 0)));
             if (!(spec.Drop > 0 && _rng.NextDouble() < spec.Drop)) break;
         }
-        return attempts;
+        return new AttemptPlan(departure, attempts);
     }
 }
