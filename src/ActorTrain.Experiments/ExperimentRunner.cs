@@ -1,3 +1,4 @@
+using ActorTrain.Core.Collectives;
 using System.Globalization;
 using ActorTrain.Cluster.Actors;
 using ActorTrain.Cluster.Telemetry;
@@ -170,17 +171,20 @@ public static class ExperimentRunner
             spec.Sync, spec.Stragglers.Slowdowns(spec.Topology.Workers), spec.Optimizer, schedule, steps, spec.Training.EvalEvery,
             spec.Training.StopAtTarget ? spec.Training.TargetAccuracy : null, spec.Training.StopAtTarget ? spec.Training.TargetLoss : null,
             spec.Training.TimeBudget, spec.Simulation.Virtual ? ComputeDispatcher : PinnedDispatcher, spec.Compression, Timing: new TimingSettings(spec.Simulation.ComputeTime,
-                spec.Simulation.ShardDevice, spec.Stragglers.RandomSlowdown, spec.Faults), TraceEvery: spec.Telemetry.TraceEvery,
-            CheckpointEvery: spec.Training.CheckpointEvery, Resume: resume, StallTimeout: spec.Simulation.StallTimeout);
+                spec.Simulation.ShardDevice, spec.Stragglers.RandomSlowdown, spec.Faults, spec.Simulation.WorkerDevice), TraceEvery: spec.Telemetry.TraceEvery,
+            CheckpointEvery: spec.Training.CheckpointEvery, Resume: resume, StallTimeout: spec.Simulation.StallTimeout,
+            AllReduce: spec.Topology.AllReduce
+                ? new AllReduceSettings(AllReduceAlgorithms.ByName[spec.Topology.Aggregation], spec.Network.Placement.WorkersPerHost, spec.Precision.AllReduceFp16)
+                : null);
     }
 
     /// <summary>The run's link: the virtual clock, or the wall clock with the network's delays (none at all on an ideal network).</summary>
     public static ILink CreateLink(ExperimentSpec spec, IRoute? route = null, DateTimeOffset? epoch = null)
     {
         ulong seed = Rng.Derive(spec.Seed, 6);
-        if (spec.Simulation.Virtual) return new VirtualLink(spec.Network, seed, spec.Topology.Workers, spec.Topology.Shards, route);
-        return new WallClockLink(spec.Network, seed, spec.Network.MinLatency(spec.Topology.Workers, spec.Topology.Shards), route, epoch,
-            spec.Topology.Workers, spec.Topology.Shards);
+        int shards = spec.Topology.NetworkShards;
+        if (spec.Simulation.Virtual) return new VirtualLink(spec.Network, seed, spec.Topology.Workers, shards, route);
+        return new WallClockLink(spec.Network, seed, spec.Network.MinLatency(spec.Topology.Workers, shards), route, epoch, spec.Topology.Workers, shards);
     }
 
     /// <summary>Akka settings of every ActorTrain actor system: logging and the workers' and shards' dispatchers.</summary>

@@ -22,14 +22,23 @@ public sealed record DatasetSection(
     public int BlobClasses => Classes == 0 ? 4 : Classes;
 }
 
-public sealed record TopologySection(int Workers, int Shards);
+/// <summary>topology.*: workers, shards and how gradients are aggregated (ps, or an all-reduce algorithm among the workers).</summary>
+public sealed record TopologySection(int Workers, int Shards, string Aggregation = "ps")
+{
+    public static readonly IReadOnlyList<string> Aggregations = ["ps", .. Core.Collectives.AllReduceAlgorithms.ByName.Keys];
+
+    public bool AllReduce => Aggregation != "ps";
+
+    /// <summary>The shards the network and fabric place: none under all-reduce, where workers talk among themselves.</summary>
+    public int NetworkShards => AllReduce ? 0 : Shards;
+}
 
 public sealed record TrainingSection(int BatchSize, long MaxSteps, double Epochs, int EvalEvery, double? TargetAccuracy, double? TargetLoss, TimeSpan? TimeBudget,
     bool StopAtTarget = true, int CheckpointEvery = 0);
 
 public sealed record ScheduleSection(ScheduleKind Kind, double LearningRate, double Decay, long StepSize, double Gamma, double MinLearningRate, double WarmupFraction);
 
-public sealed record PrecisionSection(PrecisionMode Mode, float? StaticScale, float InitialScale, int GrowthInterval)
+public sealed record PrecisionSection(PrecisionMode Mode, float? StaticScale, float InitialScale, int GrowthInterval, bool AllReduceFp16 = false)
 {
     /// <summary>A static number is used as given; dynamic scaling applies to FP16 only (FP32 gets scale 1).</summary>
     public LossScaler CreateScaler() => StaticScale is { } s
@@ -286,7 +295,8 @@ public sealed record ExperimentSpec(
                 ? $"model.type = {model.Type} is a classifier but dataset.type = synthetic-linear is regression data: use model.type = linear"
                 : $"model.type = linear is regression but dataset.type = {dataset.Type} is classification data: use softmax or mlp, or dataset.type = synthetic-linear");
 
-        var topology = new TopologySection(c.Int("topology.workers", 1, 100_000), c.Int("topology.shards", 1, 100_000));
+        var topology = new TopologySection(c.Int("topology.workers", 1, 100_000), c.Int("topology.shards", 1, 100_000),
+            c.Choice("topology.aggregation", [.. TopologySection.Aggregations]));
         var sync = new SyncPolicy(
             c.Choice("sync.policy", "bsp", "asp", "ssp") switch
             {
@@ -327,7 +337,7 @@ public sealed record ExperimentSpec(
 
         var simulation = ReadSimulation(c);
         var network = ReadFabric(c, ReadNetwork(c));
-        network.Validate(topology.Workers, topology.Shards);
+        network.Validate(topology.Workers, topology.NetworkShards);
         var faults = ReadFaults(c, topology.Workers);
 
         double targetAccuracy = c.Double("training.target-accuracy", 0, 1);
@@ -386,7 +396,9 @@ public sealed record ExperimentSpec(
             c.Choice("precision.mode", "fp32", "fp16") == "fp16" ? PrecisionMode.Fp16 : PrecisionMode.Fp32,
             lossScale == "dynamic" ? null : (float)c.Double("precision.loss-scale", 0, 1e30, minExclusive: true),
             (float)c.Double("precision.initial-scale", 0, 1e30, minExclusive: true),
-            c.Int("precision.growth-interval", 1));
+            c.Int("precision.growth-interval", 1),
+            c.Choice("precision.allreduce", "fp32", "fp16") == "fp16");
+        ValidateAggregation(topology, sync, compression, precision, faults, network.Placement);
 
         var compute = new ComputeSection(c.Choice("compute.engine", [.. GradientEngineFactory.Names]), c.Int("compute.threads", 0, 1024));
         var output = new OutputSection(c.String("output.directory"), c.Bool("output.plots"));
@@ -397,6 +409,32 @@ public sealed record ExperimentSpec(
         {
             Warnings = LossWarning(network, topology, training) is { } loss ? [loss] : [],
         };
+    }
+
+    /// <summary>What all-reduce cannot do, refused naming the key: it is synchronous, has no shards and no elastic ring.</summary>
+    private static void ValidateAggregation(TopologySection topology, SyncPolicy sync, CompressionSettings compression, PrecisionSection precision,
+        IReadOnlyList<WorkerFault> faults, Placement placement)
+    {
+        if (!topology.AllReduce)
+        {
+            if (precision.AllReduceFp16)
+                throw new ActorTrainException("precision.allreduce = fp16 applies to all-reduce, and topology.aggregation = ps; for FP16 on a parameter server's wire use compression.codec = fp16 (and compression.downlink = fp16)");
+            return;
+        }
+        string a = $"topology.aggregation = {topology.Aggregation}";
+        if (sync.Kind != SyncPolicyKind.Bsp)
+            throw new ActorTrainException($"sync.policy = {sync.Kind.ToString().ToLowerInvariant()} with {a}: all-reduce is synchronous (bsp); asynchronous and stale-synchronous training need topology.aggregation = ps");
+        if (sync.BackupWorkers > 0)
+            throw new ActorTrainException($"sync.backup-workers = {sync.BackupWorkers} with {a}: every worker's chunk is part of the sum, there is no quorum to drop a slow worker from; use topology.aggregation = ps");
+        if (topology.Shards != 1)
+            throw new ActorTrainException($"topology.shards = {topology.Shards} with {a}: all-reduce has no parameter servers (every worker holds the weights); remove topology.shards");
+        if (compression.Downlink != DownlinkMode.Fp32)
+            throw new ActorTrainException($"compression.downlink = {compression.Downlink.ToString().ToLowerInvariant()} with {a}: there is no downlink, the reduced gradient goes to every worker; for FP16 on the wire use precision.allreduce = fp16");
+        if (faults.Count > 0)
+            throw new ActorTrainException($"faults with {a}: a killed worker ends an all-reduce run (the ring is not re-formed without it); simulate faults with topology.aggregation = ps");
+        var layout = new Core.Collectives.CollectiveLayout(topology.Workers, placement.WorkersPerHost);
+        if (Core.Collectives.AllReduceAlgorithms.ByName[topology.Aggregation].Unsupported(layout) is { } why)
+            throw new ActorTrainException($"{a}: {why}");
     }
 
     /// <summary>

@@ -78,6 +78,15 @@ public sealed record RunSummary(
     IReadOnlyList<WorkerReport> WorkerTimes,
     IReadOnlyList<int>? LostWorkers = null)
 {
+    /// <summary>
+    /// topology.aggregation. Under all-reduce there are no shards: bytes_worker_to_shard counts what
+    /// the workers sent each other for the collectives, bytes_shard_to_worker is 0.
+    /// </summary>
+    public string Aggregation { get; init; } = "ps";
+
+    /// <summary>Under all-reduce: how many times a replica's weights were checked bit-equal to another's (every worker at every evaluation).</summary>
+    public int ReplicaChecks { get; init; }
+
     public static RunSummary Create(ExperimentSpec spec, ExperimentData data, string engine, long plannedSteps, RunOutcome outcome)
     {
         // an interrupted run may end before its first evaluation: no loss to report
@@ -129,13 +138,17 @@ public sealed record RunSummary(
             last.DroppedLate,
             Describe(spec.Network, outcome.Link ?? new()) with
             {
-                Fabric = FabricReport.Create(spec.Network, outcome.Link, outcome.ElapsedSeconds, spec.Topology.Workers, spec.Topology.Shards),
+                Fabric = FabricReport.Create(spec.Network, outcome.Link, outcome.ElapsedSeconds, spec.Topology.Workers, spec.Topology.NetworkShards),
             },
             outcome.Workers.Sum(w => w.GradientSeconds),
             outcome.Shards.Sum(c => c.BusySeconds),
             outcome.Workers.Select(w => new WorkerReport(w.Worker, slowdowns[w.Worker], w.Steps, w.ComputeSeconds, w.CommunicationSeconds, w.WaitSeconds,
                 w.ComputeSeconds > 0 ? w.Flops / w.ComputeSeconds / 1e9 : 0, w.UnderflowedElements, w.NonFiniteSteps, w.LastLossScale, w.Kills)).ToList(),
-            (outcome.Faults ?? []).Where(f => f.NodeLost).Select(f => f.Worker).Order().ToList());
+            (outcome.Faults ?? []).Where(f => f.NodeLost).Select(f => f.Worker).Order().ToList())
+        {
+            Aggregation = spec.Topology.Aggregation,
+            ReplicaChecks = outcome.ReplicaChecks,
+        };
     }
 
     private static NetworkReport Describe(Core.Simulation.NetworkSettings n, Cluster.Transport.LinkStatistics s)

@@ -90,6 +90,7 @@ public class CollectiveTests
         for (int r = 1; r < n; r++) Assert.Equal(buffers[0].Values, buffers[r].Values);
         Assert.Equal(3f, buffers[0].FiniteCount);
         Assert.Equal(406f, buffers[0].Samples);
+        Assert.Equal(4f, buffers[0].ScaleSum);
         for (int i = 0; i < length; i++)
         {
             float exact = 1f / (3 + i) + 1f / (4 + i) + 1f / (6 + i);

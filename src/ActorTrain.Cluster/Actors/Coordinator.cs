@@ -92,10 +92,18 @@ public sealed record TimingSettings(
     ComputeTime ComputeTime,
     DeviceProfile? ShardDevice = null,
     Distribution? RandomSlowdown = null,
-    IReadOnlyList<WorkerFault>? Faults = null)
+    IReadOnlyList<WorkerFault>? Faults = null,
+    DeviceProfile? WorkerDevice = null)
 {
     public static readonly TimingSettings Measured = new(ComputeTime.Measured);
 }
+
+/// <summary>
+/// topology.aggregation other than ps: the all-reduce algorithm, the workers per host its layout
+/// assumes (placement.workers-per-host) and whether the gradient crosses the wire as FP16
+/// (precision.allreduce).
+/// </summary>
+public sealed record AllReduceSettings(Core.Collectives.IAllReduceAlgorithm Algorithm, int WorkersPerHost, bool Fp16);
 
 public sealed record RunOutcome(
     StopReason StopReason,
@@ -108,7 +116,8 @@ public sealed record RunOutcome(
     double WallSeconds = 0,
     bool VirtualTime = false,
     LinkStatistics? Link = null,
-    IReadOnlyList<FaultEvent>? Faults = null)
+    IReadOnlyList<FaultEvent>? Faults = null,
+    int ReplicaChecks = 0)
 {
     /// <summary>Staleness of every applied push, summed over shards (bucket i = staleness i; the last is 63+).</summary>
     public long[] StalenessHistogram()
@@ -172,7 +181,8 @@ public sealed class Coordinator : LinkedActor
         int CheckpointEvery = 0,
         Action<RunCheckpoint>? OnCheckpoint = null,
         RunCheckpoint? Resume = null,
-        TimeSpan? StallTimeout = null);
+        TimeSpan? StallTimeout = null,
+        AllReduceSettings? AllReduce = null);
 
     private sealed record EvaluationDone(long Step, bool Final, Evaluation Result, PendingSnapshot Snapshot, double Seconds);
     private sealed record ChildFailed(Exception Cause);
@@ -241,6 +251,10 @@ public sealed class Coordinator : LinkedActor
     private IGradientEngine? _evaluator;
     private readonly List<IActorRef> _children = [];
     private IActorRef[] _shards = [];
+    // who holds the weights: the shards, or under all-reduce worker 0's replica (it sends the snapshots and checkpoints)
+    private IActorRef[] _holders = [];
+    private readonly Dictionary<long, ulong> _replicaDigests = new();
+    private int _replicaChecks;
     private bool _evaluating, _stopping;
     private StopReason _stopReason = StopReason.MaxSteps;
     // Mini-batch losses by the evaluation step whose window (previous evaluation, step] holds their clock.
@@ -271,6 +285,7 @@ public sealed class Coordinator : LinkedActor
 
         Receive<WorkerStepReport>(OnReport);
         Receive<ShardSnapshot>(OnSnapshot);
+        Receive<ReplicaDigest>(OnDigest);
         Receive<EvaluationDone>(OnEvaluated);
         Receive<TimeBudgetExpired>(_ => BeginStop(StopReason.TimeBudget));
         Receive<KillWorker>(k => Kill(k.Fault));
@@ -342,7 +357,7 @@ public sealed class Coordinator : LinkedActor
             placement.Place(Self).PipeTo(Self);
             return;
         }
-        _shards = new IActorRef[_settings.Shards];
+        _shards = new IActorRef[_settings.AllReduce is null ? _settings.Shards : 0];
         for (int k = 0; k < _shards.Length; k++)
         {
             _shards[k] = Context.ActorOf(ShardProps(_settings, k, Link, Self), $"shard-{k}");
@@ -355,7 +370,7 @@ public sealed class Coordinator : LinkedActor
 
     private void OnPlaced(PlacedTopology placed)
     {
-        _shards = placed.Shards;
+        _shards = _settings.AllReduce is null ? placed.Shards : [];
         _workerRefs = placed.Workers;
         _children.AddRange(_shards);
         _children.AddRange(_workerRefs);
@@ -373,10 +388,11 @@ public sealed class Coordinator : LinkedActor
         _wall.Restart();
         for (int k = 0; k < _shards.Length; k++) Link.Attach(_shards[k], Endpoint.Shard(k));
         for (int w = 0; w < _workerRefs.Length; w++) Link.Attach(_workerRefs[w], Endpoint.Worker(w));
+        _holders = _settings.AllReduce is null ? _shards : [_workerRefs[0]];
         var begin = new Begin(Trace: _run);
         foreach (var shard in _shards) Link.Send(shard, begin, 0, TrafficClass.Control, Self);
         // Resumed workers rejoin: they take their clock and full weights from the restored shards.
-        var workerBegin = new Begin(Rejoin: _settings.Resume is not null, Trace: _run);
+        var workerBegin = new Begin(Rejoin: _settings.Resume is not null, Trace: _run, Peers: _settings.AllReduce is null ? null : _workerRefs);
         foreach (var worker in _workerRefs) Link.Send(worker, workerBegin, 0, TrafficClass.Control, Self);
         if (_settings.TimeBudget is { } budget) Link.ScheduleOnce(Self, TimeBudgetExpired.Instance, budget.TotalSeconds, Self);
         for (int f = 0; f < _faults.Count; f++)
@@ -390,6 +406,9 @@ public sealed class Coordinator : LinkedActor
         }
         Link.Start();
     }
+
+    /// <summary>The endpoint that sends the weights of part k: shard k, or under all-reduce worker 0.</summary>
+    private Endpoint Holder(int k) => _settings.AllReduce is null ? Endpoint.Shard(k) : Endpoint.Worker(0);
 
     /// <summary>Shard k of a run with these settings (built here, or by a ps node's host).</summary>
     public static Props ShardProps(Settings settings, int k, ILink link, IActorRef coordinator)
@@ -414,7 +433,11 @@ public sealed class Coordinator : LinkedActor
             WorkerDataSeed(settings.Seed, w), settings.Precision, settings.LossScaler,
             ParameterSharding.Balanced(settings.Model.ParameterCount, settings.Shards), settings.Policy.Kind,
             settings.Slowdowns is { } slow && w < slow.Count ? slow[w] : 1, settings.Compression, timing.ComputeTime, timing.RandomSlowdown,
-            settings.TraceEvery, settings.Resume?.WorkerClock(w) ?? 0);
+            settings.TraceEvery, settings.Resume?.WorkerClock(w) ?? 0, settings.AllReduce is { } a
+                ? new AllReducePeer.Settings(a.Algorithm, new Core.Collectives.CollectiveLayout(settings.Partitions.Count, a.WorkersPerHost), a.Fp16,
+                    settings.InitialWeights, settings.Optimizer, settings.Schedule, settings.MaxSteps, settings.EvalEvery, timing.WorkerDevice,
+                    settings.CheckpointEvery, settings.Resume?.Shards[0])
+                : null);
         var props = Worker.Props(workerSettings, engines, link, coordinator, shards);
         return settings.WorkerDispatcher is { } dispatcher ? props.WithDispatcher(dispatcher) : props;
     }
@@ -429,7 +452,7 @@ public sealed class Coordinator : LinkedActor
     /// <summary>A shard's part of a checkpoint; once every shard's part of the step is in, the run's checkpoint is written.</summary>
     private void OnShardCheckpoint(ShardCheckpoint part)
     {
-        if ((uint)part.Shard >= (uint)_settings.Shards || !Authentic(Endpoint.Shard(part.Shard), part)) return;
+        if ((uint)part.Shard >= (uint)_settings.Shards || !Authentic(Holder(part.Shard), part)) return;
         if (!_checkpoints.TryGetValue(part.Step, out var parts)) _checkpoints[part.Step] = parts = new ShardCheckpoint[_settings.Shards];
         parts[part.Shard] = part;
         if (parts.Any(p => p is null)) return;
@@ -453,6 +476,11 @@ public sealed class Coordinator : LinkedActor
         }
         int w = Array.IndexOf(_workerRefs, actor);
         if (w < 0 || _lost.Contains(w)) return;
+        if (_settings.AllReduce is not null)
+        {
+            Fail(new Core.RunFailedException(AllReduceLost(w, $"on {actor.Path.Address} was lost")));
+            return;
+        }
         if (Link.IsVirtual)
         {
             Fail(new Core.RunFailedException($"worker {w} on {actor.Path.Address} was lost: a virtual-clock run cannot lose a node (its events would never complete); use simulation.clock = wall for runs that may lose nodes, or faults = [...] to simulate crashes"));
@@ -473,6 +501,11 @@ public sealed class Coordinator : LinkedActor
         if (_faultFired[fault] || _stopping) return;
         _faultFired[fault] = true;
         var f = _faults[fault];
+        if (_settings.AllReduce is not null)
+        {
+            Fail(new Core.RunFailedException(AllReduceLost(f.Worker, $"was killed by a fault at {Quantity.FormatSeconds(RunTime)}")));
+            return;
+        }
         Link.Kill(_workerRefs[f.Worker]);
         _workers[f.Worker].Kills++;
         _faultEvents.Add(new FaultEvent(f.Worker, RunTime, null));
@@ -484,6 +517,25 @@ public sealed class Coordinator : LinkedActor
                 Fail(new Core.RunFailedException(
                     $"every worker was killed by faults without restart-after (the last, worker {f.Worker}, at {Quantity.FormatSeconds(RunTime)}): nothing is left to train"));
         }
+    }
+
+    /// <summary>All-reduce does not re-form its ring without a member (no elastic membership): the run ends, saying so.</summary>
+    private string AllReduceLost(int w, string what) =>
+        $"worker {w} {what} at step {Progress}: an all-reduce run ends when a member of its ring is gone " +
+        $"(topology.aggregation = {_settings.AllReduce!.Algorithm.Name} has no elastic re-forming); use topology.aggregation = ps for runs with faults";
+
+    /// <summary>Under all-reduce every replica's weights must be the same bits at every evaluation step.</summary>
+    private void OnDigest(ReplicaDigest d)
+    {
+        if ((uint)d.Worker >= (uint)_workerRefs.Length || !Authentic(Endpoint.Worker(d.Worker), d)) return;
+        if (!_replicaDigests.TryGetValue(d.Step, out ulong first))
+        {
+            _replicaDigests[d.Step] = d.Hash;
+            return;
+        }
+        _replicaChecks++;
+        if (first != d.Hash)
+            Fail(new Core.RunFailedException($"the replicas diverged at step {d.Step}: worker {d.Worker}'s weights differ from another worker's (a bug: every replica applies the same sum)"));
     }
 
     private void Restart(int w)
@@ -572,7 +624,7 @@ public sealed class Coordinator : LinkedActor
 
     private void OnSnapshot(ShardSnapshot s)
     {
-        if ((uint)s.Shard >= (uint)_settings.Shards || !Authentic(Endpoint.Shard(s.Shard), s)) return;
+        if ((uint)s.Shard >= (uint)_settings.Shards || !Authentic(Holder(s.Shard), s)) return;
         _lastProgress = Stopwatch.GetTimestamp();
         _shardCounters[s.Shard] = s.Counters;
         PendingSnapshot pending;
@@ -691,7 +743,7 @@ public sealed class Coordinator : LinkedActor
         _stopping = true;
         _stopReason = reason;
         _toEvaluate.Clear();
-        foreach (var shard in _shards) Link.Send(shard, FinalSnapshotRequest.Instance, 0, TrafficClass.Control, Self);
+        foreach (var holder in _holders) Link.Send(holder, FinalSnapshotRequest.Instance, 0, TrafficClass.Control, Self);
     }
 
     private void Complete(EvaluationDone done, StopReason? reason = null)
@@ -712,7 +764,7 @@ public sealed class Coordinator : LinkedActor
         var workers = _workers.Select((t, i) => new WorkerSummary(i, t.Steps, t.Compute, t.Communication, t.Wait, t.Flops, t.Underflow, t.NonFinite,
             t.Scale, t.Kills, t.Gradient)).ToList();
         _completion.TrySetResult(new RunOutcome(_stopReason, weights, step, _evaluations, workers,
-            shards, time, _wall.Elapsed.TotalSeconds, Link.IsVirtual, Link.Statistics, _faultEvents.ToList()));
+            shards, time, _wall.Elapsed.TotalSeconds, Link.IsVirtual, Link.Statistics, _faultEvents.ToList(), _replicaChecks));
         Context.Stop(Self);
     }
 

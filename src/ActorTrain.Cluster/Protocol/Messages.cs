@@ -11,11 +11,33 @@ public interface ITrainingMessage;
 /// takes its clock from the shards. <paramref name="Trace"/>: the run span, parent of everything the
 /// receiver records. Every message that starts work carries the W3C trace context of its cause
 /// (trace id, span id, flags: an ActivityContext), so spans join across actors and nodes.
+/// <paramref name="Peers"/>: under all-reduce, every worker of the run by id (a worker's ring).
 /// </summary>
-public sealed record Begin(bool Rejoin = false, ActivityContext Trace = default) : ITrainingMessage
+public sealed record Begin(bool Rejoin = false, ActivityContext Trace = default, IReadOnlyList<Akka.Actor.IActorRef>? Peers = null) : ITrainingMessage
 {
     public static readonly Begin First = new();
 }
+
+/// <summary>
+/// Worker -> worker under all-reduce: step <paramref name="Step"/> of the collective of clock
+/// <paramref name="Clock"/> from worker <paramref name="From"/>. Reduction steps carry a segment of
+/// the sender's buffer (<see cref="Core.Collectives.CollectiveBuffer"/>: FP32, or FP16 for the
+/// gradient part); an all-gather of encoded gradients (codecs that cannot be summed) carries worker
+/// <paramref name="Origin"/>'s encoded message with its loss scale, samples and finite flag.
+/// </summary>
+public sealed record PeerChunk(int From, long Clock, int Step, int Origin, float LossScale, int Samples, bool NonFinite, ReadOnlyMemory<byte> Payload,
+    double SentAt = 0, ActivityContext Trace = default) : ITrainingMessage
+{
+    public const int HeaderBytes = 32;
+    public int WireBytes => HeaderBytes + Payload.Length;
+}
+
+/// <summary>
+/// Worker -> coordinator under all-reduce, at every evaluation step: a hash of the worker's
+/// replica of the weights. Every replica applies the same averaged gradient, so all must be equal;
+/// the coordinator ends the run if one differs.
+/// </summary>
+public sealed record ReplicaDigest(int Worker, long Step, ulong Hash) : ITrainingMessage;
 
 /// <summary>
 /// Worker -> shard: send me your slice at (at least) this clock. <paramref name="Rejoin"/>: the worker

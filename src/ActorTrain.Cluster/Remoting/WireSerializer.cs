@@ -45,6 +45,8 @@ public sealed class WireSerializer : SerializerWithStringManifest
     public override string Manifest(object o) => o switch
     {
         Begin => "B",
+        PeerChunk => "PC",
+        ReplicaDigest => "RD",
         PullParameters => "PL",
         PushGradient => "PU",
         ParameterSlice => "SL",
@@ -94,6 +96,24 @@ public sealed class WireSerializer : SerializerWithStringManifest
             case Begin b:
                 w.Bool(b.Rejoin);
                 w.Trace(b.Trace);
+                WriteRefs(w, b.Peers?.ToArray() ?? []);
+                break;
+            case PeerChunk c:
+                w.Int(c.From);
+                w.Long(c.Clock);
+                w.Int(c.Step);
+                w.Int(c.Origin);
+                w.Float(c.LossScale);
+                w.Int(c.Samples);
+                w.Bool(c.NonFinite);
+                w.Double(c.SentAt);
+                w.Trace(c.Trace);
+                w.Bytes(c.Payload.Span);
+                break;
+            case ReplicaDigest d:
+                w.Int(d.Worker);
+                w.Long(d.Step);
+                w.Long((long)d.Hash);
                 break;
             case PullParameters p:
                 w.Int(p.Worker);
@@ -244,7 +264,26 @@ public sealed class WireSerializer : SerializerWithStringManifest
         switch (manifest)
         {
             case "B":
-                return new Begin(r.Bool(), r.Trace());
+            {
+                bool rejoin = r.Bool();
+                var trace = r.Trace();
+                var peers = ReadRefs(ref r, "Begin.Peers");
+                return new Begin(rejoin, trace, peers.Length == 0 ? null : peers);
+            }
+            case "PC":
+            {
+                int from = r.Int();
+                long clock = r.Long();
+                int step = r.Int(), origin = r.Int();
+                float scale = r.Float();
+                int samples = r.Int();
+                bool nonFinite = r.Bool();
+                double sentAt = r.Double();
+                var trace = r.Trace();
+                return new PeerChunk(from, clock, step, origin, scale, samples, nonFinite, r.Bytes("PeerChunk.Payload").ToArray(), sentAt, trace);
+            }
+            case "RD":
+                return new ReplicaDigest(r.Int(), r.Long(), (ulong)r.Long());
             case "PL":
                 return new PullParameters(r.Int(), r.Long(), r.Bool(), r.Trace());
             case "PU":
@@ -321,7 +360,7 @@ public sealed class WireSerializer : SerializerWithStringManifest
                     var message = ReadNested(ref r, depth + 1);
                     long bytes = r.Long();
                     int traffic = r.Int();
-                    if (traffic is < 0 or > (int)TrafficClass.Control) throw new WireFormatException($"EventDone: unknown traffic class {traffic}");
+                    if (traffic is < 0 or > (int)TrafficClass.WorkerToWorker) throw new WireFormatException($"EventDone: unknown traffic class {traffic}");
                     outbox.Add(new Outgoing((OutKind)kind, to, message, bytes, (TrafficClass)traffic, ReadRef(ref r), r.Double()));
                 }
                 return new EventDone(actor, seq, now, outbox);

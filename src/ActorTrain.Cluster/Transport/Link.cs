@@ -9,6 +9,8 @@ public enum TrafficClass
     ShardToWorker,
     /// <summary>Coordinator traffic (start, reports, snapshots): never lost, not counted, the link's minimum latency.</summary>
     Control,
+    /// <summary>All-reduce chunks between workers.</summary>
+    WorkerToWorker,
 }
 
 /// <summary>

@@ -5,8 +5,9 @@ namespace ActorTrain.Core.Collectives;
 
 /// <summary>
 /// A rank's all-reduce buffer: the unscaled gradient (<see cref="GradientLength"/> elements) followed
-/// by <see cref="TallyLength"/> tallies summed along with it (the samples behind the gradient, and 1
-/// when it is finite), so every rank learns how many finite gradients the sum holds. Segments travel
+/// by <see cref="TallyLength"/> tallies summed along with it (the samples behind the gradient, 1
+/// when it is finite, and the loss scale it was computed with), so every rank learns how many
+/// finite gradients the sum holds (and the mean loss scale, for the metrics). Segments travel
 /// as little-endian FP32, or with <c>fp16</c> the gradient part as FP16 (the tallies stay FP32 so
 /// they count exactly); sums are always taken in FP32. A sender rounds what it sends in its own
 /// buffer to what the receiver gets, so that the rank which finished a chunk and the ranks it
@@ -14,7 +15,7 @@ namespace ActorTrain.Core.Collectives;
 /// </summary>
 public sealed class CollectiveBuffer(int gradientLength, bool fp16)
 {
-    public const int TallyLength = 2;
+    public const int TallyLength = 3;
 
     public int GradientLength { get; } = gradientLength;
     public bool Fp16 { get; } = fp16;
@@ -22,6 +23,7 @@ public sealed class CollectiveBuffer(int gradientLength, bool fp16)
 
     public float Samples => Values[GradientLength];
     public float FiniteCount => Values[GradientLength + 1];
+    public float ScaleSum => Values[GradientLength + 2];
 
     /// <summary>Fills the buffer with gradient * (1 / scale) and its tallies; a non-finite gradient contributes zeros.</summary>
     public void Load(ReadOnlySpan<float> gradient, float scale, bool nonFinite, int samples)
@@ -31,6 +33,7 @@ public sealed class CollectiveBuffer(int gradientLength, bool fp16)
         else System.Numerics.Tensors.TensorPrimitives.Multiply(gradient, 1f / scale, g);
         Values[GradientLength] = samples;
         Values[GradientLength + 1] = nonFinite ? 0 : 1;
+        Values[GradientLength + 2] = scale;
     }
 
     /// <summary>The bytes a segment takes on the wire.</summary>

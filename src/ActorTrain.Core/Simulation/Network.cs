@@ -105,10 +105,23 @@ public sealed record NetworkSettings(
         }
     }
 
-    /// <summary>The least latency any training message between these workers and shards can have.</summary>
+    /// <summary>
+    /// The least latency any training message between these workers and shards can have; with no
+    /// shards (all-reduce) between two workers.
+    /// </summary>
     public double MinLatency(int workers, int shards)
     {
         double min = double.PositiveInfinity;
+        if (shards == 0)
+        {
+            // a worker in each rack, a second one in each, and every worker a rule names stand for all pairs
+            var ends = Enumerable.Range(0, Math.Min(workers, 2 * Racks))
+                .Concat(Rules.SelectMany(r => new[] { r.From, r.To }).Where(e => e.Kind == EndpointKind.Worker && e.Id < workers).Select(e => e.Id))
+                .Distinct().ToList();
+            foreach (int i in ends)
+                foreach (int j in ends)
+                    if (i != j) min = Math.Min(min, Resolve(Endpoint.Worker(i), Endpoint.Worker(j)).Latency.LowerBound);
+        }
         // Without rules or racks every uplink (and every downlink) resolves alike: check one pair.
         int w = Rules.Count == 0 && Racks == 1 ? Math.Min(1, workers) : workers;
         int k = Rules.Count == 0 && Racks == 1 ? Math.Min(1, shards) : shards;

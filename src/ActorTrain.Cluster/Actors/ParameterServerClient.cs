@@ -1,0 +1,131 @@
+using System.Diagnostics;
+using ActorTrain.Cluster.Protocol;
+using ActorTrain.Cluster.Transport;
+using ActorTrain.Core.Compression;
+using ActorTrain.Core.Models;
+using ActorTrain.Core.Simulation;
+using Akka.Actor;
+
+namespace ActorTrain.Cluster.Actors;
+
+/// <summary>
+/// The worker's exchange with parameter-server shards: it assembles the full parameter vector
+/// from every shard's slice and pushes each shard its range of the gradient, encoded by the run's
+/// codec, with the version of that shard's slice it used.
+///
+/// The worker's clock is the number of steps it has pushed, except under BSP, where it takes the clock of
+/// the parameters it received (the lowest shard version): a worker whose push came too late for a
+/// step (backup workers) rejoins at the current clock instead of falling further behind. A
+/// restarted worker resumes at the clock the shards have seen from it.
+/// </summary>
+public sealed class ParameterServerClient : IGradientExchange
+{
+    private readonly IExchangeHost _host;
+    private readonly int _workerId;
+    private readonly float[] _weights;
+    private readonly IReadOnlyList<ParameterRange> _ranges;
+    private readonly IReadOnlyList<IActorRef> _shards;
+    private readonly SyncPolicyKind _policy;
+    private readonly long[] _shardVersions;
+    private readonly bool[] _sliceIn;
+    private readonly IGradientCompressor[] _compressors;
+    private readonly byte[] _encoded;
+    private readonly float[] _decoded;
+    private int _slicesReceived;
+    private bool _rejoining;
+    private long _clock;
+    private double _held;
+
+    public ParameterServerClient(IExchangeHost host, Worker.Settings settings, float[] weights, IReadOnlyList<IActorRef> shards)
+    {
+        _host = host;
+        _workerId = settings.WorkerId;
+        _weights = weights;
+        _ranges = settings.Shards;
+        _shards = shards;
+        _policy = settings.Policy;
+        _shardVersions = new long[shards.Count];
+        _sliceIn = new bool[shards.Count];
+        var compression = settings.Compression ?? CompressionSettings.Dense;
+        _compressors = settings.Shards.Select((r, k) => compression.CreateCompressor(r.Length,
+            Core.Rng.Derive(settings.DataSeed, 0xC0DEC, (ulong)k), compression.ErrorFeedback,
+            MatrixBlock.InRange(settings.Model, r.Start, r.Length, compression.Rank))).ToArray();
+        _encoded = new byte[_compressors.Max(c => c.MaxEncodedSize)];
+        _decoded = new float[settings.Shards.Max(r => r.Length)];
+    }
+
+    private ILink Link => _host.Link;
+
+    public void Begin(Begin begin)
+    {
+        _rejoining = begin.Rejoin;
+        for (int s = 0; s < _shards.Count; s++)
+            Link.Send(_shards[s], new PullParameters(_workerId, 0, begin.Rejoin, begin.Trace), PullParameters.HeaderBytes, TrafficClass.WorkerToShard, _host.Self);
+    }
+
+    public bool Receive(object message)
+    {
+        if (message is not ParameterSlice slice) return false;
+        OnSlice(slice);
+        return true;
+    }
+
+    private void OnSlice(ParameterSlice slice)
+    {
+        if ((uint)slice.Shard >= (uint)_shards.Count || !_host.Authentic(Endpoint.Shard(slice.Shard), slice))
+        {
+            slice.Owner?.Release();
+            return;
+        }
+        var range = _ranges[slice.Shard];
+        var target = _weights.AsSpan(range.Start, range.Length);
+        if (slice.Delta)
+        {
+            var change = _decoded.AsSpan(0, range.Length);
+            GradientCodec.Decode(slice.Payload.Span, change);
+            System.Numerics.Tensors.TensorPrimitives.Add(target, change, target);
+        }
+        else
+        {
+            GradientCodec.Decode(slice.Payload.Span, target);
+        }
+        slice.Owner?.Release();
+        _shardVersions[slice.Shard] = slice.Version;
+        _held = Math.Max(_held, slice.HeldSeconds);
+        if (_rejoining) _clock = Math.Max(_clock, slice.WorkerClock);
+        // Counted per shard: a shard may answer twice in one round (a dropped late push is answered
+        // at once, its step's answer comes later), which must not stand for another shard's slice.
+        if (!_sliceIn[slice.Shard])
+        {
+            _sliceIn[slice.Shard] = true;
+            _slicesReceived++;
+        }
+        if (_slicesReceived < _shards.Count) return;
+        _slicesReceived = 0;
+        Array.Clear(_sliceIn);
+        _rejoining = false;
+        if (_policy == SyncPolicyKind.Bsp) _clock = _shardVersions.Min();
+        double held = _held;
+        _held = 0;
+        _host.Ready(_clock, held, _shardVersions.Min());
+    }
+
+    public long Send(float[] gradient, float lossScale, bool nonFinite, int samples, long clock, ActivityContext trace)
+    {
+        long encodedBytes = 0;
+        for (int s = 0; s < _shards.Count; s++)
+        {
+            var range = _ranges[s];
+            // A non-finite gradient is not encoded (nor fed to error feedback): the shard skips it unread.
+            // Pooled: the shard returns the buffer once decoded, so steady-state steps allocate no payloads.
+            var payload = nonFinite
+                ? ReadOnlyMemory<byte>.Empty
+                : PushGradient.Rent(_encoded.AsSpan(0, _compressors[s].Compress(gradient.AsSpan(range.Start, range.Length), lossScale, _encoded)));
+            var push = new PushGradient(_workerId, clock, _shardVersions[s], lossScale, nonFinite, samples, payload, Link.Now, trace, Pooled: !nonFinite);
+            encodedBytes += push.WireBytes;
+            Link.Send(_shards[s], push, push.WireBytes, TrafficClass.WorkerToShard, _host.Self);
+        }
+        _clock = clock + 1;
+        return encodedBytes;
+    }
+}
