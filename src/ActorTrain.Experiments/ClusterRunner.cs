@@ -221,8 +221,10 @@ public static class ClusterRunner
         long frame = config.GetByteSize("akka.remote.dot-netty.tcp.maximum-frame-size") ?? 128000;
         if (chunk < 1024 || chunk > frame - 1024)
             throw new ActorTrainException($"actortrain.cluster.chunk-size = {chunk}: must be at least 1024 and at least 1 KiB below akka.remote.dot-netty.tcp.maximum-frame-size ({frame})");
-        foreach (string key in new[] { "actortrain.cluster.ps-nodes", "actortrain.cluster.worker-nodes" })
-            if (config.GetInt(key) < 1) throw new ActorTrainException($"{key} = {config.GetInt(key)}: a run needs at least one such node");
+        if (config.GetInt("actortrain.cluster.ps-nodes") < 0)
+            throw new ActorTrainException($"actortrain.cluster.ps-nodes = {config.GetInt("actortrain.cluster.ps-nodes")}: must be 0 (all-reduce runs) or more");
+        if (config.GetInt("actortrain.cluster.worker-nodes") < 1)
+            throw new ActorTrainException($"actortrain.cluster.worker-nodes = {config.GetInt("actortrain.cluster.worker-nodes")}: a run needs at least one such node");
         if (config.GetBoolean("actortrain.cluster.tls.enabled") && string.IsNullOrWhiteSpace(config.GetString("actortrain.cluster.tls.certificate")))
             throw new ActorTrainException("actortrain.cluster.tls.certificate: TLS is enabled but no certificate (.pfx) is given");
     }
@@ -316,7 +318,11 @@ public static class ClusterRunner
             var link = ExperimentRunner.CreateLink(spec, route);
             var clock = link is VirtualLink virtualLink ? system.ActorOf(ClockEndpoint.Props(virtualLink, a => Membership.Admits(system, a)), "clock") : null;
             _gateway.Tell(new Gateway.UseEventLink(link));
-            var placement = new ClusterPlacement(system, route, spec.ResolvedConfig, _ps, _workers, spec.Topology.Shards, spec.Topology.Workers, clock, link.Epoch,
+            if (spec.Topology.AllReduce != (_ps.Length == 0))
+                throw new ActorTrainException(spec.Topology.AllReduce
+                    ? $"topology.aggregation = {spec.Topology.Aggregation} has no shards, but {_ps.Length} ps node(s) joined: set actortrain.cluster.ps-nodes = 0"
+                    : "topology.aggregation = ps needs a ps node, and actortrain.cluster.ps-nodes = 0");
+            var placement = new ClusterPlacement(system, route, spec.ResolvedConfig, _ps, _workers, spec.Topology.NetworkShards, spec.Topology.Workers, clock, link.Epoch,
                 config.GetTimeSpan("actortrain.cluster.host-timeout"), settings.Resume);
             try
             {

@@ -46,9 +46,14 @@ public sealed class LocalCluster : IAsyncDisposable
     /// <summary>Plans the nodes (roles, seed port); <see cref="Launch"/> starts them once the coordinator listens.</summary>
     public static LocalCluster Plan(int nodes, ExperimentSpec spec, string cli, string? clusterConfig, string logFolder)
     {
-        if (nodes < 3) throw new ActorTrainException($"--nodes {nodes}: a cluster run needs at least 3 nodes (coordinator, ps, worker)");
+        // all-reduce has no parameter servers: every node but the coordinator is a worker node
+        bool allReduce = spec.Topology.AllReduce;
+        if (nodes < (allReduce ? 2 : 3))
+            throw new ActorTrainException(allReduce
+                ? $"--nodes {nodes}: an all-reduce cluster run needs at least 2 nodes (coordinator, worker)"
+                : $"--nodes {nodes}: a cluster run needs at least 3 nodes (coordinator, ps, worker)");
         int children = nodes - 1;
-        int ps = Math.Clamp(children / 3, 1, spec.Topology.Shards);
+        int ps = allReduce ? 0 : Math.Clamp(children / 3, 1, spec.Topology.Shards);
         int workers = children - ps;
         if (workers > spec.Topology.Workers)
             throw new ActorTrainException($"--nodes {nodes}: {workers} worker nodes for {spec.Topology.Workers} workers (topology.workers); use fewer nodes or more workers");

@@ -79,6 +79,21 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
     }
 
     [Fact]
+    public async Task All_reduce_across_three_worker_processes_writes_the_metrics_of_one_process_byte_for_byte()
+    {
+        var spec = ExperimentSpec.Load(null, ["training.max-steps=100", "output.plots=off", "telemetry.exporter=none", "topology.shards=1",
+            "topology.aggregation=ring-allreduce", "placement.workers-per-host=2"]);
+        var single = await ExperimentRunner.RunAsync(spec, Path.Combine(Root, "single"));
+        var (cluster, planned) = await RunOnCluster(spec, 4, "cluster");
+        Assert.Equal((0, 3), (planned.PsNodes, planned.WorkerNodes));
+        Assert.Equal(100, cluster.Outcome.FinalStep);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(single.Folder, "metrics.csv")), File.ReadAllBytes(Path.Combine(cluster.Folder, "metrics.csv")));
+        Assert.Equal(single.Outcome.FinalWeights, cluster.Outcome.FinalWeights);
+        Assert.Equal(single.Outcome.ReplicaChecks, cluster.Outcome.ReplicaChecks);
+        Assert.True(cluster.Outcome.ReplicaChecks > 0);
+    }
+
+    [Fact]
     public async Task Resuming_a_checkpoint_on_three_processes_equals_resuming_it_in_one_process_and_the_uninterrupted_run()
     {
         var spec = ExperimentSpec.Load(null, ["training.max-steps=300", "training.checkpoint-every=100", "output.plots=off", "telemetry.exporter=none"]);

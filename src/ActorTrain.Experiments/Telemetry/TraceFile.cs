@@ -151,10 +151,11 @@ public sealed class TraceFile
         foreach (string kind in WorkerKinds)
             sb.AppendLine($"- workers, {kind}: {F(workers.Values.Sum(k => k[kind]))}");
         var applies = Spans.Where(s => s.Name == "shard.apply").ToList();
-        var transfers = Spans.Where(s => s.Name == "transfer").ToList();
+        var transfers = Spans.Where(s => s.Name == "transfer" && Parent(s) is not { Name: "allreduce" }).ToList();
         foreach (var shard in applies.Concat(transfers).GroupBy(s => s.Int("actortrain.shard") ?? -1).OrderBy(g => g.Key))
             sb.AppendLine($"- shard {shard.Key}: apply {F(shard.Where(s => s.Name == "shard.apply").Sum(s => s.Seconds))} over " +
                           $"{shard.Count(s => s.Name == "shard.apply")} steps; pushes in transit {F(shard.Where(s => s.Name == "transfer").Sum(s => s.Seconds))}");
+        AllReducePhases(sb, F);
         var evaluations = Spans.Where(s => s.Name == "evaluation").ToList();
         sb.AppendLine($"- coordinator: {evaluations.Count} evaluations, {F(evaluations.Sum(s => s.Seconds))} (real time: evaluation is not simulated)");
         sb.AppendLine();
@@ -174,6 +175,24 @@ public sealed class TraceFile
             foreach (var (what, seconds) in path) sb.AppendLine($"- {what}: {F(seconds)}");
         }
         return sb.ToString();
+    }
+
+    /// <summary>
+    /// Under all-reduce: the collectives' time per phase (reduce-scatter, all-gather, and the
+    /// intra- / inter-host phases of the hierarchical algorithm), summed over the workers, and the
+    /// chunks' time in transit with the bytes they carried.
+    /// </summary>
+    private void AllReducePhases(StringBuilder sb, Func<double, string> f)
+    {
+        var collectives = Spans.Where(s => s.Name == "allreduce").ToList();
+        if (collectives.Count == 0) return;
+        var ids = collectives.Select(s => s.SpanId).ToHashSet();
+        var children = Spans.Where(s => s.ParentId is { } p && ids.Contains(p)).ToList();
+        sb.AppendLine($"- workers, all-reduce: {f(collectives.Sum(s => s.Seconds))} over {collectives.Count} collectives ({collectives[0].Attributes.GetValueOrDefault("actortrain.algorithm", "?")}), by phase:");
+        foreach (var phase in children.Where(s => s.Name != "transfer").GroupBy(s => s.Name).OrderBy(g => g.Min(s => s.StartNanos)))
+            sb.AppendLine($"  - {phase.Key}: {f(phase.Sum(s => s.Seconds))}");
+        var chunks = children.Where(s => s.Name == "transfer").ToList();
+        sb.AppendLine($"  - chunks in transit: {chunks.Count}, {f(chunks.Sum(s => s.Seconds))}, {chunks.Sum(s => s.Int("actortrain.encoded_bytes") ?? 0)} bytes");
     }
 
     private static double Median(List<double> values)
