@@ -29,7 +29,9 @@ public class WireFuzzTests() : TestKit(WireSerializer.Bindings)
         var part = new ShardCheckpoint(0, 100, 100, [1f, 2f, -3f], 100, [[0.5f, 0.25f, 0f]], [100, 99], counters);
         object[] messages =
         [
-            new Begin(true, Trace), new PullParameters(3, 77, true, Trace),
+            new Begin(true, Trace), new PullParameters(3, 77, true, Trace), new Begin(false, Trace, [TestActor, TestActor]),
+            new PeerChunk(1, 12, 3, 2, 256f, 32, false, Enumerable.Range(0, 120).Select(i => (byte)i).ToArray(), 0.5, Trace),
+            new ReplicaDigest(3, 40, 0xDEADBEEF01234567),
             new PushGradient(2, 41, 40, 1024f, false, 32, Enumerable.Range(0, 300).Select(i => (byte)i).ToArray(), 1.25, Trace),
             new ParameterSlice(1, 9, new byte[200], true, 8, 0.5, Trace),
             new ShardSnapshot(1, 50, new[] { 1f, -2.5f }, counters, true),

@@ -108,4 +108,24 @@ public sealed class ReproductionTests() : TempFolderTest("actortrain-reproduce-"
         }
         Assert.True(Period("one-shard-w16") > 3.5 * Period("dedicated-w16"));
     }
+
+    [Fact]
+    public async Task BytePS_2020_ring_beats_a_ps_short_of_server_bandwidth_a_ps_with_enough_matches_it_hierarchical_beats_flat()
+    {
+        var (result, r) = await Run("07-ps-vs-allreduce.conf");
+        double Period(string variant)
+        {
+            var rows = File.ReadAllLines(Path.Combine(result.Folder, variant, "metrics.csv")).Skip(1).Select(l => l.Split(',')).ToDictionary(
+                row => long.Parse(row[0], CultureInfo.InvariantCulture), row => double.Parse(row[2], CultureInfo.InvariantCulture));
+            return (rows[20] - rows[10]) / 10;
+        }
+        Assert.True(Period("ring") < 0.5 * Period("ps-one-shard"), $"ring {Period("ring")} vs one shard {Period("ps-one-shard")}");
+        Assert.True(Period("ring") < Period("ps-dedicated"), "4 server hosts for 32 workers on 4 hosts: the worker NICs carry 8 pushes each");
+        Assert.True(Period("ps-dedicated-1perhost") <= Period("ring-1perhost"), $"{Period("ps-dedicated-1perhost")} vs {Period("ring-1perhost")}");
+        Assert.True(Period("hierarchical") < 0.95 * Period("ring"), $"hierarchical {Period("hierarchical")} vs ring {Period("ring")}");
+        // the same training, whatever carried the gradients
+        foreach (var variant in new[] { "ps-dedicated", "ring", "hierarchical" })
+            Assert.Equal(r["ps-one-shard"].FinalTestLoss, r[variant].FinalTestLoss, 1e-6 * r["ps-one-shard"].FinalTestLoss);
+        Assert.Equal(r["ps-dedicated-1perhost"].FinalTestLoss, r["ring-1perhost"].FinalTestLoss, 1e-6 * r["ring-1perhost"].FinalTestLoss);
+    }
 }
