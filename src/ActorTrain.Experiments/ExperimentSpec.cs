@@ -430,6 +430,8 @@ public sealed record ExperimentSpec(
             throw new ActorTrainException($"topology.shards = {topology.Shards} with {a}: all-reduce has no parameter servers (every worker holds the weights); remove topology.shards");
         if (compression.Downlink != DownlinkMode.Fp32)
             throw new ActorTrainException($"compression.downlink = {compression.Downlink.ToString().ToLowerInvariant()} with {a}: there is no downlink, the reduced gradient goes to every worker; for FP16 on the wire use precision.allreduce = fp16");
+        if (precision.AllReduceFp16 && !Cluster.Actors.AllReducePeer.Summable(compression))
+            throw new ActorTrainException($"precision.allreduce = fp16 with compression.codec = {compression.Codec}{(compression.Lz4 ? " and lz4" : "")}: that codec's messages are all-gathered as encoded, not summed, so there is no FP16 reduction to make; use precision.allreduce = fp32");
         if (faults.Count > 0)
             throw new ActorTrainException($"faults with {a}: a killed worker ends an all-reduce run (the ring is not re-formed without it); simulate faults with topology.aggregation = ps");
         var layout = new Core.Collectives.CollectiveLayout(topology.Workers, placement.WorkersPerHost);

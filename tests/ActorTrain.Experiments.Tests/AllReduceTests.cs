@@ -139,6 +139,7 @@ public sealed class AllReduceTests() : TempFolderTest("actortrain-allreduce-")
         { ["topology.aggregation=hierarchical-allreduce", "topology.workers=6", "placement.workers-per-host=4"], "placement.workers-per-host = 4" },
         { ["topology.aggregation=tree"], "topology.aggregation" },
         { ["precision.allreduce=fp16"], "precision.allreduce = fp16 applies to all-reduce" },
+        { ["topology.aggregation=ring-allreduce", "precision.allreduce=fp16", "compression.codec=topk"], "all-gathered as encoded" },
         { ["topology.aggregation=ring-allreduce", "precision.allreduce=bf16"], "precision.allreduce" },
     };
 

@@ -16,6 +16,14 @@ public sealed class ReproductionTests() : TempFolderTest("actortrain-reproduce-"
         return (result, result.Comparison.Rows.ToDictionary(r => r.Variant));
     }
 
+    /// <summary>A variant's virtual time per step between the evaluations at steps <paramref name="from"/> and <paramref name="to"/> (metrics.csv's elapsed_s).</summary>
+    private static double StepTime(ComparisonResult result, string variant, long from, long to)
+    {
+        var rows = File.ReadAllLines(Path.Combine(result.Folder, variant, "metrics.csv")).Skip(1).Select(l => l.Split(',')).ToDictionary(
+            row => long.Parse(row[0], CultureInfo.InvariantCulture), row => double.Parse(row[2], CultureInfo.InvariantCulture));
+        return (rows[to] - rows[from]) / (to - from);
+    }
+
     [Fact]
     public async Task Ho_2013_bsp_follows_the_straggler_asp_needs_more_updates_ssp_wins_with_transient_stragglers()
     {
@@ -86,13 +94,7 @@ public sealed class ReproductionTests() : TempFolderTest("actortrain-reproduce-"
     public async Task Li_2014_one_parameter_server_nic_makes_the_bsp_step_grow_linearly_in_workers_spread_shards_keep_it_flat()
     {
         var (result, _) = await Run("06-ps-incast.conf");
-        // the period between the evaluations at steps 5 and 10, per step
-        double Period(string variant)
-        {
-            var rows = File.ReadAllLines(Path.Combine(result.Folder, variant, "metrics.csv")).Skip(1).Select(l => l.Split(',')).ToDictionary(
-                r => long.Parse(r[0], CultureInfo.InvariantCulture), r => double.Parse(r[2], CultureInfo.InvariantCulture));
-            return (rows[10] - rows[5]) / 5;
-        }
+        double Period(string variant) => StepTime(result, variant, 5, 10);
         var spec = ExperimentSpec.Load(Path.Combine(RepoRoot.Path, "hocon", "experiments", "reproduce", "06-ps-incast.conf"));
         int n = ExperimentData.Build(spec).Model.ParameterCount;
         double perWorker = (Cluster.Protocol.PushGradient.DenseBytes(n) + Cluster.Protocol.ParameterSlice.DenseBytes(n)) / 1.25e9;
@@ -113,12 +115,7 @@ public sealed class ReproductionTests() : TempFolderTest("actortrain-reproduce-"
     public async Task BytePS_2020_ring_beats_a_ps_short_of_server_bandwidth_a_ps_with_enough_matches_it_hierarchical_beats_flat()
     {
         var (result, r) = await Run("07-ps-vs-allreduce.conf");
-        double Period(string variant)
-        {
-            var rows = File.ReadAllLines(Path.Combine(result.Folder, variant, "metrics.csv")).Skip(1).Select(l => l.Split(',')).ToDictionary(
-                row => long.Parse(row[0], CultureInfo.InvariantCulture), row => double.Parse(row[2], CultureInfo.InvariantCulture));
-            return (rows[20] - rows[10]) / 10;
-        }
+        double Period(string variant) => StepTime(result, variant, 10, 20);
         Assert.True(Period("ring") < 0.5 * Period("ps-one-shard"), $"ring {Period("ring")} vs one shard {Period("ps-one-shard")}");
         Assert.True(Period("ring") < Period("ps-dedicated"), "4 server hosts for 32 workers on 4 hosts: the worker NICs carry 8 pushes each");
         Assert.True(Period("ps-dedicated-1perhost") <= Period("ring-1perhost"), $"{Period("ps-dedicated-1perhost")} vs {Period("ring-1perhost")}");
