@@ -389,7 +389,7 @@ public static class ActorTrainCommand
         TextWriter stdout, CancellationToken token)
     {
         // The banner waits for the run to start: an error in the data or the output folder is then the only line printed.
-        void Banner() => console.MarkupLine($"[bold]{Markup.Escape(spec.Name)}[/]: {spec.Topology.Workers} workers, {spec.Topology.Shards} shards, {Markup.Escape(spec.Sync.Describe())}, " +
+        void Banner() => console.MarkupLine($"[bold]{Markup.Escape(spec.Name)}[/]: {spec.Topology.Workers} workers, {spec.Topology.DescribeAggregation()}, {Markup.Escape(spec.Sync.Describe())}, " +
                                             $"{Markup.Escape(spec.Optimizer.Kind.ToString().ToLowerInvariant())}, {spec.Precision.Mode.ToString().ToLowerInvariant()}");
         RunResult result;
         if (console.Profile.Capabilities.Interactive)
@@ -479,7 +479,7 @@ public static class ActorTrainCommand
         var data = ExperimentData.Build(spec);
         var engine = new GradientEngineFactory(spec.Compute.Engine, spec.EngineThreads);
         console.WriteLine(FormattableString.Invariant(
-            $"{file}: ok. {data.Model.Describe()}; {data.Train.Count} train / {data.Test.Count} test rows; {spec.Topology.Workers} workers, {spec.Topology.Shards} shards; {data.Steps(spec)} steps; engine {engine.Name}; about {ExperimentData.EstimateBytes(spec, data.Model.ParameterCount, ((long)data.Train.Count + data.Test.Count) * data.Train.FeatureCount) / 1e6:0.#} MB in one process"));
+            $"{file}: ok. {data.Model.Describe()}; {data.Train.Count} train / {data.Test.Count} test rows; {spec.Topology.Workers} workers, {spec.Topology.DescribeAggregation()}; {data.Steps(spec)} steps; engine {engine.Name}; about {ExperimentData.EstimateBytes(spec, data.Model.ParameterCount, ((long)data.Train.Count + data.Test.Count) * data.Train.FeatureCount) / 1e6:0.#} MB in one process"));
         return Ok;
     }
 

@@ -29,6 +29,9 @@ public sealed record TopologySection(int Workers, int Shards, string Aggregation
 
     public bool AllReduce => Aggregation != "ps";
 
+    /// <summary>"4 shards" or the all-reduce algorithm, for banners.</summary>
+    public string DescribeAggregation() => AllReduce ? Aggregation : $"{Shards} shard{(Shards == 1 ? "" : "s")}";
+
     /// <summary>The shards the network and fabric place: none under all-reduce, where workers talk among themselves.</summary>
     public int NetworkShards => AllReduce ? 0 : Shards;
 }
@@ -297,6 +300,8 @@ public sealed record ExperimentSpec(
 
         var topology = new TopologySection(c.Int("topology.workers", 1, 100_000), c.Int("topology.shards", 1, 100_000),
             c.Choice("topology.aggregation", [.. TopologySection.Aggregations]));
+        // all-reduce has no parameter servers: topology.shards does not apply (worker 0's replica stands for the one range)
+        if (topology.AllReduce) topology = topology with { Shards = 1 };
         var sync = new SyncPolicy(
             c.Choice("sync.policy", "bsp", "asp", "ssp") switch
             {
@@ -426,8 +431,6 @@ public sealed record ExperimentSpec(
             throw new ActorTrainException($"sync.policy = {sync.Kind.ToString().ToLowerInvariant()} with {a}: all-reduce is synchronous (bsp); asynchronous and stale-synchronous training need topology.aggregation = ps");
         if (sync.BackupWorkers > 0)
             throw new ActorTrainException($"sync.backup-workers = {sync.BackupWorkers} with {a}: every worker's chunk is part of the sum, there is no quorum to drop a slow worker from; use topology.aggregation = ps");
-        if (topology.Shards != 1)
-            throw new ActorTrainException($"topology.shards = {topology.Shards} with {a}: all-reduce has no parameter servers (every worker holds the weights); remove topology.shards");
         if (compression.Downlink != DownlinkMode.Fp32)
             throw new ActorTrainException($"compression.downlink = {compression.Downlink.ToString().ToLowerInvariant()} with {a}: there is no downlink, the reduced gradient goes to every worker; for FP16 on the wire use precision.allreduce = fp16");
         if (precision.AllReduceFp16 && !Cluster.Actors.AllReducePeer.Summable(compression))

@@ -39,6 +39,9 @@ public sealed class AllReduceTests() : TempFolderTest("actortrain-allreduce-")
         // 5 evaluations (steps 0, 10, ..., 40 less step 0, which no worker has stepped to) x 3 workers compared with the first
         Assert.Equal(4 * 3, first.Outcome.ReplicaChecks);
         Assert.Equal(algorithm, first.Summary.Aggregation);
+        Assert.Equal(1, first.Summary.Shards);
+        // topology.shards does not apply to all-reduce: the reference's 2 (or any number) is read as 1
+        Assert.Equal(1, ExperimentSpec.Load(null, [$"topology.aggregation={algorithm}", "topology.workers=4", "topology.shards=3"]).Topology.Shards);
         Assert.Equal(ps.Summary.Updates, first.Summary.Updates);
         Assert.Equal(ps.Outcome.Evaluations[^1].SamplesProcessed, first.Outcome.Evaluations[^1].SamplesProcessed);
     }
@@ -132,7 +135,6 @@ public sealed class AllReduceTests() : TempFolderTest("actortrain-allreduce-")
         { ["topology.aggregation=ring-allreduce", "sync.policy=asp"], "all-reduce is synchronous" },
         { ["topology.aggregation=ring-allreduce", "sync.policy=ssp"], "all-reduce is synchronous" },
         { ["topology.aggregation=ring-allreduce", "sync.backup-workers=1"], "sync.backup-workers = 1" },
-        { ["topology.aggregation=ring-allreduce", "topology.shards=2"], "topology.shards = 2" },
         { ["topology.aggregation=ring-allreduce", "compression.downlink=fp16"], "compression.downlink = fp16" },
         { ["topology.aggregation=ring-allreduce", "faults=[{ worker = 1, at-step = 3 }]"], "not re-formed" },
         { ["topology.aggregation=halving-doubling", "topology.workers=6"], "power-of-two" },
