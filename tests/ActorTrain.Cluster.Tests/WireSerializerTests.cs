@@ -71,6 +71,16 @@ public class WireSerializerTests() : TestKit(WireSerializer.Bindings)
         Assert.Same(StopTraining.Instance, RoundTrip(StopTraining.Instance));
         Assert.Same(FinalSnapshotRequest.Instance, RoundTrip(FinalSnapshotRequest.Instance));
         Assert.Equal(new WorkerLost(3), RoundTrip(new WorkerLost(3)));
+        // all-reduce: the ring in Begin, a chunk, a replica digest
+        var ring = (Begin)RoundTrip(new Begin(false, Trace, [TestActor, TestActor, TestActor]));
+        Assert.Equal(3, ring.Peers!.Count);
+        Assert.All(ring.Peers, p => Assert.Equal(TestActor.Path, p.Path));
+        Assert.Null(((Begin)RoundTrip(new Begin(false, Trace))).Peers);
+        var chunk = (PeerChunk)RoundTrip(new PeerChunk(1, 12, 3, 2, 256f, 32, true, payload, 0.5, Trace));
+        Assert.Equal((1, 12L, 3, 2, 256f, 32, true, 0.5), (chunk.From, chunk.Clock, chunk.Step, chunk.Origin, chunk.LossScale, chunk.Samples, chunk.NonFinite, chunk.SentAt));
+        Assert.Equal((Trace.TraceId, Trace.SpanId, Trace.TraceFlags), (chunk.Trace.TraceId, chunk.Trace.SpanId, chunk.Trace.TraceFlags)); // read back as remote
+        Assert.Equal(payload, chunk.Payload.ToArray());
+        Assert.Equal(new ReplicaDigest(3, 40, 0xDEADBEEF01234567), RoundTrip(new ReplicaDigest(3, 40, 0xDEADBEEF01234567)));
     }
 
     [Fact]

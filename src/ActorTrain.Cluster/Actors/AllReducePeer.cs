@@ -93,13 +93,12 @@ public sealed class AllReducePeer : IGradientExchange
         _applySeconds = settings.Device?.ApplySeconds(length, _optimizer.State.Count) ?? 0;
         var compression = worker.Compression ?? CompressionSettings.Dense;
         _codec = compression.Codec;
-        var dense = new CollectiveBuffer(length, fp16: false);
-        _denseStepBytes = ScheduleBytes(dense);
+        _denseStepBytes = ScheduleBytes(length, fp16: false);
         if (Summable(compression))
         {
             _buffer = new CollectiveBuffer(length, settings.Fp16 || compression.Codec == "fp16");
             _steps = settings.Algorithm.Schedule(_rank, _buffer.Values.Length, settings.Layout);
-            _stepBytes = _buffer.Fp16 ? ScheduleBytes(_buffer) : _denseStepBytes;
+            _stepBytes = _buffer.Fp16 ? ScheduleBytes(length, fp16: true) : _denseStepBytes;
         }
         else
         {
@@ -118,13 +117,13 @@ public sealed class AllReducePeer : IGradientExchange
     private int StepCount => _buffer is not null ? _steps.Count : _ranks - 1;
 
     /// <summary>What every worker together sends for one collective of this run's algorithm (rank 0 counts it for the run).</summary>
-    private long ScheduleBytes(CollectiveBuffer buffer)
+    private long ScheduleBytes(int gradientLength, bool fp16)
     {
         if (_rank != 0) return 0;
         long bytes = 0;
         for (int r = 0; r < _ranks; r++)
-            foreach (var s in _settings.Algorithm.Schedule(r, buffer.Values.Length, _settings.Layout))
-                bytes += PeerChunk.HeaderBytes + buffer.WireBytes(s.Send);
+            foreach (var s in _settings.Algorithm.Schedule(r, gradientLength + CollectiveBuffer.TallyLength, _settings.Layout))
+                bytes += PeerChunk.HeaderBytes + CollectiveBuffer.WireBytes(s.Send, gradientLength, fp16);
         return bytes;
     }
 

@@ -37,10 +37,13 @@ public sealed class CollectiveBuffer(int gradientLength, bool fp16)
     }
 
     /// <summary>The bytes a segment takes on the wire.</summary>
-    public int WireBytes(ParameterRange segment)
+    public int WireBytes(ParameterRange segment) => WireBytes(segment, GradientLength, Fp16);
+
+    /// <summary>The bytes a segment of a buffer over <paramref name="gradientLength"/> gradient elements takes on the wire.</summary>
+    public static int WireBytes(ParameterRange segment, int gradientLength, bool fp16)
     {
-        int gradient = Math.Max(0, Math.Min(segment.Start + segment.Length, GradientLength) - segment.Start);
-        return gradient * (Fp16 ? 2 : 4) + (segment.Length - gradient) * 4;
+        int gradient = Math.Max(0, Math.Min(segment.Start + segment.Length, gradientLength) - segment.Start);
+        return gradient * (fp16 ? 2 : 4) + (segment.Length - gradient) * 4;
     }
 
     /// <summary>Writes a segment into <paramref name="destination"/> (at least <see cref="WireBytes"/> long); rounds it in place under FP16.</summary>
