@@ -21,6 +21,10 @@ if (args.Length > 0 && args[0] == "wire")
 {
     return WireBenchmarks.Run(args[1..]);
 }
+if (args.Length > 0 && args[0] == "codec-cost")
+{
+    return CodecCostTable.Run(args[1..]);
+}
 if (args.Length > 0 && args[0] == "limits")
 {
     return MachineLimits.Run();

@@ -420,8 +420,10 @@ public static class ActorTrainCommand
         return result;
     }
 
-    private static string Line(EvaluationPoint p) =>
-        FormattableString.Invariant($"step {p.Step,6}  epoch {p.Epoch,6:0.00}  test loss {p.TestLoss,8:0.0000}  test acc {p.TestAccuracy,6:0.0000}  {Core.Simulation.Quantity.FormatSeconds(p.ElapsedSeconds),9}");
+    private static string Line(EvaluationPoint p) => double.IsNaN(p.TestAccuracy)
+        // a workload (sizes only): no loss, the time and throughput are the result
+        ? FormattableString.Invariant($"step {p.Step,6}  {p.SamplesProcessed,12:N0} samples  {Core.Simulation.Quantity.FormatSeconds(p.ElapsedSeconds),9}")
+        : FormattableString.Invariant($"step {p.Step,6}  epoch {p.Epoch,6:0.00}  test loss {p.TestLoss,8:0.0000}  test acc {p.TestAccuracy,6:0.0000}  {Core.Simulation.Quantity.FormatSeconds(p.ElapsedSeconds),9}");
 
     private sealed class ProgressObserver(Action<EvaluationPoint> onPoint, Action<double> onStart) : IRunObserver
     {
@@ -451,8 +453,13 @@ public static class ActorTrainCommand
         Row("elapsed", s.Clock.StartsWith("virtual", StringComparison.Ordinal)
             ? FormattableString.Invariant($"{s.ElapsedSeconds:0.####} virtual s ({s.SamplesPerSecond:0} samples/virtual s), simulated in {s.WallSeconds:0.0} s")
             : FormattableString.Invariant($"{s.ElapsedSeconds:0.0} s ({s.SamplesPerSecond:0} samples/s)"));
-        Row("final test loss", FormattableString.Invariant($"{s.FinalTestLoss:0.0000}"));
-        Row("final test accuracy", FormattableString.Invariant($"{s.FinalTestAccuracy:0.0000} (best {s.BestTestAccuracy:0.0000})"));
+        if (double.IsNaN(s.FinalTestAccuracy))
+            Row("final test loss / accuracy", "none: a workload has sizes, not values (model.type = workload)");
+        else
+        {
+            Row("final test loss", FormattableString.Invariant($"{s.FinalTestLoss:0.0000}"));
+            Row("final test accuracy", FormattableString.Invariant($"{s.FinalTestAccuracy:0.0000} (best {s.BestTestAccuracy:0.0000})"));
+        }
         Row("compression", s.Compression);
         Row("bytes worker->shard", FormattableString.Invariant($"{s.BytesWorkerToShard / 1e6:0.00} MB ({s.UplinkCompressionRatio:0.0}x smaller than dense fp32)"));
         Row("bytes shard->worker", FormattableString.Invariant($"{s.BytesShardToWorker / 1e6:0.00} MB ({s.DownlinkCompressionRatio:0.0}x)"));

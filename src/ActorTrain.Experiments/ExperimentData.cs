@@ -11,6 +11,7 @@ public sealed record ExperimentData(Dataset Train, Dataset Test, Dataset[] Parti
     /// cluster node holds only its part; the estimate is of the whole, so it is not applied there).</param>
     public static ExperimentData Build(ExperimentSpec spec, bool oneProcess = true)
     {
+        if (spec.Model.IsWorkload) return Workload(spec);
         var d = spec.Dataset;
         ulong seed = spec.Seed;
         Dataset train, test;
@@ -64,6 +65,21 @@ public sealed record ExperimentData(Dataset Train, Dataset Test, Dataset[] Parti
             throw new ActorTrainException(
                 $"training.batch-size = {spec.Training.BatchSize} is more than a worker's partition ({train.Count} training rows over {spec.Topology.Workers} workers: {smallest} rows); the largest valid value is {smallest} (or 0 for full-batch)");
         return new ExperimentData(train, test, partitions, model);
+    }
+
+    /// <summary>
+    /// A workload table (model.workload): sizes only. Its data is a stand-in of one mini-batch of
+    /// zeros per worker, which only sets the samples each step counts; the dataset.* keys do not apply.
+    /// </summary>
+    private static ExperimentData Workload(ExperimentSpec spec)
+    {
+        var model = ModelSpec.FromWorkload(Core.Models.Workload.Load(spec.Model.Workload));
+        if (spec.Topology.Shards > model.ParameterCount)
+            throw new ActorTrainException($"topology.shards = {spec.Topology.Shards} is more than the workload's {model.ParameterCount} parameters; every shard needs at least one");
+        int batch = spec.Training.BatchSize, workers = spec.Topology.Workers;
+        var train = new Dataset(spec.Model.Workload, new float[(long)batch * workers], 1, new int[(long)batch * workers], 2);
+        var partitions = train.Partition(workers, Rng.Derive(spec.Seed, 3));
+        return new ExperimentData(train, new Dataset(spec.Model.Workload, [0f], 1, [0], 2), partitions, model);
     }
 
     /// <summary>

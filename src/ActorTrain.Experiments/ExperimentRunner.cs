@@ -164,14 +164,16 @@ public static class ExperimentRunner
         long steps = data.Steps(spec);
         var schedule = LearningRateSchedule.Create(spec.Schedule.Kind, spec.Schedule.LearningRate, steps, spec.Schedule.WarmupFraction,
             spec.Schedule.Decay, spec.Schedule.StepSize, spec.Schedule.Gamma, spec.Schedule.MinLearningRate);
-        var initial = new float[data.Model.ParameterCount];
-        data.Model.Initialize(initial, Rng.Derive(spec.Seed, 4));
+        // a workload has no values: nothing to initialise, and nothing the size of the model is allocated
+        var initial = data.Model.SizesOnly ? [] : new float[data.Model.ParameterCount];
+        if (!data.Model.SizesOnly) data.Model.Initialize(initial, Rng.Derive(spec.Seed, 4));
         return new Coordinator.Settings(data.Model, initial, data.Partitions, data.Test, data.Train.Count,
             spec.Training.BatchSize, spec.Seed, spec.Precision.Mode, spec.Precision.CreateScaler, spec.Topology.Shards,
             spec.Sync, spec.Stragglers.Slowdowns(spec.Topology.Workers), spec.Optimizer, schedule, steps, spec.Training.EvalEvery,
             spec.Training.StopAtTarget ? spec.Training.TargetAccuracy : null, spec.Training.StopAtTarget ? spec.Training.TargetLoss : null,
             spec.Training.TimeBudget, spec.Simulation.Virtual ? ComputeDispatcher : PinnedDispatcher, spec.Compression, Timing: new TimingSettings(spec.Simulation.ComputeTime,
-                spec.Simulation.ShardDevice, spec.Stragglers.RandomSlowdown, spec.Faults, spec.Simulation.WorkerDevice), TraceEvery: spec.Telemetry.TraceEvery,
+                spec.Simulation.ShardDevice, spec.Stragglers.RandomSlowdown, spec.Faults, spec.Simulation.WorkerDevice,
+                spec.Training.Overlap, spec.Training.BucketBytes, spec.Simulation.CodecCost), TraceEvery: spec.Telemetry.TraceEvery,
             CheckpointEvery: spec.Training.CheckpointEvery, Resume: resume, StallTimeout: spec.Simulation.StallTimeout,
             AllReduce: spec.Topology.AllReduce
                 ? new AllReduceSettings(AllReduceAlgorithms.ByName[spec.Topology.Aggregation], spec.Network.Placement.WorkersPerHost, spec.Precision.AllReduceFp16)

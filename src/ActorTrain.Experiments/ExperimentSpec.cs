@@ -10,7 +10,11 @@ using ActorTrain.Core.Simulation;
 
 namespace ActorTrain.Experiments;
 
-public sealed record ModelSection(string Type, int[] Hidden, Activation Activation);
+/// <summary>model.*: a model with values (linear, softmax, mlp), or a workload table of sizes only (model.workload).</summary>
+public sealed record ModelSection(string Type, int[] Hidden, Activation Activation, string Workload = "")
+{
+    public bool IsWorkload => Type == "workload";
+}
 
 public sealed record DatasetSection(
     string Type, int Samples, int Features, int Classes, double Separation, int Outputs, double Noise,
@@ -37,7 +41,7 @@ public sealed record TopologySection(int Workers, int Shards, string Aggregation
 }
 
 public sealed record TrainingSection(int BatchSize, long MaxSteps, double Epochs, int EvalEvery, double? TargetAccuracy, double? TargetLoss, TimeSpan? TimeBudget,
-    bool StopAtTarget = true, int CheckpointEvery = 0);
+    bool StopAtTarget = true, int CheckpointEvery = 0, OverlapMode Overlap = OverlapMode.Off, long BucketBytes = 25_000_000);
 
 public sealed record ScheduleSection(ScheduleKind Kind, double LearningRate, double Decay, long StepSize, double Gamma, double MinLearningRate, double WarmupFraction);
 
@@ -133,7 +137,8 @@ public sealed record TuneSection(bool Random, int Samples, double[] LearningRate
 }
 
 /// <summary>The run's clock and its time models.</summary>
-public sealed record SimulationSection(bool Virtual, ComputeTime ComputeTime, DeviceProfile WorkerDevice, DeviceProfile ShardDevice, TimeSpan StallTimeout)
+public sealed record SimulationSection(bool Virtual, ComputeTime ComputeTime, DeviceProfile WorkerDevice, DeviceProfile ShardDevice, TimeSpan StallTimeout,
+    CodecCostMode CodecCost = CodecCostMode.Off)
 {
     public string Describe() => Virtual ? $"virtual, compute {ComputeTime}" : $"wall, compute {ComputeTime}";
 }
@@ -269,9 +274,10 @@ public sealed record ExperimentSpec(
             throw new ActorTrainException($"name = \"{name}\" must be a non-empty file-name-safe word (it names the run folder)");
 
         var model = new ModelSection(
-            c.Choice("model.type", "linear", "softmax", "mlp"),
+            c.Choice("model.type", "linear", "softmax", "mlp", "workload"),
             c.IntList("model.hidden", 1),
-            c.Choice("model.activation", "relu", "tanh") == "relu" ? Activation.Relu : Activation.Tanh);
+            c.Choice("model.activation", "relu", "tanh") == "relu" ? Activation.Relu : Activation.Tanh,
+            c.String("model.workload").Trim());
         if (model.Type == "mlp" && model.Hidden.Length == 0)
             throw new ActorTrainException("model.hidden is empty: an mlp needs at least one hidden layer (or use model.type = softmax)");
 
@@ -293,7 +299,7 @@ public sealed record ExperimentSpec(
             },
             c.Int("dataset.limit", 0));
         bool regression = dataset.Type == "synthetic-linear";
-        if (regression != (model.Type == "linear"))
+        if (!model.IsWorkload && regression != (model.Type == "linear"))
             throw new ActorTrainException(regression
                 ? $"model.type = {model.Type} is a classifier but dataset.type = synthetic-linear is regression data: use model.type = linear"
                 : $"model.type = linear is regression but dataset.type = {dataset.Type} is classification data: use softmax or mlp, or dataset.type = synthetic-linear");
@@ -357,7 +363,14 @@ public sealed record ExperimentSpec(
             targetLoss > 0 ? targetLoss : null,
             budget > TimeSpan.Zero ? budget : null,
             c.Bool("training.stop-at-target"),
-            c.Int("training.checkpoint-every", 0));
+            c.Int("training.checkpoint-every", 0),
+            c.Choice("training.overlap", "off", "layer", "bucket") switch
+            {
+                "off" => OverlapMode.Off,
+                "layer" => OverlapMode.Layer,
+                _ => OverlapMode.Bucket,
+            },
+            Quantity.Bytes(c.String("training.bucket-size"), "training.bucket-size"));
 
         string epsilon = c.String("optimizer.epsilon");
         var optimizer = new OptimizerSettings
@@ -404,6 +417,7 @@ public sealed record ExperimentSpec(
             c.Int("precision.growth-interval", 1),
             c.Choice("precision.allreduce", "fp32", "fp16") == "fp16");
         ValidateAggregation(topology, sync, compression, precision, faults, network.Placement);
+        ValidateTimeline(model, training, simulation, compression);
 
         var compute = new ComputeSection(c.Choice("compute.engine", [.. GradientEngineFactory.Names]), c.Int("compute.threads", 0, 1024));
         var output = new OutputSection(c.String("output.directory"), c.Bool("output.plots"));
@@ -440,6 +454,42 @@ public sealed record ExperimentSpec(
         var layout = new Core.Collectives.CollectiveLayout(topology.Workers, placement.WorkersPerHost);
         if (Core.Collectives.AllReduceAlgorithms.ByName[topology.Aggregation].Unsupported(layout) is { } why)
             throw new ActorTrainException($"{a}: {why}");
+    }
+
+    /// <summary>What overlap, codec cost and sizes-only workloads need, refused naming the key.</summary>
+    private static void ValidateTimeline(ModelSection model, TrainingSection training, SimulationSection simulation, CompressionSettings compression)
+    {
+        if (training.Overlap != OverlapMode.Off && !simulation.Virtual)
+            throw new ActorTrainException($"training.overlap = {training.Overlap.ToString().ToLowerInvariant()} needs simulation.clock = virtual: the layer-wise timeline is modelled time, a wall-clock step is one real computation");
+        if (training.Overlap != OverlapMode.Off && simulation.ComputeTime.Kind == ComputeTimeKind.Measured)
+            throw new ActorTrainException($"training.overlap = {training.Overlap.ToString().ToLowerInvariant()} with simulation.compute-time = measured: a measured step has no layer-wise split; use profile or a fixed duration");
+        if (simulation.CodecCost != CodecCostMode.Off && !simulation.Virtual)
+            throw new ActorTrainException($"compression.cost = {simulation.CodecCost.ToString().ToLowerInvariant()} needs simulation.clock = virtual (under the wall clock the codecs take the time they take)");
+        if (!model.IsWorkload)
+        {
+            if (model.Workload.Length > 0)
+                throw new ActorTrainException($"model.workload = \"{model.Workload}\" is set but model.type = {model.Type}: set model.type = workload to run a workload table");
+            return;
+        }
+        if (model.Workload.Length == 0)
+            throw new ActorTrainException($"model.type = workload needs model.workload: one of {string.Join(", ", Workload.BuiltIn)}, or the path of a JSON layer table");
+        string w = $"model.type = workload ({model.Workload})";
+        if (!simulation.Virtual)
+            throw new ActorTrainException($"{w} needs simulation.clock = virtual: a workload has sizes, not values, so there is nothing to compute in real time");
+        if (simulation.ComputeTime.Kind == ComputeTimeKind.Measured)
+            throw new ActorTrainException($"{w} with simulation.compute-time = measured: nothing is computed to measure; use profile (the device's time for the layer table) or a fixed duration");
+        if (simulation.CodecCost == CodecCostMode.Measured)
+            throw new ActorTrainException($"{w} with compression.cost = measured: nothing is encoded to measure; use model or off");
+        if (compression.SizesOnlyUnsupported() is { } why)
+            throw new ActorTrainException($"{w} with compression.codec = {compression.Codec}{(compression.Lz4 ? " and lz4" : "")}: {why}; use a codec whose size follows from the length (none, fp16, u8bit, qsgd, terngrad, onebit, signsgd, efsignsgd, topk, randomk, dgc)");
+        if (compression.Downlink == DownlinkMode.Codec)
+            throw new ActorTrainException($"{w} with compression.downlink = codec: the change a shard sends depends on the values; use fp32 or fp16");
+        if (training.TargetAccuracy is not null || training.TargetLoss is not null)
+            throw new ActorTrainException($"{w} with training.target-accuracy or training.target-loss: a workload computes no loss; stop it with training.max-steps");
+        if (training.Epochs > 0)
+            throw new ActorTrainException($"{w} with training.epochs = {training.Epochs}: a workload has no dataset to count epochs over; use training.max-steps");
+        if (training.BatchSize <= 0)
+            throw new ActorTrainException($"{w} with training.batch-size = {training.BatchSize}: give the mini-batch per worker (there is no dataset for a full batch)");
     }
 
     /// <summary>
@@ -565,7 +615,13 @@ public sealed record ExperimentSpec(
         };
         var stall = c.Duration("simulation.stall-timeout");
         if (stall <= TimeSpan.Zero) throw new ActorTrainException("simulation.stall-timeout must be above zero, e.g. 60s");
-        return new SimulationSection(c.Choice("simulation.clock", "virtual", "wall") == "virtual", compute, worker, shard, stall);
+        var cost = c.Choice("compression.cost", "off", "model", "measured") switch
+        {
+            "off" => CodecCostMode.Off,
+            "model" => CodecCostMode.Model,
+            _ => CodecCostMode.Measured,
+        };
+        return new SimulationSection(c.Choice("simulation.clock", "virtual", "wall") == "virtual", compute, worker, shard, stall, cost);
     }
 
     private static IReadOnlyList<WorkerFault> ReadFaults(ConfigReader c, int workers)

@@ -95,7 +95,7 @@ public class ExperimentSpecTests
     [InlineData("network.links = [{ from = rack-0, to = shard-0 }]", "network.links[0].from = \"rack-0\" is not an endpoint")]
     [InlineData("simulation.clock = lamport", "simulation.clock = \"lamport\" is not one of: virtual, wall")]
     [InlineData("simulation.compute-time = fast", "simulation.compute-time = \"fast\" is not one of: profile, measured, or a duration")]
-    [InlineData("simulation.worker-device = tpu", "simulation.worker-device = \"tpu\" is not a device profile: use one of cpu, v100, a100, h100")]
+    [InlineData("simulation.worker-device = tpu", "simulation.worker-device = \"tpu\" is not a device profile: use one of cpu, p100, v100, a100, h100")]
     [InlineData("simulation.devices = [{ name = l4, fp32-tflops = 30 }]", "simulation.devices[0] lacks fp16-tflops")]
     [InlineData("stragglers.random-slowdown = \"exponential(mean=2ms)\"", "stragglers.random-slowdown: \"2ms\" is not a plain number")]
     [InlineData("faults = [{ worker = 9, at-step = 3 }]", "faults[0].worker must name a worker id in 0..3")]

@@ -30,6 +30,14 @@ namespace ActorTrain.Cluster.Actors;
 /// snapshots and checkpoints. All-reduce is synchronous: the next step starts when the sum is in.
 /// Under the virtual clock each reduction of a received segment, and the optimizer step, take the
 /// device profile's time.
+///
+/// training.overlap = layer or bucket: the gradient is reduced in buckets (<see cref="StepTimeline"/>),
+/// one collective after the other in the order they become ready, as NCCL runs DDP's buckets on
+/// one stream: a bucket's collective starts once its gradients are ready and the previous
+/// bucket's collective is done. The tallies ride with the first bucket. All-gathered codecs
+/// encode the whole gradient, so they leave at the end of the backward pass. In a sizes-only run
+/// (model.type = workload) nothing is summed: chunks carry their sizes, and the reductions and the
+/// optimizer step still take their modelled time.
 /// </summary>
 public sealed class AllReducePeer : IGradientExchange
 {
@@ -66,6 +74,14 @@ public sealed class AllReducePeer : IGradientExchange
     private readonly PeerChunk?[] _gathered = [];
     private readonly float[] _decoded = [], _sum = [];
     private readonly Dictionary<(long Clock, int Step), PeerChunk> _pending = new();
+    private readonly bool _sizesOnly;
+    private readonly int _length;
+    private readonly CodecTimer _codecTimer;
+    // overlap: the bucket of each step of the schedule, and the buckets' ranges in the order they are ready
+    private readonly int[] _stepBucket = [];
+    private readonly ParameterRange[] _buckets = [];
+    private StepTimeline? _backward;
+    private double _backwardFrom;
     private readonly long[] _staleness = new long[ShardCounters.HistogramBuckets];
     private readonly Stopwatch _busy = new();
     private readonly long _stepBytes, _denseStepBytes;
@@ -87,21 +103,37 @@ public sealed class AllReducePeer : IGradientExchange
         _ranks = settings.Layout.Ranks;
         _coordinator = coordinator;
         _weights = weights;
+        _sizesOnly = worker.Model.SizesOnly;
         settings.InitialWeights.CopyTo(weights, 0);
-        int length = weights.Length;
-        _optimizer = Optimizer.Create(settings.Optimizer, length);
+        int length = _length = worker.Model.ParameterCount;
+        _optimizer = Optimizer.Create(settings.Optimizer, weights.Length);
         _applySeconds = settings.Device?.ApplySeconds(length, _optimizer.State.Count) ?? 0;
-        var compression = worker.Compression ?? CompressionSettings.Dense;
+        var compression = _compression = worker.Compression ?? CompressionSettings.Dense;
         _codec = compression.Codec;
-        _denseStepBytes = ScheduleBytes(length, fp16: false);
+        _codecTimer = worker.CodecTimer ?? CodecTimer.Off;
         if (Summable(compression))
         {
-            _buffer = new CollectiveBuffer(length, settings.Fp16 || compression.Codec == "fp16");
-            _steps = settings.Algorithm.Schedule(_rank, _buffer.Values.Length, settings.Layout);
-            _stepBytes = _buffer.Fp16 ? ScheduleBytes(length, fp16: true) : _denseStepBytes;
+            bool fp16 = settings.Fp16 || compression.Codec == "fp16";
+            // the codec's time is FP16's conversion, when the wire is FP16 (an FP32 chunk is sent from the buffer as it is)
+            _codecTimer = _codecTimer with { Codec = new CompressionSettings("fp16") };
+            if (!fp16) _codecTimer = CodecTimer.Off;
+            _buffer = _sizesOnly ? null : new CollectiveBuffer(length, fp16);
+            _fp16 = fp16;
+            _buckets = worker.Overlap == OverlapMode.Off ? [new ParameterRange(0, length)]
+                : StepTimeline.Build(worker.Model, 1, worker.Overlap, worker.BucketBytes).Buckets.Select(b => b.Range).ToArray();
+            (_steps, _stepBucket) = Schedule(_rank);
+            _denseStepBytes = ScheduleBytes(fp16: false);
+            _stepBytes = fp16 ? ScheduleBytes(fp16: true) : _denseStepBytes;
+            _summable = true;
+        }
+        else if (_sizesOnly)
+        {
+            _gathered = new PeerChunk?[_ranks];
+            _denseStepBytes = ScheduleBytes(fp16: false);
         }
         else
         {
+            _denseStepBytes = ScheduleBytes(fp16: false);
             // the same stream and seed as a one-shard parameter-server client's: the same messages
             _compressor = compression.CreateCompressor(length, Core.Rng.Derive(worker.DataSeed, 0xC0DEC, 0), compression.ErrorFeedback,
                 MatrixBlock.InRange(worker.Model, 0, length, compression.Rank));
@@ -113,17 +145,56 @@ public sealed class AllReducePeer : IGradientExchange
         if (settings.Restore is { } restore) Restore(restore);
     }
 
+    private readonly bool _summable, _fp16;
+    private readonly CompressionSettings _compression;
+    // a sizes-only worker's tallies (there is no buffer to carry them; every worker's are alike)
+    private float _ownScale = 1;
+    private int _ownSamples;
+    private bool _ownNonFinite;
+
     private ILink Link => _host.Link;
-    private int StepCount => _buffer is not null ? _steps.Count : _ranks - 1;
+    private int StepCount => _summable ? _steps.Count : _ranks - 1;
+
+    /// <summary>
+    /// A rank's schedule: one collective per bucket, in the order the buckets are ready (one bucket,
+    /// the whole buffer, without overlap); the tallies ride with the first. Each step's bucket beside it.
+    /// </summary>
+    private (IReadOnlyList<CollectiveStep> Steps, int[] Buckets) Schedule(int rank)
+    {
+        var steps = new List<CollectiveStep>();
+        var buckets = new List<int>();
+        for (int b = 0; b < _buckets.Length; b++)
+        {
+            var range = _buckets[b];
+            int length = range.Length + (b == 0 ? CollectiveBuffer.TallyLength : 0);
+            foreach (var s in _settings.Algorithm.Schedule(rank, length, _settings.Layout))
+            {
+                steps.Add(s with { Send = Shift(s.Send, range.Start), Receive = Shift(s.Receive, range.Start) });
+                buckets.Add(b);
+            }
+        }
+        return (steps, buckets.ToArray());
+    }
+
+    private static ParameterRange Shift(ParameterRange r, int by) => new(r.Start + by, r.Length);
 
     /// <summary>What every worker together sends for one collective of this run's algorithm (rank 0 counts it for the run).</summary>
-    private long ScheduleBytes(int gradientLength, bool fp16)
+    private long ScheduleBytes(bool fp16)
     {
         if (_rank != 0) return 0;
+        if (!_summable && _buckets.Length == 0)
+        {
+            // the whole buffer in one collective (the all-gathered codecs' dense baseline)
+            long dense = 0;
+            for (int r = 0; r < _ranks; r++)
+                foreach (var s in _settings.Algorithm.Schedule(r, _length + CollectiveBuffer.TallyLength, _settings.Layout))
+                    dense += PeerChunk.HeaderBytes + CollectiveBuffer.WireBytes(s.Send, _length, false);
+            return dense;
+        }
         long bytes = 0;
         for (int r = 0; r < _ranks; r++)
-            foreach (var s in _settings.Algorithm.Schedule(r, gradientLength + CollectiveBuffer.TallyLength, _settings.Layout))
-                bytes += PeerChunk.HeaderBytes + CollectiveBuffer.WireBytes(s.Send, gradientLength, fp16);
+            foreach (var s in Schedule(r).Steps)
+                bytes += PeerChunk.HeaderBytes + CollectiveBuffer.WireBytes(s.Send, _length, fp16);
         return bytes;
     }
 
@@ -149,36 +220,54 @@ public sealed class AllReducePeer : IGradientExchange
         _host.Ready(_step, 0, _step);
     }
 
-    public long Send(float[] gradient, float lossScale, bool nonFinite, int samples, long clock, ActivityContext trace)
+    public double ParametersIn(ParameterRange range) => Link.Now;
+
+    public long Send(float[] gradient, float lossScale, bool nonFinite, int samples, long clock, ActivityContext trace, StepTimeline? backward = null)
     {
         _clock = clock;
         _active = true;
         _next = 0;
         _sentUpTo = -1;
+        _backward = backward;
+        _backwardFrom = Link.Now;
         if (trace != _run)
         {
             _spanFrom = Link.Now;
             _span = RunTelemetry.Begin("allreduce", _run, Link, _spanFrom, [new ActivityLink(trace)]);
             _span?.SetTag("actortrain.worker", _rank);
             _span?.SetTag("actortrain.clock", clock);
-            _span?.SetTag("actortrain.algorithm", _buffer is null ? "ring-allgather" : _settings.Algorithm.Name);
+            _span?.SetTag("actortrain.algorithm", _summable ? _settings.Algorithm.Name : "ring-allgather");
+            _span?.SetTag("actortrain.buckets", _buckets.Length);
         }
         long bytes = 0;
-        if (_buffer is not null)
+        if (_summable)
         {
-            _buffer.Load(gradient, lossScale, nonFinite, samples);
-            foreach (var s in _steps) bytes += PeerChunk.HeaderBytes + _buffer.WireBytes(s.Send);
+            _buffer?.Load(gradient, lossScale, nonFinite, samples);
+            if (_sizesOnly) (_ownScale, _ownSamples, _ownNonFinite) = (lossScale, samples, nonFinite);
+            foreach (var s in _steps) bytes += PeerChunk.HeaderBytes + CollectiveBuffer.WireBytes(s.Send, _length, _fp16);
         }
         else
         {
+            // the whole gradient is encoded at once: it leaves at the end of the backward pass
+            if (backward is not null) WaitUntil(_backwardFrom + backward.BackwardSeconds);
             // A non-finite gradient is not encoded (nor fed to error feedback): every worker skips it unread.
-            byte[] payload = nonFinite ? [] : _encoded.AsSpan(0, _compressor!.Compress(gradient, lossScale, _encoded)).ToArray();
-            var own = new PeerChunk(_rank, clock, -1, _rank, lossScale, samples, nonFinite, payload);
+            long started = Stopwatch.GetTimestamp();
+            byte[] payload = nonFinite || _sizesOnly ? [] : _encoded.AsSpan(0, _compressor!.Compress(gradient, lossScale, _encoded)).ToArray();
+            long? declared = _sizesOnly && !nonFinite ? _compression.EncodedBytes(_length) : null;
+            Spend(nonFinite ? 0 : _codecTimer.Encode(_length, declared ?? payload.Length, Stopwatch.GetElapsedTime(started).TotalSeconds));
+            var own = new PeerChunk(_rank, clock, -1, _rank, lossScale, samples, nonFinite, payload) { Declared = declared };
             _gathered[_rank] = own;
-            bytes = (long)own.WireBytes * (_ranks - 1); // forwarded around the whole ring
+            bytes = own.WireBytes * (_ranks - 1); // forwarded around the whole ring
         }
         Advance();
         return bytes;
+    }
+
+    private void WaitUntil(double time) => Spend(time - Link.Now);
+
+    private void Spend(double seconds)
+    {
+        if (seconds > 0) Link.Occupy(seconds, 0);
     }
 
     public bool Receive(object message)
@@ -204,7 +293,7 @@ public sealed class AllReducePeer : IGradientExchange
         // (_step is the clock of the collective in progress, or of the next one)
         if (chunk.Clock < _step) return;
         if (chunk.Clock > _step + 1 || (uint)chunk.Step >= (uint)StepCount || chunk.From != ExpectedSender(chunk.Step)
-            || (_buffer is null && chunk.Origin != Origin(chunk.Step + 1)))
+            || (!_summable && chunk.Origin != Origin(chunk.Step + 1)))
         {
             _host.Log.Warning("worker {0}: dropped a chunk of clock {1}, step {2} from worker {3} at clock {4}: no peer sends that",
                 _rank, chunk.Clock, chunk.Step, chunk.From, _step);
@@ -222,7 +311,7 @@ public sealed class AllReducePeer : IGradientExchange
         if (_active && chunk.Clock == _clock) Advance();
     }
 
-    private int ExpectedSender(int step) => _buffer is not null ? _steps[step].ReceiveFrom : (_rank + _ranks - 1) % _ranks;
+    private int ExpectedSender(int step) => _summable ? _steps[step].ReceiveFrom : (_rank + _ranks - 1) % _ranks;
 
     /// <summary>All-gather around the ring: at step k worker r forwards the message of worker r - k.</summary>
     private int Origin(int step) => AllReduceAlgorithms.Mod(_rank - step, _ranks);
@@ -234,7 +323,9 @@ public sealed class AllReducePeer : IGradientExchange
         {
             if (_sentUpTo < _next)
             {
-                EnterPhase(_buffer is not null ? _steps[_next].Phase : "all-gather");
+                // overlap: a bucket's collective waits for its gradients
+                if (_backward is not null && _summable) WaitUntil(_backwardFrom + _backward.Buckets[_stepBucket[_next]].ReadyAfter);
+                EnterPhase(_summable ? _steps[_next].Phase : "all-gather");
                 SendStep(_next);
                 _sentUpTo = _next;
             }
@@ -252,12 +343,18 @@ public sealed class AllReducePeer : IGradientExchange
         PeerChunk chunk;
         int to;
         var trace = _span?.Context ?? _run;
-        if (_buffer is not null)
+        if (_summable)
         {
             var s = _steps[k];
-            var payload = new byte[_buffer.WireBytes(s.Send)];
-            _buffer.Encode(s.Send, payload);
-            chunk = new PeerChunk(_rank, _clock, k, _rank, 0, 0, false, payload, Link.Now, trace);
+            long wire = CollectiveBuffer.WireBytes(s.Send, _length, _fp16);
+            Spend(_codecTimer.Encode(s.Send.Length, wire, 0));
+            byte[] payload = [];
+            if (_buffer is not null)
+            {
+                payload = new byte[wire];
+                _buffer.Encode(s.Send, payload);
+            }
+            chunk = new PeerChunk(_rank, _clock, k, _rank, 0, 0, false, payload, Link.Now, trace) { Declared = _sizesOnly ? wire : null };
             to = s.SendTo;
         }
         else
@@ -271,14 +368,15 @@ public sealed class AllReducePeer : IGradientExchange
 
     private void ApplyStep(int k, PeerChunk chunk)
     {
-        if (_buffer is null)
+        if (!_summable)
         {
             _gathered[chunk.Origin] = chunk;
             return;
         }
         var s = _steps[k];
-        if (!_buffer.Apply(s.Receive, chunk.Payload.Span, s.Reduce))
+        if (_buffer is not null && !_buffer.Apply(s.Receive, chunk.Payload.Span, s.Reduce))
             throw new InvalidOperationException($"worker {_rank}: step {k} of clock {_clock} from worker {chunk.From} holds {chunk.Payload.Length} bytes, not the {_buffer.WireBytes(s.Receive)} its segment takes");
+        Spend(_codecTimer.Decode(s.Receive.Length, CollectiveBuffer.WireBytes(s.Receive, _length, _fp16), 0));
         if (s.Reduce && Link.IsVirtual && _settings.Device is { } device) Link.Occupy(device.AccumulateSeconds(s.Receive.Length), 0);
     }
 
@@ -308,6 +406,14 @@ public sealed class AllReducePeer : IGradientExchange
             scaleSum = _buffer.ScaleSum;
             _bytes += _stepBytes;
         }
+        else if (_summable)
+        {
+            sum = _sum;
+            finite = _ownNonFinite ? 0 : _ranks;
+            _samples += (long)_ownSamples * _ranks;
+            scaleSum = _ownScale * _ranks;
+            _bytes += _stepBytes;
+        }
         else
         {
             sum = _sum;
@@ -320,17 +426,23 @@ public sealed class AllReducePeer : IGradientExchange
                 _gathered[w] = null;
                 _samples += g.Samples;
                 scaleSum += g.LossScale;
-                _bytes += (long)g.WireBytes * (_ranks - 1);
+                _bytes += g.WireBytes * (_ranks - 1);
                 if (g.NonFinite) continue;
-                GradientCodec.Decode(g.Payload.Span, _decoded);
-                TensorPrimitives.MultiplyAdd(_decoded, 1f / g.LossScale, _sum, _sum);
-                if (Link.IsVirtual && _settings.Device is { } device) Link.Occupy(device.AccumulateSeconds(_decoded.Length), 0);
+                if (!_sizesOnly)
+                {
+                    long started = Stopwatch.GetTimestamp();
+                    GradientCodec.Decode(g.Payload.Span, _decoded);
+                    Spend(_codecTimer.Decode(_length, g.Payload.Length, Stopwatch.GetElapsedTime(started).TotalSeconds));
+                    TensorPrimitives.MultiplyAdd(_decoded, 1f / g.LossScale, _sum, _sum);
+                }
+                else Spend(_codecTimer.Decode(_length, g.Declared ?? 0, 0));
+                if (Link.IsVirtual && _settings.Device is { } device) Link.Occupy(device.AccumulateSeconds(_length), 0);
                 finite++;
             }
         }
         _dense += _denseStepBytes;
         _recentScale = scaleSum / _ranks;
-        var gradient = sum.AsSpan(0, _weights.Length);
+        var gradient = sum.AsSpan(0, Math.Min(sum.Length, _weights.Length));
         if (finite > 0 && IsFinite(gradient))
         {
             if (finite != 1) TensorPrimitives.Multiply(gradient, 1f / finite, gradient);
@@ -345,7 +457,7 @@ public sealed class AllReducePeer : IGradientExchange
             // no finite gradient, or the FP16 wire overflowed: every replica skips the step alike
             _skipped += _ranks;
         }
-        if (_buffer is null) Array.Clear(_sum);
+        if (!_summable) Array.Clear(_sum);
         _busy.Stop();
         _step++;
         if (_span is not null)

@@ -87,13 +87,20 @@ public interface ITopologyPlacement
 /// <summary>The actors of a placed topology, shards by shard id and workers by worker id.</summary>
 public sealed record PlacedTopology(IActorRef[] Shards, IActorRef[] Workers);
 
-/// <summary>How time is spent besides the gradient itself: compute-time model, shard apply cost, random slowdowns, faults.</summary>
+/// <summary>
+/// How time is spent besides the gradient itself: compute-time model, shard apply cost, random
+/// slowdowns, faults, the step's overlap of backward pass and communication (training.overlap,
+/// training.bucket-size) and the codecs' time (compression.cost).
+/// </summary>
 public sealed record TimingSettings(
     ComputeTime ComputeTime,
     DeviceProfile? ShardDevice = null,
     Distribution? RandomSlowdown = null,
     IReadOnlyList<WorkerFault>? Faults = null,
-    DeviceProfile? WorkerDevice = null)
+    DeviceProfile? WorkerDevice = null,
+    OverlapMode Overlap = OverlapMode.Off,
+    long BucketBytes = 25_000_000,
+    CodecCostMode CodecCost = CodecCostMode.Off)
 {
     public static readonly TimingSettings Measured = new(ComputeTime.Measured);
 }
@@ -348,7 +355,8 @@ public sealed class Coordinator : LinkedActor
         }
         _observer?.OnStart(_settings.MaxSteps);
         int evalBatch = Math.Max(1, Math.Min(_settings.Test.Count, 1024));
-        _evaluator = _engines.Create(_settings.Model, evalBatch);
+        // a sizes-only model (a workload table) has no values to evaluate: its points carry no loss
+        if (!_settings.Model.SizesOnly) _evaluator = _engines.Create(_settings.Model, evalBatch);
         Link.Attach(Self, Endpoint.Coordinator);
 
         if (_settings.Placement is { } placement)
@@ -415,11 +423,13 @@ public sealed class Coordinator : LinkedActor
     {
         var range = ParameterSharding.Balanced(settings.Model.ParameterCount, settings.Shards)[k];
         var compression = settings.Compression ?? CompressionSettings.Dense;
+        bool sizesOnly = settings.Model.SizesOnly;
         var shardSettings = new ParameterServerShard.Settings(k, range.Start,
-            settings.InitialWeights.AsSpan(range.Start, range.Length).ToArray(), settings.Partitions.Count,
+            sizesOnly ? [] : settings.InitialWeights.AsSpan(range.Start, range.Length).ToArray(), settings.Partitions.Count,
             settings.Policy, settings.Optimizer, settings.Schedule, settings.MaxSteps, settings.EvalEvery, settings.Compression,
-            MatrixBlock.InRange(settings.Model, range.Start, range.Length, compression.Rank),
-            settings.Timing?.ShardDevice, settings.CheckpointEvery, settings.Resume?.Shards[k]);
+            sizesOnly ? [] : MatrixBlock.InRange(settings.Model, range.Start, range.Length, compression.Rank),
+            settings.Timing?.ShardDevice, settings.CheckpointEvery, settings.Resume?.Shards[k],
+            sizesOnly ? range.Length : null, new CodecTimer(compression, settings.Timing?.CodecCost ?? CodecCostMode.Off, settings.Timing?.ShardDevice));
         var props = ParameterServerShard.Props(shardSettings, link, coordinator);
         return settings.ShardDispatcher is { } dispatcher ? props.WithDispatcher(dispatcher) : props;
     }
@@ -437,7 +447,8 @@ public sealed class Coordinator : LinkedActor
                 ? new AllReducePeer.Settings(a.Algorithm, new Core.Collectives.CollectiveLayout(settings.Partitions.Count, a.WorkersPerHost), a.Fp16,
                     settings.InitialWeights, settings.Optimizer, settings.Schedule, settings.MaxSteps, settings.EvalEvery, timing.WorkerDevice,
                     settings.CheckpointEvery, settings.Resume?.Shards[0])
-                : null);
+                : null,
+            timing.Overlap, timing.BucketBytes, new CodecTimer(settings.Compression ?? CompressionSettings.Dense, timing.CodecCost, timing.WorkerDevice));
         var props = Worker.Props(workerSettings, engines, link, coordinator, shards);
         return settings.WorkerDispatcher is { } dispatcher ? props.WithDispatcher(dispatcher) : props;
     }
@@ -630,17 +641,17 @@ public sealed class Coordinator : LinkedActor
         PendingSnapshot pending;
         if (s.Final)
         {
-            pending = _final ??= new PendingSnapshot(_settings.Model.ParameterCount, _settings.Shards);
+            pending = _final ??= new PendingSnapshot(_settings.InitialWeights.Length, _settings.Shards);
             pending.Version = Math.Max(pending.Version, s.Step);
         }
         else
         {
             if (_stopping) return;
             if (!_pending.TryGetValue(s.Step, out pending!))
-                _pending[s.Step] = pending = new PendingSnapshot(_settings.Model.ParameterCount, _settings.Shards) { Version = s.Step };
+                _pending[s.Step] = pending = new PendingSnapshot(_settings.InitialWeights.Length, _settings.Shards) { Version = s.Step };
         }
         var range = _ranges[s.Shard];
-        s.Values.Span.CopyTo(pending.Weights.AsSpan(range.Start, range.Length));
+        if (!_settings.Model.SizesOnly) s.Values.Span.CopyTo(pending.Weights.AsSpan(range.Start, range.Length));
         pending.Counters[s.Shard] = s.Counters;
         pending.Received++;
         if (pending.Received < _settings.Shards) return;
@@ -658,12 +669,12 @@ public sealed class Coordinator : LinkedActor
         if (_evaluating || _toEvaluate.Count == 0) return;
         var (step, final, snapshot) = _toEvaluate.Dequeue();
         _evaluating = true;
-        var evaluator = _evaluator!;
+        var evaluator = _evaluator;
         var test = _settings.Test;
         Task.Run(() =>
         {
             long started = Stopwatch.GetTimestamp();
-            var result = evaluator.Evaluate(snapshot.Weights, test.AsBatch(), PrecisionMode.Fp32);
+            var result = evaluator?.Evaluate(snapshot.Weights, test.AsBatch(), PrecisionMode.Fp32) ?? new Evaluation(double.NaN, 0, 0);
             return new EvaluationDone(step, final, result, snapshot, Stopwatch.GetElapsedTime(started).TotalSeconds);
         }).PipeTo(Self);
     }
@@ -681,7 +692,7 @@ public sealed class Coordinator : LinkedActor
             done.Snapshot.Time,
             done.Snapshot.TrainLoss,
             done.Result.Loss,
-            done.Result.Accuracy,
+            _settings.Model.SizesOnly ? double.NaN : done.Result.Accuracy,
             samples,
             counters.Sum(c => c.BytesIn),
             counters.Sum(c => c.BytesOut),
@@ -703,7 +714,8 @@ public sealed class Coordinator : LinkedActor
         RunTelemetry.Record("evaluation", _run, Link, at, at + done.Seconds,
             [new("actortrain.step", done.Step), new("actortrain.test_loss", point.TestLoss), new("actortrain.test_accuracy", point.TestAccuracy)]);
 
-        bool diverged = !double.IsFinite(done.Result.Loss);
+        // a workload's points carry no loss (NaN by design), which is not divergence
+        bool diverged = !_settings.Model.SizesOnly && !double.IsFinite(done.Result.Loss);
         if (done.Final)
         {
             Complete(done, diverged ? StopReason.Diverged : null);

@@ -20,9 +20,16 @@ public interface IGradientExchange
 
     /// <summary>
     /// This step's loss-scaled gradient is computed: send it. Returns the bytes this worker put on
-    /// the wire for it (for the step span).
+    /// the wire for it (for the step span). Without a <paramref name="backward"/> timeline the
+    /// whole gradient is ready now (training.overlap = off). With one, the backward pass starts now
+    /// and each part may leave only once its layers' gradients are ready
+    /// (<see cref="StepTimeline.ReadyAfter"/>): the exchange waits for them on the worker's clock;
+    /// it says <see cref="IExchangeHost.Ready"/> no earlier than the end of the backward pass.
     /// </summary>
-    long Send(float[] gradient, float lossScale, bool nonFinite, int samples, long clock, ActivityContext trace);
+    long Send(float[] gradient, float lossScale, bool nonFinite, int samples, long clock, ActivityContext trace, StepTimeline? backward = null);
+
+    /// <summary>When the values of <paramref name="range"/> for the coming step arrived (the forward pass of a layer waits for its parameters).</summary>
+    double ParametersIn(Core.Models.ParameterRange range);
 
     /// <summary>Handles a message addressed to the exchange; false when it is not one.</summary>
     bool Receive(object message);

@@ -17,6 +17,12 @@ namespace ActorTrain.Cluster.Actors;
 /// the parameters it received (the lowest shard version): a worker whose push came too late for a
 /// step (backup workers) rejoins at the current clock instead of falling further behind. A
 /// restarted worker resumes at the clock the shards have seen from it.
+///
+/// With training.overlap, each shard's push leaves as soon as the backward pass has produced every
+/// gradient in its range (a shard's range is the unit of a push: the shard takes one per worker
+/// and step), and the next forward pass of a layer waits for the slice that holds its parameters.
+/// Encoding takes the codec's time (compression.cost), one push after the other. In a sizes-only
+/// run (model.type = workload) nothing is encoded: a push carries its size by the codec's formula.
 /// </summary>
 public sealed class ParameterServerClient : IGradientExchange
 {
@@ -31,6 +37,12 @@ public sealed class ParameterServerClient : IGradientExchange
     private readonly IGradientCompressor[] _compressors;
     private readonly byte[] _encoded;
     private readonly float[] _decoded;
+    private readonly CompressionSettings _compression;
+    private readonly CodecTimer _codecTimer;
+    private readonly IReadOnlyList<MatrixBlock>[] _blocks;
+    private readonly bool _sizesOnly;
+    private readonly double[] _sliceAt;
+    private readonly int[] _pushOrder;
     private int _slicesReceived;
     private bool _rejoining;
     private long _clock;
@@ -47,11 +59,16 @@ public sealed class ParameterServerClient : IGradientExchange
         _shardVersions = new long[shards.Count];
         _sliceIn = new bool[shards.Count];
         var compression = settings.Compression ?? CompressionSettings.Dense;
-        _compressors = settings.Shards.Select((r, k) => compression.CreateCompressor(r.Length,
-            Core.Rng.Derive(settings.DataSeed, 0xC0DEC, (ulong)k), compression.ErrorFeedback,
-            MatrixBlock.InRange(settings.Model, r.Start, r.Length, compression.Rank))).ToArray();
-        _encoded = new byte[_compressors.Max(c => c.MaxEncodedSize)];
-        _decoded = new float[settings.Shards.Max(r => r.Length)];
+        _compression = compression;
+        _codecTimer = settings.CodecTimer ?? CodecTimer.Off;
+        _sizesOnly = settings.Model.SizesOnly;
+        _sliceAt = new double[shards.Count];
+        _pushOrder = Enumerable.Range(0, shards.Count).ToArray();
+        _blocks = settings.Shards.Select(r => _sizesOnly ? [] : MatrixBlock.InRange(settings.Model, r.Start, r.Length, compression.Rank)).ToArray();
+        _compressors = _sizesOnly ? [] : settings.Shards.Select((r, k) => compression.CreateCompressor(r.Length,
+            Core.Rng.Derive(settings.DataSeed, 0xC0DEC, (ulong)k), compression.ErrorFeedback, _blocks[k])).ToArray();
+        _encoded = _sizesOnly ? [] : new byte[_compressors.Max(c => c.MaxEncodedSize)];
+        _decoded = _sizesOnly ? [] : new float[settings.Shards.Max(r => r.Length)];
     }
 
     private ILink Link => _host.Link;
@@ -78,16 +95,18 @@ public sealed class ParameterServerClient : IGradientExchange
             return;
         }
         var range = _ranges[slice.Shard];
-        var target = _weights.AsSpan(range.Start, range.Length);
-        if (slice.Delta)
+        _sliceAt[slice.Shard] = Link.Now;
+        if (_sizesOnly) { }
+        else if (slice.Delta)
         {
             var change = _decoded.AsSpan(0, range.Length);
             GradientCodec.Decode(slice.Payload.Span, change);
+            var target = _weights.AsSpan(range.Start, range.Length);
             System.Numerics.Tensors.TensorPrimitives.Add(target, change, target);
         }
         else
         {
-            GradientCodec.Decode(slice.Payload.Span, target);
+            GradientCodec.Decode(slice.Payload.Span, _weights.AsSpan(range.Start, range.Length));
         }
         slice.Owner?.Release();
         _shardVersions[slice.Shard] = slice.Version;
@@ -110,22 +129,61 @@ public sealed class ParameterServerClient : IGradientExchange
         _host.Ready(_clock, held, _shardVersions.Min());
     }
 
-    public long Send(float[] gradient, float lossScale, bool nonFinite, int samples, long clock, ActivityContext trace)
+    public double ParametersIn(ParameterRange range)
     {
+        double arrived = 0;
+        for (int s = 0; s < _ranges.Count; s++)
+            if (_ranges[s].Start < range.End && range.Start < _ranges[s].End) arrived = Math.Max(arrived, _sliceAt[s]);
+        return arrived;
+    }
+
+    public long Send(float[] gradient, float lossScale, bool nonFinite, int samples, long clock, ActivityContext trace, StepTimeline? backward = null)
+    {
+        double backwardFrom = Link.Now;
+        // with overlap, the shards whose ranges are ready first (the last layers') are pushed first
+        if (backward is not null)
+            Array.Sort(_pushOrder, (a, b) => backward.ReadyAfter(_ranges[a]).CompareTo(backward.ReadyAfter(_ranges[b])) is var c && c != 0 ? c : a.CompareTo(b));
         long encodedBytes = 0;
-        for (int s = 0; s < _shards.Count; s++)
+        foreach (int s in _pushOrder)
         {
             var range = _ranges[s];
-            // A non-finite gradient is not encoded (nor fed to error feedback): the shard skips it unread.
-            // Pooled: the shard returns the buffer once decoded, so steady-state steps allocate no payloads.
-            var payload = nonFinite
-                ? ReadOnlyMemory<byte>.Empty
-                : PushGradient.Rent(_encoded.AsSpan(0, _compressors[s].Compress(gradient.AsSpan(range.Start, range.Length), lossScale, _encoded)));
-            var push = new PushGradient(_workerId, clock, _shardVersions[s], lossScale, nonFinite, samples, payload, Link.Now, trace, Pooled: !nonFinite);
+            if (backward is not null) WaitUntil(backwardFrom + backward.ReadyAfter(range));
+            var push = nonFinite || _sizesOnly ? Unencoded(s, range, lossScale, nonFinite, samples, clock, trace) : Encode(s, gradient, range, lossScale, samples, clock, trace);
             encodedBytes += push.WireBytes;
             Link.Send(_shards[s], push, push.WireBytes, TrafficClass.WorkerToShard, _host.Self);
         }
+        if (backward is not null) WaitUntil(backwardFrom + backward.BackwardSeconds);
         _clock = clock + 1;
         return encodedBytes;
+    }
+
+    private void WaitUntil(double time) => Spend(time - Link.Now);
+
+    /// <summary>Modelled time on the worker's clock (codec work, waiting for the backward pass); nothing at all when none.</summary>
+    private void Spend(double seconds)
+    {
+        if (seconds > 0) Link.Occupy(seconds, 0);
+    }
+
+    /// <summary>A non-finite gradient is not encoded (nor fed to error feedback): the shard skips it unread. A sizes-only push carries its formula size.</summary>
+    private PushGradient Unencoded(int s, ParameterRange range, float lossScale, bool nonFinite, int samples, long clock, ActivityContext trace)
+    {
+        long? declared = null;
+        if (!nonFinite)
+        {
+            declared = _compression.EncodedBytes(range.Length);
+            Spend(_codecTimer.Encode(range.Length, declared.Value, 0));
+        }
+        return new PushGradient(_workerId, clock, _shardVersions[s], lossScale, nonFinite, samples, ReadOnlyMemory<byte>.Empty, Link.Now, trace) { Declared = declared };
+    }
+
+    private PushGradient Encode(int s, float[] gradient, ParameterRange range, float lossScale, int samples, long clock, ActivityContext trace)
+    {
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
+        int length = _compressors[s].Compress(gradient.AsSpan(range.Start, range.Length), lossScale, _encoded);
+        Spend(_codecTimer.Encode(range.Length, length, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds, _blocks[s]));
+        // Pooled: the shard returns the buffer once decoded, so steady-state steps allocate no payloads.
+        var payload = PushGradient.Rent(_encoded.AsSpan(0, length));
+        return new PushGradient(_workerId, clock, _shardVersions[s], lossScale, false, samples, payload, Link.Now, trace, Pooled: true);
     }
 }

@@ -33,7 +33,10 @@ namespace ActorTrain.Cluster.Actors;
 /// a fault gets the answers of its predecessor. Its first pull is a rejoin: under BSP it is answered
 /// with the current slice, or at the step if its predecessor's push of this clock is already held;
 /// under ASP/SSP it is parked like a push of the clock the shard has seen from that worker. Under the
-/// virtual clock the shard spends the modelled time of each accumulation and optimizer step.
+/// virtual clock the shard spends the modelled time of each accumulation and optimizer step, and
+/// of decoding each push and re-encoding an FP16 or codec downlink (compression.cost). A sizes-only
+/// shard (model.type = workload) keeps no values: it syncs, counts and spends time as any other,
+/// and its slices carry their sizes.
 /// </summary>
 public sealed class ParameterServerShard : LinkedActor
 {
@@ -51,9 +54,14 @@ public sealed class ParameterServerShard : LinkedActor
         IReadOnlyList<MatrixBlock>? Blocks = null,
         DeviceProfile? Device = null,
         int CheckpointEvery = 0,
-        ShardCheckpoint? Restore = null)
+        ShardCheckpoint? Restore = null,
+        int? SizesOnlyLength = null,
+        CodecTimer? CodecTimer = null)
     {
-        public int Length => InitialValues.Length;
+        /// <summary>The range's length; a sizes-only shard (model.type = workload) holds no values for it.</summary>
+        public int Length => SizesOnlyLength ?? InitialValues.Length;
+
+        public bool SizesOnly => SizesOnlyLength is not null;
     }
 
     private readonly Settings _settings;
@@ -77,6 +85,9 @@ public sealed class ParameterServerShard : LinkedActor
     private readonly float[] _decoded;
     private readonly PushGradient?[] _clockPushes;
     private readonly Downlink _downlink;
+    private readonly CodecTimer _codecTimer, _downlinkTimer;
+    private readonly long? _sliceBytes;
+    private long _fp16Version = -1;
     private readonly long[] _staleness = new long[ShardCounters.HistogramBuckets];
     private long _version;
     private int _received, _finite;
@@ -88,8 +99,13 @@ public sealed class ParameterServerShard : LinkedActor
         _settings = settings;
         _coordinator = coordinator;
         _weights = (float[])settings.InitialValues.Clone();
-        _sum = new float[settings.Length];
-        _optimizer = Optimizer.Create(settings.Optimizer, settings.Length);
+        _sum = new float[settings.InitialValues.Length];
+        _optimizer = Optimizer.Create(settings.Optimizer, settings.InitialValues.Length);
+        _codecTimer = settings.CodecTimer ?? CodecTimer.Off;
+        var compression = settings.Compression ?? CompressionSettings.Dense;
+        _downlinkTimer = _codecTimer with { Codec = compression.Downlink == DownlinkMode.Fp16 ? new CompressionSettings("fp16") : compression };
+        _sliceBytes = settings.SizesOnly ? compression.Downlink == DownlinkMode.Fp16 ? new CompressionSettings("fp16").EncodedBytes(settings.Length)
+            : CompressionSettings.Dense.EncodedBytes(settings.Length) : null;
         _versionsPerStep = settings.Policy.VersionsPerStep(settings.Workers);
         _quorum = settings.Workers - settings.Policy.BackupWorkers;
         _pushers = new(settings.Workers);
@@ -101,9 +117,9 @@ public sealed class ParameterServerShard : LinkedActor
         _shardTag = new("actortrain.shard", settings.ShardId);
         _accumulateSeconds = settings.Device?.AccumulateSeconds(settings.Length) ?? 0;
         _applySeconds = settings.Device?.ApplySeconds(settings.Length, _optimizer.State.Count) ?? 0;
-        _decoded = new float[settings.Length];
+        _decoded = new float[settings.InitialValues.Length];
         _clockPushes = new PushGradient?[settings.Workers];
-        _downlink = new Downlink(settings.Compression ?? CompressionSettings.Dense, settings.Workers, settings.Length,
+        _downlink = new Downlink(compression, settings.Workers, settings.InitialValues.Length,
             Rng.Derive(0xD0, (ulong)settings.ShardId), settings.Blocks ?? []);
         if (settings.Restore is { } restore) Restore(restore);
         Training();
@@ -387,9 +403,10 @@ public sealed class ParameterServerShard : LinkedActor
             RunTelemetry.SkippedPushes.Add(1, _shardTag);
             return false;
         }
+        long started = Stopwatch.GetTimestamp();
         try
         {
-            GradientCodec.Decode(push.Payload.Span, _decoded);
+            if (!_settings.SizesOnly) GradientCodec.Decode(push.Payload.Span, _decoded);
         }
         catch (CompressionFormatException e)
         {
@@ -400,8 +417,9 @@ public sealed class ParameterServerShard : LinkedActor
             return false;
         }
         push.Release();
+        double decode = _codecTimer.Decode(_settings.Length, push.WireBytes - PushGradient.HeaderBytes, Stopwatch.GetElapsedTime(started).TotalSeconds, _settings.Blocks);
         TensorPrimitives.MultiplyAdd(_decoded, 1f / push.LossScale, _sum, _sum);
-        if (Link.IsVirtual) Link.Occupy(_accumulateSeconds, 0);
+        if (Link.IsVirtual) Link.Occupy(_accumulateSeconds + decode, 0);
         _finite++;
         if (IsBsp) RecordStaleness(_version - push.BaseVersion);
         return true;
@@ -468,13 +486,28 @@ public sealed class ParameterServerShard : LinkedActor
         // a restarted worker holds nothing: its next slice is full, whatever the downlink mode
         first |= _fresh[workerId];
         _fresh[workerId] = false;
+        long started = Stopwatch.GetTimestamp();
         var (payload, delta) = _downlink.Encode(weights, version, workerId, first);
+        // re-encoding for the downlink: a codec's change per worker (encoded, then decoded into the mirror), FP16 once per version
+        if (delta)
+            Spend(_downlinkTimer.Encode(_settings.Length, payload.Memory.Length, Stopwatch.GetElapsedTime(started).TotalSeconds, _settings.Blocks)
+                + _downlinkTimer.Decode(_settings.Length, payload.Memory.Length, 0, _settings.Blocks));
+        else if (_settings.Compression?.Downlink == DownlinkMode.Fp16 && version != _fp16Version)
+        {
+            _fp16Version = version;
+            Spend(_downlinkTimer.Encode(_settings.Length, _sliceBytes ?? payload.Memory.Length, Stopwatch.GetElapsedTime(started).TotalSeconds));
+        }
         var slice = new ParameterSlice(_settings.ShardId, version, payload.Memory, delta, _workerClocks[workerId], Link.Now - _requestAt[workerId], _lastApply,
-            payload);
+            payload) { Declared = _sliceBytes };
         RunTelemetry.Bytes.Add(slice.WireBytes, new KeyValuePair<string, object?>("actortrain.direction", "shard_to_worker"), _shardTag);
         _bytesOut += slice.WireBytes;
         _denseOut += ParameterSlice.DenseBytes(_settings.Length);
         Link.Send(_workerRefs[workerId], slice, slice.WireBytes, TrafficClass.ShardToWorker, Self);
+    }
+
+    private void Spend(double seconds)
+    {
+        if (seconds > 0 && Link.IsVirtual) Link.Occupy(seconds, 0);
     }
 
     private void SendSnapshot(bool final) =>

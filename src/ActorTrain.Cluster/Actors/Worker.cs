@@ -26,6 +26,13 @@ namespace ActorTrain.Cluster.Actors;
 /// A step takes the <see cref="ComputeTime"/> (measured, fixed or the device profile's) times its
 /// slowdown: the fixed straggler factor, times 1 + a draw of the random slowdown when one is set.
 /// The link turns that into virtual time, or sleeps the difference under the wall clock.
+///
+/// training.overlap = layer or bucket (virtual clock): the step follows its <see cref="StepTimeline"/>.
+/// The forward pass of each layer starts once the previous layer's is done and its parameters
+/// are in (<see cref="IGradientExchange.ParametersIn"/>); the backward pass starts at its end and
+/// the exchange sends each part as the backward pass produces it. A sizes-only model
+/// (model.type = workload) computes nothing: the step takes the profile's time for the layer
+/// table and the exchange sends sizes.
 /// </summary>
 public sealed class Worker : LinkedActor, IExchangeHost
 {
@@ -45,7 +52,10 @@ public sealed class Worker : LinkedActor, IExchangeHost
         Distribution? RandomSlowdown = null,
         int TraceEvery = 1,
         long StartClock = 0,
-        AllReducePeer.Settings? AllReduce = null);
+        AllReducePeer.Settings? AllReduce = null,
+        OverlapMode Overlap = OverlapMode.Off,
+        long BucketBytes = 25_000_000,
+        CodecTimer? CodecTimer = null);
 
     private readonly Settings _settings;
     private readonly IGradientEngineFactory _engines;
@@ -58,6 +68,9 @@ public sealed class Worker : LinkedActor, IExchangeHost
     private readonly ComputeTime _computeTime;
     private readonly Core.Rng _slowdownRng;
     private readonly IGradientExchange _exchange;
+    private readonly bool _sizesOnly;
+    private StepTimeline? _timeline;
+    private double _timelineFor = double.NaN, _deviceFree;
     private IGradientEngine? _engine;
     private long _clock, _version;
     private double _pushedAt, _held;
@@ -71,8 +84,9 @@ public sealed class Worker : LinkedActor, IExchangeHost
         _coordinator = coordinator;
         _batches = new MiniBatchIterator(settings.Partition, settings.BatchSize, settings.DataSeed);
         _batch = _batches.CreateBuffer();
-        _weights = new float[settings.Model.ParameterCount];
-        _gradient = new float[settings.Model.ParameterCount];
+        _sizesOnly = settings.Model.SizesOnly;
+        _weights = _sizesOnly ? [] : new float[settings.Model.ParameterCount];
+        _gradient = _sizesOnly ? [] : new float[settings.Model.ParameterCount];
         _scaler = settings.LossScaler();
         _computeTime = settings.ComputeTime ?? ComputeTime.Measured;
         _slowdownRng = new Core.Rng(Core.Rng.Derive(settings.DataSeed, 0x510));
@@ -97,7 +111,10 @@ public sealed class Worker : LinkedActor, IExchangeHost
     public static Props Props(Settings settings, IGradientEngineFactory engines, ILink link, IActorRef coordinator, IReadOnlyList<IActorRef> shards) =>
         Akka.Actor.Props.Create(() => new Worker(settings, engines, link, coordinator, shards));
 
-    protected override void PreStart() => _engine = _engines.Create(_settings.Model, _batches.BatchSize);
+    protected override void PreStart()
+    {
+        if (!_sizesOnly) _engine = _engines.Create(_settings.Model, _batches.BatchSize);
+    }
 
     protected override void PostStop() => _engine?.Dispose();
 
@@ -137,16 +154,30 @@ public sealed class Worker : LinkedActor, IExchangeHost
         int epoch = _batches.Epoch;
         var started = Stopwatch.GetTimestamp();
         float scale = _scaler.Scale;
-        var result = _engine!.ComputeGradient(_weights, _batch.AsBatch(), _gradient, new GradientRequest(_settings.Precision, scale));
+        var result = _sizesOnly
+            ? new GradientResult(float.NaN, _settings.Model.FlopsPerSample * _batch.Count, false, 0)
+            : _engine!.ComputeGradient(_weights, _batch.AsBatch(), _gradient, new GradientRequest(_settings.Precision, scale));
         double measured = Stopwatch.GetElapsedTime(started).TotalSeconds;
         double slowdown = _settings.Slowdown * (1 + (_settings.RandomSlowdown?.Sample(_slowdownRng) ?? 0));
         double computed = _computeTime.Seconds(measured, _settings.Model, _batch.Count, _settings.Precision) * slowdown;
-        Link.Occupy(computed, measured);
+        StepTimeline? timeline = null;
+        double forwardFrom = begun;
+        if (_settings.Overlap == OverlapMode.Off) Link.Occupy(computed, measured);
+        else
+        {
+            timeline = Timeline(computed);
+            // the forward pass starts when the device is free, layer by layer as parameters arrive
+            forwardFrom = timeline.ForwardStart(_deviceFree, _exchange.ParametersIn);
+            double forwardEnd = timeline.ForwardEnd(_deviceFree, _exchange.ParametersIn);
+            if (forwardEnd > Link.Now) Link.Occupy(forwardEnd - Link.Now, 0);
+        }
         double encodeFrom = Link.Now;
         _scaler.Update(result.NonFinite);
         long clock = _clock;
-        long encodedBytes = _exchange.Send(_gradient, scale, result.NonFinite, _batch.Count, clock, trace);
-        double sent = Link.Now;
+        long encodedBytes = _exchange.Send(_gradient, scale, result.NonFinite, _batch.Count, clock, trace, timeline);
+        // with overlap the step is done when the backward pass is (what is still in flight is the next step's wait)
+        double sent = timeline is null ? Link.Now : Math.Max(Link.Now, encodeFrom + timeline.BackwardSeconds);
+        _deviceFree = sent;
         Link.Send(_coordinator, new WorkerStepReport(_settings.WorkerId, clock, result.Loss, _batch.Count, result.Flops, computed, idle - wait, wait,
             result.UnderflowedElements, result.NonFinite, scale, epoch, measured), 0, TrafficClass.Control, Self);
         if (step is not null)
@@ -159,8 +190,18 @@ public sealed class Worker : LinkedActor, IExchangeHost
             step.SetTag("actortrain.version", _version);
             RunTelemetry.Record("network", trace, Link, _pushedAt, _pushedAt + idle - wait);
             RunTelemetry.Record("wait", trace, Link, _pushedAt + idle - wait, begun);
-            RunTelemetry.Record("compute", trace, Link, begun, encodeFrom, [new("actortrain.flops", result.Flops)]);
-            RunTelemetry.Record("compress", trace, Link, encodeFrom, sent, [new("actortrain.encoded_bytes", encodedBytes)]);
+            if (timeline is null)
+            {
+                RunTelemetry.Record("compute", trace, Link, begun, encodeFrom, [new("actortrain.flops", result.Flops)]);
+                RunTelemetry.Record("compress", trace, Link, encodeFrom, sent, [new("actortrain.encoded_bytes", encodedBytes)]);
+            }
+            else
+            {
+                // overlapped: the forward pass (from its first layer), then the backward pass, during which the parts leave
+                RunTelemetry.Record("forward", trace, Link, forwardFrom, encodeFrom, [new("actortrain.flops", result.Flops / 3)]);
+                RunTelemetry.Record("backward", trace, Link, encodeFrom, encodeFrom + timeline.BackwardSeconds,
+                    [new("actortrain.flops", result.Flops - result.Flops / 3), new("actortrain.encoded_bytes", encodedBytes), new("actortrain.parts", timeline.Buckets.Count)]);
+            }
             RunTelemetry.End(step, Link, sent);
         }
         var worker = new KeyValuePair<string, object?>("actortrain.worker", _settings.WorkerId);
@@ -168,5 +209,16 @@ public sealed class Worker : LinkedActor, IExchangeHost
         RunTelemetry.WaitTime.Record(wait, worker);
         RunTelemetry.LossScale.Record(scale, worker);
         _pushedAt = sent;
+    }
+
+    /// <summary>The step's timeline for this compute time (the same every step unless the slowdown is random).</summary>
+    private StepTimeline Timeline(double computed)
+    {
+        if (_timeline is null || computed != _timelineFor)
+        {
+            _timeline = StepTimeline.Build(_settings.Model, computed, _settings.Overlap, _settings.BucketBytes);
+            _timelineFor = computed;
+        }
+        return _timeline;
     }
 }

@@ -29,7 +29,10 @@ public sealed record PeerChunk(int From, long Clock, int Step, int Origin, float
     double SentAt = 0, ActivityContext Trace = default) : ITrainingMessage
 {
     public const int HeaderBytes = 32;
-    public int WireBytes => HeaderBytes + Payload.Length;
+    public long WireBytes => HeaderBytes + (Declared ?? Payload.Length);
+
+    /// <summary>Sizes-only runs (model.type = workload): the payload's size by formula; nothing is carried.</summary>
+    public long? Declared { get; init; }
 }
 
 /// <summary>
@@ -64,7 +67,10 @@ public sealed record PushGradient(int Worker, long Clock, long BaseVersion, floa
     double SentAt = 0, ActivityContext Trace = default, bool Pooled = false) : ITrainingMessage
 {
     public const int HeaderBytes = 36;
-    public int WireBytes => HeaderBytes + Payload.Length;
+    public long WireBytes => HeaderBytes + (Declared ?? Payload.Length);
+
+    /// <summary>Sizes-only runs (model.type = workload): the payload's size by the codec's formula; nothing is carried.</summary>
+    public long? Declared { get; init; }
 
     /// <summary>A pooled copy of an encoded payload, for <paramref name="Pooled"/> pushes.</summary>
     public static ReadOnlyMemory<byte> Rent(ReadOnlySpan<byte> encoded)
@@ -82,7 +88,7 @@ public sealed record PushGradient(int Worker, long Clock, long BaseVersion, floa
     }
 
     /// <summary>What the same push costs as dense FP32: the baseline of compression ratios.</summary>
-    public static int DenseBytes(int length) => HeaderBytes + Core.Compression.GradientWire.HeaderSize + sizeof(float) * length;
+    public static long DenseBytes(int length) => HeaderBytes + Core.Compression.GradientWire.HeaderSize + sizeof(float) * (long)length;
 }
 
 /// <summary>
@@ -98,9 +104,12 @@ public sealed record ParameterSlice(int Shard, long Version, ReadOnlyMemory<byte
     ActivityContext Trace = default, SharedPayload? Owner = null) : ITrainingMessage
 {
     public const int HeaderBytes = 16;
-    public int WireBytes => HeaderBytes + Payload.Length;
+    public long WireBytes => HeaderBytes + (Declared ?? Payload.Length);
 
-    public static int DenseBytes(int length) => HeaderBytes + Core.Compression.GradientWire.HeaderSize + sizeof(float) * length;
+    /// <summary>Sizes-only runs (model.type = workload): the payload's size by formula; nothing is carried.</summary>
+    public long? Declared { get; init; }
+
+    public static long DenseBytes(int length) => HeaderBytes + Core.Compression.GradientWire.HeaderSize + sizeof(float) * (long)length;
 }
 
 /// <summary>

@@ -45,6 +45,44 @@ public sealed record CompressionSettings(
 
     public static readonly CompressionSettings Dense = new();
 
+    /// <summary>
+    /// Why sizes-only runs (model.type = workload) cannot use this codec, or null: the encoded size
+    /// must follow from the length alone, without values (threshold keeps what its values decide,
+    /// lz4 depends on the bytes, powersgd on the layers' matrix shapes).
+    /// </summary>
+    public string? SizesOnlyUnsupported() => Codec switch
+    {
+        "threshold" => "threshold keeps as many values as exceed it, which only real values decide",
+        "powersgd" => "powersgd's size follows the layers' matrix shapes, which a workload table does not give",
+        _ when Lz4 => "lz4's output size depends on the bytes it compresses",
+        _ => null,
+    };
+
+    /// <summary>
+    /// The encoded size of n values by the codec's formula (the same as its <see cref="GradientCodec.MaxEncodedSize"/>,
+    /// which is the exact size for every codec of <see cref="SizesOnlyUnsupported"/> = null), in 64 bits for workloads past 2^29 values.
+    /// </summary>
+    public long EncodedBytes(long n)
+    {
+        static long Ceil(long a, long b) => (a + b - 1) / b;
+        long kept = n == 0 ? 0 : Math.Clamp((long)Math.Ceiling(Ratio * n), 1, n);
+        long body = Codec switch
+        {
+            "none" => 4 * n,
+            "fp16" => 2 * n,
+            "u8bit" => 8 + n,
+            "qsgd" => 8 + 4 * Ceil(n, Chunk) + Ceil(n * Bits, 8),
+            "terngrad" => 4 + Ceil(2 * n, 8),
+            "onebit" => 4 + 8 * Ceil(n, Chunk) + Ceil(n, 8),
+            "signsgd" => Ceil(n, 8),
+            "efsignsgd" => 4 + Ceil(n, 8),
+            "topk" or "dgc" => 4 + 8 * kept,
+            "randomk" => 12 + 4 * kept,
+            _ => throw new ActorTrainException($"compression.codec = {Codec}: {SizesOnlyUnsupported() ?? "no size formula"}"),
+        };
+        return GradientWire.HeaderSize + body;
+    }
+
     public bool IsDense => Codec == "none";
 
     public GradientCodec CreateCodec() => Codec switch

@@ -8,7 +8,18 @@ public enum ModelKind
     SoftmaxRegression,
     /// <summary>Dense hidden layers with an activation, then a softmax output with mean cross-entropy.</summary>
     Mlp,
+    /// <summary>
+    /// A published architecture as a table of layer sizes and costs (<see cref="Models.Workload"/>):
+    /// it times steps and sizes messages, but has no values; no gradient is computed.
+    /// </summary>
+    Workload,
 }
+
+/// <summary>
+/// One layer as the step's timeline sees it: the parameters it owns (a contiguous range, possibly
+/// empty), its arithmetic per sample forward and backward, and its output elements per sample.
+/// </summary>
+public sealed record ComputeLayer(string Name, ParameterRange Parameters, double ForwardFlops, double BackwardFlops, double Activations);
 
 public enum Activation
 {
@@ -55,7 +66,54 @@ public sealed class ModelSpec
         }
         Layout = blocks;
         ParameterCount = offset;
+        Layers = Enumerable.Range(0, layerSizes.Length - 1).Select(l =>
+        {
+            long mac = (long)layerSizes[l] * layerSizes[l + 1];
+            return new ComputeLayer($"layer{l}", new ParameterRange(blocks[2 * l].Offset, blocks[2 * l].Length + blocks[2 * l + 1].Length),
+                2.0 * mac, (l == 0 ? 2.0 : 4.0) * mac, layerSizes[l + 1]);
+        }).ToArray();
     }
+
+    private ModelSpec(Workload workload)
+    {
+        Kind = ModelKind.Workload;
+        Workload = workload;
+        LayerSizes = [];
+        Activation = Activation.Relu;
+        var blocks = new List<ParameterBlock>();
+        var layers = new List<ComputeLayer>();
+        long offset = 0;
+        foreach (var layer in workload.Layers)
+        {
+            if (offset + layer.Parameters > int.MaxValue)
+                throw new ActorTrainException($"workload {workload.Name}: more than {int.MaxValue:N0} parameters, the most one flat parameter vector indexes");
+            var range = new ParameterRange((int)offset, (int)layer.Parameters);
+            if (layer.Parameters > 0) blocks.Add(new ParameterBlock(layer.Name, 1, (int)layer.Parameters, (int)offset));
+            // backward: the gradient of the weights and of the input, each as much arithmetic as the forward
+            layers.Add(new ComputeLayer(layer.Name, range, layer.ForwardFlops, 2.0 * layer.ForwardFlops, layer.ActivationBytes / 4.0));
+            offset += layer.Parameters;
+        }
+        Layout = blocks;
+        Layers = layers;
+        ParameterCount = (int)offset;
+    }
+
+    /// <summary>The model of a workload table: sizes and costs only.</summary>
+    public static ModelSpec FromWorkload(Workload workload) => new(workload);
+
+    /// <summary>The layer table behind a <see cref="ModelKind.Workload"/> model (null for the others).</summary>
+    public Workload? Workload { get; }
+
+    /// <summary>True when the model has no values: nothing is computed, messages carry sizes.</summary>
+    public bool SizesOnly => Kind == ModelKind.Workload;
+
+    /// <summary>The layers in forward order, with their parameter ranges and costs (the step timeline's input).</summary>
+    public IReadOnlyList<ComputeLayer> Layers { get; }
+
+    /// <summary>Output elements of every layer, per sample, plus the input (the activations a step writes and reads).</summary>
+    public double ActivationsPerSample => Kind == ModelKind.Workload
+        ? Layers.Sum(l => l.Activations)
+        : LayerSizes.Sum(w => (double)w);
 
     public ModelKind Kind { get; }
 
@@ -67,7 +125,7 @@ public sealed class ModelSpec
     public int ParameterCount { get; }
     public int Inputs => LayerSizes[0];
     public int Outputs => LayerSizes[^1];
-    public int LayerCount => LayerSizes.Count - 1;
+    public int LayerCount => Kind == ModelKind.Workload ? Layers.Count : LayerSizes.Count - 1;
     public LossKind Loss => Kind == ModelKind.LinearRegression ? LossKind.MeanSquaredError : LossKind.CrossEntropy;
 
     public ParameterBlock Weight(int layer) => Layout[2 * layer];
@@ -110,6 +168,7 @@ public sealed class ModelSpec
     {
         get
         {
+            if (Kind == ModelKind.Workload) return (long)Layers.Sum(l => l.ForwardFlops + l.BackwardFlops);
             long flops = 0;
             for (int l = 0; l < LayerCount; l++)
             {
@@ -143,6 +202,7 @@ public sealed class ModelSpec
 
     public string Describe() => Kind switch
     {
+        ModelKind.Workload => $"workload {Workload!.Name} ({Layers.Count} layers, {ParameterCount:N0} parameters, {Layers.Sum(l => l.ForwardFlops) / 1e9:0.##} GFLOP forward per sample; sizes only)",
         ModelKind.Mlp => $"mlp {string.Join('-', LayerSizes)} ({Activation.ToString().ToLowerInvariant()}), {ParameterCount} parameters",
         _ => $"{Kind} {Inputs}->{Outputs}, {ParameterCount} parameters",
     };

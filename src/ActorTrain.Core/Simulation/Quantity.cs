@@ -42,6 +42,21 @@ public static class Quantity
         throw new ActorTrainException($"{key} = \"{text}\": unknown bandwidth unit '{unit}' (use bps, Kbps, Mbps, Gbps, Tbps or B/s, KB/s, MB/s, GB/s)");
     }
 
+    /// <summary>A size such as 25MB, 512KB, 1GiB or 4096B, in bytes (KB, MB, GB are powers of 1000; KiB, MiB, GiB of 1024).</summary>
+    public static long Bytes(string text, string key)
+    {
+        var (amount, unit) = Split(text, key, "a size, e.g. 25MB, 512KB, 1MiB or 4096B");
+        double scale = unit switch
+        {
+            "b" => 1, "kb" => 1e3, "mb" => 1e6, "gb" => 1e9,
+            "kib" => 1024, "mib" => 1024 * 1024, "gib" => 1024.0 * 1024 * 1024,
+            _ => throw new ActorTrainException($"{key} = \"{text}\": unknown size unit '{unit}' (use B, KB, MB, GB, KiB, MiB or GiB)"),
+        };
+        double bytes = amount * scale;
+        if (bytes < 1 || bytes > long.MaxValue / 2) throw new ActorTrainException($"{key} = \"{text}\" must be at least 1 byte");
+        return (long)bytes;
+    }
+
     private static (double Amount, string Unit) Split(string text, string key, string expected)
     {
         string raw = text.Trim();
