@@ -121,6 +121,9 @@ public class StepTimelineTests
         t = StepTimeline.Build(model, 1.0, OverlapMode.Bucket, 1000);
         Assert.Equal([new ParameterRange(100, 300), new ParameterRange(0, 100)], t.Buckets.Select(b => b.Range));
         Assert.Equal(t.BackwardSeconds, t.Buckets[^1].ReadyAfter, 15);
+        // a range inside the first bucket leaves with it; one reaching into the second waits for that
+        Assert.Equal(t.Buckets[0].ReadyAfter, t.ReadyAfter(new ParameterRange(350, 10)), 15);
+        Assert.Equal(t.BackwardSeconds, t.ReadyAfter(new ParameterRange(50, 100)), 15);
         // a bucket larger than the model: one bucket, ready at the end
         t = StepTimeline.Build(model, 1.0, OverlapMode.Bucket, 25_000_000);
         Assert.Equal([new ParameterRange(0, 400)], t.Buckets.Select(b => b.Range));

@@ -18,9 +18,9 @@ namespace ActorTrain.Cluster.Actors;
 /// step (backup workers) rejoins at the current clock instead of falling further behind. A
 /// restarted worker resumes at the clock the shards have seen from it.
 ///
-/// With training.overlap, each shard's push leaves as soon as the backward pass has produced every
-/// gradient in its range (a shard's range is the unit of a push: the shard takes one per worker
-/// and step), and the next forward pass of a layer waits for the slice that holds its parameters.
+/// With training.overlap, each shard's push leaves as soon as every bucket its range touches is
+/// ready (layer mode: every layer; a shard's range is the unit of a push: the shard takes one per
+/// worker and step), and the next forward pass of a layer waits for the slice that holds its parameters.
 /// Encoding takes the codec's time (compression.cost), one push after the other. In a sizes-only
 /// run (model.type = workload) nothing is encoded: a push carries its size by the codec's formula.
 /// </summary>

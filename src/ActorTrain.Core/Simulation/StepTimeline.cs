@@ -90,18 +90,16 @@ public sealed class StepTimeline
     }
 
     /// <summary>
-    /// After the start of the backward pass, when every gradient in <paramref name="range"/> is
-    /// ready: the backward of the earliest layer the range touches is done.
+    /// After the start of the backward pass, when every gradient in <paramref name="range"/> may
+    /// leave: when every bucket it touches is ready (in layer mode, the backward of the earliest
+    /// layer it touches is done). A part that spans buckets waits for the last of them.
     /// </summary>
     public double ReadyAfter(ParameterRange range)
     {
-        var layers = _model.Layers;
-        for (int l = 0; l < layers.Count; l++)
-        {
-            var p = layers[l].Parameters;
-            if (p.Length > 0 && p.Start < range.End && range.Start < p.End) return _backwardDone[l];
-        }
-        return 0;
+        double ready = 0;
+        foreach (var bucket in Buckets)
+            if (bucket.Range.Start < range.End && range.Start < bucket.Range.End) ready = Math.Max(ready, bucket.ReadyAfter);
+        return ready;
     }
 
     /// <summary>When the forward pass's first layer starts (see <see cref="ForwardEnd"/>).</summary>
