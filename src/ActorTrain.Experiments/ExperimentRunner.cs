@@ -51,7 +51,9 @@ public static class ExperimentRunner
         var data = spec.Variants.Select(v =>
         {
             var s = v.Spec;
-            string key = string.Join('|', s.Dataset, s.Seed, s.Topology, s.Model.Type, string.Join(',', s.Model.Hidden), s.Model.Activation);
+            // a workload's stand-in data holds one mini-batch per worker
+            string key = string.Join('|', s.Dataset, s.Seed, s.Topology, s.Model.Type, string.Join(',', s.Model.Hidden), s.Model.Activation, s.Model.Workload,
+                s.Model.IsWorkload ? s.Training.BatchSize : 0);
             if (!cache.TryGetValue(key, out var built)) cache[key] = built = ExperimentData.Build(s);
             return (ExperimentData?)built;
         }).ToList();

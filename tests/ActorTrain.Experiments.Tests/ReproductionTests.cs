@@ -125,4 +125,31 @@ public sealed class ReproductionTests() : TempFolderTest("actortrain-reproduce-"
             Assert.Equal(r["ps-one-shard"].FinalTestLoss, r[variant].FinalTestLoss, 1e-6 * r["ps-one-shard"].FinalTestLoss);
         Assert.Equal(r["ps-dedicated-1perhost"].FinalTestLoss, r["ring-1perhost"].FinalTestLoss, 1e-6 * r["ring-1perhost"].FinalTestLoss);
     }
+
+    /// <summary>Scaling efficiency: one baseline's step over the scaled run's, steps 2 to 4 (per-GPU batch unchanged).</summary>
+    private static double Efficiency(ComparisonResult result, string baseline, string scaled) =>
+        StepTime(result, baseline, 2, 4) / StepTime(result, scaled, 2, 4);
+
+    [Fact]
+    public async Task Horovod_2018_resnet101_and_inception_v3_scale_to_512_gpus_within_15_percent_of_90_percent()
+    {
+        var (result, _) = await Run("08-horovod-scaling.conf");
+        double resnet = Efficiency(result, "resnet101-1", "resnet101-512"), inception = Efficiency(result, "inception-v3-1", "inception-v3-512");
+        Assert.InRange(resnet / 0.90, 0.85, 1.15);
+        Assert.InRange(inception / 0.90, 0.85, 1.15);
+        // the figures the file and the README state
+        Assert.Equal(0.944, resnet, 3);
+        Assert.Equal(0.940, inception, 3);
+        // VGG-16 is the documented miss: predicted 96.4% against the published 68% (the file says why)
+        Assert.Equal(0.964, Efficiency(result, "vgg16-1", "vgg16-512"), 3);
+    }
+
+    [Fact]
+    public async Task Goyal_2017_resnet50_scales_from_8_to_256_gpus_within_15_percent_of_90_percent()
+    {
+        var (result, _) = await Run("09-goyal-resnet50-256.conf");
+        double efficiency = Efficiency(result, "gpus-8", "gpus-256");
+        Assert.InRange(efficiency / 0.90, 0.85, 1.15);
+        Assert.Equal(0.950, efficiency, 3);
+    }
 }

@@ -392,6 +392,8 @@ public sealed class AllReducePeer : IGradientExchange
     private void Complete()
     {
         _active = false;
+        // the step is not over before its backward pass (a collective with no steps, one worker, waits for nothing else)
+        if (_backward is not null) WaitUntil(_backwardFrom + _backward.BackwardSeconds);
         if (_span is not null && _phase is not null) RunTelemetry.Record(_phase, _span.Context, Link, _phaseFrom, Link.Now);
         _phase = null;
         _busy.Start();
