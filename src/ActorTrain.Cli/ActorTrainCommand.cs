@@ -485,6 +485,12 @@ public static class ActorTrainCommand
         Warn(stderr, spec);
         var data = ExperimentData.Build(spec);
         var engine = new GradientEngineFactory(spec.Compute.Engine, spec.EngineThreads);
+        if (data.Model.SizesOnly)
+        {
+            console.WriteLine(FormattableString.Invariant(
+                $"{file}: ok. {data.Model.Describe()}; {spec.Topology.Workers} workers x batch {spec.Training.BatchSize}, {spec.Topology.DescribeAggregation()}; {data.Steps(spec)} steps; overlap {spec.Training.Overlap.ToString().ToLowerInvariant()}; no values held (messages carry sizes)"));
+            return Ok;
+        }
         console.WriteLine(FormattableString.Invariant(
             $"{file}: ok. {data.Model.Describe()}; {data.Train.Count} train / {data.Test.Count} test rows; {spec.Topology.Workers} workers, {spec.Topology.DescribeAggregation()}; {data.Steps(spec)} steps; engine {engine.Name}; about {ExperimentData.EstimateBytes(spec, data.Model.ParameterCount, ((long)data.Train.Count + data.Test.Count) * data.Train.FeatureCount) / 1e6:0.#} MB in one process"));
         return Ok;

@@ -53,8 +53,8 @@ public static class ClusterRunner
         return Run(resumption.Spec, options, listening, cancellation, host => ExperimentRunner.Resume(resumption, outputRoot, observer, cancellation, host));
     }
 
-    private static async Task<RunResult> Run(ExperimentSpec spec, ClusterNodeOptions options, Action? listening, CancellationToken cancellation,
-        Func<ITopologyHost, Task<RunResult>> run)
+    /// <summary>What a cluster run (run --nodes, a cluster file) cannot take, refused before any node starts.</summary>
+    public static void RefuseWhatNeedsOneProcess(ExperimentSpec spec)
     {
         if (spec.Faults.Count > 0)
             throw new ActorTrainException("faults: injected faults are for single-process runs; in a cluster run, stop a node's process instead");
@@ -63,6 +63,14 @@ public static class ClusterRunner
                 "use simulation.clock = virtual for cluster runs on a fabric");
         if (spec.Variants.Count > 0)
             throw new ActorTrainException("compare/sweep: a cluster run takes one experiment; run the variants one at a time");
+        if (spec.Model.IsWorkload)
+            throw new ActorTrainException($"model.type = workload: a workload has sizes, not values, so there is nothing for other processes to compute; run it in one process (without --nodes or a cluster file)");
+    }
+
+    private static async Task<RunResult> Run(ExperimentSpec spec, ClusterNodeOptions options, Action? listening, CancellationToken cancellation,
+        Func<ITopologyHost, Task<RunResult>> run)
+    {
+        RefuseWhatNeedsOneProcess(spec);
         var config = LoadConfig(options with { Role = "coordinator" });
         using var system = CreateSystem(config, options.Role);
         var host = new CoordinatorHost(system, config);

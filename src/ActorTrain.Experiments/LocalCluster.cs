@@ -46,6 +46,7 @@ public sealed class LocalCluster : IAsyncDisposable
     /// <summary>Plans the nodes (roles, seed port); <see cref="Launch"/> starts them once the coordinator listens.</summary>
     public static LocalCluster Plan(int nodes, ExperimentSpec spec, string cli, string? clusterConfig, string logFolder)
     {
+        ClusterRunner.RefuseWhatNeedsOneProcess(spec);
         // all-reduce has no parameter servers: every node but the coordinator is a worker node
         bool allReduce = spec.Topology.AllReduce;
         if (nodes < (allReduce ? 2 : 3))

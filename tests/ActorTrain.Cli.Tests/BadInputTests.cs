@@ -99,6 +99,7 @@ public sealed class BadInputTests() : TempFolderTest("actortrain-bad-")
         { "node --role foo", "--role: unknown role 'foo'; use one of coordinator, ps, worker" },
         { "run --checkpoint 5", "--checkpoint 5 picks a checkpoint of the run given with --resume" },
         { "run --nodes 0", "--nodes 0" },
+        { "run --nodes 3 --set model.type=workload --set model.workload=resnet50", "run it in one process" },
     };
 
     [Theory]
@@ -116,6 +117,17 @@ public sealed class BadInputTests() : TempFolderTest("actortrain-bad-")
         // classes given: the label is named with its row
         AssertBadInput(await Invoke("run", "--set", "dataset.type=idx", "--set", $"dataset.path={folder}", "--set", "dataset.classes=3", "--set", "training.batch-size=2", "--out", Runs),
             "row 3 has label 200, but there are 3 classes (labels 0..2)");
+    }
+
+    [Fact]
+    public async Task Validate_describes_a_workload_without_a_memory_estimate()
+    {
+        var (code, output, err) = await Invoke("validate", Write("w.conf", "model { type = workload, workload = vgg16 }\ntopology.workers = 64\ntraining.overlap = bucket\n"));
+        Assert.True(code == 0, err);
+        output = output.ReplaceLineEndings("");
+        Assert.Contains("workload vgg16", output);
+        Assert.Contains("138,357,544 parameters", output);
+        Assert.Contains("no values held", output);
     }
 
     [Fact]

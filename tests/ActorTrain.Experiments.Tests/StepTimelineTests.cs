@@ -83,6 +83,34 @@ public sealed class StepTimelineTests() : TempFolderTest("actortrain-timeline-")
         Assert.True(layer < off);
     }
 
+    /// <summary>Overlap moves when gradients leave, not what they are: a real model trains to the same weights.</summary>
+    [Fact]
+    public async Task Overlap_changes_the_time_not_the_training()
+    {
+        string[] mlp = [.. ExperimentRunnerTests.Small, "output.plots=off", "topology.workers=4", "topology.shards=2", "model.hidden=[64, 32]",
+            "fabric.topology=switch", "simulation.compute-time=2ms"];
+        var off = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, mlp), Root);
+        var layer = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. mlp, "training.overlap=layer", "compression.cost=model"]), Root);
+        Assert.Equal(off.Outcome.FinalWeights, layer.Outcome.FinalWeights);
+        Assert.NotEqual(off.Summary.ElapsedSeconds, layer.Summary.ElapsedSeconds);
+        // all-reduce in buckets sums each bucket in its own chunks: the same to the order of float additions, replicas identical
+        var ringOff = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. mlp, "topology.aggregation=ring-allreduce"]), Root);
+        var ringLayer = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. mlp, "topology.aggregation=ring-allreduce", "training.overlap=layer"]), Root);
+        float scale = ringOff.Outcome.FinalWeights.Max(MathF.Abs);
+        Assert.All(ringOff.Outcome.FinalWeights.Zip(ringLayer.Outcome.FinalWeights), p => Assert.True(MathF.Abs(p.First - p.Second) <= 1e-6f * scale));
+        Assert.Equal(12, ringLayer.Outcome.ReplicaChecks);
+        Assert.True(ringLayer.Summary.ElapsedSeconds < ringOff.Summary.ElapsedSeconds);
+    }
+
+    [Fact]
+    public async Task One_worker_all_reduce_with_overlap_still_waits_for_its_backward_pass()
+    {
+        string table = Table(1_000, 99_997);
+        double off = await Period(table, "topology.workers=1", "topology.aggregation=ring-allreduce");
+        Assert.Equal(T + Cpu.ApplySeconds(100_997, 0), off, 9);
+        Assert.Equal(off, await Period(table, "topology.workers=1", "topology.aggregation=ring-allreduce", "training.overlap=layer"), 9);
+    }
+
     /// <summary>compression.cost = model: the worker encodes before the push leaves, the shard decodes before it accumulates.</summary>
     [Theory]
     [InlineData("qsgd")]

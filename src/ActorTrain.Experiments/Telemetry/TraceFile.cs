@@ -97,7 +97,8 @@ public sealed class TraceFile
     public static readonly string[] WorkerKinds = ["compute", "compress", "network", "wait"];
 
     /// <summary>
-    /// Seconds per worker and kind: compute, compress, network, wait (the children of its
+    /// Seconds per worker and kind: compute (with training.overlap its forward and backward spans),
+    /// compress, network, wait (the children of its
     /// worker.step spans), and outside (from the run's start to its first step, and from its last
     /// step to the run's end: start-up, and the final snapshots after its last push). The step spans
     /// of a worker tile its time, so the kinds add up to the run's time; `summarize` shows by how much.
@@ -116,9 +117,11 @@ public sealed class TraceFile
                 last[sw] = Math.Max(last.GetValueOrDefault(sw, long.MinValue), span.EndNanos);
                 continue;
             }
-            if (!WorkerKinds.Contains(span.Name) || Parent(span) is not { Name: "worker.step" } step || step.Int("actortrain.worker") is not { } w) continue;
+            // with training.overlap the compute is a forward and a backward span (the parts leave during the backward)
+            string kind = span.Name is "forward" or "backward" ? "compute" : span.Name;
+            if (!WorkerKinds.Contains(kind) || Parent(span) is not { Name: "worker.step" } step || step.Int("actortrain.worker") is not { } w) continue;
             if (!result.TryGetValue(w, out var kinds)) result[w] = kinds = WorkerKinds.ToDictionary(k => k, _ => 0.0);
-            kinds[span.Name] += span.Seconds;
+            kinds[kind] += span.Seconds;
         }
         foreach (var (w, kinds) in result)
             kinds["outside"] = (first[w] - TrainingStartNanos) / 1e9 + Math.Max(0, run.EndNanos - last[w]) / 1e9;
