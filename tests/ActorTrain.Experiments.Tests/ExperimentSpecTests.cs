@@ -12,6 +12,19 @@ public class ExperimentSpecTests
     private static string Error(string text, params string[] overrides) =>
         Assert.Throws<ActorTrainException>(() => Parse(text, overrides)).Message;
 
+    /// <summary>Every shipped experiment file loads: its keys exist and its values pass validation.</summary>
+    [Fact]
+    public void Every_shipped_experiment_file_loads()
+    {
+        var files = Directory.GetFiles(Path.Combine(RepoRoot.Path, "hocon", "experiments"), "*.conf", SearchOption.AllDirectories);
+        Assert.True(files.Length >= 17, $"{files.Length} files");
+        foreach (string file in files)
+        {
+            var spec = ExperimentSpec.Load(file);
+            Assert.False(string.IsNullOrEmpty(spec.Name), file);
+        }
+    }
+
     [Fact]
     public void An_empty_file_takes_every_default_from_the_reference()
     {
