@@ -236,6 +236,31 @@ public sealed class TelemetryTests() : TempFolderTest("actortrain-telemetry-")
         if (policy == "bsp") Assert.Contains("worker 0 pushed last", summary);
     }
 
+    /// <summary>With training.overlap a step shows a forward and a backward span, and its parts in transit while the backward goes on.</summary>
+    [Theory]
+    [InlineData("ps")]
+    [InlineData("ring-allreduce")]
+    public async Task Overlap_shows_in_the_spans(string aggregation)
+    {
+        var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null,
+            [.. TwoWorkerBsp, "model.hidden=[64, 64]", "training.overlap=layer", "simulation.compute-time=2ms", "fabric.topology=switch", $"topology.aggregation={aggregation}"]), Root);
+        var trace = TraceFile.Read(result.Folder);
+        var steps = trace.Spans.Where(s => s.Name == "worker.step").ToList();
+        var children = trace.Spans.Where(s => s.ParentId is not null).ToLookup(s => s.ParentId!);
+        Assert.All(steps, step =>
+        {
+            Assert.Contains(children[step.SpanId], c => c.Name == "forward");
+            Assert.Contains(children[step.SpanId], c => c.Name == "backward");
+            Assert.DoesNotContain(children[step.SpanId], c => c.Name == "compute");
+        });
+        var backward = trace.Spans.Where(s => s.Name == "backward").ToList();
+        // something left (a push's transfer, or a bucket's all-reduce phase) before its step's backward was over
+        var parts = aggregation == "ps"
+            ? trace.Spans.Where(s => s.Name == "transfer" && s.Attributes.ContainsKey("actortrain.shard")).ToList()
+            : trace.Spans.Where(s => s.Name is "reduce-scatter" or "all-gather").ToList();
+        Assert.Contains(parts, part => backward.Any(b => part.StartNanos > b.StartNanos && part.StartNanos < b.EndNanos));
+    }
+
     [Fact]
     public async Task Trace_every_n_traces_one_step_in_n_and_keeps_the_links_whole()
     {

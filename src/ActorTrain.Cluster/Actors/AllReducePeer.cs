@@ -347,13 +347,14 @@ public sealed class AllReducePeer : IGradientExchange
         {
             var s = _steps[k];
             long wire = CollectiveBuffer.WireBytes(s.Send, _length, _fp16);
-            Spend(_codecTimer.Encode(s.Send.Length, wire, 0));
+            long started = Stopwatch.GetTimestamp();
             byte[] payload = [];
             if (_buffer is not null)
             {
                 payload = new byte[wire];
                 _buffer.Encode(s.Send, payload);
             }
+            Spend(_codecTimer.Encode(s.Send.Length, wire, Stopwatch.GetElapsedTime(started).TotalSeconds));
             chunk = new PeerChunk(_rank, _clock, k, _rank, 0, 0, false, payload, Link.Now, trace) { Declared = _sizesOnly ? wire : null };
             to = s.SendTo;
         }
@@ -376,7 +377,8 @@ public sealed class AllReducePeer : IGradientExchange
         var s = _steps[k];
         if (_buffer is not null && !_buffer.Apply(s.Receive, chunk.Payload.Span, s.Reduce))
             throw new InvalidOperationException($"worker {_rank}: step {k} of clock {_clock} from worker {chunk.From} holds {chunk.Payload.Length} bytes, not the {_buffer.WireBytes(s.Receive)} its segment takes");
-        Spend(_codecTimer.Decode(s.Receive.Length, CollectiveBuffer.WireBytes(s.Receive, _length, _fp16), 0));
+        // the receiver converts while it adds, in one pass: measured has no separate conversion time to take (the model's is its FP16 decode)
+        Spend(_codecTimer.Mode == CodecCostMode.Measured ? 0 : _codecTimer.Decode(s.Receive.Length, CollectiveBuffer.WireBytes(s.Receive, _length, _fp16), 0));
         if (s.Reduce && Link.IsVirtual && _settings.Device is { } device) Link.Occupy(device.AccumulateSeconds(s.Receive.Length), 0);
     }
 
