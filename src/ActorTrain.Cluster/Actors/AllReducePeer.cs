@@ -74,10 +74,16 @@ public sealed class AllReducePeer : IGradientExchange
     private readonly PeerChunk?[] _gathered = [];
     private readonly float[] _decoded = [], _sum = [];
     private readonly Dictionary<(long Clock, int Step), PeerChunk> _pending = new();
-    private readonly bool _sizesOnly;
+    private readonly bool _sizesOnly, _summable, _fp16;
     private readonly int _length;
+    private readonly CompressionSettings _compression;
     private readonly CodecTimer _codecTimer;
+    // a sizes-only worker's tallies (there is no buffer to carry them; every worker's are alike)
+    private float _ownScale = 1;
+    private int _ownSamples;
+    private bool _ownNonFinite;
     // overlap: the bucket of each step of the schedule, and the buckets' ranges in the order they are ready
+    // (the order of every step's StepTimeline.Buckets: ranges depend on the model and the settings, not the step)
     private readonly int[] _stepBucket = [];
     private readonly ParameterRange[] _buckets = [];
     private StepTimeline? _backward;
@@ -115,8 +121,7 @@ public sealed class AllReducePeer : IGradientExchange
         {
             bool fp16 = settings.Fp16 || compression.Codec == "fp16";
             // the codec's time is FP16's conversion, when the wire is FP16 (an FP32 chunk is sent from the buffer as it is)
-            _codecTimer = _codecTimer with { Codec = new CompressionSettings("fp16") };
-            if (!fp16) _codecTimer = CodecTimer.Off;
+            _codecTimer = fp16 ? _codecTimer with { Codec = new CompressionSettings("fp16") } : CodecTimer.Off;
             _buffer = _sizesOnly ? null : new CollectiveBuffer(length, fp16);
             _fp16 = fp16;
             _buckets = worker.Overlap == OverlapMode.Off ? [new ParameterRange(0, length)]
@@ -144,13 +149,6 @@ public sealed class AllReducePeer : IGradientExchange
         }
         if (settings.Restore is { } restore) Restore(restore);
     }
-
-    private readonly bool _summable, _fp16;
-    private readonly CompressionSettings _compression;
-    // a sizes-only worker's tallies (there is no buffer to carry them; every worker's are alike)
-    private float _ownScale = 1;
-    private int _ownSamples;
-    private bool _ownNonFinite;
 
     private ILink Link => _host.Link;
     private int StepCount => _summable ? _steps.Count : _ranks - 1;
@@ -249,12 +247,12 @@ public sealed class AllReducePeer : IGradientExchange
         else
         {
             // the whole gradient is encoded at once: it leaves at the end of the backward pass
-            if (backward is not null) WaitUntil(_backwardFrom + backward.BackwardSeconds);
+            if (backward is not null) Link.WaitUntil(_backwardFrom + backward.BackwardSeconds);
             // A non-finite gradient is not encoded (nor fed to error feedback): every worker skips it unread.
             long started = Stopwatch.GetTimestamp();
             byte[] payload = nonFinite || _sizesOnly ? [] : _encoded.AsSpan(0, _compressor!.Compress(gradient, lossScale, _encoded)).ToArray();
             long? declared = _sizesOnly && !nonFinite ? _compression.EncodedBytes(_length) : null;
-            Spend(nonFinite ? 0 : _codecTimer.Encode(_length, declared ?? payload.Length, Stopwatch.GetElapsedTime(started).TotalSeconds));
+            Link.Spend(nonFinite ? 0 : _codecTimer.Encode(_length, declared ?? payload.Length, Stopwatch.GetElapsedTime(started).TotalSeconds));
             var own = new PeerChunk(_rank, clock, -1, _rank, lossScale, samples, nonFinite, payload) { Declared = declared };
             _gathered[_rank] = own;
             bytes = own.WireBytes * (_ranks - 1); // forwarded around the whole ring
@@ -263,12 +261,7 @@ public sealed class AllReducePeer : IGradientExchange
         return bytes;
     }
 
-    private void WaitUntil(double time) => Spend(time - Link.Now);
 
-    private void Spend(double seconds)
-    {
-        if (seconds > 0) Link.Occupy(seconds, 0);
-    }
 
     public bool Receive(object message)
     {
@@ -324,7 +317,7 @@ public sealed class AllReducePeer : IGradientExchange
             if (_sentUpTo < _next)
             {
                 // overlap: a bucket's collective waits for its gradients
-                if (_backward is not null && _summable) WaitUntil(_backwardFrom + _backward.Buckets[_stepBucket[_next]].ReadyAfter);
+                if (_backward is not null && _summable) Link.WaitUntil(_backwardFrom + _backward.Buckets[_stepBucket[_next]].ReadyAfter);
                 EnterPhase(_summable ? _steps[_next].Phase : "all-gather");
                 SendStep(_next);
                 _sentUpTo = _next;
@@ -354,7 +347,7 @@ public sealed class AllReducePeer : IGradientExchange
                 payload = new byte[wire];
                 _buffer.Encode(s.Send, payload);
             }
-            Spend(_codecTimer.Encode(s.Send.Length, wire, Stopwatch.GetElapsedTime(started).TotalSeconds));
+            Link.Spend(_codecTimer.Encode(s.Send.Length, wire, Stopwatch.GetElapsedTime(started).TotalSeconds));
             chunk = new PeerChunk(_rank, _clock, k, _rank, 0, 0, false, payload, Link.Now, trace) { Declared = _sizesOnly ? wire : null };
             to = s.SendTo;
         }
@@ -378,7 +371,7 @@ public sealed class AllReducePeer : IGradientExchange
         if (_buffer is not null && !_buffer.Apply(s.Receive, chunk.Payload.Span, s.Reduce))
             throw new InvalidOperationException($"worker {_rank}: step {k} of clock {_clock} from worker {chunk.From} holds {chunk.Payload.Length} bytes, not the {_buffer.WireBytes(s.Receive)} its segment takes");
         // the receiver converts while it adds, in one pass: measured has no separate conversion time to take (the model's is its FP16 decode)
-        Spend(_codecTimer.Mode == CodecCostMode.Measured ? 0 : _codecTimer.Decode(s.Receive.Length, CollectiveBuffer.WireBytes(s.Receive, _length, _fp16), 0));
+        Link.Spend(_codecTimer.Mode == CodecCostMode.Measured ? 0 : _codecTimer.Decode(s.Receive.Length, CollectiveBuffer.WireBytes(s.Receive, _length, _fp16), 0));
         if (s.Reduce && Link.IsVirtual && _settings.Device is { } device) Link.Occupy(device.AccumulateSeconds(s.Receive.Length), 0);
     }
 
@@ -395,7 +388,7 @@ public sealed class AllReducePeer : IGradientExchange
     {
         _active = false;
         // the step is not over before its backward pass (a collective with no steps, one worker, waits for nothing else)
-        if (_backward is not null) WaitUntil(_backwardFrom + _backward.BackwardSeconds);
+        if (_backward is not null) Link.WaitUntil(_backwardFrom + _backward.BackwardSeconds);
         if (_span is not null && _phase is not null) RunTelemetry.Record(_phase, _span.Context, Link, _phaseFrom, Link.Now);
         _phase = null;
         _busy.Start();
@@ -436,10 +429,10 @@ public sealed class AllReducePeer : IGradientExchange
                 {
                     long started = Stopwatch.GetTimestamp();
                     GradientCodec.Decode(g.Payload.Span, _decoded);
-                    Spend(_codecTimer.Decode(_length, g.Payload.Length, Stopwatch.GetElapsedTime(started).TotalSeconds));
+                    Link.Spend(_codecTimer.Decode(_length, g.Payload.Length, Stopwatch.GetElapsedTime(started).TotalSeconds));
                     TensorPrimitives.MultiplyAdd(_decoded, 1f / g.LossScale, _sum, _sum);
                 }
-                else Spend(_codecTimer.Decode(_length, g.Declared ?? 0, 0));
+                else Link.Spend(_codecTimer.Decode(_length, g.Declared ?? 0, 0));
                 if (Link.IsVirtual && _settings.Device is { } device) Link.Occupy(device.AccumulateSeconds(_length), 0);
                 finite++;
             }

@@ -96,18 +96,8 @@ public sealed class ParameterServerClient : IGradientExchange
         }
         var range = _ranges[slice.Shard];
         _sliceAt[slice.Shard] = Link.Now;
-        if (_sizesOnly) { }
-        else if (slice.Delta)
-        {
-            var change = _decoded.AsSpan(0, range.Length);
-            GradientCodec.Decode(slice.Payload.Span, change);
-            var target = _weights.AsSpan(range.Start, range.Length);
-            System.Numerics.Tensors.TensorPrimitives.Add(target, change, target);
-        }
-        else
-        {
-            GradientCodec.Decode(slice.Payload.Span, _weights.AsSpan(range.Start, range.Length));
-        }
+        // a sizes-only slice carries nothing to decode
+        if (!_sizesOnly) Decode(slice, range);
         slice.Owner?.Release();
         _shardVersions[slice.Shard] = slice.Version;
         _held = Math.Max(_held, slice.HeldSeconds);
@@ -129,6 +119,19 @@ public sealed class ParameterServerClient : IGradientExchange
         _host.Ready(_clock, held, _shardVersions.Min());
     }
 
+    private void Decode(ParameterSlice slice, ParameterRange range)
+    {
+        var target = _weights.AsSpan(range.Start, range.Length);
+        if (!slice.Delta)
+        {
+            GradientCodec.Decode(slice.Payload.Span, target);
+            return;
+        }
+        var change = _decoded.AsSpan(0, range.Length);
+        GradientCodec.Decode(slice.Payload.Span, change);
+        System.Numerics.Tensors.TensorPrimitives.Add(target, change, target);
+    }
+
     public double ParametersIn(ParameterRange range)
     {
         double arrived = 0;
@@ -147,23 +150,17 @@ public sealed class ParameterServerClient : IGradientExchange
         foreach (int s in _pushOrder)
         {
             var range = _ranges[s];
-            if (backward is not null) WaitUntil(backwardFrom + backward.ReadyAfter(range));
+            if (backward is not null) Link.WaitUntil(backwardFrom + backward.ReadyAfter(range));
             var push = nonFinite || _sizesOnly ? Unencoded(s, range, lossScale, nonFinite, samples, clock, trace) : Encode(s, gradient, range, lossScale, samples, clock, trace);
             encodedBytes += push.WireBytes;
             Link.Send(_shards[s], push, push.WireBytes, TrafficClass.WorkerToShard, _host.Self);
         }
-        if (backward is not null) WaitUntil(backwardFrom + backward.BackwardSeconds);
+        if (backward is not null) Link.WaitUntil(backwardFrom + backward.BackwardSeconds);
         _clock = clock + 1;
         return encodedBytes;
     }
 
-    private void WaitUntil(double time) => Spend(time - Link.Now);
 
-    /// <summary>Modelled time on the worker's clock (codec work, waiting for the backward pass); nothing at all when none.</summary>
-    private void Spend(double seconds)
-    {
-        if (seconds > 0) Link.Occupy(seconds, 0);
-    }
 
     /// <summary>A non-finite gradient is not encoded (nor fed to error feedback): the shard skips it unread. A sizes-only push carries its formula size.</summary>
     private PushGradient Unencoded(int s, ParameterRange range, float lossScale, bool nonFinite, int samples, long clock, ActivityContext trace)
@@ -172,7 +169,7 @@ public sealed class ParameterServerClient : IGradientExchange
         if (!nonFinite)
         {
             declared = _compression.EncodedBytes(range.Length);
-            Spend(_codecTimer.Encode(range.Length, declared.Value, 0));
+            Link.Spend(_codecTimer.Encode(range.Length, declared.Value, 0));
         }
         return new PushGradient(_workerId, clock, _shardVersions[s], lossScale, nonFinite, samples, ReadOnlyMemory<byte>.Empty, Link.Now, trace) { Declared = declared };
     }
@@ -181,7 +178,7 @@ public sealed class ParameterServerClient : IGradientExchange
     {
         long started = System.Diagnostics.Stopwatch.GetTimestamp();
         int length = _compressors[s].Compress(gradient.AsSpan(range.Start, range.Length), lossScale, _encoded);
-        Spend(_codecTimer.Encode(range.Length, length, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds, _blocks[s]));
+        Link.Spend(_codecTimer.Encode(range.Length, length, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds, _blocks[s]));
         // Pooled: the shard returns the buffer once decoded, so steady-state steps allocate no payloads.
         var payload = PushGradient.Rent(_encoded.AsSpan(0, length));
         return new PushGradient(_workerId, clock, _shardVersions[s], lossScale, false, samples, payload, Link.Now, trace, Pooled: true);

@@ -490,12 +490,12 @@ public sealed class ParameterServerShard : LinkedActor
         var (payload, delta) = _downlink.Encode(weights, version, workerId, first);
         // re-encoding for the downlink: a codec's change per worker (encoded, then decoded into the mirror), FP16 once per version
         if (delta)
-            Spend(_downlinkTimer.Encode(_settings.Length, payload.Memory.Length, Stopwatch.GetElapsedTime(started).TotalSeconds, _settings.Blocks)
+            Link.Spend(_downlinkTimer.Encode(_settings.Length, payload.Memory.Length, Stopwatch.GetElapsedTime(started).TotalSeconds, _settings.Blocks)
                 + _downlinkTimer.Decode(_settings.Length, payload.Memory.Length, 0, _settings.Blocks));
         else if (_settings.Compression?.Downlink == DownlinkMode.Fp16 && version != _fp16Version)
         {
             _fp16Version = version;
-            Spend(_downlinkTimer.Encode(_settings.Length, _sliceBytes ?? payload.Memory.Length, Stopwatch.GetElapsedTime(started).TotalSeconds));
+            Link.Spend(_downlinkTimer.Encode(_settings.Length, _sliceBytes ?? payload.Memory.Length, Stopwatch.GetElapsedTime(started).TotalSeconds));
         }
         var slice = new ParameterSlice(_settings.ShardId, version, payload.Memory, delta, _workerClocks[workerId], Link.Now - _requestAt[workerId], _lastApply,
             payload) { Declared = _sliceBytes };
@@ -503,11 +503,6 @@ public sealed class ParameterServerShard : LinkedActor
         _bytesOut += slice.WireBytes;
         _denseOut += ParameterSlice.DenseBytes(_settings.Length);
         Link.Send(_workerRefs[workerId], slice, slice.WireBytes, TrafficClass.ShardToWorker, Self);
-    }
-
-    private void Spend(double seconds)
-    {
-        if (seconds > 0 && Link.IsVirtual) Link.Occupy(seconds, 0);
     }
 
     private void SendSnapshot(bool final) =>

@@ -169,7 +169,7 @@ public sealed class Worker : LinkedActor, IExchangeHost
             // the forward pass starts when the device is free, layer by layer as parameters arrive
             forwardFrom = timeline.ForwardStart(_deviceFree, _exchange.ParametersIn);
             double forwardEnd = timeline.ForwardEnd(_deviceFree, _exchange.ParametersIn);
-            if (forwardEnd > Link.Now) Link.Occupy(forwardEnd - Link.Now, 0);
+            Link.WaitUntil(forwardEnd);
         }
         double encodeFrom = Link.Now;
         _scaler.Update(result.NonFinite);

@@ -69,6 +69,19 @@ public interface ILink
     LinkStatistics Statistics => new();
 }
 
+/// <summary>Modelled time on an actor's clock.</summary>
+public static class LinkTime
+{
+    /// <summary>The calling actor spends <paramref name="seconds"/> of modelled work (codecs, waiting for its backward pass); nothing when none.</summary>
+    public static void Spend(this ILink link, double seconds)
+    {
+        if (seconds > 0 && link.IsVirtual) link.Occupy(seconds, 0);
+    }
+
+    /// <summary>The calling actor waits, busy, until <paramref name="time"/> on its clock (nothing when that has passed).</summary>
+    public static void WaitUntil(this ILink link, double time) => link.Spend(time - link.Now);
+}
+
 /// <summary>
 /// How a link hands a message to its target when the time comes: a plain Tell in one process;
 /// across nodes, to the node's <see cref="Remoting.Gateway"/> when the target lives elsewhere.
