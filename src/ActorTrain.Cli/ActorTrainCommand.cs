@@ -369,14 +369,17 @@ public static class ActorTrainCommand
         }, token);
         var c = result.Comparison;
         var table = new Table().Title($"[bold]{Markup.Escape(c.Name)}[/]" + (c.TargetLoss is { } t ? FormattableString.Invariant($" (target test loss {t})") : ""));
-        foreach (string h in new[] { "variant", "policy", "compression", "updates", $"time to target ({c.Clock})", "updates to target", "final test loss",
+        // workloads have no loss: their column is the time per step
+        bool workloads = c.Rows.Count > 0 && c.Rows.All(r => double.IsNaN(r.FinalTestAccuracy));
+        foreach (string h in new[] { "variant", "policy", "compression", "updates", $"time to target ({c.Clock})", "updates to target", workloads ? $"per step ({c.Clock})" : "final test loss",
                      "mean / max staleness", "mean wait", "MB worker->shard", "ratio vs fp32" })
             table.AddColumn(h == "variant" ? new TableColumn(h).NoWrap() : new TableColumn(h));
         foreach (var r in c.Rows)
             table.AddRow(Markup.Escape(r.Variant), Markup.Escape(r.Policy), Markup.Escape(r.Compression), r.Updates.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 r.SecondsToTargetLoss is { } s ? Core.Simulation.Quantity.FormatSeconds(s) : r.TargetLoss is null ? "-" : "not reached",
                 r.UpdatesToTargetLoss?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-",
-                r.StopReason == "diverged" ? FormattableString.Invariant($"{r.FinalTestLoss} (diverged)") : FormattableString.Invariant($"{r.FinalTestLoss:0.0000}"),
+                workloads ? (r.Steps > 0 ? Core.Simulation.Quantity.FormatSeconds(r.ElapsedSeconds / r.Steps) : "-")
+                    : r.StopReason == "diverged" ? FormattableString.Invariant($"{r.FinalTestLoss} (diverged)") : FormattableString.Invariant($"{r.FinalTestLoss:0.0000}"),
                 FormattableString.Invariant($"{r.MeanStaleness:0.00} / {r.MaxStaleness}"),
                 Core.Simulation.Quantity.FormatSeconds(r.MeanWaitSeconds), FormattableString.Invariant($"{r.BytesWorkerToShard / 1e6:0.00}"),
                 FormattableString.Invariant($"{r.UplinkRatio:0.0}x"));
