@@ -71,9 +71,8 @@ public sealed class ParameterServerShard : LinkedActor
     private readonly Optimizer _optimizer;
     private readonly int _versionsPerStep;
     private int _quorum;
-    private readonly bool[] _active;
     private readonly List<int> _pushers;
-    private readonly long[] _workerClocks;
+    private readonly WorkerClocks _workerClocks;
     private readonly IActorRef[] _workerRefs;
     private readonly double[] _requestAt;
     private readonly bool[] _fresh;
@@ -109,8 +108,7 @@ public sealed class ParameterServerShard : LinkedActor
         _versionsPerStep = settings.Policy.VersionsPerStep(settings.Workers);
         _quorum = settings.Workers - settings.Policy.BackupWorkers;
         _pushers = new(settings.Workers);
-        _workerClocks = new long[settings.Workers];
-        _active = Enumerable.Repeat(true, settings.Workers).ToArray();
+        _workerClocks = new WorkerClocks(settings.Workers);
         _workerRefs = new IActorRef[settings.Workers];
         _requestAt = new double[settings.Workers];
         _fresh = new bool[settings.Workers];
@@ -133,12 +131,12 @@ public sealed class ParameterServerShard : LinkedActor
     /// <summary>Goes on from a checkpoint: weights, optimizer, version, the workers' clocks and the counters.</summary>
     private void Restore(ShardCheckpoint c)
     {
-        if (c.Weights.Length != _weights.Length || c.WorkerClocks.Length != _workerClocks.Length)
-            throw new Core.ActorTrainException($"checkpoint of shard {c.Shard} holds {c.Weights.Length} weights and {c.WorkerClocks.Length} workers; this run's shard has {_weights.Length} and {_workerClocks.Length}");
+        if (c.Weights.Length != _weights.Length || c.WorkerClocks.Length != _settings.Workers)
+            throw new Core.ActorTrainException($"checkpoint of shard {c.Shard} holds {c.Weights.Length} weights and {c.WorkerClocks.Length} workers; this run's shard has {_weights.Length} and {_settings.Workers}");
         c.Weights.CopyTo(_weights, 0);
         _optimizer.Restore(c.OptimizerSteps, c.OptimizerState);
         _version = c.Version;
-        c.WorkerClocks.CopyTo(_workerClocks, 0);
+        _workerClocks.Restore(c.WorkerClocks);
         var k = c.Counters;
         (_applied, _skipped, _dropped, _samples, _bytesIn, _bytesOut, _denseIn, _denseOut) =
             (k.PushesApplied, k.PushesSkippedNonFinite, k.PushesDroppedLate, k.Samples, k.BytesIn, k.BytesOut, k.DenseBytesIn, k.DenseBytesOut);
@@ -186,8 +184,8 @@ public sealed class ParameterServerShard : LinkedActor
     /// </summary>
     private void OnWorkerLost(WorkerLost lost)
     {
-        if (!_active[lost.Worker]) return;
-        _active[lost.Worker] = false;
+        if (!_workerClocks.IsActive(lost.Worker)) return;
+        _workerClocks.Deactivate(lost.Worker);
         _quorum--;
         _parked.RemoveAll(p => p.Id == lost.Worker);
         if (IsBsp)
@@ -198,13 +196,7 @@ public sealed class ParameterServerShard : LinkedActor
     }
 
     /// <summary>The least clock among the workers still in the run.</summary>
-    private long SlowestClock()
-    {
-        long slowest = long.MaxValue;
-        for (int w = 0; w < _workerClocks.Length; w++)
-            if (_active[w]) slowest = Math.Min(slowest, _workerClocks[w]);
-        return slowest == long.MaxValue ? 0 : slowest;
-    }
+    private long SlowestClock() => _workerClocks.Slowest;
 
     private void Finished()
     {
@@ -245,7 +237,7 @@ public sealed class ParameterServerShard : LinkedActor
     {
         while (_workerClocks[push.Worker] < push.Clock)
         {
-            _workerClocks[push.Worker]++;
+            _workerClocks.Raise(push.Worker, _workerClocks[push.Worker] + 1);
             _dropped++;
             _version++;
             if (AfterVersion()) return true;
@@ -308,7 +300,7 @@ public sealed class ParameterServerShard : LinkedActor
         _denseIn += PushGradient.DenseBytes(_settings.Length);
         long slowest = SlowestClock();
         _maxLead = Math.Max(_maxLead, push.Clock - slowest);
-        _workerClocks[push.Worker] = Math.Max(_workerClocks[push.Worker], push.Clock + 1);
+        _workerClocks.Raise(push.Worker, push.Clock + 1);
     }
 
     private void OnBspPush(PushGradient push)
@@ -454,7 +446,7 @@ public sealed class ParameterServerShard : LinkedActor
         }
         if (_settings.CheckpointEvery > 0 && Step % _settings.CheckpointEvery == 0)
             Link.Send(_coordinator, new ShardCheckpoint(_settings.ShardId, Step, _version, (float[])_weights.Clone(), _optimizer.Steps,
-                _optimizer.State.Select(s => (float[])s.Clone()).ToArray(), (long[])_workerClocks.Clone(), Counters()), 0, TrafficClass.Control, Self);
+                _optimizer.State.Select(s => (float[])s.Clone()).ToArray(), _workerClocks.ToArray(), Counters()), 0, TrafficClass.Control, Self);
         if (Step % _settings.SnapshotEvery == 0) SendSnapshot(final: false);
         return false;
     }

@@ -62,6 +62,12 @@ public sealed class VirtualLink : ILink, IEventLink
     private readonly LinkCounters _counters = new();
     private readonly HashSet<IActorRef> _releasedTargets = [];
     private readonly List<(Event Event, (double, long) Key)> _deferred = [];
+    // Events for an actor already released in the window, in (time, seq) order: its next one goes
+    // back into the queue when it completes (so while any are held, the earliest of the actor's
+    // events is in the queue, and a later one popped before it completes joins the end). Re-queueing them all every batch cost O(N) per batch,
+    // so N pushes landing on one shard in a window cost O(N^2) per step (issue 19).
+    private readonly Dictionary<IActorRef, Queue<(Event Event, (double, long) Key)>> _waiting = new();
+    private int _waitingCount;
     private readonly Dictionary<Fabric.Flow, FlowAttempt> _flowAttempts = [];
     private long _wakes;
     private readonly IRoute _route;
@@ -185,6 +191,12 @@ public sealed class VirtualLink : ILink, IEventLink
         {
             _busyUntil[actor] = now;
             _done.Add((seq, outbox));
+            // the actor's next held event competes again, with its own key: the earliest of its events still to come
+            if (_waiting.TryGetValue(actor, out var held) && held.TryDequeue(out var next))
+            {
+                _waitingCount--;
+                _queue.Enqueue(next.Event, next.Key);
+            }
             if (--_outstanding > 0 || _stopped) return;
             _done.Sort((a, b) => a.Seq.CompareTo(b.Seq));
             foreach (var (_, items) in _done)
@@ -299,6 +311,12 @@ public sealed class VirtualLink : ILink, IEventLink
                 _queue.Dequeue();
                 _now = headKey.Time;
                 _deathTime[head.Target] = headKey.Time;
+                if (_waiting.Remove(head.Target, out var lost))
+                {
+                    // held for the actor now dead: lost with it, as they would be from the queue
+                    _waitingCount -= lost.Count;
+                    foreach (var _ in lost) _counters.LostToStopped();
+                }
                 batch.Add(new Release(head.Target, head.Message, ActorRefs.Nobody));
                 continue;
             }
@@ -327,7 +345,10 @@ public sealed class VirtualLink : ILink, IEventLink
                 }
                 if (!_releasedTargets.Add(e.Target))
                 {
-                    _deferred.Add((e, key));
+                    // already accepted by the duplicate filter: held as a plain event
+                    if (!_waiting.TryGetValue(e.Target, out var held)) _waiting[e.Target] = held = new();
+                    held.Enqueue((e with { MessageId = -1 }, key));
+                    _waitingCount++;
                     continue;
                 }
                 double start = Math.Max(key.Time, _busyUntil.GetValueOrDefault(e.Target));
@@ -335,15 +356,11 @@ public sealed class VirtualLink : ILink, IEventLink
                 _outstanding++;
                 batch.Add(new Release(e.Target, new VirtualDelivery(e.Message, key.Seq, start, this, e.Fabric as TransferTiming), e.Sender));
             }
-            foreach (var (e, key) in _deferred)
-            {
-                // a deferred copy was already accepted by the duplicate filter: re-queue it as a plain event (flow events as they were)
-                _queue.Enqueue(e.Kind == EventKind.Deliver ? e with { MessageId = -1 } : e, key);
-            }
+            foreach (var (e, key) in _deferred) _queue.Enqueue(e, key); // flow events, for the fabric between batches
             _deferred.Clear();
             if (_outstanding > 0) break;
         }
-        if (_outstanding == 0 && _queue.Count == 0 && !_stopped && _idleListener is { } listener)
+        if (_outstanding == 0 && _queue.Count == 0 && _waitingCount == 0 && !_stopped && _idleListener is { } listener)
             batch.Add(new Release(listener, new SimulationIdle(_now), ActorRefs.Nobody));
         return batch;
     }
