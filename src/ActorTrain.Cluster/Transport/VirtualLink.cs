@@ -168,6 +168,8 @@ public sealed class VirtualLink : ILink, IEventLink
         {
             _stopped = true;
             _queue.Clear();
+            _waiting.Clear();
+            _waitingCount = 0;
         }
     }
 
