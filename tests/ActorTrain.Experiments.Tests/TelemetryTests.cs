@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
@@ -73,9 +74,15 @@ public sealed class TelemetryTests() : TempFolderTest("actortrain-telemetry-")
             Assert.All(linked, s => Assert.Equal((long)apply.GetTagItem("actortrain.version")! - 1, (long)s.GetTagItem("actortrain.clock")!));
         }
         Assert.Equal(3, spans.Count(s => s.DisplayName == "evaluation" && s.ParentSpanId == run.SpanId)); // steps 0, 6, 12
-        // virtual time: spans sit at the link's epoch + virtual seconds, inside the run span
-        Assert.All(spans.Where(s => s.DisplayName != "evaluation"), s => Assert.True(s.StartTimeUtc >= run.StartTimeUtc && s.StartTimeUtc + s.Duration <= run.StartTimeUtc + run.Duration + TimeSpan.FromTicks(2),
+        // virtual time: spans sit at the link's epoch + virtual seconds, inside the run span; evaluations
+        // take no virtual time (what they really took is an attribute)
+        Assert.All(spans, s => Assert.True(s.StartTimeUtc >= run.StartTimeUtc && s.StartTimeUtc + s.Duration <= run.StartTimeUtc + run.Duration + TimeSpan.FromTicks(2),
             $"{s.DisplayName} outside the run"));
+        Assert.All(spans.Where(s => s.DisplayName == "evaluation"), s =>
+        {
+            Assert.True(s.Duration <= TimeSpan.FromTicks(1), $"{s.Duration}"); // the span helper's least duration
+            Assert.True((double)s.GetTagItem("actortrain.real_seconds")! > 0);
+        });
     }
 
     /// <summary>
@@ -234,6 +241,36 @@ public sealed class TelemetryTests() : TempFolderTest("actortrain-telemetry-")
         Assert.Contains("Stragglers", summary);
         Assert.Contains("- worker 0: compute", summary.Split("Stragglers")[1].Split('\n')[1]);
         if (policy == "bsp") Assert.Contains("worker 0 pushed last", summary);
+    }
+
+    /// <summary>
+    /// Duration histograms are bucketed in seconds (not the SDK's millisecond defaults) and written
+    /// with their bounds, counts and temporality: a 0.1-0.3 ms step lands in a sub-millisecond bucket.
+    /// </summary>
+    [Fact]
+    public async Task Metrics_file_histograms_have_second_buckets_counts_and_temporality()
+    {
+        var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. TwoWorkerBsp, "simulation.compute-time=100us"]), Root);
+        string last = File.ReadAllLines(Path.Combine(result.Folder, "metrics.jsonl"))[^1];
+        using var doc = System.Text.Json.JsonDocument.Parse(last);
+        var metrics = doc.RootElement.GetProperty("resourceMetrics")[0].GetProperty("scopeMetrics")[0].GetProperty("metrics").EnumerateArray()
+            .ToDictionary(m => m.GetProperty("name").GetString()!);
+        var step = metrics["actortrain.step.duration"].GetProperty("histogram");
+        Assert.Equal(2, step.GetProperty("aggregationTemporality").GetInt32());
+        foreach (var point in step.GetProperty("dataPoints").EnumerateArray())
+        {
+            double[] bounds = point.GetProperty("explicitBounds").EnumerateArray().Select(b => b.GetDouble()).ToArray();
+            long[] counts = point.GetProperty("bucketCounts").EnumerateArray().Select(c => long.Parse(c.GetString()!, CultureInfo.InvariantCulture)).ToArray();
+            Assert.Equal(Cluster.Telemetry.RunTelemetry.SecondsBuckets, bounds);
+            Assert.Equal(bounds.Length + 1, counts.Length);
+            long total = long.Parse(point.GetProperty("count").GetString()!, CultureInfo.InvariantCulture);
+            Assert.Equal(total, counts.Sum());
+            // the median step's bucket: its upper bound is under a millisecond (the defaults gave 5 s)
+            long seen = 0;
+            int median = Array.FindIndex(counts, c => (seen += c) * 2 >= total);
+            Assert.InRange(bounds[median], 1e-4, 1e-3);
+        }
+        Assert.Equal(2, metrics["actortrain.staleness"].GetProperty("histogram").GetProperty("aggregationTemporality").GetInt32());
     }
 
     /// <summary>With training.overlap a step shows a forward and a backward span, and its parts in transit while the backward goes on.</summary>

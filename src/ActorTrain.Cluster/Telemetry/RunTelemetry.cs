@@ -23,9 +23,23 @@ public static class RunTelemetry
     public static readonly Counter<long> Pushes = Meter.CreateCounter<long>("actortrain.pushes", "{push}", "Gradient pushes received by shards.");
     public static readonly Counter<long> DroppedPushes = Meter.CreateCounter<long>("actortrain.pushes.dropped", "{push}", "Pushes dropped: late (BSP backup workers), or from a killed worker's predecessor (reason = predecessor).");
     public static readonly Counter<long> SkippedPushes = Meter.CreateCounter<long>("actortrain.pushes.skipped", "{push}", "Pushes skipped as non-finite.");
-    public static readonly Histogram<long> Staleness = Meter.CreateHistogram<long>("actortrain.staleness", "{version}", "Staleness of applied pushes.");
-    public static readonly Histogram<double> StepTime = Meter.CreateHistogram<double>("actortrain.step.duration", "s", "A worker's step on the run's clock: network, wait, compute, compress.");
-    public static readonly Histogram<double> WaitTime = Meter.CreateHistogram<double>("actortrain.wait.duration", "s", "Time a worker's answer was held by the shards (barrier, staleness bound, apply).");
+    /// <summary>
+    /// Bucket boundaries for durations in seconds, 1 us to 100 s, 1-2.5-5 per decade: the SDK's
+    /// default boundaries are for milliseconds (0 to 10,000), which put every step of under 5 s in
+    /// one bucket and made a dashboard read P50 = P99 = 5 s for 0.1 ms steps.
+    /// </summary>
+    public static readonly double[] SecondsBuckets =
+        [1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100];
+
+    /// <summary>Staleness in versions: every value up to 8, then doubling to 64 (the shards' own histogram stops at 63+).</summary>
+    public static readonly long[] StalenessBuckets = [0, 1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64];
+
+    public static readonly Histogram<long> Staleness = Meter.CreateHistogram("actortrain.staleness", "{version}", "Staleness of applied pushes.",
+        advice: new InstrumentAdvice<long> { HistogramBucketBoundaries = StalenessBuckets });
+    public static readonly Histogram<double> StepTime = Meter.CreateHistogram("actortrain.step.duration", "s", "A worker's step on the run's clock: network, wait, compute, compress.",
+        advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = SecondsBuckets });
+    public static readonly Histogram<double> WaitTime = Meter.CreateHistogram("actortrain.wait.duration", "s", "Time a worker's answer was held by the shards (barrier, staleness bound, apply).",
+        advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = SecondsBuckets });
     public static readonly Gauge<double> Loss = Meter.CreateGauge<double>("actortrain.loss", "1", "Test loss at the latest evaluation.");
     public static readonly Gauge<double> LossScale = Meter.CreateGauge<double>("actortrain.loss_scale", "1", "A worker's current loss scale.");
 

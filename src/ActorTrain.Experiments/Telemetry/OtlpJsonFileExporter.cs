@@ -115,6 +115,18 @@ public sealed class OtlpJsonMetricFileExporter(string path) : BaseExporter<Metri
                 case MetricType.Histogram:
                     json.WriteString("count", point.GetHistogramCount().ToString(CultureInfo.InvariantCulture));
                     OtlpJson.Number(json, "sum", point.GetHistogramSum());
+                    // OTLP's explicit-bucket histogram: n bounds, n + 1 counts (the last is above the last bound)
+                    var counts = new List<long>();
+                    json.WriteStartArray("explicitBounds");
+                    foreach (var bucket in point.GetHistogramBuckets())
+                    {
+                        counts.Add(bucket.BucketCount);
+                        if (double.IsFinite(bucket.ExplicitBound)) json.WriteNumberValue(bucket.ExplicitBound);
+                    }
+                    json.WriteEndArray();
+                    json.WriteStartArray("bucketCounts");
+                    foreach (long c in counts) json.WriteStringValue(c.ToString(CultureInfo.InvariantCulture));
+                    json.WriteEndArray();
                     if (point.TryGetHistogramMinMaxValues(out double min, out double max))
                     {
                         OtlpJson.Number(json, "min", min);
@@ -137,11 +149,9 @@ public sealed class OtlpJsonMetricFileExporter(string path) : BaseExporter<Metri
             json.WriteEndObject();
         }
         json.WriteEndArray();
-        if (sum)
-        {
-            json.WriteNumber("aggregationTemporality", 2);
-            json.WriteBoolean("isMonotonic", true);
-        }
+        // 2: cumulative (the reader exports once, at the end of the run, everything since its start)
+        if (sum || histogram) json.WriteNumber("aggregationTemporality", 2);
+        if (sum) json.WriteBoolean("isMonotonic", true);
         json.WriteEndObject();
         json.WriteEndObject();
     }

@@ -160,7 +160,9 @@ public sealed class TraceFile
                           $"{shard.Count(s => s.Name == "shard.apply")} steps; pushes in transit {F(shard.Where(s => s.Name == "transfer").Sum(s => s.Seconds))}");
         AllReducePhases(sb, F);
         var evaluations = Spans.Where(s => s.Name == "evaluation").ToList();
-        sb.AppendLine($"- coordinator: {evaluations.Count} evaluations, {F(evaluations.Sum(s => s.Seconds))} (real time: evaluation is not simulated)");
+        double evaluating = evaluations.Sum(s => s.Attributes.TryGetValue("actortrain.real_seconds", out var real)
+            && double.TryParse(real, NumberStyles.Float, CultureInfo.InvariantCulture, out double r) ? r : s.Seconds);
+        sb.AppendLine($"- coordinator: {evaluations.Count} evaluations, {F(evaluating)} (real time: evaluation is not simulated)");
         sb.AppendLine();
 
         if (workers.Count > 1)
