@@ -52,10 +52,11 @@ public sealed class TelemetryTests() : TempFolderTest("actortrain-telemetry-")
                 Assert.Equal("none", step.GetTagItem("actortrain.codec"));
                 Assert.True((long)step.GetTagItem("actortrain.encoded_bytes")! > 0);
                 Assert.Equal(1f, step.GetTagItem("actortrain.loss_scale"));
-                var children = spans.Where(s => s.ParentSpanId == step.SpanId && s.DisplayName != "transfer").Select(s => s.DisplayName).Order();
+                var children = spans.Where(s => s.ParentSpanId == step.SpanId).Select(s => s.DisplayName).Order();
                 Assert.Equal(["compress", "compute", "network", "wait"], children);
-                // a push to each shard, in transit from the step's end
-                var transfers = spans.Where(s => s.ParentSpanId == step.SpanId && s.DisplayName == "transfer").ToList();
+                // a push to each shard, in transit from the step's end: children of the run, linked to the step
+                var transfers = spans.Where(s => s.DisplayName == "transfer" && s.Links.Any(l => l.Context.SpanId == step.SpanId)).ToList();
+                Assert.All(transfers, t => Assert.Equal(run.SpanId, t.ParentSpanId));
                 Assert.Equal([0, 1], transfers.Select(t => (int)t.GetTagItem("actortrain.shard")!).Order());
             }
         }
@@ -271,6 +272,21 @@ public sealed class TelemetryTests() : TempFolderTest("actortrain-telemetry-")
             Assert.InRange(bounds[median], 1e-4, 1e-3);
         }
         Assert.Equal(2, metrics["actortrain.staleness"].GetProperty("histogram").GetProperty("aggregationTemporality").GetInt32());
+        // counters that stayed at zero are there, at zero
+        foreach (string counter in new[] { "actortrain.pushes.dropped", "actortrain.pushes.skipped" })
+            Assert.All(metrics[counter].GetProperty("sum").GetProperty("dataPoints").EnumerateArray(), p => Assert.Equal("0", p.GetProperty("asInt").GetString()));
+    }
+
+    /// <summary>No span ends before it starts, no child outlives its parent, every parent and link resolves.</summary>
+    [Theory]
+    [InlineData("topology.aggregation=ps")]
+    [InlineData("topology.aggregation=ring-allreduce")]
+    [InlineData("training.overlap=layer")]
+    public async Task The_span_tree_is_consistent(string setting)
+    {
+        var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. TwoWorkerBsp, "simulation.compute-time=1ms", "fabric.topology=switch", setting]), Root);
+        var problems = TraceFile.Read(result.Folder).Problems();
+        Assert.True(problems.Count == 0, string.Join("\n", problems.Take(10)));
     }
 
     /// <summary>With training.overlap a step shows a forward and a backward span, and its parts in transit while the backward goes on.</summary>
@@ -309,7 +325,8 @@ public sealed class TelemetryTests() : TempFolderTest("actortrain-telemetry-")
         var ids = steps.Select(s => s.SpanId).ToHashSet();
         var applies = trace.Spans.Where(s => s.Name == "shard.apply").ToList();
         Assert.All(applies, a => Assert.All(a.Links, l => Assert.Contains(l, ids)));
-        Assert.All(trace.Spans.Where(s => s.Name == "transfer"), t => Assert.Contains(t.ParentId!, ids));
+        Assert.All(trace.Spans.Where(s => s.Name == "transfer"), t => Assert.Contains(trace.SenderStep(t)!.SpanId, ids));
+        Assert.Empty(trace.Problems());
     }
 
     [Fact]

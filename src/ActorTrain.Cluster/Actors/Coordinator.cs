@@ -714,7 +714,7 @@ public sealed class Coordinator : LinkedActor
         double at = LinkTime(done.Snapshot.Time);
         RunTelemetry.Record("evaluation", _run, Link, at, Link.IsVirtual ? at : at + done.Seconds,
             [new("actortrain.step", done.Step), new("actortrain.test_loss", point.TestLoss), new("actortrain.test_accuracy", point.TestAccuracy),
-             new("actortrain.real_seconds", done.Seconds)]);
+             new("actortrain.real_seconds", done.Seconds)], endsParent: done.Final);
 
         // a workload's points carry no loss (NaN by design), which is not divergence
         bool diverged = !_settings.Model.SizesOnly && !double.IsFinite(done.Result.Loss);

@@ -151,6 +151,9 @@ public sealed class ParameterServerShard : LinkedActor
         Receive<Begin>(begin =>
         {
             _run = _lastApply = begin.Trace;
+            // counters that stay at zero are exported as zero, not missing (a clean run has no dropped or skipped pushes)
+            RunTelemetry.DroppedPushes.Add(0, _shardTag);
+            RunTelemetry.SkippedPushes.Add(0, _shardTag);
             SendSnapshot(final: false);
         });
         Receive<PullParameters>(OnPull);
@@ -291,9 +294,11 @@ public sealed class ParameterServerShard : LinkedActor
         {
             // on a sharing fabric: waiting for bandwidth, sending alone, and from the last byte to the shard taking it (latency, a busy shard)
             var t = Link.Transfer;
-            RunTelemetry.Record("transfer", push.Trace, Link, push.SentAt, Link.Now,
+            // a child of the run, linked to the step that sent it: the push is still in transit after its step span has ended
+            RunTelemetry.Record("transfer", _run, Link, push.SentAt, Link.Now,
                 [new("actortrain.worker", push.Worker), _shardTag, new("actortrain.clock", push.Clock), new("actortrain.encoded_bytes", (long)push.WireBytes),
-                 new("actortrain.queueing_s", t?.Queueing), new("actortrain.transmission_s", t?.Uncontended), new("actortrain.after_last_byte_s", t is null ? null : Link.Now - t.LastByte)]);
+                 new("actortrain.queueing_s", t?.Queueing), new("actortrain.transmission_s", t?.Uncontended), new("actortrain.after_last_byte_s", t is null ? null : Link.Now - t.LastByte)],
+                [new ActivityLink(push.Trace)]);
         }
         _samples += push.Samples;
         _bytesIn += push.WireBytes;

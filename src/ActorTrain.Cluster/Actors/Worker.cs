@@ -193,7 +193,7 @@ public sealed class Worker : LinkedActor, IExchangeHost
             if (timeline is null)
             {
                 RunTelemetry.Record("compute", trace, Link, begun, encodeFrom, [new("actortrain.flops", result.Flops)]);
-                RunTelemetry.Record("compress", trace, Link, encodeFrom, sent, [new("actortrain.encoded_bytes", encodedBytes)]);
+                RunTelemetry.Record("compress", trace, Link, encodeFrom, sent, [new("actortrain.encoded_bytes", encodedBytes)], endsParent: true);
             }
             else
             {

@@ -68,10 +68,15 @@ public static class RunTelemetry
         span.Stop();
     }
 
-    /// <summary>A closed span in one call, for intervals known after the fact.</summary>
+    /// <summary>
+    /// A closed span in one call, for intervals known after the fact. An empty interval lasts one
+    /// tick (a span cannot be empty); <paramref name="endsParent"/>: the tick before its end, so
+    /// that a span closing its parent's interval stays inside it.
+    /// </summary>
     public static ActivityContext Record(string name, ActivityContext parent, ILink link, double start, double end,
-        ReadOnlySpan<KeyValuePair<string, object?>> tags = default, IEnumerable<ActivityLink>? links = null)
+        ReadOnlySpan<KeyValuePair<string, object?>> tags = default, IEnumerable<ActivityLink>? links = null, bool endsParent = false)
     {
+        if (endsParent && end <= start) start = end - TimeSpan.FromTicks(1).TotalSeconds;
         var span = Begin(name, parent, link, start, links);
         if (span is null) return default;
         foreach (var (key, value) in tags) span.SetTag(key, value);

@@ -80,6 +80,33 @@ public sealed class TraceFile
 
     public SpanRecord? Parent(SpanRecord span) => span.ParentId is { } id && _byId.TryGetValue(id, out var p) ? p : null;
 
+    /// <summary>The worker step that sent a push's transfer (linked from it; traces before the change had it as the parent).</summary>
+    public SpanRecord? SenderStep(SpanRecord transfer) =>
+        transfer.Links.Select(id => _byId.GetValueOrDefault(id)).FirstOrDefault(s => s is { Name: "worker.step" }) ?? (Parent(transfer) is { Name: "worker.step" } p ? p : null);
+
+    /// <summary>
+    /// What is inconsistent in the span tree: a span ending before it starts, a child outside its
+    /// parent's interval, a parent or link that is not in the file (with trace-every = 1 every one
+    /// must resolve). Empty for a well-formed trace.
+    /// </summary>
+    public List<string> Problems()
+    {
+        var problems = new List<string>();
+        foreach (var span in Spans)
+        {
+            if (span.EndNanos < span.StartNanos) problems.Add($"{span.Name} {span.SpanId} ends before it starts");
+            if (span.ParentId is { } parentId)
+            {
+                if (!_byId.TryGetValue(parentId, out var parent)) problems.Add($"{span.Name} {span.SpanId}: parent {parentId} is not in the trace");
+                else if (span.StartNanos < parent.StartNanos || span.EndNanos > parent.EndNanos)
+                    problems.Add($"{span.Name} {span.SpanId} [{span.StartNanos}, {span.EndNanos}] is outside its parent {parent.Name} [{parent.StartNanos}, {parent.EndNanos}]");
+            }
+            foreach (string link in span.Links)
+                if (!_byId.ContainsKey(link)) problems.Add($"{span.Name} {span.SpanId}: link {link} is not in the trace");
+        }
+        return problems;
+    }
+
     public SpanRecord Run => Spans.FirstOrDefault(s => s.Name == "run") ?? throw new ActorTrainException("the trace has no run span (was the run cut short?)");
 
     /// <summary>A cluster run's building of its shards and workers on the nodes (null in one process): before training.</summary>
@@ -213,7 +240,8 @@ public sealed class TraceFile
     /// </summary>
     public List<(string What, double Seconds)> CriticalPath()
     {
-        var transfersByStep = Spans.Where(s => s.Name == "transfer" && s.ParentId is not null).ToLookup(s => s.ParentId!);
+        var transfersByStep = Spans.Where(s => s.Name == "transfer").Select(s => (Step: SenderStep(s), Transfer: s)).Where(x => x.Step is not null)
+            .ToLookup(x => x.Step!.SpanId, x => x.Transfer);
         var childrenByStep = Spans.Where(s => s.ParentId is not null && WorkerKinds.Contains(s.Name)).ToLookup(s => s.ParentId!);
         (SpanRecord Apply, SpanRecord Step, SpanRecord Transfer)? slowest = null;
         double longest = -1;
