@@ -16,11 +16,17 @@ public sealed class ConfigReader
 {
     private readonly Config _config;
 
-    private ConfigReader(Config config, IReadOnlyList<string> keys)
+    private readonly HashSet<string> _set;
+
+    private ConfigReader(Config config, IReadOnlyList<string> keys, HashSet<string> set)
     {
         _config = config;
         Keys = keys;
+        _set = set;
     }
+
+    /// <summary>Whether the experiment file or a --set gave <paramref name="key"/> (not the reference's default).</summary>
+    public bool IsSet(string key) => _set.Contains(key);
 
     /// <summary>Every leaf key of the reference, in file order.</summary>
     public IReadOnlyList<string> Keys { get; }
@@ -44,6 +50,7 @@ public sealed class ConfigReader
         var file = Parse(text, source, folder);
         CheckKeys(file, referenceKeys, source);
         var merged = file.WithFallback(reference);
+        var set = new HashSet<string>(LeafKeys(file));
         foreach (string assignment in overrides)
         {
             int eq = assignment.IndexOf('=');
@@ -53,8 +60,9 @@ public sealed class ConfigReader
             var single = ParseOverride(key, value);
             CheckKeys(single, referenceKeys, $"--set {assignment}");
             merged = single.WithFallback(merged);
+            set.UnionWith(LeafKeys(single));
         }
-        return new ConfigReader(merged, referenceKeys);
+        return new ConfigReader(merged, referenceKeys, set);
     }
 
     /// <summary>True when <paramref name="text"/> (valid HOCON) sets no key at all: an empty file, or comments only.</summary>

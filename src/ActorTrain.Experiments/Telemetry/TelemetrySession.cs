@@ -18,9 +18,19 @@ public enum TelemetryExporter
 }
 
 /// <summary>telemetry { exporter, endpoint, protocol, traces, metrics }: where a run's spans and metrics go.</summary>
-public sealed record TelemetrySection(TelemetryExporter Exporter, string Endpoint, OtlpExportProtocol Protocol, bool Traces, bool Metrics, int TraceEvery = 1)
+/// <summary>
+/// telemetry.* with the OpenTelemetry environment variables under them: OTEL_EXPORTER_OTLP_ENDPOINT
+/// and OTEL_EXPORTER_OTLP_PROTOCOL stand in for telemetry.endpoint and telemetry.protocol when
+/// neither the experiment file nor a --set gives them (environment &lt; file &lt; command line);
+/// OTEL_SERVICE_NAME names the service (default actortrain) and OTEL_RESOURCE_ATTRIBUTES
+/// (key=value,key=value, values percent-encoded) adds resource attributes, under the run's own.
+/// </summary>
+public sealed record TelemetrySection(TelemetryExporter Exporter, string Endpoint, OtlpExportProtocol Protocol, bool Traces, bool Metrics, int TraceEvery = 1,
+    string? ServiceName = null, IReadOnlyDictionary<string, object>? ResourceAttributes = null)
 {
-    public static TelemetrySection Read(ConfigReader c)
+    public static TelemetrySection Read(ConfigReader c) => Read(c, Environment.GetEnvironmentVariable);
+
+    public static TelemetrySection Read(ConfigReader c, Func<string, string?> environment)
     {
         var exporter = c.Choice("telemetry.exporter", "file", "otlp", "console", "none") switch
         {
@@ -29,11 +39,37 @@ public sealed record TelemetrySection(TelemetryExporter Exporter, string Endpoin
             "console" => TelemetryExporter.Console,
             _ => TelemetryExporter.None,
         };
+        string? Env(string name) => environment(name) is { Length: > 0 } v ? v.Trim() : null;
         string endpoint = c.String("telemetry.endpoint").Trim();
+        string endpointKey = "telemetry.endpoint";
+        if (!c.IsSet("telemetry.endpoint") && Env("OTEL_EXPORTER_OTLP_ENDPOINT") is { } fromEnv)
+            (endpoint, endpointKey) = (fromEnv, "OTEL_EXPORTER_OTLP_ENDPOINT");
         if (exporter == TelemetryExporter.Otlp && !Uri.TryCreate(endpoint, UriKind.Absolute, out _))
-            throw new ActorTrainException($"telemetry.endpoint = \"{endpoint}\" is not a URL, e.g. http://localhost:4318 (http) or http://localhost:4317 (grpc)");
+            throw new ActorTrainException($"{endpointKey} = \"{endpoint}\" is not a URL, e.g. http://localhost:4318 (http) or http://localhost:4317 (grpc)");
         var protocol = c.Choice("telemetry.protocol", "http", "grpc") == "grpc" ? OtlpExportProtocol.Grpc : OtlpExportProtocol.HttpProtobuf;
-        return new TelemetrySection(exporter, endpoint, protocol, c.Bool("telemetry.traces"), c.Bool("telemetry.metrics"), c.Int("telemetry.trace-every", 1));
+        if (!c.IsSet("telemetry.protocol") && Env("OTEL_EXPORTER_OTLP_PROTOCOL") is { } p)
+            protocol = p switch
+            {
+                "grpc" => OtlpExportProtocol.Grpc,
+                "http/protobuf" => OtlpExportProtocol.HttpProtobuf,
+                _ => throw new ActorTrainException($"OTEL_EXPORTER_OTLP_PROTOCOL = \"{p}\": use grpc or http/protobuf (http/json is not supported by the OTLP exporter here)"),
+            };
+        return new TelemetrySection(exporter, endpoint, protocol, c.Bool("telemetry.traces"), c.Bool("telemetry.metrics"), c.Int("telemetry.trace-every", 1),
+            Env("OTEL_SERVICE_NAME"), ResourceAttributesOf(Env("OTEL_RESOURCE_ATTRIBUTES")));
+    }
+
+    /// <summary>OTEL_RESOURCE_ATTRIBUTES: comma-separated key=value pairs, values percent-encoded; a pair without '=' is refused.</summary>
+    private static Dictionary<string, object>? ResourceAttributesOf(string? text)
+    {
+        if (text is null) return null;
+        var attributes = new Dictionary<string, object>();
+        foreach (string pair in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            int eq = pair.IndexOf('=');
+            if (eq <= 0) throw new ActorTrainException($"OTEL_RESOURCE_ATTRIBUTES: \"{pair}\" is not key=value (e.g. deployment.environment=lab,team=ml)");
+            attributes[pair[..eq].Trim()] = Uri.UnescapeDataString(pair[(eq + 1)..].Trim());
+        }
+        return attributes;
     }
 }
 
@@ -56,7 +92,11 @@ public sealed class TelemetrySession : IDisposable
 
     private TelemetrySession(TelemetrySection settings, string folder, string serviceName, IReadOnlyDictionary<string, object> resource)
     {
-        var resourceBuilder = ResourceBuilder.CreateEmpty().AddService(serviceName, serviceVersion: "1.0").AddAttributes(resource);
+        // OTEL_RESOURCE_ATTRIBUTES under the run's own attributes; OTEL_SERVICE_NAME over the default name
+        var attributes = new Dictionary<string, object>(settings.ResourceAttributes ?? new Dictionary<string, object>());
+        foreach (var (key, value) in resource) attributes[key] = value;
+        attributes.Remove("service.name");
+        var resourceBuilder = ResourceBuilder.CreateEmpty().AddService(settings.ServiceName ?? serviceName, serviceVersion: "1.0").AddAttributes(attributes);
         var builtResource = resourceBuilder.Build();
         if (settings.Traces)
         {

@@ -1,0 +1,53 @@
+using ActorTrain.Experiments.Telemetry;
+using OpenTelemetry.Exporter;
+
+namespace ActorTrain.Experiments.Tests;
+
+/// <summary>The OpenTelemetry environment variables: under the experiment file and the command line, as the specification has them.</summary>
+public class TelemetryEnvironmentTests
+{
+    private static TelemetrySection Read(string text, string[] overrides, Dictionary<string, string> environment) =>
+        TelemetrySection.Read(ConfigReader.Load(text, "test.conf", overrides), name => environment.GetValueOrDefault(name));
+
+    private static readonly Dictionary<string, string> Otel = new()
+    {
+        ["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://collector:4317",
+        ["OTEL_EXPORTER_OTLP_PROTOCOL"] = "grpc",
+        ["OTEL_SERVICE_NAME"] = "lab-sim",
+        ["OTEL_RESOURCE_ATTRIBUTES"] = "deployment.environment=lab, team=ml%2Fsystems",
+    };
+
+    [Fact]
+    public void Environment_applies_where_the_file_and_the_command_line_are_silent()
+    {
+        var t = Read("telemetry.exporter = otlp\n", [], Otel);
+        Assert.Equal("http://collector:4317", t.Endpoint);
+        Assert.Equal(OtlpExportProtocol.Grpc, t.Protocol);
+        Assert.Equal("lab-sim", t.ServiceName);
+        Assert.Equal("lab", t.ResourceAttributes!["deployment.environment"]);
+        Assert.Equal("ml/systems", t.ResourceAttributes["team"]);
+    }
+
+    [Fact]
+    public void The_file_beats_the_environment_and_the_command_line_beats_the_file()
+    {
+        var file = Read("telemetry { exporter = otlp, endpoint = \"http://file:4318\", protocol = http }\n", [], Otel);
+        Assert.Equal("http://file:4318", file.Endpoint);
+        Assert.Equal(OtlpExportProtocol.HttpProtobuf, file.Protocol);
+        var cli = Read("telemetry { exporter = otlp, endpoint = \"http://file:4318\" }\n", ["telemetry.endpoint=\"http://cli:4318\""], Otel);
+        Assert.Equal("http://cli:4318", cli.Endpoint);
+        var none = Read("telemetry.exporter = otlp\n", [], []);
+        Assert.Equal("http://localhost:4318", none.Endpoint);
+        Assert.Null(none.ServiceName);
+    }
+
+    [Theory]
+    [InlineData("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", "http/json is not supported")]
+    [InlineData("OTEL_EXPORTER_OTLP_ENDPOINT", "collector", "OTEL_EXPORTER_OTLP_ENDPOINT = \"collector\" is not a URL")]
+    [InlineData("OTEL_RESOURCE_ATTRIBUTES", "lab", "OTEL_RESOURCE_ATTRIBUTES: \"lab\" is not key=value")]
+    public void A_bad_variable_is_named(string name, string value, string message)
+    {
+        var e = Assert.Throws<Core.ActorTrainException>(() => Read("telemetry.exporter = otlp\n", [], new() { [name] = value }));
+        Assert.Contains(message, e.Message);
+    }
+}
