@@ -160,7 +160,7 @@ public static class ActorTrainCommand
         }
         catch (Exception e) when (Find<RunFailedException>(e) is { } failed)
         {
-            stderr.WriteLine($"run failed: {failed.Message}");
+            stderr.WriteLine($"run failed: {failed.Message}{Kept(e)}");
             Debug(stderr, e);
             return RunFailed;
         }
@@ -178,11 +178,14 @@ public static class ActorTrainCommand
         catch (Exception e)
         {
             var inner = e is AggregateException { InnerException: { } i } ? i : e;
-            stderr.WriteLine($"run failed: {inner.GetType().Name}: {inner.Message.Split('\n')[0]}");
+            stderr.WriteLine($"run failed: {inner.GetType().Name}: {inner.Message.Split('\n')[0]}{Kept(e)}");
             Debug(stderr, e);
             return RunFailed;
         }
     }
+
+    /// <summary>"; what it wrote is kept in F" for a run whose folder was kept as failed.</summary>
+    private static string Kept(Exception e) => e.Data[ExperimentRunner.KeptFolderKey] is string folder ? $"; what it wrote is kept in {folder}" : "";
 
     private static T? Find<T>(Exception? e) where T : Exception
     {

@@ -107,6 +107,41 @@ public static class ExperimentRunner
             resumption.Checkpoint, resumption.EarlierMetrics);
     }
 
+    /// <summary>The key of <see cref="Exception.Data"/> that names the folder a failed run was kept in.</summary>
+    public const string KeptFolderKey = "actortrain.kept_folder";
+
+    /// <summary>
+    /// Publishes a failed run's folder as &lt;name&gt;-failed: error.txt (the whole exception) and a
+    /// summary.json with status failed, the error and the evaluations metrics.csv holds, beside what
+    /// the run wrote so far. The folder's name goes into the exception's Data for the command's message.
+    /// </summary>
+    private static void KeepFailed(RunFolder folder, Exception e)
+    {
+        try
+        {
+            string partial = folder.Partial;
+            var inner = e is AggregateException { InnerException: { } i } ? i : e;
+            File.WriteAllText(Path.Combine(partial, "error.txt"), e + "\n");
+            string metrics = Path.Combine(partial, "metrics.csv");
+            int rows = File.Exists(metrics) ? Math.Max(0, File.ReadLines(metrics).Count() - 1) : 0;
+            using (var stream = File.Create(Path.Combine(partial, "summary.json")))
+            using (var json = new System.Text.Json.Utf8JsonWriter(stream, new System.Text.Json.JsonWriterOptions { Indented = true }))
+            {
+                json.WriteStartObject();
+                json.WriteString("status", "failed");
+                json.WriteString("error", inner.Message);
+                json.WriteString("error_type", inner.GetType().Name);
+                json.WriteNumber("evaluations_written", rows);
+                json.WriteEndObject();
+            }
+            e.Data[KeptFolderKey] = folder.Publish("-failed");
+        }
+        catch (Exception keeping) when (keeping is IOException or UnauthorizedAccessException)
+        {
+            folder.Discard();
+        }
+    }
+
     /// <summary>Runs <paramref name="spec"/> into a new folder <paramref name="name"/> (or the first free name after it) under <paramref name="root"/>.</summary>
     internal static async Task<RunResult> RunInto(ExperimentSpec spec, ExperimentData data, string root, string name, IRunObserver? observer,
         CancellationToken cancellation, ITopologyHost? host = null, RunCheckpoint? resume = null, IReadOnlyList<string>? earlierMetrics = null)
@@ -152,6 +187,12 @@ public static class ExperimentRunner
             throw new RunFailedWithCheckpointException(
                 $"{(e is AggregateException { InnerException: { } inner } ? inner.Message : e.Message)}; the run folder is kept as {kept} with checkpoints up to step " +
                 $"{Checkpoints.Steps(kept)[^1]}: go on with `actortrain run --resume {kept}`", kept, e);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // What the failed run wrote (metrics so far, traces, config) is kept, named as failed, with the error.
+            KeepFailed(folder, e);
+            throw;
         }
         catch
         {

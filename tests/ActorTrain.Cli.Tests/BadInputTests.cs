@@ -178,7 +178,10 @@ public sealed class BadInputTests() : TempFolderTest("actortrain-bad-")
         Assert.Equal("", err);
     }
 
-    /// <summary>A stall is a failure of the run, not bad input: exit 1, one line naming the cause, no folder.</summary>
+    /// <summary>
+    /// A stall is a failure of the run, not bad input: exit 1, one line naming the cause and the
+    /// folder kept as &lt;name&gt;-failed (what it wrote so far, error.txt, a summary with the error).
+    /// </summary>
     [Theory]
     [InlineData("faults=[{ worker = 0, at-step = 3 }]", "worker(s) 0 were killed by faults without restart-after and BSP waits for every worker")]
     [InlineData("network.drop=0.95", "lost for good, every attempt dropped (network.drop; network.max-attempts attempts each; the first: worker-")]
@@ -190,7 +193,16 @@ public sealed class BadInputTests() : TempFolderTest("actortrain-bad-")
         Assert.Single(lines);
         Assert.StartsWith("run failed: the run stalled at virtual time", lines[0]);
         Assert.Contains(cause, lines[0]);
-        Assert.False(Directory.Exists(Runs) && Directory.EnumerateFileSystemEntries(Runs).Any(), "a folder was left behind");
+        string kept = Assert.Single(Directory.GetDirectories(Runs));
+        Assert.EndsWith("-failed", kept);
+        Assert.Contains($"what it wrote is kept in {kept}", lines[0]);
+        using var summary = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(kept, "summary.json")));
+        Assert.Equal("failed", summary.RootElement.GetProperty("status").GetString());
+        Assert.Contains(cause, summary.RootElement.GetProperty("error").GetString());
+        // as many evaluations as metrics.csv holds rows (the one at step 0 may or may not be in before the stall)
+        Assert.Equal(File.ReadAllLines(Path.Combine(kept, "metrics.csv")).Length - 1, summary.RootElement.GetProperty("evaluations_written").GetInt32());
+        foreach (string file in new[] { "config.conf", "metrics.csv", "traces.jsonl", "error.txt" })
+            Assert.True(File.Exists(Path.Combine(kept, file)), file);
     }
 
     [Fact]

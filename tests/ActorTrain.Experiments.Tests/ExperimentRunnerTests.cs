@@ -136,7 +136,11 @@ public sealed class ExperimentRunnerTests() : TempFolderTest("actortrain-runs-")
         if (Compute.Ilgpu.IlgpuDevices.List().Any(d => d.Type == ILGPU.Runtime.AcceleratorType.OpenCL)) return;
         var e = await Assert.ThrowsAnyAsync<Exception>(() => ExperimentRunner.RunAsync(spec, Root));
         Assert.Contains("OpenCL", e.ToString());
-        Assert.Empty(Directory.GetFileSystemEntries(Root));
+        // kept for inspection under a name that says it failed, with the error
+        string kept = Assert.Single(Directory.GetFileSystemEntries(Root));
+        Assert.EndsWith("-failed", kept);
+        Assert.Contains("OpenCL", File.ReadAllText(Path.Combine(kept, "error.txt")));
+        Assert.Equal(kept, e.Data[ExperimentRunner.KeptFolderKey]);
     }
 
     [Fact]
