@@ -306,7 +306,7 @@ public static class ActorTrainCommand
         };
         summarize.SetAction((parse, token) => Guard(stderr, () =>
         {
-            stdout.Write(Experiments.Telemetry.TraceFile.Read(parse.GetValue(source)!).Summarize());
+            stdout.Write(Experiments.Telemetry.TraceFile.SummarizeFolder(parse.GetValue(source)!));
             return Task.FromResult(Ok);
         }));
         var exportSource = new Argument<string>("run") { Description = "A run folder (its traces.jsonl) or an OTLP JSON trace file." };

@@ -177,6 +177,24 @@ public sealed class TraceCommandTests() : TempFolderTest("actortrain-trace-cli-"
     }
 
     [Fact]
+    public async Task Trace_summarize_takes_a_comparison_folder_variant_by_variant_and_notes_a_sampled_trace()
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        string file = Path.Combine(Root, "two.conf");
+        File.WriteAllText(file, "name = two\ntraining.max-steps = 10\ntelemetry.trace-every = 2\noutput.plots = off\n" +
+            "compare = [{ name = bsp, sync.policy = bsp }, { name = asp, sync.policy = asp }]\n");
+        Assert.Equal(0, await ActorTrainCommand.RunAsync(["run", file, "--out", Root], stdout, stderr));
+        string comparison = Assert.Single(Directory.GetDirectories(Root));
+        stdout = new StringWriter();
+        Assert.Equal(0, await ActorTrainCommand.RunAsync(["trace", "summarize", comparison], stdout, stderr));
+        string text = stdout.ToString();
+        Assert.True(text.IndexOf("== asp", StringComparison.Ordinal) < text.IndexOf("== bsp", StringComparison.Ordinal) && text.Contains("== asp"), text);
+        Assert.Contains("telemetry.trace-every = 2", text);
+        Assert.Equal(2, System.Text.RegularExpressions.Regex.Matches(text, @"\| worker \| compute \|").Count);
+    }
+
+    [Fact]
     public async Task Trace_commands_reject_bad_input_with_exit_code_2()
     {
         var stderr = new StringWriter();

@@ -155,10 +155,31 @@ public sealed class TraceFile
         return result;
     }
 
+    /// <summary>
+    /// `trace summarize`: a run folder or trace file; a comparison or sweep folder (no trace of its
+    /// own, one per variant folder) variant by variant.
+    /// </summary>
+    public static string SummarizeFolder(string path)
+    {
+        if (!Directory.Exists(path) || File.Exists(Path.Combine(path, TelemetrySession.TracesFile))) return Read(path).Summarize();
+        var variants = Directory.GetDirectories(path).Where(d => File.Exists(Path.Combine(d, TelemetrySession.TracesFile))).Order(StringComparer.Ordinal).ToList();
+        if (variants.Count == 0)
+            throw new ActorTrainException($"{path}: no {TelemetrySession.TracesFile} here nor in a variant folder (was it run with telemetry.exporter = file?)");
+        var sb = new StringBuilder();
+        foreach (string variant in variants)
+        {
+            sb.AppendLine($"== {Path.GetFileName(variant)}");
+            sb.AppendLine(Read(variant).Summarize());
+        }
+        return sb.ToString();
+    }
+
     public string Summarize()
     {
         var run = Run;
         var sb = new StringBuilder();
+        if (run.Int("actortrain.trace_every") is > 1 and var every)
+            sb.AppendLine($"note: telemetry.trace-every = {every}: one step in {every} per worker is traced, so the times below cover that sample, not the whole run");
         string F(double s) => Core.Simulation.Quantity.FormatSeconds(s);
         string P(double part) => (100 * part / TrainingSeconds).ToString("0.0", CultureInfo.InvariantCulture) + "%";
         if (Placement is { } placement) sb.AppendLine($"placement of the shards and workers on the nodes: {F(placement.Seconds)} (before the run's time below)");
