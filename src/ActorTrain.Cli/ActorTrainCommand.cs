@@ -374,18 +374,22 @@ public static class ActorTrainCommand
         var table = new Table().Title($"[bold]{Markup.Escape(c.Name)}[/]" + (c.TargetLoss is { } t ? FormattableString.Invariant($" (target test loss {t})") : ""));
         // workloads have no loss: their column is the time per step
         bool workloads = c.Rows.Count > 0 && c.Rows.All(r => double.IsNaN(r.FinalTestAccuracy));
-        foreach (string h in new[] { "variant", "policy", "compression", "updates", $"time to target ({c.Clock})", "updates to target", workloads ? $"per step ({c.Clock})" : "final test loss",
+        // a sweep's rows differ by the swept keys: a column each (their last segment), as in comparison.md
+        var swept = spec.Sweep.Values.Count > 0 ? c.ParameterKeys : [];
+        table.AddColumn(new TableColumn("variant").NoWrap());
+        foreach (string key in swept) table.AddColumn(key[(key.LastIndexOf('.') + 1)..] is var last && last is "policy" or "compression" or "updates" ? key : last);
+        foreach (string h in new[] { "policy", "compression", "updates", $"time to target ({c.Clock})", "updates to target", workloads ? $"per step ({c.Clock})" : "final test loss",
                      "mean / max staleness", "mean wait", "MB worker->shard", "ratio vs fp32" })
-            table.AddColumn(h == "variant" ? new TableColumn(h).NoWrap() : new TableColumn(h));
+            table.AddColumn(h);
         foreach (var r in c.Rows)
-            table.AddRow(Markup.Escape(r.Variant), Markup.Escape(r.Policy), Markup.Escape(r.Compression), r.Updates.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            table.AddRow([Markup.Escape(r.Variant), .. swept.Select(k => Markup.Escape(r.Parameters.FirstOrDefault(p => p.Key == k).Value ?? "")), Markup.Escape(r.Policy), Markup.Escape(r.Compression), r.Updates.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 r.SecondsToTargetLoss is { } s ? Core.Simulation.Quantity.FormatSeconds(s) : r.TargetLoss is null ? "-" : "not reached",
                 r.UpdatesToTargetLoss?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-",
                 workloads ? (r.Steps > 0 ? Core.Simulation.Quantity.FormatSeconds(r.ElapsedSeconds / r.Steps) : "-")
                     : r.StopReason == "diverged" ? FormattableString.Invariant($"{r.FinalTestLoss} (diverged)") : FormattableString.Invariant($"{r.FinalTestLoss:0.0000}"),
                 FormattableString.Invariant($"{r.MeanStaleness:0.00} / {r.MaxStaleness}"),
                 Core.Simulation.Quantity.FormatSeconds(r.MeanWaitSeconds), FormattableString.Invariant($"{r.BytesWorkerToShard / 1e6:0.00}"),
-                FormattableString.Invariant($"{r.UplinkRatio:0.0}x"));
+                FormattableString.Invariant($"{r.UplinkRatio:0.0}x")]);
         console.Write(table);
         console.WriteLine($"results: {result.Folder} (comparison.md, comparison.csv, summary.json, a folder per variant)");
         return result.Folder.EndsWith("-interrupted", StringComparison.Ordinal) ? Interrupted : Ok;
@@ -506,7 +510,11 @@ public static class ActorTrainCommand
     {
         var table = new Table().AddColumn("accelerator").AddColumn("type").AddColumn("memory").AddColumn("multiprocessors");
         foreach (var d in IlgpuDevices.List())
-            table.AddRow(Markup.Escape(d.Name), d.Type.ToString(), FormattableString.Invariant($"{d.MemoryBytes / (1024.0 * 1024 * 1024):0.0} GiB"), d.Multiprocessors.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        {
+            // ILGPU's CPU accelerator reports long.MaxValue-class memory: the machine's is what it can use
+            long bytes = d.Type == ILGPU.Runtime.AcceleratorType.CPU ? GC.GetGCMemoryInfo().TotalAvailableMemoryBytes : d.MemoryBytes;
+            table.AddRow(Markup.Escape(d.Name), d.Type.ToString(), FormattableString.Invariant($"{bytes / (1024.0 * 1024 * 1024):0.0} GiB"), d.Multiprocessors.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
         console.Write(table);
         console.WriteLine($"compute.engine = auto picks: {new GradientEngineFactory("auto").Name}");
         return Ok;

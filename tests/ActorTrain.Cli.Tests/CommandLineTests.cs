@@ -143,6 +143,20 @@ public sealed class CommandLineTests() : TempFolderTest("actortrain-cli-")
 public sealed class CompareCommandTests() : TempFolderTest("actortrain-cli-compare-")
 {
     [Fact]
+    public async Task A_sweep_table_has_a_column_per_swept_key()
+    {
+        string file = Path.Combine(Root, "sw.conf");
+        File.WriteAllText(file, "name = sw\ntraining.max-steps = 10\noutput.plots = off\ndataset.samples = 800\nsweep.values { sync.policy = [bsp, asp], optimizer.learning-rate = [0.05, 0.1] }\n");
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        Assert.Equal(0, await ActorTrainCommand.RunAsync(["run", file, "--out", Root], stdout, stderr));
+        string table = stdout.ToString();
+        Assert.Contains("sync.policy", table);
+        Assert.Contains("learning-rate", table);
+        Assert.Contains("0.05", table.Split('\n').First(l => l.Contains("policy-asp_learning-rate-0.05")).Replace("policy-asp_learning-rate-0.05", ""));
+    }
+
+    [Fact]
     public async Task The_sync_policy_comparison_prints_its_table_and_writes_it_into_the_run_summary()
     {
         string file = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "hocon", "experiments", "sync-policies.conf");
