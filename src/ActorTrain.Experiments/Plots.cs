@@ -46,8 +46,9 @@ public static class Plots
         if (outcome.Link?.Fabric is { Count: > 0 } fabric) WriteNetwork(folder, fabric, outcome.ElapsedSeconds, timeAxis);
         if (!classification) return;
         double[] accuracy = points.Select(p => p.TestAccuracy).ToArray();
-        Save(Path.Combine(folder, "accuracy_vs_step.png"), "Test accuracy", "global step", "accuracy", plot => Line(plot, steps, accuracy, "test accuracy"));
-        Save(Path.Combine(folder, "accuracy_vs_time.png"), "Test accuracy", timeAxis, "accuracy", plot => Line(plot, times, accuracy, "test accuracy"));
+        // accuracy rises to the upper right, where the legend would cover its last points
+        Save(Path.Combine(folder, "accuracy_vs_step.png"), "Test accuracy", "global step", "accuracy", plot => Line(plot, steps, accuracy, "test accuracy"), Alignment.LowerRight);
+        Save(Path.Combine(folder, "accuracy_vs_time.png"), "Test accuracy", timeAxis, "accuracy", plot => Line(plot, times, accuracy, "test accuracy"), Alignment.LowerRight);
     }
 
     /// <summary>
@@ -136,14 +137,14 @@ public static class Plots
         scatter.MarkerSize = 4;
     }
 
-    private static void Save(string path, string title, string x, string y, Action<Plot> draw)
+    private static void Save(string path, string title, string x, string y, Action<Plot> draw, Alignment legend = Alignment.UpperRight)
     {
         var plot = new Plot();
         draw(plot);
         plot.Title(title);
         plot.XLabel(x);
         plot.YLabel(y);
-        plot.ShowLegend(Alignment.UpperRight);
+        plot.ShowLegend(legend);
         plot.SavePng(path, 800, 500);
     }
 }
