@@ -35,6 +35,18 @@ public sealed record FabricReport(string Topology, string Placement, int Hosts, 
     }
 }
 
+/// <summary>Where this build came from: its informational version and git commit (AssemblyMetadata "GitCommit", set by the build).</summary>
+public static class Provenance
+{
+    private static readonly System.Reflection.Assembly Assembly = typeof(Provenance).Assembly;
+
+    public static string Version { get; } =
+        Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false) is [System.Reflection.AssemblyInformationalVersionAttribute v, ..] ? v.InformationalVersion : "unknown";
+
+    public static string? GitCommit { get; } = Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyMetadataAttribute), false)
+        .OfType<System.Reflection.AssemblyMetadataAttribute>().FirstOrDefault(a => a.Key == "GitCommit")?.Value is { Length: 40 } commit ? commit : null;
+}
+
 /// <summary>summary.json: what the run was and how it ended.</summary>
 public sealed record RunSummary(
     string Name,
@@ -86,6 +98,22 @@ public sealed record RunSummary(
 
     /// <summary>Under all-reduce: how many times a replica's weights were checked bit-equal to another's (every worker at every evaluation).</summary>
     public int ReplicaChecks { get; init; }
+
+    /// <summary>The version of this file's layout (docs/summary.schema.json); raised when a field changes meaning or goes.</summary>
+    public int SchemaVersion { get; init; } = CurrentSchemaVersion;
+
+    public const int CurrentSchemaVersion = 2;
+
+    /// <summary>The tool's version, and the commit it was built from (null when not built from a git checkout).</summary>
+    [System.Text.Json.Serialization.JsonPropertyName("actortrain_version")]
+    public string ActorTrainVersion { get; init; } = Provenance.Version;
+
+    public string? GitCommit { get; init; } = Provenance.GitCommit;
+
+    /// <summary>The experiment's seed, and the command line of the process that ran it (reproduce: same commit, same config.conf, same seed).</summary>
+    public ulong Seed { get; init; }
+
+    public string CommandLine { get; init; } = string.Join(' ', Environment.GetCommandLineArgs().Select(a => a.Contains(' ') ? $"\"{a}\"" : a));
 
     public static RunSummary Create(ExperimentSpec spec, ExperimentData data, string engine, long plannedSteps, RunOutcome outcome)
     {
@@ -148,6 +176,7 @@ public sealed record RunSummary(
         {
             Aggregation = spec.Topology.Aggregation,
             ReplicaChecks = outcome.ReplicaChecks,
+            Seed = spec.Seed,
         };
     }
 

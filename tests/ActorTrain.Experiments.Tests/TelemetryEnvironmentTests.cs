@@ -51,3 +51,31 @@ public class TelemetryEnvironmentTests
         Assert.Contains(message, e.Message);
     }
 }
+
+/// <summary>summary.json against its published JSON Schema (docs/summary.schema.json), for a PS run on a fabric and an all-reduce workload.</summary>
+public sealed class SummarySchemaTests() : TempFolderTest("actortrain-schema-")
+{
+    // read once: the library registers a schema by its $id, and a second registration is an error
+    private static readonly Lazy<Json.Schema.JsonSchema> Schema = new(() => Json.Schema.JsonSchema.FromFile(Path.Combine(RepoRoot.Path, "docs", "summary.schema.json")));
+
+    [Theory]
+    [InlineData("fabric.topology=switch")]
+    [InlineData("model.type=workload;model.workload=resnet50;topology.aggregation=ring-allreduce;training.max-steps=4;training.eval-every=2")]
+    public async Task Summary_json_validates_against_its_schema(string settings)
+    {
+        var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. ExperimentRunnerTests.Small, "output.plots=off", .. settings.Split(';')]), Root);
+        var schema = Schema.Value;
+        using var summary = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(result.Folder, "summary.json")));
+        var verdict = schema.Evaluate(summary.RootElement, new Json.Schema.EvaluationOptions { OutputFormat = Json.Schema.OutputFormat.List });
+        Assert.True(verdict.IsValid, string.Join("\n", (verdict.Details ?? []).Where(d => d.Errors is { Count: > 0 }).SelectMany(d => d.Errors!.Select(e => $"{d.InstanceLocation}: {e.Value}")).Take(10)));
+        Assert.Equal(RunSummary.CurrentSchemaVersion, summary.RootElement.GetProperty("schema_version").GetInt32());
+        Assert.Equal(result.Summary.Seed, summary.RootElement.GetProperty("seed").GetUInt64());
+        // and the schema is not vacuous: without its seed, or with a text for the steps, the file is refused
+        var node = System.Text.Json.Nodes.JsonNode.Parse(summary.RootElement.GetRawText())!.AsObject();
+        node.Remove("seed");
+        Assert.False(schema.Evaluate(System.Text.Json.JsonDocument.Parse(node.ToJsonString()).RootElement).IsValid);
+        node["seed"] = 1;
+        node["steps"] = "forty";
+        Assert.False(schema.Evaluate(System.Text.Json.JsonDocument.Parse(node.ToJsonString()).RootElement).IsValid);
+    }
+}
