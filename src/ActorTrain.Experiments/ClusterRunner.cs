@@ -358,7 +358,7 @@ public static class ClusterRunner
                     return null;
                 }
             }));
-            if (spec.Telemetry.Exporter != Telemetry.TelemetryExporter.File) return;
+            if (!spec.Telemetry.Has(Telemetry.TelemetryExporter.File)) return;
             foreach (var reply in replies.OfType<NodeTelemetry>())
             {
                 if (spec.Telemetry.Traces) File.AppendAllText(Path.Combine(folder, Telemetry.TelemetrySession.TracesFile), reply.Traces);

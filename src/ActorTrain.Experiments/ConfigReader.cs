@@ -242,6 +242,17 @@ public sealed class ConfigReader
         return value.GetString() ?? "";
     }
 
+    /// <summary>One word or a list of words, each one of <paramref name="allowed"/> (e.g. exporter = file, or [file, otlp]).</summary>
+    public string[] Words(string key, params string[] allowed)
+    {
+        var value = Value(key);
+        string[] words = value.IsArray() ? value.GetArray().Select(v => (v.GetString() ?? "").Trim()).ToArray() : [Choice(key, allowed)];
+        foreach (var (word, i) in words.Select((w, i) => (w, i)))
+            if (!allowed.Contains(word))
+                throw new ActorTrainException($"{key}[{i}] = \"{word}\" is not one of: {string.Join(", ", allowed)}");
+        return words;
+    }
+
     public string Choice(string key, params string[] allowed)
     {
         string v = String(key).ToLowerInvariant();

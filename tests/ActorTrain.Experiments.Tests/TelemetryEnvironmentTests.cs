@@ -41,6 +41,17 @@ public class TelemetryEnvironmentTests
         Assert.Null(none.ServiceName);
     }
 
+    [Fact]
+    public void The_exporter_may_be_a_list()
+    {
+        Assert.Equal([TelemetryExporter.File, TelemetryExporter.Otlp], Read("telemetry.exporter = [file, otlp]\n", [], []).Exporters);
+        Assert.Equal([TelemetryExporter.File], Read("", [], []).Exporters);
+        Assert.Empty(Read("telemetry.exporter = none\n", [], []).Exporters);
+        Assert.True(Read("", ["telemetry.exporter=[console, file]"], []).Has(TelemetryExporter.Console));
+        Assert.Contains("none alone", Assert.Throws<Core.ActorTrainException>(() => Read("telemetry.exporter = [file, none]\n", [], [])).Message);
+        Assert.Contains("telemetry.exporter[1] = \"jaeger\"", Assert.Throws<Core.ActorTrainException>(() => Read("telemetry.exporter = [file, jaeger]\n", [], [])).Message);
+    }
+
     [Theory]
     [InlineData("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", "http/json is not supported")]
     [InlineData("OTEL_EXPORTER_OTLP_ENDPOINT", "collector", "OTEL_EXPORTER_OTLP_ENDPOINT = \"collector\" is not a URL")]

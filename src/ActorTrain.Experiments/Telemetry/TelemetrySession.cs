@@ -25,26 +25,32 @@ public enum TelemetryExporter
 /// OTEL_SERVICE_NAME names the service (default actortrain) and OTEL_RESOURCE_ATTRIBUTES
 /// (key=value,key=value, values percent-encoded) adds resource attributes, under the run's own.
 /// </summary>
-public sealed record TelemetrySection(TelemetryExporter Exporter, string Endpoint, OtlpExportProtocol Protocol, bool Traces, bool Metrics, int TraceEvery = 1,
+public sealed record TelemetrySection(IReadOnlyList<TelemetryExporter> Exporters, string Endpoint, OtlpExportProtocol Protocol, bool Traces, bool Metrics, int TraceEvery = 1,
     string? ServiceName = null, IReadOnlyDictionary<string, object>? ResourceAttributes = null)
 {
+    /// <summary>Whether the run exports to <paramref name="exporter"/> (telemetry.exporter may name several: [file, otlp]).</summary>
+    public bool Has(TelemetryExporter exporter) => Exporters.Contains(exporter);
+
     public static TelemetrySection Read(ConfigReader c) => Read(c, Environment.GetEnvironmentVariable);
 
     public static TelemetrySection Read(ConfigReader c, Func<string, string?> environment)
     {
-        var exporter = c.Choice("telemetry.exporter", "file", "otlp", "console", "none") switch
+        var exporters = c.Words("telemetry.exporter", "file", "otlp", "console", "none").Select(word => word switch
         {
             "file" => TelemetryExporter.File,
             "otlp" => TelemetryExporter.Otlp,
             "console" => TelemetryExporter.Console,
             _ => TelemetryExporter.None,
-        };
+        }).Distinct().ToList();
+        if (exporters.Count == 0 || (exporters.Contains(TelemetryExporter.None) && exporters.Count > 1))
+            throw new ActorTrainException($"telemetry.exporter = [{string.Join(", ", exporters.Select(e => e.ToString().ToLowerInvariant()))}]: name one or more of file, otlp, console, or none alone");
+        exporters.Remove(TelemetryExporter.None);
         string? Env(string name) => environment(name) is { Length: > 0 } v ? v.Trim() : null;
         string endpoint = c.String("telemetry.endpoint").Trim();
         string endpointKey = "telemetry.endpoint";
         if (!c.IsSet("telemetry.endpoint") && Env("OTEL_EXPORTER_OTLP_ENDPOINT") is { } fromEnv)
             (endpoint, endpointKey) = (fromEnv, "OTEL_EXPORTER_OTLP_ENDPOINT");
-        if (exporter == TelemetryExporter.Otlp && !Uri.TryCreate(endpoint, UriKind.Absolute, out _))
+        if (exporters.Contains(TelemetryExporter.Otlp) && !Uri.TryCreate(endpoint, UriKind.Absolute, out _))
             throw new ActorTrainException($"{endpointKey} = \"{endpoint}\" is not a URL, e.g. http://localhost:4318 (http) or http://localhost:4317 (grpc)");
         var protocol = c.Choice("telemetry.protocol", "http", "grpc") == "grpc" ? OtlpExportProtocol.Grpc : OtlpExportProtocol.HttpProtobuf;
         if (!c.IsSet("telemetry.protocol") && Env("OTEL_EXPORTER_OTLP_PROTOCOL") is { } p)
@@ -54,7 +60,7 @@ public sealed record TelemetrySection(TelemetryExporter Exporter, string Endpoin
                 "http/protobuf" => OtlpExportProtocol.HttpProtobuf,
                 _ => throw new ActorTrainException($"OTEL_EXPORTER_OTLP_PROTOCOL = \"{p}\": use grpc or http/protobuf (http/json is not supported by the OTLP exporter here)"),
             };
-        return new TelemetrySection(exporter, endpoint, protocol, c.Bool("telemetry.traces"), c.Bool("telemetry.metrics"), c.Int("telemetry.trace-every", 1),
+        return new TelemetrySection(exporters, endpoint, protocol, c.Bool("telemetry.traces"), c.Bool("telemetry.metrics"), c.Int("telemetry.trace-every", 1),
             Env("OTEL_SERVICE_NAME"), ResourceAttributesOf(Env("OTEL_RESOURCE_ATTRIBUTES")));
     }
 
@@ -101,28 +107,29 @@ public sealed class TelemetrySession : IDisposable
         if (settings.Traces)
         {
             var builder = Sdk.CreateTracerProviderBuilder().AddSource(RunTelemetry.Name).SetResourceBuilder(resourceBuilder).SetSampler(new AlwaysOnSampler());
-            BaseExporter<Activity> exporter = settings.Exporter switch
+            var processors = settings.Exporters.Select(e => (BaseProcessor<Activity>)new BatchActivityExportProcessor(e switch
             {
                 TelemetryExporter.File => new OtlpJsonFileExporter(Path.Combine(folder, TracesFile), builtResource),
                 TelemetryExporter.Console => new ConsoleActivityExporter(new ConsoleExporterOptions()),
                 _ => new OtlpTraceExporter(new OtlpExporterOptions { Endpoint = Signal(settings, "traces"), Protocol = settings.Protocol }),
-            };
-            _filter = new RunFilter(new BatchActivityExportProcessor(exporter, maxQueueSize: 65536, maxExportBatchSize: 2048));
+            }, maxQueueSize: 65536, maxExportBatchSize: 2048)).ToList();
+            _filter = new RunFilter(processors);
             _tracer = builder.AddProcessor(_filter).Build();
         }
         if (settings.Metrics)
         {
             var builder = Sdk.CreateMeterProviderBuilder().AddMeter(RunTelemetry.Name).SetResourceBuilder(resourceBuilder);
-            builder = settings.Exporter switch
-            {
-                TelemetryExporter.File => builder.AddReader(new PeriodicExportingMetricReader(new OtlpJsonMetricFileExporter(Path.Combine(folder, MetricsFile)), 3_600_000)),
-                TelemetryExporter.Console => builder.AddConsoleExporter(),
-                _ => builder.AddOtlpExporter(o =>
+            foreach (var e in settings.Exporters)
+                builder = e switch
                 {
-                    o.Endpoint = Signal(settings, "metrics");
-                    o.Protocol = settings.Protocol;
-                }),
-            };
+                    TelemetryExporter.File => builder.AddReader(new PeriodicExportingMetricReader(new OtlpJsonMetricFileExporter(Path.Combine(folder, MetricsFile)), 3_600_000)),
+                    TelemetryExporter.Console => builder.AddConsoleExporter(),
+                    _ => builder.AddOtlpExporter(o =>
+                    {
+                        o.Endpoint = Signal(settings, "metrics");
+                        o.Protocol = settings.Protocol;
+                    }),
+                };
             _meter = builder.Build();
         }
     }
@@ -137,7 +144,7 @@ public sealed class TelemetrySession : IDisposable
 
     /// <returns>null when the exporter is none (nothing is listening, and the actors skip span work).</returns>
     public static TelemetrySession? Start(TelemetrySection settings, string folder, string serviceName, IReadOnlyDictionary<string, object> resource) =>
-        settings.Exporter == TelemetryExporter.None || !(settings.Traces || settings.Metrics) ? null : new TelemetrySession(settings, folder, serviceName, resource);
+        settings.Exporters.Count == 0 || !(settings.Traces || settings.Metrics) ? null : new TelemetrySession(settings, folder, serviceName, resource);
 
     /// <summary>
     /// A ps or worker node's session: it holds one run only, so it keeps every span (it never sees
@@ -168,7 +175,7 @@ public sealed class TelemetrySession : IDisposable
     /// Passes on only this run's spans. A composite processor, so that the exporter inside it is
     /// attached to the provider (and gets its resource: service name, run name).
     /// </summary>
-    private sealed class RunFilter(BaseProcessor<Activity> next) : CompositeProcessor<Activity>([next])
+    private sealed class RunFilter(IEnumerable<BaseProcessor<Activity>> next) : CompositeProcessor<Activity>(next)
     {
         public ActivityTraceId TraceId;
         public bool KeepAll;
