@@ -125,6 +125,7 @@ public static class ActorTrainCommand
         root.Subcommands.Add(tune);
         root.Subcommands.Add(TraceCommand(console, stdout, stderr));
         root.Subcommands.Add(Dashboard.Command(stdout, stderr, Guard));
+        root.Subcommands.Add(ExportCommand(stdout, stderr));
         root.Subcommands.Add(validate);
         root.Subcommands.Add(devices);
 
@@ -334,6 +335,39 @@ public static class ActorTrainCommand
             return Task.FromResult(Ok);
         }));
         return new Command("trace", "Inspect a run's OpenTelemetry trace.") { summarize, export };
+    }
+
+    private static Command ExportCommand(TextWriter stdout, TextWriter stderr)
+    {
+        var source = new Argument<string>("run") { Description = "A run folder." };
+        var format = new Option<string>("--format") { Description = "npz: NumPy arrays, one per layer's weight and bias (numpy.load).", DefaultValueFactory = _ => "npz" };
+        var checkpoint = new Option<long?>("--checkpoint") { Description = "The step of one of the run's checkpoints (default: the final weights, the run's weights.npz)." };
+        var output = new Option<string?>("--output", "-o") { Description = "File to write (default: weights-step<N>.npz in the run folder; with no checkpoint, a copy of weights.npz)." };
+        var export = new Command("export", "Write a run's weights for other tools: the final ones or a checkpoint's.") { source, format, checkpoint, output };
+        export.SetAction((parse, token) => Guard(stderr, () =>
+        {
+            if (parse.GetValue(format) != "npz") throw new ActorTrainException($"--format {parse.GetValue(format)}: the only format is npz");
+            string run = parse.GetValue(source)!;
+            if (!Directory.Exists(run)) throw new ActorTrainException($"{run}: run folder not found");
+            string written;
+            if (parse.GetValue(checkpoint) is { } step) written = Resumption.ExportCheckpoint(run, step, parse.GetValue(output));
+            else
+            {
+                string final = Path.Combine(run, NpzWriter.WeightsFile);
+                if (!File.Exists(final))
+                    throw new ActorTrainException($"{run}: no {NpzWriter.WeightsFile} (a workload has no weights; a run of an earlier build wrote none: use --checkpoint N if it kept checkpoints)");
+                written = parse.GetValue(output) is { } to ? CopyTo(final, to) : final;
+            }
+            stdout.WriteLine(written);
+            return Task.FromResult(Ok);
+        }));
+        return export;
+
+        static string CopyTo(string from, string to)
+        {
+            File.Copy(from, to, overwrite: true);
+            return to;
+        }
     }
 
     private static async Task<int> Tune(string? file, string[] overrides, string? outDir, IAnsiConsole console, TextWriter stdout, CancellationToken token)

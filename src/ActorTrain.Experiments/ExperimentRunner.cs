@@ -175,6 +175,9 @@ public static class ExperimentRunner
             summary.Write(Path.Combine(partial, "summary.json"));
             if (spec.Output.Plots) Plots.Write(partial, outcome, data.Model.Loss == Core.Models.LossKind.CrossEntropy);
             Report.WriteRun(partial, summary, outcome);
+            // the final weights, for numpy (a workload has none; a run interrupted before its first evaluation has the initial ones)
+            if (!data.Model.SizesOnly && outcome.FinalWeights.Length == data.Model.ParameterCount)
+                NpzWriter.Write(Path.Combine(partial, NpzWriter.WeightsFile), data.Model, outcome.FinalWeights);
             if (host is not null) await host.Finish(partial, spec);
             string final = folder.Publish(outcome.StopReason == StopReason.Interrupted ? "-interrupted" : "");
             return new RunResult(final, summary, outcome);
@@ -302,6 +305,20 @@ public static class ExperimentRunner
 /// <summary>What a resumed run goes on from: the run folder's experiment, one of its checkpoints, its metrics rows before it.</summary>
 public sealed record Resumption(string Folder, ExperimentSpec Spec, RunCheckpoint Checkpoint, IReadOnlyList<string> EarlierMetrics)
 {
+    /// <summary>
+    /// `actortrain export --format npz --checkpoint N`: the weights of a run's checkpoint as a .npz
+    /// (the shards' ranges in order; under all-reduce worker 0's replica). Returns the file written.
+    /// </summary>
+    public static string ExportCheckpoint(string runFolder, long step, string? output)
+    {
+        var r = Read(runFolder, step);
+        var model = ExperimentData.Build(r.Spec).Model;
+        var weights = r.Checkpoint.Shards.OrderBy(s => s.Shard).SelectMany(s => s.Weights).ToArray();
+        string to = output ?? Path.Combine(runFolder, $"weights-step{r.Checkpoint.Step}.npz");
+        NpzWriter.Write(to, model, weights);
+        return to;
+    }
+
     public static Resumption Read(string runFolder, long? step)
     {
         if (!Directory.Exists(runFolder)) throw new ActorTrainException($"--resume: run folder '{runFolder}' not found");

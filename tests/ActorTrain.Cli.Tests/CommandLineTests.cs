@@ -209,6 +209,28 @@ public sealed class TraceCommandTests() : TempFolderTest("actortrain-trace-cli-"
     }
 
     [Fact]
+    public async Task Export_writes_a_checkpoint_s_weights_as_npz_and_names_bad_input()
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        Assert.Equal(0, await ActorTrainCommand.RunAsync(["run", "--out", Root, "--set", "training.max-steps=20", "--set", "training.checkpoint-every=10", "--set", "output.plots=off"], stdout, stderr));
+        string run = Assert.Single(Directory.GetDirectories(Root));
+        stdout = new StringWriter();
+        Assert.Equal(0, await ActorTrainCommand.RunAsync(["export", run, "--checkpoint", "10"], stdout, stderr));
+        Assert.Equal(Path.Combine(run, "weights-step10.npz"), stdout.ToString().Trim());
+        Assert.True(new FileInfo(Path.Combine(run, "weights-step10.npz")).Length > 1000);
+        // the same layout as the final weights (the same arrays, the same sizes)
+        using (var final = System.IO.Compression.ZipFile.OpenRead(Path.Combine(run, "weights.npz")))
+        using (var step10 = System.IO.Compression.ZipFile.OpenRead(Path.Combine(run, "weights-step10.npz")))
+            Assert.Equal(final.Entries.Select(e => (e.FullName, e.Length)), step10.Entries.Select(e => (e.FullName, e.Length)));
+        stderr = new StringWriter();
+        Assert.Equal(2, await ActorTrainCommand.RunAsync(["export", run, "--format", "csv"], new StringWriter(), stderr));
+        Assert.Contains("the only format is npz", stderr.ToString());
+        Assert.Equal(2, await ActorTrainCommand.RunAsync(["export", Path.Combine(Root, "nope")], new StringWriter(), stderr));
+        Assert.Contains("run folder not found", stderr.ToString());
+    }
+
+    [Fact]
     public async Task Trace_commands_reject_bad_input_with_exit_code_2()
     {
         var stderr = new StringWriter();

@@ -90,3 +90,33 @@ public sealed class SummarySchemaTests() : TempFolderTest("actortrain-schema-")
         Assert.False(schema.Evaluate(System.Text.Json.JsonDocument.Parse(node.ToJsonString()).RootElement).IsValid);
     }
 }
+
+/// <summary>weights.npz: the final weights, one .npy array per layer block, as numpy reads them.</summary>
+public sealed class NpzTests() : TempFolderTest("actortrain-npz-")
+{
+    [Fact]
+    public async Task The_run_folder_holds_the_final_weights_as_npy_arrays_per_layer()
+    {
+        var spec = ExperimentSpec.Load(null, [.. ExperimentRunnerTests.Small, "output.plots=off", "model.hidden=[16]"]);
+        var result = await ExperimentRunner.RunAsync(spec, Root);
+        var model = ExperimentData.Build(spec).Model;
+        using var zip = System.IO.Compression.ZipFile.OpenRead(Path.Combine(result.Folder, NpzWriter.WeightsFile));
+        Assert.Equal(model.Layout.Select(b => b.Name + ".npy"), zip.Entries.Select(e => e.FullName));
+        foreach (var block in model.Layout)
+        {
+            using var stream = zip.GetEntry(block.Name + ".npy")!.Open();
+            using var memory = new MemoryStream();
+            stream.CopyTo(memory);
+            byte[] bytes = memory.ToArray();
+            Assert.Equal([0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y', 1, 0], bytes[..8]);
+            int headerLength = BitConverter.ToUInt16(bytes, 8);
+            string header = System.Text.Encoding.ASCII.GetString(bytes, 10, headerLength);
+            Assert.Equal(0, (10 + headerLength) % 64);
+            Assert.Contains("'descr': '<f4'", header);
+            Assert.Contains(block.Name.EndsWith(".bias") ? $"'shape': ({block.Columns},)" : $"'shape': ({block.Rows}, {block.Columns})", header);
+            var values = new float[block.Length];
+            Buffer.BlockCopy(bytes, 10 + headerLength, values, 0, 4 * block.Length);
+            Assert.Equal(result.Outcome.FinalWeights.AsSpan(block.Offset, block.Length).ToArray(), values);
+        }
+    }
+}
