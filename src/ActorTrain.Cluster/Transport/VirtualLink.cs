@@ -64,8 +64,9 @@ public sealed class VirtualLink : ILink, IEventLink
     private readonly List<(Event Event, (double, long) Key)> _deferred = [];
     // Events for an actor already released in the window, in (time, seq) order: its next one goes
     // back into the queue when it completes (so while any are held, the earliest of the actor's
-    // events is in the queue, and a later one popped before it completes joins the end). Re-queueing them all every batch cost O(N) per batch,
-    // so N pushes landing on one shard in a window cost O(N^2) per step (issue 19).
+    // events is in the queue, and a later one popped before it completes joins the end).
+    // Re-queueing them all every batch cost O(N) per batch, so N pushes landing on one shard in a
+    // window cost O(N^2) per step (issue 19).
     private readonly Dictionary<IActorRef, Queue<(Event Event, (double, long) Key)>> _waiting = new();
     private int _waitingCount;
     private readonly Dictionary<Fabric.Flow, FlowAttempt> _flowAttempts = [];
