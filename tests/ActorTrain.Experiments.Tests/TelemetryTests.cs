@@ -197,6 +197,26 @@ public sealed class TelemetryTests() : TempFolderTest("actortrain-telemetry-")
     }
 
     [Fact]
+    public async Task The_chrome_export_of_an_all_reduce_run_nests_on_every_track()
+    {
+        var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. TwoWorkerBsp, "topology.aggregation=ring-allreduce", "training.overlap=layer",
+            "simulation.compute-time=1ms", "model.hidden=[32, 32]"]), Root);
+        using var buffer = new MemoryStream();
+        TraceFile.Read(result.Folder).WriteChrome(buffer);
+        using var doc = JsonDocument.Parse(buffer.ToArray());
+        var complete = doc.RootElement.GetProperty("traceEvents").EnumerateArray().Where(e => e.GetProperty("ph").GetString() == "X").ToList();
+        Assert.Contains(complete, e => e.GetProperty("name").GetString() == "allreduce" && e.GetProperty("pid").GetInt32() == 5);
+        foreach (var track in complete.GroupBy(e => (e.GetProperty("pid").GetInt32(), e.GetProperty("tid").GetInt32())))
+        {
+            var spans = track.Select(e => (Start: e.GetProperty("ts").GetDouble(), End: e.GetProperty("ts").GetDouble() + e.GetProperty("dur").GetDouble())).ToList();
+            foreach (var a in spans)
+                foreach (var b in spans)
+                    Assert.True(a.End <= b.Start + 1e-6 || b.End <= a.Start + 1e-6 || (a.Start >= b.Start - 1e-6 && a.End <= b.End + 1e-6) || (b.Start >= a.Start - 1e-6 && b.End <= a.End + 1e-6),
+                        $"track {track.Key}: [{a.Start}, {a.End}] and [{b.Start}, {b.End}] overlap without nesting");
+        }
+    }
+
+    [Fact]
     public async Task The_chrome_export_is_trace_event_json_with_one_track_per_actor()
     {
         var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, TwoWorkerBsp), Root);
@@ -205,22 +225,45 @@ public sealed class TelemetryTests() : TempFolderTest("actortrain-telemetry-")
         trace.WriteChrome(buffer);
         using var doc = JsonDocument.Parse(buffer.ToArray());
         var events = doc.RootElement.GetProperty("traceEvents").EnumerateArray().ToList();
-        var complete = events.Where(e => e.GetProperty("ph").GetString() == "X").ToList();
-        Assert.Equal(trace.Spans.Count, complete.Count);
+        string Ph(JsonElement e) => e.GetProperty("ph").GetString()!;
+        (int, int) Track(JsonElement e) => (e.GetProperty("pid").GetInt32(), e.GetProperty("tid").GetInt32());
+        var complete = events.Where(e => Ph(e) == "X").ToList();
+        // every span is a slice, except the pushes in transit, which are async begin/end pairs
+        int transfers = trace.Spans.Count(x => x.Name == "transfer");
+        Assert.Equal(trace.Spans.Count - transfers, complete.Count);
+        Assert.Equal(transfers, events.Count(e => Ph(e) == "b"));
+        Assert.Equal(events.Where(e => Ph(e) == "b").Select(e => e.GetProperty("id").GetInt64()).Order(), events.Where(e => Ph(e) == "e").Select(e => e.GetProperty("id").GetInt64()).Order());
         foreach (var e in complete)
         {
             Assert.False(string.IsNullOrEmpty(e.GetProperty("name").GetString()));
             Assert.True(e.GetProperty("ts").GetDouble() >= 0);
             Assert.True(e.GetProperty("dur").GetDouble() >= 0);
-            Assert.Equal(1, e.GetProperty("pid").GetInt32());
         }
-        var names = events.Where(e => e.GetProperty("ph").GetString() == "M" && e.GetProperty("name").GetString() == "thread_name")
-            .ToDictionary(e => e.GetProperty("tid").GetInt32(), e => e.GetProperty("args").GetProperty("name").GetString());
-        Assert.Equal(complete.Select(e => e.GetProperty("tid").GetInt32()).Distinct().Order(), names.Keys.Order());
-        Assert.Equal(["coordinator", "network to shard-0", "network to shard-1", "shard-0", "shard-1", "worker-0", "worker-1"], names.Values.Order());
+        // slices on one track nest: any two are disjoint or one holds the other
+        foreach (var track in complete.GroupBy(Track))
+        {
+            var spans = track.Select(e => (Start: e.GetProperty("ts").GetDouble(), End: e.GetProperty("ts").GetDouble() + e.GetProperty("dur").GetDouble())).ToList();
+            foreach (var a in spans)
+                foreach (var b in spans)
+                    Assert.True(a.End <= b.Start + 1e-6 || b.End <= a.Start + 1e-6 || (a.Start >= b.Start - 1e-6 && a.End <= b.End + 1e-6) || (b.Start >= a.Start - 1e-6 && b.End <= a.End + 1e-6),
+                        $"track {track.Key}: [{a.Start}, {a.End}] and [{b.Start}, {b.End}] overlap without nesting");
+        }
+        // a flow arrow per push a BSP apply summed: start on the worker's track, finish on the shard's
+        var starts = events.Where(e => Ph(e) == "s").ToDictionary(e => e.GetProperty("id").GetInt64());
+        var finishes = events.Where(e => Ph(e) == "f").ToDictionary(e => e.GetProperty("id").GetInt64());
+        Assert.Equal(trace.Spans.Where(x => x.Name == "shard.apply").Sum(x => x.Links.Count), starts.Count);
+        Assert.Equal(starts.Keys.Order(), finishes.Keys.Order());
+        Assert.All(starts.Values, e => Assert.Equal(4, e.GetProperty("pid").GetInt32()));
+        Assert.All(finishes.Values, e => Assert.Equal(2, e.GetProperty("pid").GetInt32()));
+        var processes = events.Where(e => Ph(e) == "M" && e.GetProperty("name").GetString() == "process_name")
+            .Select(e => e.GetProperty("args").GetProperty("name").GetString()).Order();
+        Assert.Equal(["coordinator", "network (pushes)", "shards", "workers"], processes);
+        var names = events.Where(e => Ph(e) == "M" && e.GetProperty("name").GetString() == "thread_name")
+            .ToDictionary(Track, e => e.GetProperty("args").GetProperty("name").GetString());
+        Assert.Equal(["coordinator", "shard-0", "shard-1", "to shard-0", "to shard-1", "worker-0", "worker-1"], names.Values.Order());
         // a worker's track holds only that worker's spans
-        int worker1 = names.Single(n => n.Value == "worker-1").Key;
-        Assert.All(complete.Where(e => e.GetProperty("tid").GetInt32() == worker1 && e.GetProperty("name").GetString() == "worker.step"),
+        var worker1 = names.Single(n => n.Value == "worker-1").Key;
+        Assert.All(complete.Where(e => Track(e) == worker1 && e.GetProperty("name").GetString() == "worker.step"),
             e => Assert.Equal("1", e.GetProperty("args").GetProperty("actortrain.worker").GetString()));
     }
 

@@ -296,9 +296,11 @@ public sealed class TraceFile
     }
 
     /// <summary>
-    /// Chrome Trace Event JSON (opens in Perfetto and chrome://tracing): one track (tid) per actor:
-    /// the coordinator, each shard, each worker, and a network track per shard for pushes in transit;
-    /// "X" events in microseconds from the run's start, attributes as args.
+    /// Chrome Trace Event JSON (opens in Perfetto and chrome://tracing): a process per role
+    /// (coordinator, shards, network, workers, all-reduce) and a track per actor in it; spans as
+    /// nested "X" slices in microseconds from the run's start, attributes as args; pushes and
+    /// chunks in transit as async begin/end pairs (they overlap on one link); a flow arrow from each
+    /// step whose push a BSP shard.apply summed to that apply.
     /// </summary>
     public void WriteChrome(Stream output)
     {
@@ -307,56 +309,111 @@ public sealed class TraceFile
         json.WriteStartObject();
         json.WriteString("displayTimeUnit", "ms");
         json.WriteStartArray("traceEvents");
-        var tracks = new SortedDictionary<int, string>();
+        double Us(long nanos) => (nanos - run.StartNanos) / 1000.0;
+        var tracks = new SortedDictionary<(int Pid, int Tid), string>();
+        var slices = new Dictionary<string, (int Pid, int Tid)>();
+        long asyncId = 0;
         foreach (var span in Spans)
         {
-            int tid;
-            if (span.Name is "run" or "evaluation") tid = 0;
-            else if (span.Name == "shard.apply") tid = 1 + (int)(span.Int("actortrain.shard") ?? 0);
-            else if (span.Name == "transfer") tid = 10_000 + (int)(span.Int("actortrain.shard") ?? 0);
-            else if (WorkerOf(span) is { } w) tid = 100_000 + (int)w;
-            else continue;
-            tracks.TryAdd(tid, tid switch
+            // a process per role; push transfers are async events (they overlap on one link), the rest nested slices
+            (int pid, int tid, string track) = span.Name switch
             {
-                0 => "coordinator",
-                < 10_000 => $"shard-{tid - 1}",
-                < 100_000 => $"network to shard-{tid - 10_000}",
-                _ => $"worker-{tid - 100_000}",
-            });
+                "run" or "evaluation" or "placement" => (CoordinatorPid, 0, "coordinator"),
+                "shard.apply" => (ShardPid, (int)(span.Int("actortrain.shard") ?? 0), $"shard-{span.Int("actortrain.shard") ?? 0}"),
+                "transfer" when span.Int("actortrain.shard") is { } shard => (NetworkPid, (int)shard, $"to shard-{shard}"),
+                _ when InAllReduce(span) && WorkerOf(span) is { } w => (AllReducePid, (int)w, $"worker-{w} all-reduce"),
+                _ when WorkerOf(span) is { } w => (WorkerPid, (int)w, $"worker-{w}"),
+                _ => (-1, 0, ""),
+            };
+            if (pid < 0) continue;
+            tracks.TryAdd((pid, tid), track);
+            bool async = pid == NetworkPid || span.Name == "transfer";
+            if (async)
+            {
+                long id = ++asyncId;
+                Event(json, span.Name, "network", "b", Us(span.StartNanos), pid, tid, id, span.Attributes);
+                Event(json, span.Name, "network", "e", Us(span.EndNanos), pid, tid, id, null);
+                continue;
+            }
+            slices[span.SpanId] = (pid, tid);
             json.WriteStartObject();
             json.WriteString("name", span.Name);
-            json.WriteString("cat", tid >= 100_000 ? "worker" : tid >= 10_000 ? "network" : tid == 0 ? "coordinator" : "shard");
+            json.WriteString("cat", ProcessNames[pid]);
             json.WriteString("ph", "X");
-            json.WriteNumber("ts", (span.StartNanos - run.StartNanos) / 1000.0);
+            json.WriteNumber("ts", Us(span.StartNanos));
             json.WriteNumber("dur", Math.Max(0, (span.EndNanos - span.StartNanos) / 1000.0));
-            json.WriteNumber("pid", 1);
+            json.WriteNumber("pid", pid);
             json.WriteNumber("tid", tid);
             json.WriteStartObject("args");
             foreach (var (key, value) in span.Attributes) json.WriteString(key, value);
             json.WriteEndObject();
             json.WriteEndObject();
         }
-        foreach (var (tid, name) in tracks)
+        // a flow arrow from each step whose push a shard.apply summed to that apply
+        long flow = 0;
+        foreach (var apply in Spans.Where(x => x.Name == "shard.apply" && slices.ContainsKey(x.SpanId)))
+            foreach (string linked in apply.Links)
+            {
+                if (!_byId.TryGetValue(linked, out var step) || !slices.TryGetValue(linked, out var from)) continue;
+                long id = ++flow;
+                var (toPid, toTid) = slices[apply.SpanId];
+                Event(json, "push", "flow", "s", Us(step.EndNanos) - 0.001, from.Pid, from.Tid, id, null);
+                Event(json, "push", "flow", "f", Us(apply.StartNanos), toPid, toTid, id, null, bindEnclosing: true);
+            }
+        foreach (var ((pid, tid), name) in tracks)
+            Metadata(json, "thread_name", pid, tid, name);
+        foreach (int pid in tracks.Keys.Select(k => k.Pid).Distinct())
+            Metadata(json, "process_name", pid, null, ProcessNames[pid]);
+        json.WriteEndArray();
+        json.WriteEndObject();
+    }
+
+    private const int CoordinatorPid = 1, ShardPid = 2, NetworkPid = 3, WorkerPid = 4, AllReducePid = 5;
+
+    private static readonly Dictionary<int, string> ProcessNames = new()
+    {
+        [CoordinatorPid] = "coordinator", [ShardPid] = "shards", [NetworkPid] = "network (pushes)", [WorkerPid] = "workers", [AllReducePid] = "all-reduce",
+    };
+
+    /// <summary>An all-reduce span or one under it (its phases, its chunks' transfers): they overlap the worker's next step, so they get their own track.</summary>
+    private bool InAllReduce(SpanRecord span)
+    {
+        for (var s = span; s is not null; s = Parent(s))
+            if (s.Name == "allreduce") return true;
+        return false;
+    }
+
+    private static void Event(Utf8JsonWriter json, string name, string cat, string ph, double ts, int pid, int tid, long id,
+        IReadOnlyDictionary<string, string>? args, bool bindEnclosing = false)
+    {
+        json.WriteStartObject();
+        json.WriteString("name", name);
+        json.WriteString("cat", cat);
+        json.WriteString("ph", ph);
+        json.WriteNumber("ts", ts);
+        json.WriteNumber("pid", pid);
+        json.WriteNumber("tid", tid);
+        json.WriteNumber("id", id);
+        if (bindEnclosing) json.WriteString("bp", "e");
+        if (args is not null)
         {
-            json.WriteStartObject();
-            json.WriteString("name", "thread_name");
-            json.WriteString("ph", "M");
-            json.WriteNumber("pid", 1);
-            json.WriteNumber("tid", tid);
             json.WriteStartObject("args");
-            json.WriteString("name", name);
-            json.WriteEndObject();
+            foreach (var (key, value) in args) json.WriteString(key, value);
             json.WriteEndObject();
         }
+        json.WriteEndObject();
+    }
+
+    private static void Metadata(Utf8JsonWriter json, string what, int pid, int? tid, string name)
+    {
         json.WriteStartObject();
-        json.WriteString("name", "process_name");
+        json.WriteString("name", what);
         json.WriteString("ph", "M");
-        json.WriteNumber("pid", 1);
+        json.WriteNumber("pid", pid);
+        if (tid is { } t) json.WriteNumber("tid", t);
         json.WriteStartObject("args");
-        json.WriteString("name", "actortrain run");
+        json.WriteString("name", name);
         json.WriteEndObject();
-        json.WriteEndObject();
-        json.WriteEndArray();
         json.WriteEndObject();
     }
 }
