@@ -438,14 +438,15 @@ public static class ActorTrainCommand
         RunResult result;
         if (console.Profile.Capabilities.Interactive)
         {
+            // fits 80 columns: a short description, a 20-wide bar, the percentage and the elapsed time
             result = await console.Progress()
-                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn { Width = 20 }, new PercentageColumn(), new ElapsedTimeColumn())
                 .StartAsync(async ctx =>
                 {
                     var task = ctx.AddTask("starting", maxValue: 1);
                     var observer = new ProgressObserver(p =>
                     {
-                        task.Description = Markup.Escape(Line(p));
+                        task.Description = Markup.Escape(ShortLine(p));
                         task.Value = p.Step;
                     }, max => task.MaxValue = max);
                     Banner();
@@ -463,6 +464,11 @@ public static class ActorTrainCommand
         }
         return result;
     }
+
+    /// <summary>The live progress bar's description: at most about 35 characters.</summary>
+    private static string ShortLine(EvaluationPoint p) => double.IsNaN(p.TestAccuracy)
+        ? FormattableString.Invariant($"step {p.Step}  {Core.Simulation.Quantity.FormatSeconds(p.ElapsedSeconds)}")
+        : FormattableString.Invariant($"step {p.Step}  loss {p.TestLoss:0.000}  acc {p.TestAccuracy:0.000}");
 
     private static string Line(EvaluationPoint p) => double.IsNaN(p.TestAccuracy)
         // a workload (sizes only): no loss, the time and throughput are the result
