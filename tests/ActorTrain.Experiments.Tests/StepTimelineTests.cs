@@ -133,6 +133,69 @@ public sealed class StepTimelineTests() : TempFolderTest("actortrain-timeline-")
         Assert.Equal(baseline + encode + decode, model, 9);
     }
 
+    /// <summary>compression.cost = model with an FP16 downlink: the shard converts its weights once per version, before the slice leaves.</summary>
+    [Fact]
+    public async Task Fp16_downlink_conversion_is_on_the_shard_once_per_version_to_1e9_s()
+    {
+        string table = Table(50_000, 50_000);
+        const long n = 100_000;
+        var fp16 = new CompressionSettings("fp16");
+        double push = 36 + CompressionSettings.Dense.EncodedBytes(n), slice = 16 + fp16.EncodedBytes(n);
+        string[] one = ["topology.workers=1", "topology.shards=1", "placement.shards=dedicated", "compression.downlink=fp16"];
+        double baseline = T + 2 * Alpha + (push + slice) / Nic + Cpu.AccumulateSeconds((int)n) + Cpu.ApplySeconds((int)n, 0);
+        Assert.Equal(baseline, await Period(table, one), 9);
+        // encoding the dense push (a copy) on the worker, decoding it on the shard, the FP16 conversion of the new version
+        double codec = CodecCost.Encode(CompressionSettings.Dense, n, (long)push - 36).Seconds(Cpu) + CodecCost.Decode(CompressionSettings.Dense, n, (long)push - 36).Seconds(Cpu)
+            + CodecCost.Encode(fp16, n, (long)slice - 16).Seconds(Cpu);
+        Assert.Equal(baseline + codec, await Period(table, [.. one, "compression.cost=model"]), 9);
+    }
+
+    /// <summary>
+    /// Ring all-reduce of two workers with an FP16 wire and compression.cost = model: each chunk is
+    /// converted before it leaves and after it arrives. Rank r sends its chunk c_r (the tallies,
+    /// FP32, ride in c_1) and gets it back reduced: chain_r = 2 (encode + a + wire_r/B + decode)(c_r) +
+    /// reduce(c_r). Worker 0's step (its snapshots time the evaluations) is T + chain_0 + apply: worker 1's
+    /// chunk carries 6 bytes more, so it falls behind by chain_1 - chain_0 (10 ns) a step, which worker 0
+    /// only waits for once that adds up to a latency (thousands of steps).
+    /// </summary>
+    [Fact]
+    public async Task Fp16_all_reduce_chunks_are_converted_on_both_sides_to_1e9_s()
+    {
+        const int p = 100_001, length = p + 3; // 100,004 buffer elements: two chunks of 50,002
+        string table = Table(1_001, 99_000);
+        var fp16 = new CompressionSettings("fp16");
+        double Chain(Core.Models.ParameterRange c)
+        {
+            long wire = Core.Collectives.CollectiveBuffer.WireBytes(c, p, fp16: true);
+            return 2 * (CodecCost.Encode(fp16, c.Length, wire).Seconds(Cpu) + Alpha + (32 + wire) / Nic + CodecCost.Decode(fp16, c.Length, wire).Seconds(Cpu))
+                + Cpu.AccumulateSeconds(c.Length);
+        }
+        var chunks = Core.Collectives.AllReduceAlgorithms.Chunks(new Core.Models.ParameterRange(0, length), 2);
+        Assert.True(Chain(chunks[1]) > Chain(chunks[0]));
+        double expected = T + Chain(chunks[0]) + Cpu.ApplySeconds(p, 0);
+        string[] ring = ["topology.workers=2", "topology.aggregation=ring-allreduce", "precision.allreduce=fp16", "compression.cost=model"];
+        Assert.Equal(expected, await Period(table, ring), 9);
+    }
+
+    /// <summary>
+    /// An all-gathered codec (top-k) on a ring of two workers with compression.cost = model: each
+    /// worker encodes its whole gradient once, forwards it, then decodes and adds both messages
+    /// (its own too): T + encode + a + (32 + E)/B + 2 (decode + accumulate) + apply.
+    /// </summary>
+    [Fact]
+    public async Task All_gathered_codec_time_is_one_encode_and_a_decode_per_message_to_1e9_s()
+    {
+        string table = Table(50_000, 50_000);
+        const long n = 100_000;
+        var topk = new CompressionSettings("topk", Ratio: 0.01);
+        long encoded = topk.EncodedBytes(n);
+        string[] ring = ["topology.workers=2", "topology.aggregation=ring-allreduce", "compression.codec=topk", "compression.ratio=0.01"];
+        double baseline = T + Alpha + (32 + encoded) / Nic + 2 * Cpu.AccumulateSeconds((int)n) + Cpu.ApplySeconds((int)n, 0);
+        Assert.Equal(baseline, await Period(table, ring), 9);
+        double expected = baseline + CodecCost.Encode(topk, n, encoded).Seconds(Cpu) + 2 * CodecCost.Decode(topk, n, encoded).Seconds(Cpu);
+        Assert.Equal(expected, await Period(table, [.. ring, "compression.cost=model"]), 9);
+    }
+
     /// <summary>A sizes-only push and slice carry exactly the codec's formula size: bytes counted = steps x formula.</summary>
     [Fact]
     public async Task Workload_messages_carry_their_formula_sizes_and_no_loss()
