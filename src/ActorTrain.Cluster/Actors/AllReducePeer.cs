@@ -124,8 +124,8 @@ public sealed class AllReducePeer : IGradientExchange
             _codecTimer = fp16 ? _codecTimer with { Codec = new CompressionSettings("fp16") } : CodecTimer.Off;
             _buffer = _sizesOnly ? null : new CollectiveBuffer(length, fp16);
             _fp16 = fp16;
-            _buckets = worker.Overlap == OverlapMode.Off ? [new ParameterRange(0, length)]
-                : StepTimeline.Build(worker.Model, 1, worker.Overlap, worker.BucketBytes).Buckets.Select(b => b.Range).ToArray();
+            // the timeline's buckets (one, the whole vector, without overlap): their ranges follow the model and the settings, not the step
+            _buckets = StepTimeline.Build(worker.Model, 1, worker.Overlap, worker.BucketBytes).Buckets.Select(b => b.Range).ToArray();
             (_steps, _stepBucket) = Schedule(_rank);
             _denseStepBytes = ScheduleBytes(fp16: false);
             _stepBytes = fp16 ? ScheduleBytes(fp16: true) : _denseStepBytes;

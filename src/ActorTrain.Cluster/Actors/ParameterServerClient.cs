@@ -43,6 +43,7 @@ public sealed class ParameterServerClient : IGradientExchange
     private readonly bool _sizesOnly;
     private readonly double[] _sliceAt;
     private readonly int[] _pushOrder;
+    private StepTimeline? _orderedFor;
     private int _slicesReceived;
     private bool _rejoining;
     private long _clock;
@@ -143,9 +144,13 @@ public sealed class ParameterServerClient : IGradientExchange
     public long Send(float[] gradient, float lossScale, bool nonFinite, int samples, long clock, ActivityContext trace, StepTimeline? backward = null)
     {
         double backwardFrom = Link.Now;
-        // with overlap, the shards whose ranges are ready first (the last layers') are pushed first
-        if (backward is not null)
+        // with overlap, the shards whose ranges are ready first (the last layers') are pushed first; the
+        // order follows the buckets, not the step's time, so it is sorted once per timeline
+        if (backward is not null && !ReferenceEquals(backward, _orderedFor))
+        {
             Array.Sort(_pushOrder, (a, b) => backward.ReadyAfter(_ranges[a]).CompareTo(backward.ReadyAfter(_ranges[b])) is var c && c != 0 ? c : a.CompareTo(b));
+            _orderedFor = backward;
+        }
         long encodedBytes = 0;
         foreach (int s in _pushOrder)
         {

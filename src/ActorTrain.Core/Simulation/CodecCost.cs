@@ -70,7 +70,7 @@ public static class CodecCost
     /// <summary>Decoding <paramref name="encodedBytes"/> back into <paramref name="n"/> dense values.</summary>
     public static KernelWork Decode(CompressionSettings codec, long n, long encodedBytes, IReadOnlyList<MatrixBlock>? blocks = null)
     {
-        double write = 4.0 * n;
+        if (codec.Codec == "powersgd") return PowerSgd(codec.Rank, n, encodedBytes, blocks, encode: false);
         double ops = codec.Codec switch
         {
             "none" or "topk" or "dgc" => 0,
@@ -82,11 +82,9 @@ public static class CodecCost
             "signsgd" or "efsignsgd" => 0.25,
             "randomk" => 0.4,
             "threshold" => 0.25,
-            "powersgd" => double.NaN,
             _ => throw new ActorTrainException($"compression.codec = \"{codec.Codec}\" has no cost model"),
         };
-        if (codec.Codec == "powersgd") return PowerSgd(codec.Rank, n, encodedBytes, blocks, encode: false);
-        return new(encodedBytes, write, ops * n, 1);
+        return new(encodedBytes, 4.0 * n, ops * n, 1);
     }
 
     private static KernelWork PowerSgd(int rank, long n, long encodedBytes, IReadOnlyList<MatrixBlock>? blocks, bool encode)
