@@ -77,12 +77,12 @@ public static class Checkpoints
             .Where(s => s >= 0).Order().ToList();
     }
 
-    /// <summary>Step <paramref name="step"/>'s checkpoint, or the last one when null.</summary>
-    public static RunCheckpoint Read(string runFolder, long? step = null)
+    /// <summary>Step <paramref name="step"/>'s checkpoint, or the last one when null; <paramref name="option"/> names the command's option in errors.</summary>
+    public static RunCheckpoint Read(string runFolder, long? step = null, string option = "--resume")
     {
         var steps = Steps(runFolder);
         if (steps.Count == 0)
-            throw new ActorTrainException($"--resume: {runFolder} has no checkpoints ({Folder}/step-N.ckpt); runs write them with training.checkpoint-every > 0");
+            throw new ActorTrainException($"{option}: {runFolder} has no checkpoints ({Folder}/step-N.ckpt); runs write them with training.checkpoint-every > 0");
         long chosen = step ?? steps[^1];
         if (!steps.Contains(chosen))
             throw new ActorTrainException($"--checkpoint {chosen}: {runFolder} has checkpoints at steps {string.Join(", ", steps)}");
@@ -93,7 +93,7 @@ public static class Checkpoints
         }
         catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
         {
-            throw new ActorTrainException($"--resume: checkpoint {path} cannot be used: {e.Message}");
+            throw new ActorTrainException($"{option}: checkpoint {path} cannot be used: {e.Message}");
         }
     }
 }

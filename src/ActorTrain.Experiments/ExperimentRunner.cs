@@ -311,7 +311,7 @@ public sealed record Resumption(string Folder, ExperimentSpec Spec, RunCheckpoin
     /// </summary>
     public static string ExportCheckpoint(string runFolder, long step, string? output)
     {
-        var r = Read(runFolder, step);
+        var r = Read(runFolder, step, "export --checkpoint");
         var model = ExperimentData.Build(r.Spec).Model;
         var weights = r.Checkpoint.Shards.OrderBy(s => s.Shard).SelectMany(s => s.Weights).ToArray();
         string to = output ?? Path.Combine(runFolder, $"weights-step{r.Checkpoint.Step}.npz");
@@ -319,13 +319,13 @@ public sealed record Resumption(string Folder, ExperimentSpec Spec, RunCheckpoin
         return to;
     }
 
-    public static Resumption Read(string runFolder, long? step)
+    public static Resumption Read(string runFolder, long? step, string option = "--resume")
     {
-        if (!Directory.Exists(runFolder)) throw new ActorTrainException($"--resume: run folder '{runFolder}' not found");
+        if (!Directory.Exists(runFolder)) throw new ActorTrainException($"{option}: run folder '{runFolder}' not found");
         string config = Path.Combine(runFolder, "config.conf");
-        if (!File.Exists(config)) throw new ActorTrainException($"--resume: {runFolder} has no config.conf; is it a run folder?");
+        if (!File.Exists(config)) throw new ActorTrainException($"{option}: {runFolder} has no config.conf; is it a run folder?");
         var spec = ExperimentSpec.Load(config);
-        var checkpoint = Checkpoints.Read(runFolder, step);
+        var checkpoint = Checkpoints.Read(runFolder, step, option);
         string metrics = Path.Combine(runFolder, "metrics.csv");
         var earlier = File.Exists(metrics)
             ? File.ReadLines(metrics).Skip(1).Where(l => long.TryParse(l.Split(',')[0], CultureInfo.InvariantCulture, out long s) && s < checkpoint.Step).ToList()

@@ -228,6 +228,10 @@ public sealed class TraceCommandTests() : TempFolderTest("actortrain-trace-cli-"
         Assert.Contains("the only format is npz", stderr.ToString());
         Assert.Equal(2, await ActorTrainCommand.RunAsync(["export", Path.Combine(Root, "nope")], new StringWriter(), stderr));
         Assert.Contains("run folder not found", stderr.ToString());
+        stderr = new StringWriter();
+        Assert.Equal(2, await ActorTrainCommand.RunAsync(["export", run, "--checkpoint", "7"], new StringWriter(), stderr));
+        Assert.Contains("--checkpoint 7: ", stderr.ToString());
+        Assert.Contains("has checkpoints at steps 10", stderr.ToString());
     }
 
     [Fact]
