@@ -99,21 +99,25 @@ public sealed record RunSummary(
     /// <summary>Under all-reduce: how many times a replica's weights were checked bit-equal to another's (every worker at every evaluation).</summary>
     public int ReplicaChecks { get; init; }
 
-    /// <summary>The version of this file's layout (docs/summary.schema.json); raised when a field changes meaning or goes.</summary>
-    public int SchemaVersion { get; init; } = CurrentSchemaVersion;
+    /// <summary>
+    /// The version of this file's layout (docs/summary.schema.json); raised when a field changes
+    /// meaning or goes. Files written before it read as 0, and their provenance fields as null:
+    /// <see cref="Create"/> sets them, reading an old file does not invent them.
+    /// </summary>
+    public int SchemaVersion { get; init; }
 
     public const int CurrentSchemaVersion = 2;
 
     /// <summary>The tool's version, and the commit it was built from (null when not built from a git checkout).</summary>
     [System.Text.Json.Serialization.JsonPropertyName("actortrain_version")]
-    public string ActorTrainVersion { get; init; } = Provenance.Version;
+    public string? ActorTrainVersion { get; init; }
 
-    public string? GitCommit { get; init; } = Provenance.GitCommit;
+    public string? GitCommit { get; init; }
 
     /// <summary>The experiment's seed, and the command line of the process that ran it (reproduce: same commit, same config.conf, same seed).</summary>
     public ulong Seed { get; init; }
 
-    public string CommandLine { get; init; } = string.Join(' ', Environment.GetCommandLineArgs().Select(a => a.Contains(' ') ? $"\"{a}\"" : a));
+    public string? CommandLine { get; init; }
 
     public static RunSummary Create(ExperimentSpec spec, ExperimentData data, string engine, long plannedSteps, RunOutcome outcome)
     {
@@ -176,7 +180,11 @@ public sealed record RunSummary(
         {
             Aggregation = spec.Topology.Aggregation,
             ReplicaChecks = outcome.ReplicaChecks,
+            SchemaVersion = CurrentSchemaVersion,
+            ActorTrainVersion = Provenance.Version,
+            GitCommit = Provenance.GitCommit,
             Seed = spec.Seed,
+            CommandLine = string.Join(' ', Environment.GetCommandLineArgs().Select(a => a.Contains(' ') ? $"\"{a}\"" : a)),
         };
     }
 
