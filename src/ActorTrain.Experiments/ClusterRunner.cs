@@ -156,6 +156,7 @@ public static class ClusterRunner
                 if (finished) return ("", "");
                 finished = true;
                 session?.Dispose();
+                if (session?.Delivery?.Warning is { } warning) Console.Error.WriteLine($"{role}: {warning}");
                 string Read(string name) => File.Exists(Path.Combine(folder, name)) ? File.ReadAllText(Path.Combine(folder, name)) : "";
                 var recorded = (Read(Telemetry.TelemetrySession.TracesFile), Read(Telemetry.TelemetrySession.MetricsFile));
                 Directory.Delete(folder, recursive: true);

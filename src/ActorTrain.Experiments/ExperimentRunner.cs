@@ -170,8 +170,9 @@ public static class ExperimentRunner
             finally
             {
                 telemetry?.Dispose(); // flushes the exporters before the folder is renamed
+                if (telemetry?.Delivery?.Warning is { } warning) Console.Error.WriteLine(warning);
             }
-            var summary = RunSummary.Create(spec, data, engines.Name, steps, outcome);
+            var summary = RunSummary.Create(spec, data, engines.Name, steps, outcome) with { Telemetry = telemetry?.Delivery };
             summary.Write(Path.Combine(partial, "summary.json"));
             if (spec.Output.Plots) Plots.Write(partial, outcome, data.Model.Loss == Core.Models.LossKind.CrossEntropy);
             Report.WriteRun(partial, summary, outcome);

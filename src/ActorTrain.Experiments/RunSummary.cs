@@ -119,6 +119,9 @@ public sealed record RunSummary(
 
     public string? CommandLine { get; init; }
 
+    /// <summary>With telemetry.exporter = otlp: what reached the collector (spans exported and dropped, failed metric exports); null otherwise.</summary>
+    public Telemetry.OtlpDelivery? Telemetry { get; init; }
+
     public static RunSummary Create(ExperimentSpec spec, ExperimentData data, string engine, long plannedSteps, RunOutcome outcome)
     {
         // an interrupted run may end before its first evaluation: no loss to report

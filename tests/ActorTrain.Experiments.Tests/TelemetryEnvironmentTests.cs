@@ -72,6 +72,7 @@ public sealed class SummarySchemaTests() : TempFolderTest("actortrain-schema-")
     [Theory]
     [InlineData("fabric.topology=switch")]
     [InlineData("model.type=workload;model.workload=resnet50;topology.aggregation=ring-allreduce;training.max-steps=4;training.eval-every=2")]
+    [InlineData("telemetry.exporter=[file, otlp];telemetry.endpoint=\"http://127.0.0.1:9\"")] // the delivery counts (nothing listens on the discard port)
     public async Task Summary_json_validates_against_its_schema(string settings)
     {
         var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. ExperimentRunnerTests.Small, "output.plots=off", .. settings.Split(';')]), Root);
@@ -81,6 +82,7 @@ public sealed class SummarySchemaTests() : TempFolderTest("actortrain-schema-")
         Assert.True(verdict.IsValid, string.Join("\n", (verdict.Details ?? []).Where(d => d.Errors is { Count: > 0 }).SelectMany(d => d.Errors!.Select(e => $"{d.InstanceLocation}: {e.Value}")).Take(10)));
         Assert.Equal(RunSummary.CurrentSchemaVersion, summary.RootElement.GetProperty("schema_version").GetInt32());
         Assert.Equal(result.Summary.Seed, summary.RootElement.GetProperty("seed").GetUInt64());
+        Assert.Equal(settings.Contains("otlp") ? System.Text.Json.JsonValueKind.Object : System.Text.Json.JsonValueKind.Null, summary.RootElement.GetProperty("telemetry").ValueKind);
         // and the schema is not vacuous: without its seed, or with a text for the steps, the file is refused
         var node = System.Text.Json.Nodes.JsonNode.Parse(summary.RootElement.GetRawText())!.AsObject();
         node.Remove("seed");

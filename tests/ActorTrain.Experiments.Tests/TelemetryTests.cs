@@ -94,16 +94,16 @@ public sealed class TelemetryTests() : TempFolderTest("actortrain-telemetry-")
     {
         private readonly HttpListener _listener = new();
         private readonly Task _loop;
+        private readonly int _status;
         public int Port { get; }
         public int Spans;
         public readonly HashSet<string> Paths = [];
 
-        public OtlpReceiver()
+        /// <param name="status">what the receiver answers every request with (200: accepted)</param>
+        public OtlpReceiver(int status = 200)
         {
-            var probe = new TcpListener(IPAddress.Loopback, 0);
-            probe.Start();
-            Port = ((IPEndPoint)probe.LocalEndpoint).Port;
-            probe.Stop();
+            _status = status;
+            Port = FreePort();
             _listener.Prefixes.Add($"http://127.0.0.1:{Port}/");
             _listener.Start();
             _loop = Task.Run(Loop);
@@ -126,7 +126,7 @@ public sealed class TelemetryTests() : TempFolderTest("actortrain-telemetry-")
                 await context.Request.InputStream.CopyToAsync(body);
                 lock (Paths) Paths.Add(context.Request.Url!.AbsolutePath);
                 if (context.Request.Url!.AbsolutePath == "/v1/traces") Interlocked.Add(ref Spans, CountSpans(body.ToArray()));
-                context.Response.StatusCode = 200;
+                context.Response.StatusCode = _status;
                 context.Response.Close();
             }
         }
@@ -183,17 +183,100 @@ public sealed class TelemetryTests() : TempFolderTest("actortrain-telemetry-")
         }
     }
 
+    private static int FreePort()
+    {
+        var probe = new TcpListener(IPAddress.Loopback, 0);
+        probe.Start();
+        int port = ((IPEndPoint)probe.LocalEndpoint).Port;
+        probe.Stop();
+        return port;
+    }
+
     [Fact]
     public async Task Spans_sent_over_otlp_http_arrive_whole()
     {
         // the same run twice (virtual clock: identical), once to a file and once over OTLP/HTTP
         var toFile = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, TwoWorkerBsp), Root);
         int expected = TraceFile.Read(toFile.Folder).Spans.Count;
+        Assert.Null(toFile.Summary.Telemetry); // no otlp exporter: nothing to count
         using var receiver = new OtlpReceiver();
-        await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. TwoWorkerBsp, "telemetry.exporter=otlp", $"telemetry.endpoint=\"http://127.0.0.1:{receiver.Port}\""]), Root);
+        var sent = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. TwoWorkerBsp, "telemetry.exporter=otlp", $"telemetry.endpoint=\"http://127.0.0.1:{receiver.Port}\""]), Root);
         Assert.Equal(expected, receiver.Spans);
         Assert.Contains("/v1/traces", receiver.Paths);
         Assert.Contains("/v1/metrics", receiver.Paths);
+        var delivery = sent.Summary.Telemetry!;
+        Assert.Equal((expected, 0L, 0L), (delivery.SpansExported, delivery.SpansDropped, delivery.MetricExportsFailed));
+        Assert.Null(delivery.Warning);
+        using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(sent.Folder, "summary.json")));
+        Assert.Equal(expected, summary.RootElement.GetProperty("telemetry").GetProperty("spans_exported").GetInt64());
+    }
+
+    /// <summary>
+    /// A server that speaks the wrong protocol: to whatever arrives it answers an HTTP/2 GOAWAY
+    /// frame (PROTOCOL_ERROR) and hangs up, as a gRPC-only port answers HTTP/1.1.
+    /// </summary>
+    private sealed class WrongProtocolServer : IDisposable
+    {
+        private readonly TcpListener _listener = new(IPAddress.Loopback, 0);
+        private readonly Task _loop;
+        public int Port { get; }
+
+        public WrongProtocolServer()
+        {
+            _listener.Start();
+            Port = ((IPEndPoint)_listener.LocalEndpoint).Port;
+            _loop = Task.Run(async () =>
+            {
+                byte[] goAway = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+                while (true)
+                {
+                    TcpClient client;
+                    try
+                    {
+                        client = await _listener.AcceptTcpClientAsync();
+                    }
+                    catch (Exception e) when (e is SocketException or ObjectDisposedException)
+                    {
+                        return;
+                    }
+                    using (client)
+                    {
+                        var stream = client.GetStream();
+                        _ = await stream.ReadAsync(new byte[4096]); // whatever the request was
+                        await stream.WriteAsync(goAway);
+                    }
+                }
+            });
+        }
+
+        public void Dispose()
+        {
+            _listener.Stop();
+            _loop.Wait(TimeSpan.FromSeconds(5));
+        }
+    }
+
+    [Theory]
+    [InlineData("dead port", "http")]
+    [InlineData("dead port", "grpc")]
+    [InlineData("wrong protocol", "http")]
+    [InlineData("wrong protocol", "grpc")]
+    [InlineData("http 503", "http")]
+    public async Task Spans_that_do_not_reach_the_collector_are_counted_and_warned_about(string endpoint, string protocol)
+    {
+        using var wrong = endpoint == "wrong protocol" ? new WrongProtocolServer() : null;
+        using var refusing = endpoint == "http 503" ? new OtlpReceiver(503) : null;
+        int port = wrong?.Port ?? refusing?.Port ?? FreePort();
+        var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. TwoWorkerBsp, "telemetry.exporter=[otlp, file]", $"telemetry.protocol={protocol}",
+            $"telemetry.endpoint=\"http://127.0.0.1:{port}\""]), Root);
+        // the file beside it holds every span: none reached the collector, all of them are counted
+        int spans = TraceFile.Read(result.Folder).Spans.Count;
+        var delivery = result.Summary.Telemetry!;
+        Assert.Equal((0L, (long)spans), (delivery.SpansExported, delivery.SpansDropped));
+        Assert.True(delivery.MetricExportsFailed >= 1);
+        Assert.Equal($"http://127.0.0.1:{port}", delivery.Endpoint);
+        Assert.Contains($"{spans} of {spans} span(s)", delivery.Warning);
+        Assert.Contains($"http://127.0.0.1:{port} ({(protocol == "grpc" ? "grpc" : "http/protobuf")})", delivery.Warning);
     }
 
     [Fact]

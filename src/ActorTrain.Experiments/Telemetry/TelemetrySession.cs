@@ -95,6 +95,7 @@ public sealed class TelemetrySession : IDisposable
     private readonly TracerProvider? _tracer;
     private readonly MeterProvider? _meter;
     private RunFilter? _filter;
+    private readonly OtlpTally? _otlp;
 
     private TelemetrySession(TelemetrySection settings, string folder, string serviceName, IReadOnlyDictionary<string, object> resource)
     {
@@ -104,6 +105,7 @@ public sealed class TelemetrySession : IDisposable
         attributes.Remove("service.name");
         var resourceBuilder = ResourceBuilder.CreateEmpty().AddService(settings.ServiceName ?? serviceName, serviceVersion: "1.0").AddAttributes(attributes);
         var builtResource = resourceBuilder.Build();
+        if (settings.Has(TelemetryExporter.Otlp)) _otlp = new OtlpTally(settings.Endpoint, settings.Protocol);
         if (settings.Traces)
         {
             var builder = Sdk.CreateTracerProviderBuilder().AddSource(RunTelemetry.Name).SetResourceBuilder(resourceBuilder).SetSampler(new AlwaysOnSampler());
@@ -111,7 +113,7 @@ public sealed class TelemetrySession : IDisposable
             {
                 TelemetryExporter.File => new OtlpJsonFileExporter(Path.Combine(folder, TracesFile), builtResource),
                 TelemetryExporter.Console => new ConsoleActivityExporter(new ConsoleExporterOptions()),
-                _ => new OtlpTraceExporter(new OtlpExporterOptions { Endpoint = Signal(settings, "traces"), Protocol = settings.Protocol }),
+                _ => new CountingOtlpTraceExporter(new OtlpExporterOptions { Endpoint = Signal(settings, "traces"), Protocol = settings.Protocol }, _otlp!),
             }, maxQueueSize: 65536, maxExportBatchSize: 2048)).ToList();
             _filter = new RunFilter(processors);
             _tracer = builder.AddProcessor(_filter).Build();
@@ -124,11 +126,8 @@ public sealed class TelemetrySession : IDisposable
                 {
                     TelemetryExporter.File => builder.AddReader(new PeriodicExportingMetricReader(new OtlpJsonMetricFileExporter(Path.Combine(folder, MetricsFile)), 3_600_000)),
                     TelemetryExporter.Console => builder.AddConsoleExporter(),
-                    _ => builder.AddOtlpExporter(o =>
-                    {
-                        o.Endpoint = Signal(settings, "metrics");
-                        o.Protocol = settings.Protocol;
-                    }),
+                    _ => builder.AddReader(new PeriodicExportingMetricReader(new CountingOtlpMetricExporter(
+                        new OtlpExporterOptions { Endpoint = Signal(settings, "metrics"), Protocol = settings.Protocol }, _otlp!), 60_000)),
                 };
             _meter = builder.Build();
         }
@@ -163,6 +162,15 @@ public sealed class TelemetrySession : IDisposable
         if (_filter is not null) _filter.TraceId = traceId;
     }
 
+    /// <summary>
+    /// What reached the OTLP endpoint (null without an otlp exporter); final once the session is
+    /// disposed. Every span the run kept and the collector did not accept counts as dropped: failed
+    /// exports, and spans the export queue had no room for.
+    /// </summary>
+    public OtlpDelivery? Delivery => _otlp?.Report() is { } report
+        ? report with { SpansDropped = Math.Max(report.SpansDropped, (_filter?.KeptSpans ?? 0) - report.SpansExported) }
+        : null;
+
     public void Dispose()
     {
         _tracer?.ForceFlush();
@@ -179,6 +187,9 @@ public sealed class TelemetrySession : IDisposable
     {
         public ActivityTraceId TraceId;
         public bool KeepAll;
+        private long _kept;
+
+        public long KeptSpans => Interlocked.Read(ref _kept);
 
         public override void OnStart(Activity data)
         {
@@ -186,7 +197,9 @@ public sealed class TelemetrySession : IDisposable
 
         public override void OnEnd(Activity data)
         {
-            if (KeepAll || data.TraceId == TraceId) base.OnEnd(data);
+            if (!KeepAll && data.TraceId != TraceId) return;
+            Interlocked.Increment(ref _kept);
+            base.OnEnd(data);
         }
     }
 }
