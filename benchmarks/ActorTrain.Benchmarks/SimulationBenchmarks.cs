@@ -121,8 +121,8 @@ internal static class SimulationBenchmarks
     {
         Console.WriteLine("### Tracing overhead");
         Console.WriteLine();
-        Console.WriteLine("| run | trace-every | spans | off: median (min) wall s | on (file): median (min) wall s | overhead, medians | overhead, minima |");
-        Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|");
+        Console.WriteLine("| run | trace-every | spans | trace file, bytes per step (gzip / plain) | off: median (min) wall s | on (file): median (min) wall s | overhead, medians | overhead, minima |");
+        Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|");
         var runs = new (string Name, string? File, string[] Set)[]
         {
             ("quickstart (MLP 32-64-8, 4 workers, 1000 steps)", null, []),
@@ -135,7 +135,7 @@ internal static class SimulationBenchmarks
         {
             var off = new List<double>();
             var on = new List<double>();
-            long spans = 0;
+            long spans = 0, steps = 1, gzipBytes = 0, plainBytes = 0;
             // the first pair warms up the JIT and the thread pools and is not counted
             for (int i = -1; i < 11; i++)
             {
@@ -147,14 +147,21 @@ internal static class SimulationBenchmarks
                     var clock = Stopwatch.StartNew();
                     var r = ExperimentRunner.RunAsync(spec, root).GetAwaiter().GetResult();
                     if (i >= 0) (tracing ? on : off).Add(clock.Elapsed.TotalSeconds);
-                    if (tracing) spans = File.ReadLines(Path.Combine(r.Folder, "traces.jsonl")).Sum(l => (long)l.Split("\"spanId\"").Length - 1);
+                    if (tracing)
+                    {
+                        spans = Experiments.Telemetry.TraceFile.Read(r.Folder).Spans.Count;
+                        steps = Math.Max(1, r.Summary.Steps);
+                        string traces = Experiments.Telemetry.TraceStore.Find(r.Folder)!;
+                        gzipBytes = new FileInfo(traces).Length;
+                        plainBytes = Experiments.Telemetry.TraceStore.ReadLines(traces).Sum(l => (long)System.Text.Encoding.UTF8.GetByteCount(l) + 1);
+                    }
                     Directory.Delete(r.Folder, recursive: true);
                 }
             }
             double a = Median(off), b = Median(on), minA = off.Min(), minB = on.Min();
             string every = set.FirstOrDefault(x => x.StartsWith("telemetry.trace-every=", StringComparison.Ordinal))?.Split('=')[1] ?? "1";
             Console.WriteLine(FormattableString.Invariant(
-                $"| {name} | {every} | {spans} | {a:0.000} ({minA:0.000}) | {b:0.000} ({minB:0.000}) | {100 * (b - a) / a:+0.0;-0.0}% | {100 * (minB - minA) / minA:+0.0;-0.0}% |"));
+                $"| {name} | {every} | {spans} | {gzipBytes / (double)steps:0} / {plainBytes / (double)steps:0} | {a:0.000} ({minA:0.000}) | {b:0.000} ({minB:0.000}) | {100 * (b - a) / a:+0.0;-0.0}% | {100 * (minB - minA) / minA:+0.0;-0.0}% |"));
         }
         Console.WriteLine();
     }

@@ -41,7 +41,7 @@ public static class ActorTrainCommand
             AllowMultipleArgumentsPerToken = false,
         };
         var outDir = new Option<string?>("--out") { Description = "Parent folder of the run folder (default: output.directory, \"runs\")." };
-        var exporter = new Option<string?>("--exporter") { Description = "Where spans and metrics go: file (traces.jsonl in the run folder; the default) | otlp | console | none." };
+        var exporter = new Option<string?>("--exporter") { Description = "Where spans and metrics go: file (traces.jsonl.gz and metrics.jsonl in the run folder; the default) | otlp | console | none." };
         var endpoint = new Option<string?>("--otlp-endpoint") { Description = "OTLP collector for --exporter otlp, e.g. http://localhost:4318 (what `actortrain dashboard` prints)." };
         string[] Overrides(ParseResult parse)
         {
@@ -300,7 +300,7 @@ public static class ActorTrainCommand
 
     private static Command TraceCommand(IAnsiConsole console, TextWriter stdout, TextWriter stderr)
     {
-        var source = new Argument<string>("run") { Description = "A run folder (its traces.jsonl) or an OTLP JSON trace file." };
+        var source = new Argument<string>("run") { Description = "A run folder (its traces.jsonl.gz or traces.jsonl) or an OTLP JSON trace file, plain or gzip." };
         var summarize = new Command("summarize", "Time breakdown per role and per worker (compute, compress, network, wait), stragglers ranked, the critical path of the slowest BSP step.")
         {
             source,
@@ -310,7 +310,7 @@ public static class ActorTrainCommand
             stdout.Write(Experiments.Telemetry.TraceFile.SummarizeFolder(parse.GetValue(source)!));
             return Task.FromResult(Ok);
         }));
-        var exportSource = new Argument<string>("run") { Description = "A run folder (its traces.jsonl) or an OTLP JSON trace file." };
+        var exportSource = new Argument<string>("run") { Description = "A run folder (its traces.jsonl.gz or traces.jsonl) or an OTLP JSON trace file, plain or gzip." };
         var format = new Option<string>("--format") { Description = "chrome: Trace Event JSON for Perfetto (ui.perfetto.dev) and chrome://tracing.", DefaultValueFactory = _ => "chrome" };
         var output = new Option<string?>("--output", "-o") { Description = "File to write (default: trace.chrome.json beside the trace)." };
         var export = new Command("export", "Convert a run's trace for a trace viewer.") { exportSource, format, output };

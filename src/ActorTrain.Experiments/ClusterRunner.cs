@@ -158,7 +158,7 @@ public static class ClusterRunner
                 session?.Dispose();
                 if (session?.Delivery?.Warning is { } warning) Console.Error.WriteLine($"{role}: {warning}");
                 string Read(string name) => File.Exists(Path.Combine(folder, name)) ? File.ReadAllText(Path.Combine(folder, name)) : "";
-                var recorded = (Read(Telemetry.TelemetrySession.TracesFile), Read(Telemetry.TelemetrySession.MetricsFile));
+                var recorded = (Telemetry.TraceStore.Find(folder) is { } traces ? Telemetry.TraceStore.ReadAllText(traces) : "", Read(Telemetry.TelemetrySession.MetricsFile));
                 Directory.Delete(folder, recursive: true);
                 return recorded;
             }
@@ -362,7 +362,7 @@ public static class ClusterRunner
             if (!spec.Telemetry.Has(Telemetry.TelemetryExporter.File)) return;
             foreach (var reply in replies.OfType<NodeTelemetry>())
             {
-                if (spec.Telemetry.Traces) File.AppendAllText(Path.Combine(folder, Telemetry.TelemetrySession.TracesFile), reply.Traces);
+                if (spec.Telemetry.Traces) Telemetry.TraceStore.Append(Telemetry.TraceStore.PathIn(folder, spec.Telemetry.CompressTraces), reply.Traces);
                 if (spec.Telemetry.Metrics) File.AppendAllText(Path.Combine(folder, Telemetry.TelemetrySession.MetricsFile), reply.Metrics);
             }
         }

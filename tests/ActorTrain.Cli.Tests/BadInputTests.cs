@@ -201,7 +201,7 @@ public sealed class BadInputTests() : TempFolderTest("actortrain-bad-")
         Assert.Contains(cause, summary.RootElement.GetProperty("error").GetString());
         // as many evaluations as metrics.csv holds rows (the one at step 0 may or may not be in before the stall)
         Assert.Equal(File.ReadAllLines(Path.Combine(kept, "metrics.csv")).Length - 1, summary.RootElement.GetProperty("evaluations_written").GetInt32());
-        foreach (string file in new[] { "config.conf", "metrics.csv", "traces.jsonl", "error.txt" })
+        foreach (string file in new[] { "config.conf", "metrics.csv", "traces.jsonl.gz", "error.txt" })
             Assert.True(File.Exists(Path.Combine(kept, file)), file);
     }
 

@@ -61,7 +61,7 @@ public sealed class ExperimentRunnerTests() : TempFolderTest("actortrain-runs-")
 
         Assert.StartsWith(Path.Combine(Root, "quickstart-"), result.Folder);
         Assert.Equal([result.Folder], Directory.GetDirectories(Root)); // nothing else, no .partial left
-        string[] expected = ["config.conf", "metrics.csv", "summary.json", "report.md", "traces.jsonl", "metrics.jsonl", NpzWriter.WeightsFile, .. Plots.Files];
+        string[] expected = ["config.conf", "metrics.csv", "summary.json", "report.md", "traces.jsonl.gz", "metrics.jsonl", NpzWriter.WeightsFile, .. Plots.Files];
         Assert.Equal(expected.Order(), Directory.GetFiles(result.Folder).Select(Path.GetFileName).Order());
 
         var rows = File.ReadAllLines(Path.Combine(result.Folder, "metrics.csv"));

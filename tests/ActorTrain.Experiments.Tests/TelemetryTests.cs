@@ -456,6 +456,55 @@ public sealed class TelemetryTests() : TempFolderTest("actortrain-telemetry-")
     }
 
     [Fact]
+    public async Task Traces_are_written_compressed_and_read_back_like_the_plain_file()
+    {
+        var compressed = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, TwoWorkerBsp), Root);
+        var plain = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. TwoWorkerBsp, "telemetry.compress-traces=off"]), Root);
+        string gz = Path.Combine(compressed.Folder, TraceStore.Compressed);
+        Assert.Equal([0x1f, 0x8b], File.ReadAllBytes(gz)[..2]);
+        Assert.False(File.Exists(Path.Combine(compressed.Folder, TraceStore.Plain)));
+        Assert.True(File.Exists(Path.Combine(plain.Folder, TraceStore.Plain)));
+        // the same spans (the virtual clock: the same run; ids are random), from either file
+        var a = TraceFile.Read(compressed.Folder).Spans;
+        var b = TraceFile.Read(plain.Folder).Spans;
+        long a0 = a.Min(s => s.StartNanos), b0 = b.Min(s => s.StartNanos);
+        Assert.Equal(b.Select(s => (s.Name, s.StartNanos - b0, s.EndNanos - s.StartNanos)).Order(), a.Select(s => (s.Name, s.StartNanos - a0, s.EndNanos - s.StartNanos)).Order());
+        // gzip is a fraction of the plain file, and under 2 KB per step (issue 20's bound)
+        long gzBytes = new FileInfo(gz).Length, plainBytes = new FileInfo(Path.Combine(plain.Folder, TraceStore.Plain)).Length;
+        Assert.True(gzBytes * 5 < plainBytes, $"{gzBytes} vs {plainBytes}");
+        Assert.True(gzBytes < 2048 * compressed.Summary.Steps, $"{gzBytes / (double)compressed.Summary.Steps:0} bytes per step");
+        // no span writes an empty attribute list
+        Assert.DoesNotContain("\"attributes\":[]", File.ReadAllText(Path.Combine(plain.Folder, TraceStore.Plain)));
+    }
+
+    [Fact]
+    public void A_gzip_trace_cut_short_reads_up_to_its_last_whole_batch()
+    {
+        string path = Path.Combine(Root, "cut.jsonl.gz");
+        using (var writer = TraceStore.OpenWriter(path))
+        {
+            writer.WriteLine("{\"first\":1}");
+            writer.Flush(); // each batch is flushed, as the exporter does
+            writer.WriteLine("{\"second\":" + new string('2', 5000) + "}");
+            writer.Flush();
+        }
+        byte[] whole = File.ReadAllBytes(path);
+        Assert.Equal(["{\"first\":1}", "{\"second\":" + new string('2', 5000) + "}"], TraceStore.ReadLines(path));
+        // a process killed while writing the second batch: every cut keeps the first line, never half of the second
+        for (int cut = whole.Length - 1; cut > 20; cut -= 7)
+        {
+            File.WriteAllBytes(path, whole[..cut]);
+            var lines = TraceStore.ReadLines(path).ToList();
+            Assert.True(lines.Count <= 2 && (lines.Count == 0 || lines[0] == "{\"first\":1}"), $"cut at {cut}: {lines.Count} lines");
+            if (lines.Count == 2) Assert.EndsWith("}", lines[1]);
+        }
+        // appended members (a cluster node's spans) read as one file
+        File.WriteAllBytes(path, whole);
+        TraceStore.Append(path, "{\"third\":3}\n");
+        Assert.Equal(3, TraceStore.ReadLines(path).Count());
+    }
+
+    [Fact]
     public void Summarize_names_a_folder_without_a_trace()
     {
         var e = Assert.Throws<Core.ActorTrainException>(() => TraceFile.Read(Root));

@@ -50,7 +50,7 @@ public sealed class CollectTelemetry : IRemotingMessage
 }
 
 /// <summary>
-/// Host -> coordinator: this node's traces.jsonl and metrics.jsonl lines (OTLP JSON), empty when
+/// Host -> coordinator: this node's span and metric lines (OTLP JSON, uncompressed), empty when
 /// it recorded none; large, so it travels through the gateways.
 /// </summary>
 public sealed record NodeTelemetry(string Node, string Traces, string Metrics) : IRemotingMessage;

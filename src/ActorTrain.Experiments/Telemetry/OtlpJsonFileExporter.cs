@@ -14,7 +14,7 @@ namespace ActorTrain.Experiments.Telemetry;
 /// </summary>
 public sealed class OtlpJsonFileExporter(string path, Resource resource) : BaseExporter<Activity>
 {
-    private readonly StreamWriter _writer = new(path, append: false) { NewLine = "\n" };
+    private readonly StreamWriter _writer = TraceStore.OpenWriter(path);
 
     public override ExportResult Export(in Batch<Activity> batch)
     {
@@ -44,9 +44,12 @@ public sealed class OtlpJsonFileExporter(string path, Resource resource) : BaseE
         });
         json.WriteString("startTimeUnixNano", OtlpJson.Nanos(span.StartTimeUtc));
         json.WriteString("endTimeUnixNano", OtlpJson.Nanos(span.StartTimeUtc + span.Duration));
-        json.WriteStartArray("attributes");
-        foreach (var (key, value) in span.TagObjects) OtlpJson.WriteAttribute(json, key, value);
-        json.WriteEndArray();
+        if (span.TagObjects.Any())
+        {
+            json.WriteStartArray("attributes"); // omitted when empty, as OTLP JSON allows for repeated fields
+            foreach (var (key, value) in span.TagObjects) OtlpJson.WriteAttribute(json, key, value);
+            json.WriteEndArray();
+        }
         if (span.Links.Any())
         {
             json.WriteStartArray("links");

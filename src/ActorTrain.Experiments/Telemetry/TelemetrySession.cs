@@ -26,7 +26,7 @@ public enum TelemetryExporter
 /// (key=value,key=value, values percent-encoded) adds resource attributes, under the run's own.
 /// </summary>
 public sealed record TelemetrySection(IReadOnlyList<TelemetryExporter> Exporters, string Endpoint, OtlpExportProtocol Protocol, bool Traces, bool Metrics, int TraceEvery = 1,
-    string? ServiceName = null, IReadOnlyDictionary<string, object>? ResourceAttributes = null)
+    string? ServiceName = null, IReadOnlyDictionary<string, object>? ResourceAttributes = null, bool CompressTraces = true)
 {
     /// <summary>Whether the run exports to <paramref name="exporter"/> (telemetry.exporter may name several: [file, otlp]).</summary>
     public bool Has(TelemetryExporter exporter) => Exporters.Contains(exporter);
@@ -61,7 +61,7 @@ public sealed record TelemetrySection(IReadOnlyList<TelemetryExporter> Exporters
                 _ => throw new ActorTrainException($"OTEL_EXPORTER_OTLP_PROTOCOL = \"{p}\": use grpc or http/protobuf (http/json is not supported by the OTLP exporter here)"),
             };
         return new TelemetrySection(exporters, endpoint, protocol, c.Bool("telemetry.traces"), c.Bool("telemetry.metrics"), c.Int("telemetry.trace-every", 1),
-            Env("OTEL_SERVICE_NAME"), ResourceAttributesOf(Env("OTEL_RESOURCE_ATTRIBUTES")));
+            Env("OTEL_SERVICE_NAME"), ResourceAttributesOf(Env("OTEL_RESOURCE_ATTRIBUTES")), c.Bool("telemetry.compress-traces"));
     }
 
     /// <summary>OTEL_RESOURCE_ATTRIBUTES: comma-separated key=value pairs, values percent-encoded; a pair without '=' is refused.</summary>
@@ -81,7 +81,7 @@ public sealed record TelemetrySection(IReadOnlyList<TelemetryExporter> Exporters
 
 /// <summary>
 /// The OpenTelemetry SDK for one run: a tracer provider and a meter provider listening to the
-/// ActorTrain source and meter, exporting to the run folder (traces.jsonl, metrics.jsonl: OTLP JSON,
+/// ActorTrain source and meter, exporting to the run folder (traces.jsonl.gz or traces.jsonl, metrics.jsonl: OTLP JSON,
 /// one export batch per line), an OTLP endpoint or the console. The source and meter are
 /// process-wide, so spans are kept only when they belong to this run's trace (its id is learnt
 /// from the coordinator's run span): runs side by side in one process (tests) do not mix.
@@ -89,7 +89,6 @@ public sealed record TelemetrySection(IReadOnlyList<TelemetryExporter> Exporters
 /// </summary>
 public sealed class TelemetrySession : IDisposable
 {
-    public const string TracesFile = "traces.jsonl";
     public const string MetricsFile = "metrics.jsonl";
 
     private readonly TracerProvider? _tracer;
@@ -111,7 +110,7 @@ public sealed class TelemetrySession : IDisposable
             var builder = Sdk.CreateTracerProviderBuilder().AddSource(RunTelemetry.Name).SetResourceBuilder(resourceBuilder).SetSampler(new AlwaysOnSampler());
             var processors = settings.Exporters.Select(e => (BaseProcessor<Activity>)new BatchActivityExportProcessor(e switch
             {
-                TelemetryExporter.File => new OtlpJsonFileExporter(Path.Combine(folder, TracesFile), builtResource),
+                TelemetryExporter.File => new OtlpJsonFileExporter(TraceStore.PathIn(folder, settings.CompressTraces), builtResource),
                 TelemetryExporter.Console => new ConsoleActivityExporter(new ConsoleExporterOptions()),
                 _ => new CountingOtlpTraceExporter(new OtlpExporterOptions { Endpoint = Signal(settings, "traces"), Protocol = settings.Protocol }, _otlp!),
             }, maxQueueSize: 65536, maxExportBatchSize: 2048)).ToList();

@@ -31,17 +31,17 @@ public sealed class TraceFile
         _byId = spans.ToDictionary(s => s.SpanId);
     }
 
-    /// <summary>Reads a run folder's traces.jsonl, or the given file. Errors name the file and line.</summary>
+    /// <summary>Reads a run folder's traces.jsonl.gz or traces.jsonl, or the given file (plain or gzip). Errors name the file and line.</summary>
     public static TraceFile Read(string path)
     {
-        string file = Directory.Exists(path) ? Path.Combine(path, TelemetrySession.TracesFile) : path;
-        if (!File.Exists(file))
+        string? file = Directory.Exists(path) ? TraceStore.Find(path) : path;
+        if (file is null || !File.Exists(file))
             throw new ActorTrainException(Directory.Exists(path)
-                ? $"{path}: no {TelemetrySession.TracesFile} in this run folder (was it run with telemetry.exporter = file?)"
+                ? $"{path}: no {TraceStore.Compressed} or {TraceStore.Plain} in this run folder (was it run with telemetry.exporter = file?)"
                 : $"{path}: trace file not found");
         var spans = new List<SpanRecord>();
         int lineNumber = 0;
-        foreach (string line in File.ReadLines(file))
+        foreach (string line in TraceStore.ReadLines(file))
         {
             lineNumber++;
             if (string.IsNullOrWhiteSpace(line)) continue;
@@ -161,10 +161,10 @@ public sealed class TraceFile
     /// </summary>
     public static string SummarizeFolder(string path)
     {
-        if (!Directory.Exists(path) || File.Exists(Path.Combine(path, TelemetrySession.TracesFile))) return Read(path).Summarize();
-        var variants = Directory.GetDirectories(path).Where(d => File.Exists(Path.Combine(d, TelemetrySession.TracesFile))).Order(StringComparer.Ordinal).ToList();
+        if (!Directory.Exists(path) || TraceStore.Find(path) is not null) return Read(path).Summarize();
+        var variants = Directory.GetDirectories(path).Where(d => TraceStore.Find(d) is not null).Order(StringComparer.Ordinal).ToList();
         if (variants.Count == 0)
-            throw new ActorTrainException($"{path}: no {TelemetrySession.TracesFile} here nor in a variant folder (was it run with telemetry.exporter = file?)");
+            throw new ActorTrainException($"{path}: no {TraceStore.Compressed} or {TraceStore.Plain} here nor in a variant folder (was it run with telemetry.exporter = file?)");
         var sb = new StringBuilder();
         foreach (string variant in variants)
         {
