@@ -408,9 +408,11 @@ public sealed class TelemetryTests() : TempFolderTest("actortrain-telemetry-")
     [InlineData("topology.aggregation=ps")]
     [InlineData("topology.aggregation=ring-allreduce")]
     [InlineData("training.overlap=layer")]
-    public async Task The_span_tree_is_consistent(string setting)
+    [InlineData("sync.policy=asp")]
+    [InlineData("sync.policy=ssp;stragglers.workers=[1];stragglers.factor=2.5")]
+    public async Task The_span_tree_is_consistent(string settings)
     {
-        var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. TwoWorkerBsp, "simulation.compute-time=1ms", "fabric.topology=switch", setting]), Root);
+        var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. TwoWorkerBsp, "simulation.compute-time=1ms", "fabric.topology=switch", .. settings.Split(';')]), Root);
         var problems = TraceFile.Read(result.Folder).Problems();
         Assert.True(problems.Count == 0, string.Join("\n", problems.Take(10)));
     }

@@ -246,6 +246,8 @@ public sealed class Coordinator : LinkedActor
     private int _incarnations;
     private double _startedAt, _trainingStart;
     private Activity? _runSpan;
+    private double _runEnd;
+    private RunOutcome? _outcome;
     private ActivityContext _run;
     private readonly SortedDictionary<long, PendingSnapshot> _pending = new();
     private readonly Queue<(long Step, bool Final, PendingSnapshot Snapshot)> _toEvaluate = new();
@@ -340,7 +342,7 @@ public sealed class Coordinator : LinkedActor
     {
         _wall.Start();
         _startedAt = Link.Now;
-        _runSpan = RunTelemetry.Begin("run", default, Link, _startedAt, kind: ActivityKind.Server);
+        _runSpan = RunTelemetry.BeginRun(Link, _startedAt);
         if (_runSpan is not null)
         {
             _runSpan.SetTag("actortrain.model", _settings.Model.Describe());
@@ -606,6 +608,11 @@ public sealed class Coordinator : LinkedActor
     {
         _stallChecks?.Cancel();
         _evaluator?.Dispose();
+        // every local shard and worker has stopped (Akka stops the children first): no span is still
+        // being recorded, so the run span can end after the last of them, and only then is the run done
+        RunTelemetry.EndRun(_runSpan, Link, _runEnd);
+        _runSpan = null;
+        if (_outcome is not null) _completion.TrySetResult(_outcome);
         _completion.TrySetException(new InvalidOperationException("the coordinator stopped before the run completed"));
     }
 
@@ -772,13 +779,12 @@ public sealed class Coordinator : LinkedActor
         Link.Stop();
         _runSpan?.SetTag("actortrain.stop_reason", _stopReason.ToString());
         _runSpan?.SetTag("actortrain.steps", step);
-        RunTelemetry.End(_runSpan, Link, LinkTime(time));
-        _runSpan = null;
+        _runEnd = LinkTime(time); // the span ends, and the outcome is handed over, once the children have stopped (PostStop)
         foreach (var child in _children) child.Tell(StopTraining.Instance);
         var workers = _workers.Select((t, i) => new WorkerSummary(i, t.Steps, t.Compute, t.Communication, t.Wait, t.Flops, t.Underflow, t.NonFinite,
             t.Scale, t.Kills, t.Gradient)).ToList();
-        _completion.TrySetResult(new RunOutcome(_stopReason, weights, step, _evaluations, workers,
-            shards, time, _wall.Elapsed.TotalSeconds, Link.IsVirtual, Link.Statistics, _faultEvents.ToList(), _replicaChecks));
+        _outcome = new RunOutcome(_stopReason, weights, step, _evaluations, workers,
+            shards, time, _wall.Elapsed.TotalSeconds, Link.IsVirtual, Link.Statistics, _faultEvents.ToList(), _replicaChecks);
         Context.Stop(Self);
     }
 
@@ -798,7 +804,7 @@ public sealed class Coordinator : LinkedActor
     {
         Link.Stop();
         _runSpan?.SetStatus(ActivityStatusCode.Error, cause.Message);
-        RunTelemetry.End(_runSpan, Link, Link.Now);
+        RunTelemetry.EndRun(_runSpan, Link, Link.Now);
         _runSpan = null;
         foreach (var child in _children) child.Tell(StopTraining.Instance);
         _completion.TrySetException(cause);

@@ -62,10 +62,41 @@ public static class RunTelemetry
     public static void End(Activity? span, ILink link, double end)
     {
         if (span is null) return;
-        var at = link.Epoch.AddSeconds(end).UtcDateTime;
+        EndAt(span, link.Epoch.AddSeconds(end).UtcDateTime);
+    }
+
+    private static void EndAt(Activity span, DateTime at)
+    {
         if (at <= span.StartTimeUtc) at = span.StartTimeUtc.AddTicks(1);
+        // a direct child of an open run span moves the run's end out to its own
+        if (span.ParentSpanId != default && LatestChildEnd.TryGetValue(span.ParentSpanId, out long latest) && at.Ticks > latest)
+            LatestChildEnd.AddOrUpdate(span.ParentSpanId, at.Ticks, (_, seen) => Math.Max(seen, at.Ticks));
         span.SetEndTime(at);
         span.Stop();
+    }
+
+    /// <summary>The latest end (UTC ticks) of the direct children of each open run span.</summary>
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<ActivitySpanId, long> LatestChildEnd = new();
+
+    /// <summary>
+    /// Begins a run span: a root whose end <see cref="EndRun"/> places after every direct child
+    /// recorded in this process (a worker's step in flight when the run stopped ends after the
+    /// final snapshot, under ASP and SSP).
+    /// </summary>
+    public static Activity? BeginRun(ILink link, double start)
+    {
+        var run = Begin("run", default, link, start, kind: ActivityKind.Server);
+        if (run is not null) LatestChildEnd[run.SpanId] = 0;
+        return run;
+    }
+
+    /// <summary>Ends a run span at <paramref name="end"/> or at its latest child's end, whichever is later; call once no child is still being recorded.</summary>
+    public static void EndRun(Activity? run, ILink link, double end)
+    {
+        if (run is null) return;
+        LatestChildEnd.TryRemove(run.SpanId, out long latest);
+        var at = link.Epoch.AddSeconds(end).UtcDateTime;
+        EndAt(run, latest > at.Ticks ? new DateTime(latest, DateTimeKind.Utc) : at);
     }
 
     /// <summary>
