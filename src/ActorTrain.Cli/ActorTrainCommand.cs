@@ -41,8 +41,8 @@ public static class ActorTrainCommand
             AllowMultipleArgumentsPerToken = false,
         };
         var outDir = new Option<string?>("--out") { Description = "Parent folder of the run folder (default: output.directory, \"runs\")." };
-        var exporter = new Option<string?>("--exporter") { Description = "Where spans and metrics go: file (traces.jsonl.gz and metrics.jsonl in the run folder; the default) | otlp | console | none." };
-        var endpoint = new Option<string?>("--otlp-endpoint") { Description = "OTLP collector for --exporter otlp, e.g. http://localhost:4318 (what `actortrain dashboard` prints)." };
+        var exporter = new Option<string?>("--exporter") { Description = "Where spans and metrics go: file (traces.jsonl.gz and metrics.jsonl in the run folder; the default) | otlp | console | none, or a list: \"[file, otlp]\"." };
+        var endpoint = new Option<string?>("--otlp-endpoint") { Description = "OTLP collector, e.g. http://localhost:4318 (what `actortrain dashboard` prints); implies --exporter otlp unless the exporter is named." };
         string[] Overrides(ParseResult parse)
         {
             var list = new List<string>(parse.GetValue(set) ?? []);
@@ -50,7 +50,9 @@ public static class ActorTrainCommand
             if (parse.GetValue(endpoint) is { } u)
             {
                 list.Add($"telemetry.endpoint=\"{u}\"");
-                if (parse.GetValue(exporter) is null) list.Add("telemetry.exporter=otlp");
+                // the endpoint implies the otlp exporter, unless the exporter is named (--exporter, or a --set of it)
+                if (parse.GetValue(exporter) is null && !list.Any(o => o.TrimStart().StartsWith("telemetry.exporter", StringComparison.Ordinal)))
+                    list.Add("telemetry.exporter=otlp");
             }
             return list.ToArray();
         }
@@ -214,8 +216,8 @@ public static class ActorTrainCommand
         Warn(stderr, spec);
         if (nodes > 1) return await RunOnLocalCluster(spec, nodes, clusterConfig, outDir, console, stdout, stderr, token);
         if (nodes < 1) throw new ActorTrainException($"--nodes {nodes}: use 1 (one process) or 3 and more");
-        if (spec.Variants.Count > 0) return await Compare(spec, outDir, console, stdout, token);
-        var result = await RunOne(spec, (observer, t) => ExperimentRunner.RunAsync(spec, outDir, observer, t), console, stdout, token);
+        if (spec.Variants.Count > 0) return await Compare(spec, outDir, console, stdout, stderr, token);
+        var result = await RunOne(spec, (observer, t) => ExperimentRunner.RunAsync(spec, outDir, observer, t), console, stdout, stderr, token);
         return PrintSummary(console, result, stderr);
     }
 
@@ -230,7 +232,7 @@ public static class ActorTrainCommand
             return await RunOnLocalCluster(resumption.Spec, nodes, clusterConfig, outDir, console, stdout, stderr, token,
                 (cluster, observer, t) => ClusterRunner.ResumeAsync(folder, step, cluster.CoordinatorOptions, outDir, observer, t, cluster.Launch));
         if (nodes < 1) throw new ActorTrainException($"--nodes {nodes}: use 1 (one process) or 3 and more");
-        var result = await RunOne(resumption.Spec, (observer, t) => ExperimentRunner.ResumeAsync(folder, step, outDir, observer, t), console, stdout, token);
+        var result = await RunOne(resumption.Spec, (observer, t) => ExperimentRunner.ResumeAsync(folder, step, outDir, observer, t), console, stdout, stderr, token);
         return PrintSummary(console, result, stderr);
     }
 
@@ -245,7 +247,7 @@ public static class ActorTrainCommand
         RunResult result;
         try
         {
-            result = await RunOne(spec, (observer, t) => runner(cluster, observer, t), console, stdout, token);
+            result = await RunOne(spec, (observer, t) => runner(cluster, observer, t), console, stdout, stderr, token);
         }
         catch
         {
@@ -273,7 +275,7 @@ public static class ActorTrainCommand
         }
         var spec = ExperimentSpec.Load(file, overrides);
         Warn(stderr, spec);
-        var result = await RunOne(spec, (observer, t) => ClusterRunner.RunAsync(spec, options, outDir, observer, t), console, stdout, token);
+        var result = await RunOne(spec, (observer, t) => ClusterRunner.RunAsync(spec, options, outDir, observer, t), console, stdout, stderr, token);
         return PrintSummary(console, result, stderr);
     }
 
@@ -295,7 +297,7 @@ public static class ActorTrainCommand
             throw new ActorTrainException($"{file}: no sweep: add sweep.values {{ key = [a, b] }} to the file or --values key=a,b to the command");
         console.MarkupLine(Markup.Escape(FormattableString.Invariant(
             $"sweep over {string.Join(" x ", spec.Sweep.Values.Select(v => $"{v.Key} ({v.Values.Length})"))}: {spec.Variants.Count} of {spec.Sweep.GridSize} points")));
-        return await Compare(spec, outDir, console, stdout, token);
+        return await Compare(spec, outDir, console, stdout, stderr, token);
     }
 
     private static Command TraceCommand(IAnsiConsole console, TextWriter stdout, TextWriter stderr)
@@ -396,13 +398,13 @@ public static class ActorTrainCommand
     private static string Hocon(string value) =>
         value.All(ch => char.IsLetterOrDigit(ch) || ch is '.' or '-' or '_') ? value : "\"" + value.Replace("\\", "\\\\").Replace("\"", "\\\"") + "\"";
 
-    private static async Task<int> Compare(ExperimentSpec spec, string? outDir, IAnsiConsole console, TextWriter stdout, CancellationToken token)
+    private static async Task<int> Compare(ExperimentSpec spec, string? outDir, IAnsiConsole console, TextWriter stdout, TextWriter stderr, CancellationToken token)
     {
         console.MarkupLine($"[bold]{Markup.Escape(spec.Name)}[/]: comparing {spec.Variants.Count} variants: {Markup.Escape(string.Join(", ", spec.Variants.Select(v => v.Name)))}");
         var result = await ExperimentRunner.RunComparisonAsync(spec, outDir, variant =>
         {
             stdout.WriteLine($"== {variant.Name}: {variant.Spec.Sync.Describe()}, {variant.Spec.Compression.Describe()}");
-            return new ProgressObserver(p => stdout.WriteLine(Line(p)), steps => stdout.WriteLine($"training for up to {steps} steps"));
+            return new ProgressObserver(p => stdout.WriteLine(Line(p)), steps => stdout.WriteLine($"training for up to {steps} steps"), w => stderr.WriteLine($"{variant.Name}: {w}"));
         }, token);
         var c = result.Comparison;
         var table = new Table().Title($"[bold]{Markup.Escape(c.Name)}[/]" + (c.TargetLoss is { } t ? FormattableString.Invariant($" (target test loss {t})") : ""));
@@ -430,8 +432,10 @@ public static class ActorTrainCommand
     }
 
     private static async Task<RunResult> RunOne(ExperimentSpec spec, Func<IRunObserver, CancellationToken, Task<RunResult>> runner, IAnsiConsole console,
-        TextWriter stdout, CancellationToken token)
+        TextWriter stdout, TextWriter stderr, CancellationToken token)
     {
+        // warnings wait for the progress display to end, then go to stderr
+        var warnings = new List<string>();
         // The banner waits for the run to start: an error in the data or the output folder is then the only line printed.
         void Banner() => console.MarkupLine($"[bold]{Markup.Escape(spec.Name)}[/]: {spec.Topology.Workers} workers, {spec.Topology.DescribeAggregation()}, {Markup.Escape(spec.Sync.Describe())}, " +
                                             $"{Markup.Escape(spec.Optimizer.Kind.ToString().ToLowerInvariant())}, {spec.Precision.Mode.ToString().ToLowerInvariant()}");
@@ -448,7 +452,7 @@ public static class ActorTrainCommand
                     {
                         task.Description = Markup.Escape(ShortLine(p));
                         task.Value = p.Step;
-                    }, max => task.MaxValue = max);
+                    }, max => task.MaxValue = max, warnings.Add);
                     Banner();
                     return await runner(observer, token);
                 });
@@ -459,9 +463,10 @@ public static class ActorTrainCommand
             {
                 Banner();
                 stdout.WriteLine($"training for up to {steps} steps");
-            });
+            }, warnings.Add);
             result = await runner(observer, token);
         }
+        foreach (string warning in warnings) stderr.WriteLine(warning);
         return result;
     }
 
@@ -475,10 +480,11 @@ public static class ActorTrainCommand
         ? FormattableString.Invariant($"step {p.Step,6}  {p.SamplesProcessed,12:N0} samples  {Core.Simulation.Quantity.FormatSeconds(p.ElapsedSeconds),9}")
         : FormattableString.Invariant($"step {p.Step,6}  epoch {p.Epoch,6:0.00}  test loss {p.TestLoss,8:0.0000}  test acc {p.TestAccuracy,6:0.0000}  {Core.Simulation.Quantity.FormatSeconds(p.ElapsedSeconds),9}");
 
-    private sealed class ProgressObserver(Action<EvaluationPoint> onPoint, Action<double> onStart) : IRunObserver
+    private sealed class ProgressObserver(Action<EvaluationPoint> onPoint, Action<double> onStart, Action<string> onWarning) : IRunObserver
     {
         public void OnStart(long plannedSteps) => onStart(plannedSteps);
         public void OnEvaluation(EvaluationPoint point) => onPoint(point);
+        public void OnWarning(string warning) => onWarning(warning);
     }
 
     /// <summary>Prints the summary table; the exit code: 0, or 130 for a run the user interrupted.</summary>

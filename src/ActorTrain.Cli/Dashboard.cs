@@ -6,24 +6,81 @@ namespace ActorTrain.Cli;
 
 /// <summary>
 /// `actortrain dashboard`: the Aspire dashboard from the NuGet package Aspire.Dashboard.Sdk.linux-x64
-/// (downloaded by the build, see ActorTrain.Cli.csproj), on loopback, anonymous, with OTLP/HTTP and
+/// (downloaded by a source build's restore, see ActorTrain.Cli.csproj; an installed tool downloads it
+/// on first use), on loopback, anonymous, with OTLP/HTTP and
 /// OTLP/gRPC receivers. Prints the UI's URL and the endpoint to give a run; stops with Ctrl+C.
 /// </summary>
 internal static class Dashboard
 {
     public const string PackageVersion = "13.6.5";
 
-    /// <summary>The dashboard executable in the NuGet package folder (NUGET_PACKAGES, or ~/.nuget/packages).</summary>
-    public static string Locate()
+    /// <summary>The NuGet package folder: NUGET_PACKAGES, or ~/.nuget/packages.</summary>
+    public static string PackagesFolder() => Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } custom
+        ? custom
+        : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
+
+    /// <summary>The dashboard package for this machine (Aspire.Dashboard.Sdk.&lt;rid&gt;) and its executable's name.</summary>
+    public static (string Package, string Executable) ForThisMachine()
     {
-        string packages = Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } custom
-            ? custom
-            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
-        string path = Path.Combine(packages, "aspire.dashboard.sdk.linux-x64", PackageVersion, "tools", "Aspire.Dashboard");
-        if (!File.Exists(path))
-            throw new ActorTrainException($"the Aspire dashboard is not at {path}: run `dotnet restore src/ActorTrain.Cli` (it downloads Aspire.Dashboard.Sdk.linux-x64 {PackageVersion}), or pass --path");
-        return path;
+        string os = OperatingSystem.IsWindows() ? "win" : OperatingSystem.IsMacOS() ? "osx" : "linux";
+        string arch = System.Runtime.InteropServices.RuntimeInformation.OSArchitecture == System.Runtime.InteropServices.Architecture.Arm64 ? "arm64" : "x64";
+        return ($"Aspire.Dashboard.Sdk.{os}-{arch}", OperatingSystem.IsWindows() ? "Aspire.Dashboard.exe" : "Aspire.Dashboard");
     }
+
+    /// <summary>Where the dashboard executable sits in a package folder.</summary>
+    public static string PathIn(string packages, string package, string executable) =>
+        Path.Combine(packages, package.ToLowerInvariant(), PackageVersion, "tools", executable);
+
+    /// <summary>
+    /// The dashboard executable: in the NuGet package folder, where a source build's restore put it;
+    /// otherwise (an installed tool) fetched there once by restoring a throwaway project that
+    /// downloads the package, through the user's own NuGet sources and proxy settings.
+    /// </summary>
+    public static string Locate(TextWriter progress)
+    {
+        var (package, executable) = ForThisMachine();
+        string path = PathIn(PackagesFolder(), package, executable);
+        if (File.Exists(path)) return path;
+        progress.WriteLine($"The Aspire dashboard ({package} {PackageVersion}, about 125 MB) is not in {PackagesFolder()}: downloading it once with `dotnet restore` ...");
+        string project = Directory.CreateTempSubdirectory("actortrain-dashboard-").FullName;
+        try
+        {
+            File.WriteAllText(Path.Combine(project, "fetch.csproj"), RestoreProject(package));
+            var info = new ProcessStartInfo("dotnet", ["restore", Path.Combine(project, "fetch.csproj"), "-v", "q", "--nologo"])
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+                UseShellExecute = false,
+            };
+            info.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
+            using var restore = Process.Start(info) ?? throw new ActorTrainException("could not start `dotnet restore`");
+            var output = restore.StandardOutput.ReadToEndAsync();
+            string errors = restore.StandardError.ReadToEnd();
+            restore.WaitForExit();
+            if (restore.ExitCode != 0 || !File.Exists(path))
+                throw new ActorTrainException($"could not download {package} {PackageVersion} (dotnet restore exited {restore.ExitCode}): " +
+                    $"{(errors + output.Result).Trim().Split('\n').LastOrDefault(l => l.Trim().Length > 0)?.Trim()}; check your NuGet sources, or pass --path to an Aspire.Dashboard executable");
+            progress.WriteLine($"downloaded to {Path.GetDirectoryName(path)}");
+            return path;
+        }
+        finally
+        {
+            Directory.Delete(project, recursive: true);
+        }
+    }
+
+    /// <summary>A project that only downloads the dashboard package (PackageDownload: nothing is referenced or built).</summary>
+    public static string RestoreProject(string package) => $"""
+        <Project Sdk="Microsoft.NET.Sdk">
+          <PropertyGroup>
+            <TargetFramework>net{Environment.Version.Major}.0</TargetFramework>
+            <ManagePackageVersionsCentrally>false</ManagePackageVersionsCentrally>
+          </PropertyGroup>
+          <ItemGroup>
+            <PackageDownload Include="{package}" Version="[{PackageVersion}]" />
+          </ItemGroup>
+        </Project>
+        """;
 
     public static Process Start(string executable, int uiPort, int httpPort, int grpcPort)
     {
@@ -81,7 +138,7 @@ internal static class Dashboard
         command.SetAction((parse, token) => guard(stderr, async () =>
         {
             int uiPort = parse.GetValue(ui), httpPort = parse.GetValue(http), grpcPort = parse.GetValue(grpc);
-            using var process = Start(parse.GetValue(path) ?? Locate(), uiPort, httpPort, grpcPort);
+            using var process = Start(parse.GetValue(path) ?? Locate(stderr), uiPort, httpPort, grpcPort);
             try
             {
                 await WaitUntilUp(process, uiPort, token);

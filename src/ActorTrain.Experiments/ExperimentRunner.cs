@@ -170,7 +170,7 @@ public static class ExperimentRunner
             finally
             {
                 telemetry?.Dispose(); // flushes the exporters before the folder is renamed
-                if (telemetry?.Delivery?.Warning is { } warning) Console.Error.WriteLine(warning);
+                if (telemetry?.Delivery?.Warning is { } warning) (observer ?? NoObserver.Instance).OnWarning(warning);
             }
             var summary = RunSummary.Create(spec, data, engines.Name, steps, outcome) with { Telemetry = telemetry?.Delivery };
             summary.Write(Path.Combine(partial, "summary.json"));
@@ -353,6 +353,16 @@ internal interface ITopologyHost
 }
 
 /// <summary>metrics.csv, a row per evaluation, flushed as each row arrives so a long run can be followed.</summary>
+/// <summary>What a run without an observer reports to: nothing, but warnings (to stderr, the interface's default).</summary>
+internal sealed class NoObserver : IRunObserver
+{
+    public static readonly NoObserver Instance = new();
+
+    public void OnEvaluation(EvaluationPoint point)
+    {
+    }
+}
+
 internal sealed class MetricsCsvWriter : IRunObserver, IDisposable
 {
     public const string Header = "step,epoch,elapsed_s,train_loss,test_loss,test_accuracy,samples,bytes_worker_to_shard,bytes_shard_to_worker,skipped_gradients,loss_scale,updates,mean_staleness,max_staleness,dropped_late,dense_bytes_worker_to_shard,dense_bytes_shard_to_worker";

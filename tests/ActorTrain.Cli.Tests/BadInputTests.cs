@@ -205,6 +205,26 @@ public sealed class BadInputTests() : TempFolderTest("actortrain-bad-")
             Assert.True(File.Exists(Path.Combine(kept, file)), file);
     }
 
+    [Theory]
+    [InlineData("--exporter", "[file, otlp]")]
+    [InlineData("--set", "telemetry.exporter=[file, otlp]")]
+    public async Task A_dead_otlp_endpoint_warns_once_with_the_count_and_the_run_still_lands(string option, string value)
+    {
+        // the endpoint does not replace an exporter list given on the command line
+        var (code, _, err) = await Invoke("run", option, value, "--otlp-endpoint", "http://127.0.0.1:9", "--set", "training.max-steps=20", "--set", "output.plots=off", "--out", Runs);
+        Assert.Equal(0, code);
+        string run = Assert.Single(Directory.GetDirectories(Runs));
+        Assert.True(File.Exists(Path.Combine(run, "traces.jsonl.gz")));
+        using var summary = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(run, "summary.json")));
+        var telemetry = summary.RootElement.GetProperty("telemetry");
+        long dropped = telemetry.GetProperty("spans_dropped").GetInt64();
+        Assert.True(dropped > 0);
+        Assert.Equal(0, telemetry.GetProperty("spans_exported").GetInt64());
+        var warnings = err.Split('\n').Where(l => l.Contains("warning: telemetry")).ToList();
+        Assert.Contains($"{dropped} of {dropped} span(s)", Assert.Single(warnings));
+        Assert.Contains("http://127.0.0.1:9", warnings[0]);
+    }
+
     [Fact]
     public async Task A_wall_clock_run_whose_workers_all_die_ends_at_once_with_exit_1()
     {

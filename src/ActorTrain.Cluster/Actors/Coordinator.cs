@@ -146,6 +146,9 @@ public interface IRunObserver
 
     /// <summary>The run's root span started: every span of this run has this trace id.</summary>
     void OnTrace(ActivityTraceId traceId) { }
+
+    /// <summary>Something the user should know that does not fail the run (spans that did not reach the collector); stderr by default.</summary>
+    void OnWarning(string warning) => Console.Error.WriteLine(warning);
 }
 
 /// <summary>
