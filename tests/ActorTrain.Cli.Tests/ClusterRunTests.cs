@@ -123,6 +123,19 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
         Assert.InRange(trace.Spans.Count(s => s.Name == "worker.step"), 4 * 200, 4 * 201);
         Assert.Equal(2 * 200, trace.Spans.Count(s => s.Name == "shard.apply"));
         Assert.Single(trace.Spans, s => s.Name == "run");
+        // each span knows its node; the Chrome export has a process per role of each node
+        Assert.Equal(["actortrain", "actortrain-ps", "actortrain-worker"], trace.Nodes);
+        Assert.All(trace.Spans.Where(s => s.Name == "worker.step"), s => Assert.Equal(2, s.Node));
+        Assert.All(trace.Spans.Where(s => s.Name == "shard.apply"), s => Assert.Equal(1, s.Node));
+        using var chrome = new MemoryStream();
+        trace.WriteChrome(chrome);
+        using var doc = System.Text.Json.JsonDocument.Parse(chrome.ToArray());
+        var processes = doc.RootElement.GetProperty("traceEvents").EnumerateArray()
+            .Where(e => e.GetProperty("ph").GetString() == "M" && e.GetProperty("name").GetString() == "process_name")
+            .ToDictionary(e => e.GetProperty("pid").GetInt32(), e => e.GetProperty("args").GetProperty("name").GetString());
+        Assert.Equal("coordinator @ node 0 (actortrain)", processes[1]);
+        Assert.Equal("shards @ node 1 (actortrain-ps)", processes[12]);
+        Assert.Equal("workers @ node 2 (actortrain-worker)", processes[24]);
     }
 
     private sealed class KillAtStep(long step, Action kill) : IRunObserver

@@ -11,6 +11,9 @@ public sealed record SpanRecord(string TraceId, string SpanId, string? ParentId,
 {
     public double Seconds => (EndNanos - StartNanos) / 1e9;
 
+    /// <summary>The process that recorded the span: an index into <see cref="TraceFile.Nodes"/> (0: the first in the file, the coordinator's).</summary>
+    public int Node { get; init; }
+
     public long? Int(string key) => Attributes.TryGetValue(key, out var v) && long.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out long n) ? n : null;
 }
 
@@ -25,9 +28,17 @@ public sealed class TraceFile
 
     public IReadOnlyList<SpanRecord> Spans { get; }
 
-    private TraceFile(List<SpanRecord> spans)
+    /// <summary>
+    /// The processes whose spans the file holds, in order of first appearance, each named by its
+    /// resource's service.name (actortrain, actortrain-ps, actortrain-worker): one in a one-process run,
+    /// one per node in a cluster run.
+    /// </summary>
+    public IReadOnlyList<string> Nodes { get; }
+
+    private TraceFile(List<SpanRecord> spans, List<string> nodes)
     {
         Spans = spans;
+        Nodes = nodes;
         _byId = spans.ToDictionary(s => s.SpanId);
     }
 
@@ -40,6 +51,9 @@ public sealed class TraceFile
                 ? $"{path}: no {TraceStore.Compressed} or {TraceStore.Plain} in this run folder (was it run with telemetry.exporter = file?)"
                 : $"{path}: trace file not found");
         var spans = new List<SpanRecord>();
+        // a node is a resource: its service.instance.id (one per process), else its service name
+        var nodes = new Dictionary<string, int>();
+        var names = new List<string>();
         int lineNumber = 0;
         foreach (string line in TraceStore.ReadLines(file))
         {
@@ -49,9 +63,19 @@ public sealed class TraceFile
             {
                 using var doc = JsonDocument.Parse(line);
                 foreach (var resource in doc.RootElement.GetProperty("resourceSpans").EnumerateArray())
+                {
+                    var attributes = resource.TryGetProperty("resource", out var r) && r.TryGetProperty("attributes", out var a) ? Attributes(a) : [];
+                    string service = attributes.GetValueOrDefault("service.name", "unknown");
+                    string key = attributes.GetValueOrDefault("service.instance.id", service);
+                    if (!nodes.TryGetValue(key, out int node))
+                    {
+                        nodes[key] = node = names.Count;
+                        names.Add(service);
+                    }
                     foreach (var scope in resource.GetProperty("scopeSpans").EnumerateArray())
                         foreach (var span in scope.GetProperty("spans").EnumerateArray())
-                            spans.Add(Parse(span));
+                            spans.Add(Parse(span) with { Node = node });
+                }
             }
             catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
             {
@@ -59,18 +83,24 @@ public sealed class TraceFile
             }
         }
         if (spans.Count == 0) throw new ActorTrainException($"{file}: no spans");
-        return new TraceFile(spans);
+        return new TraceFile(spans, names);
+    }
+
+    /// <summary>An OTLP attribute list as key -> value text.</summary>
+    private static Dictionary<string, string> Attributes(JsonElement list)
+    {
+        var attributes = new Dictionary<string, string>();
+        foreach (var a in list.EnumerateArray())
+        {
+            var value = a.GetProperty("value").EnumerateObject().First().Value;
+            attributes[a.GetProperty("key").GetString()!] = value.ValueKind == JsonValueKind.String ? value.GetString()! : value.GetRawText();
+        }
+        return attributes;
     }
 
     private static SpanRecord Parse(JsonElement span)
     {
-        var attributes = new Dictionary<string, string>();
-        if (span.TryGetProperty("attributes", out var list))
-            foreach (var a in list.EnumerateArray())
-            {
-                var value = a.GetProperty("value").EnumerateObject().First().Value;
-                attributes[a.GetProperty("key").GetString()!] = value.ValueKind == JsonValueKind.String ? value.GetString()! : value.GetRawText();
-            }
+        var attributes = span.TryGetProperty("attributes", out var list) ? Attributes(list) : [];
         var links = span.TryGetProperty("links", out var l) ? l.EnumerateArray().Select(x => x.GetProperty("spanId").GetString()!).ToList() : [];
         return new SpanRecord(span.GetProperty("traceId").GetString()!, span.GetProperty("spanId").GetString()!,
             span.TryGetProperty("parentSpanId", out var p) ? p.GetString() : null, span.GetProperty("name").GetString()!,
@@ -297,7 +327,8 @@ public sealed class TraceFile
 
     /// <summary>
     /// Chrome Trace Event JSON (opens in Perfetto and chrome://tracing): a process per role
-    /// (coordinator, shards, network, workers, all-reduce) and a track per actor in it; spans as
+    /// (coordinator, shards, network, workers, all-reduce) of each node (a cluster run: "workers @
+    /// node 2 (actortrain-worker)", pids 10 apart per node) and a track per actor in it; spans as
     /// nested "X" slices in microseconds from the run's start, attributes as args; pushes and
     /// chunks in transit as async begin/end pairs (they overlap on one link); a flow arrow from each
     /// step whose push a BSP shard.apply summed to that apply.
@@ -326,8 +357,9 @@ public sealed class TraceFile
                 _ => (-1, 0, ""),
             };
             if (pid < 0) continue;
+            pid += RolesPerNode * span.Node; // a process per role of each node (the first node keeps pids 1..5)
             tracks.TryAdd((pid, tid), track);
-            bool async = pid == NetworkPid || span.Name == "transfer";
+            bool async = span.Name == "transfer";
             if (async)
             {
                 long id = ++asyncId;
@@ -338,7 +370,7 @@ public sealed class TraceFile
             slices[span.SpanId] = (pid, tid);
             json.WriteStartObject();
             json.WriteString("name", span.Name);
-            json.WriteString("cat", ProcessNames[pid]);
+            json.WriteString("cat", ProcessNames[pid % RolesPerNode]);
             json.WriteString("ph", "X");
             json.WriteNumber("ts", Us(span.StartNanos));
             json.WriteNumber("dur", Math.Max(0, (span.EndNanos - span.StartNanos) / 1000.0));
@@ -363,12 +395,13 @@ public sealed class TraceFile
         foreach (var ((pid, tid), name) in tracks)
             Metadata(json, "thread_name", pid, tid, name);
         foreach (int pid in tracks.Keys.Select(k => k.Pid).Distinct())
-            Metadata(json, "process_name", pid, null, ProcessNames[pid]);
+            Metadata(json, "process_name", pid, null,
+                Nodes.Count > 1 ? $"{ProcessNames[pid % RolesPerNode]} @ node {pid / RolesPerNode} ({Nodes[pid / RolesPerNode]})" : ProcessNames[pid]);
         json.WriteEndArray();
         json.WriteEndObject();
     }
 
-    private const int CoordinatorPid = 1, ShardPid = 2, NetworkPid = 3, WorkerPid = 4, AllReducePid = 5;
+    private const int CoordinatorPid = 1, ShardPid = 2, NetworkPid = 3, WorkerPid = 4, AllReducePid = 5, RolesPerNode = 10;
 
     private static readonly Dictionary<int, string> ProcessNames = new()
     {
