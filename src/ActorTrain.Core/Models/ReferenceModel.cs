@@ -51,6 +51,39 @@ public static class ReferenceModel
         return loss;
     }
 
+    /// <summary>
+    /// What K-FAC needs of a batch: each layer's inputs (Count x its input width: the features, then
+    /// the hidden activations) and the gradient of the mean loss with respect to its pre-activations
+    /// (Count x its output width).
+    /// </summary>
+    public static (T[][] Inputs, T[][] Deltas) LayerInputsAndDeltas<T>(ModelSpec spec, ReadOnlySpan<T> weights, ReadOnlySpan<T> features, int count,
+        ReadOnlySpan<int> labels, ReadOnlySpan<T> targets)
+        where T : IFloatingPointIeee754<T>
+    {
+        var (acts, pre) = Forward(spec, weights, features, count);
+        var deltas = new T[spec.LayerCount][];
+        var delta = new T[count * spec.Outputs];
+        OutputLossAndDelta(spec, pre[^1], count, labels, targets, delta);
+        for (int l = spec.LayerCount - 1; l >= 0; l--)
+        {
+            deltas[l] = delta;
+            if (l == 0) break;
+            int fin = spec.LayerSizes[l], fout = spec.LayerSizes[l + 1];
+            var w = weights.Slice(spec.Weight(l).Offset, fin * fout);
+            var prev = new T[count * fin];
+            var z = pre[l - 1];
+            for (int i = 0; i < count; i++)
+                for (int k = 0; k < fin; k++)
+                {
+                    T s = T.Zero;
+                    for (int o = 0; o < fout; o++) s += delta[i * fout + o] * w[k * fout + o];
+                    prev[i * fin + k] = s * ActivationDerivative(spec.Activation, z[i * fin + k], acts[l][i * fin + k]);
+                }
+            delta = prev;
+        }
+        return (acts, deltas);
+    }
+
     /// <summary>Mean loss only.</summary>
     public static T Loss<T>(ModelSpec spec, ReadOnlySpan<T> weights, ReadOnlySpan<T> features, int count,
         ReadOnlySpan<int> labels, ReadOnlySpan<T> targets)

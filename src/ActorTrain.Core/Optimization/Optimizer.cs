@@ -10,6 +10,9 @@ public enum OptimizerKind
     RmsProp,
     Adam,
     AdamW,
+
+    /// <summary>K-FAC (<see cref="KfacOptimizer"/>): momentum SGD on the Kronecker-factored natural gradient; needs the model's layers.</summary>
+    Kfac,
 }
 
 /// <summary>
@@ -34,6 +37,9 @@ public sealed record OptimizerSettings
 
     /// <summary>Adam and AdamW: off gives the textbook update theta -= eta m / (sqrt(v) + eps).</summary>
     public bool BiasCorrection { get; init; } = true;
+
+    /// <summary>K-FAC's factor statistics, damping and schedules (used when <see cref="Kind"/> is Kfac).</summary>
+    public KfacSettings Kfac { get; init; } = new();
 
     public double EffectiveEpsilon => Epsilon ?? (Kind == OptimizerKind.Adagrad ? 1e-10 : 1e-8);
 
@@ -82,6 +88,7 @@ public abstract class Optimizer
         OptimizerKind.Adagrad => new Adagrad(settings, length),
         OptimizerKind.RmsProp => new RmsProp(settings, length),
         OptimizerKind.Adam or OptimizerKind.AdamW => new Adam(settings, length),
+        OptimizerKind.Kfac => throw new ArgumentException("K-FAC needs the layers it preconditions: create a KfacOptimizer"),
         _ => throw new ArgumentOutOfRangeException(nameof(settings)),
     };
 
@@ -102,6 +109,12 @@ public abstract class Optimizer
             throw new ArgumentException($"a checkpoint's optimizer state ({state.Count} buffers) does not fit this {Settings.Kind} optimizer of {Length} parameters");
         for (int i = 0; i < state.Count; i++) state[i].CopyTo(State[i], 0);
         Steps = steps;
+        Restored();
+    }
+
+    /// <summary>Called once a checkpoint's state is in the <see cref="State"/> buffers (state kept in another form takes it from there).</summary>
+    protected virtual void Restored()
+    {
     }
 
     /// <summary>g + weight_decay * w, the L2-regularised gradient of element i.</summary>
