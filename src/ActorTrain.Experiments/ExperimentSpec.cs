@@ -375,8 +375,9 @@ public sealed record ExperimentSpec(
         string epsilon = c.String("optimizer.epsilon");
         var optimizer = new OptimizerSettings
         {
-            Kind = c.Choice("optimizer.type", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw") switch
+            Kind = c.Choice("optimizer.type", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "kfac") switch
             {
+                "kfac" => OptimizerKind.Kfac,
                 "sgd" => OptimizerKind.Sgd,
                 "momentum" => OptimizerKind.Momentum,
                 "nesterov" => OptimizerKind.Nesterov,
@@ -392,6 +393,12 @@ public sealed record ExperimentSpec(
             Epsilon = epsilon == "default" ? null : c.Double("optimizer.epsilon", 0, minExclusive: true),
             WeightDecay = c.Double("optimizer.weight-decay", 0),
             BiasCorrection = c.Bool("optimizer.bias-correction"),
+            Kfac = new KfacSettings(
+                c.Double("optimizer.kfac.factor-decay", 0, 1, maxExclusive: true),
+                c.Double("optimizer.kfac.damping", 0, minExclusive: true),
+                c.Int("optimizer.kfac.inverse-every", 1),
+                c.Double("optimizer.kfac.kl-clip", 0),
+                c.Int("optimizer.kfac.factor-every", 1)),
         };
         double lr = c.Double("optimizer.learning-rate", 0, minExclusive: true);
         var schedule = new ScheduleSection(
@@ -418,6 +425,7 @@ public sealed record ExperimentSpec(
             c.Choice("precision.allreduce", "fp32", "fp16") == "fp16");
         ValidateAggregation(topology, sync, compression, precision, faults, network.Placement);
         ValidateTimeline(model, training, simulation, compression);
+        ValidateKfac(optimizer, model, topology, sync);
 
         var compute = new ComputeSection(c.Choice("compute.engine", [.. GradientEngineFactory.Names]), c.Int("compute.threads", 0, 1024));
         var output = new OutputSection(c.String("output.directory"), c.Bool("output.plots"));
@@ -454,6 +462,28 @@ public sealed record ExperimentSpec(
         var layout = new Core.Collectives.CollectiveLayout(topology.Workers, placement.WorkersPerHost);
         if (Core.Collectives.AllReduceAlgorithms.ByName[topology.Aggregation].Unsupported(layout) is { } why)
             throw new ActorTrainException($"{a}: {why}");
+    }
+
+    /// <summary>
+    /// What K-FAC needs, refused naming the key: dense layers with values, shards of whole layers
+    /// (at most one per layer), a parameter server that aggregates each step's factors (BSP). Under
+    /// ASP or SSP every push would be its own step with one worker's factors: not defined here.
+    /// </summary>
+    private static void ValidateKfac(OptimizerSettings optimizer, ModelSection model, TopologySection topology, SyncPolicy sync)
+    {
+        if (optimizer.Kind != OptimizerKind.Kfac) return;
+        const string k = "optimizer.type = kfac";
+        if (model.IsWorkload)
+            throw new ActorTrainException($"{k} with model.type = workload: a workload has sizes, not values, so there are no factors to gather; use model.type = mlp, softmax or linear");
+        if (topology.AllReduce)
+            throw new ActorTrainException($"{k} with topology.aggregation = {topology.Aggregation}: the factors are kept, inverted and applied by the shard that owns each layer; use topology.aggregation = ps");
+        if (sync.Kind != SyncPolicyKind.Bsp)
+            throw new ActorTrainException($"{k} with sync.policy = {sync.Kind.ToString().ToLowerInvariant()}: the shards average each step's factor contributions from every worker, which needs sync.policy = bsp");
+        if (sync.BackupWorkers > 0)
+            throw new ActorTrainException($"{k} with sync.backup-workers = {sync.BackupWorkers}: a step's factors would come from whichever workers made the quorum; use sync.backup-workers = 0");
+        int layers = model.Type == "mlp" ? model.Hidden.Length + 1 : 1;
+        if (topology.Shards > layers)
+            throw new ActorTrainException($"{k} with topology.shards = {topology.Shards}: a shard owns whole layers and the model has {layers}; use topology.shards <= {layers}");
     }
 
     /// <summary>What overlap, codec cost and sizes-only workloads need, refused naming the key.</summary>

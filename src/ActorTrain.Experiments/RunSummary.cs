@@ -119,6 +119,9 @@ public sealed record RunSummary(
 
     public string? CommandLine { get; init; }
 
+    /// <summary>optimizer.type = kfac: the factor contributions the shards received, bytes (not in bytes_worker_to_shard); 0 otherwise.</summary>
+    public long FactorBytesWorkerToShard { get; init; }
+
     /// <summary>With telemetry.exporter = otlp: what reached the collector (spans exported and dropped, failed metric exports); null otherwise.</summary>
     public Telemetry.OtlpDelivery? Telemetry { get; init; }
 
@@ -183,6 +186,7 @@ public sealed record RunSummary(
         {
             Aggregation = spec.Topology.Aggregation,
             ReplicaChecks = outcome.ReplicaChecks,
+            FactorBytesWorkerToShard = outcome.Shards.Sum(c => c.FactorBytesIn),
             SchemaVersion = CurrentSchemaVersion,
             ActorTrainVersion = Provenance.Version,
             GitCommit = Provenance.GitCommit,

@@ -220,7 +220,8 @@ public sealed class AllReducePeer : IGradientExchange
 
     public double ParametersIn(ParameterRange range) => Link.Now;
 
-    public long Send(float[] gradient, float lossScale, bool nonFinite, int samples, long clock, ActivityContext trace, StepTimeline? backward = null)
+    public long Send(float[] gradient, float lossScale, bool nonFinite, int samples, long clock, ActivityContext trace, StepTimeline? backward = null,
+        IReadOnlyList<float[]>? factors = null)
     {
         _clock = clock;
         _active = true;

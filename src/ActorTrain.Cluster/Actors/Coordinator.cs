@@ -290,7 +290,7 @@ public sealed class Coordinator : LinkedActor
         _engines = engines;
         _completion = completion;
         _observer = observer;
-        _ranges = ParameterSharding.Balanced(settings.Model.ParameterCount, settings.Shards);
+        _ranges = ParameterSharding.For(settings.Model, settings.Shards, settings.Optimizer.Kind);
         _workers = Enumerable.Range(0, settings.Partitions.Count).Select(_ => new WorkerTally()).ToArray();
         _shardCounters = new ShardCounters[settings.Shards];
         _timeOffset = settings.Resume?.Time ?? 0;
@@ -426,7 +426,7 @@ public sealed class Coordinator : LinkedActor
     /// <summary>Shard k of a run with these settings (built here, or by a ps node's host).</summary>
     public static Props ShardProps(Settings settings, int k, ILink link, IActorRef coordinator)
     {
-        var range = ParameterSharding.Balanced(settings.Model.ParameterCount, settings.Shards)[k];
+        var range = ParameterSharding.For(settings.Model, settings.Shards, settings.Optimizer.Kind)[k];
         var compression = settings.Compression ?? CompressionSettings.Dense;
         bool sizesOnly = settings.Model.SizesOnly;
         var shardSettings = new ParameterServerShard.Settings(k, range.Start,
@@ -434,7 +434,8 @@ public sealed class Coordinator : LinkedActor
             settings.Policy, settings.Optimizer, settings.Schedule, settings.MaxSteps, settings.EvalEvery, settings.Compression,
             sizesOnly ? [] : MatrixBlock.InRange(settings.Model, range.Start, range.Length, compression.Rank),
             settings.Timing?.ShardDevice, settings.CheckpointEvery, settings.Resume?.Shards[k],
-            sizesOnly ? range.Length : null, new CodecTimer(compression, settings.Timing?.CodecCost ?? CodecCostMode.Off, settings.Timing?.ShardDevice));
+            sizesOnly ? range.Length : null, new CodecTimer(compression, settings.Timing?.CodecCost ?? CodecCostMode.Off, settings.Timing?.ShardDevice),
+            settings.Optimizer.Kind == OptimizerKind.Kfac ? KfacFactors.InRange(settings.Model, range.Start, range.Length) : null);
         var props = ParameterServerShard.Props(shardSettings, link, coordinator);
         return settings.ShardDispatcher is { } dispatcher ? props.WithDispatcher(dispatcher) : props;
     }
@@ -446,14 +447,15 @@ public sealed class Coordinator : LinkedActor
         var timing = settings.Timing ?? TimingSettings.Measured;
         var workerSettings = new Worker.Settings(w, settings.Model, settings.Partitions[w], settings.BatchSize,
             WorkerDataSeed(settings.Seed, w), settings.Precision, settings.LossScaler,
-            ParameterSharding.Balanced(settings.Model.ParameterCount, settings.Shards), settings.Policy.Kind,
+            ParameterSharding.For(settings.Model, settings.Shards, settings.Optimizer.Kind), settings.Policy.Kind,
             settings.Slowdowns is { } slow && w < slow.Count ? slow[w] : 1, settings.Compression, timing.ComputeTime, timing.RandomSlowdown,
             settings.TraceEvery, settings.Resume?.WorkerClock(w) ?? 0, settings.AllReduce is { } a
                 ? new AllReducePeer.Settings(a.Algorithm, new Core.Collectives.CollectiveLayout(settings.Partitions.Count, a.WorkersPerHost), a.Fp16,
                     settings.InitialWeights, settings.Optimizer, settings.Schedule, settings.MaxSteps, settings.EvalEvery, timing.WorkerDevice,
                     settings.CheckpointEvery, settings.Resume?.Shards[0])
                 : null,
-            timing.Overlap, timing.BucketBytes, new CodecTimer(settings.Compression ?? CompressionSettings.Dense, timing.CodecCost, timing.WorkerDevice));
+            timing.Overlap, timing.BucketBytes, new CodecTimer(settings.Compression ?? CompressionSettings.Dense, timing.CodecCost, timing.WorkerDevice),
+            settings.Optimizer.Kind == OptimizerKind.Kfac ? settings.Optimizer.Kfac : null);
         var props = Worker.Props(workerSettings, engines, link, coordinator, shards);
         return settings.WorkerDispatcher is { } dispatcher ? props.WithDispatcher(dispatcher) : props;
     }

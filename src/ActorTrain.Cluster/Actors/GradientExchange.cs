@@ -25,8 +25,10 @@ public interface IGradientExchange
     /// and each part may leave only once its layers' gradients are ready
     /// (<see cref="StepTimeline.ReadyAfter"/>): the exchange waits for them on the worker's clock;
     /// it says <see cref="IExchangeHost.Ready"/> no earlier than the end of the backward pass.
+    /// <paramref name="factors"/>: K-FAC's factor contribution for each part (shard), or null.
     /// </summary>
-    long Send(float[] gradient, float lossScale, bool nonFinite, int samples, long clock, ActivityContext trace, StepTimeline? backward = null);
+    long Send(float[] gradient, float lossScale, bool nonFinite, int samples, long clock, ActivityContext trace, StepTimeline? backward = null,
+        IReadOnlyList<float[]>? factors = null);
 
     /// <summary>When the values of <paramref name="range"/> for the coming step arrived (the forward pass of a layer waits for its parameters).</summary>
     double ParametersIn(Core.Models.ParameterRange range);

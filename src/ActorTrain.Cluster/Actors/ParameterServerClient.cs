@@ -141,7 +141,8 @@ public sealed class ParameterServerClient : IGradientExchange
         return arrived;
     }
 
-    public long Send(float[] gradient, float lossScale, bool nonFinite, int samples, long clock, ActivityContext trace, StepTimeline? backward = null)
+    public long Send(float[] gradient, float lossScale, bool nonFinite, int samples, long clock, ActivityContext trace, StepTimeline? backward = null,
+        IReadOnlyList<float[]>? factors = null)
     {
         double backwardFrom = Link.Now;
         // with overlap, the shards whose ranges are ready first (the last layers') are pushed first; the
@@ -157,6 +158,7 @@ public sealed class ParameterServerClient : IGradientExchange
             var range = _ranges[s];
             if (backward is not null) Link.WaitUntil(backwardFrom + backward.ReadyAfter(range));
             var push = nonFinite || _sizesOnly ? Unencoded(s, range, lossScale, nonFinite, samples, clock, trace) : Encode(s, gradient, range, lossScale, samples, clock, trace);
+            if (factors is not null) push = push with { Factors = factors[s] };
             encodedBytes += push.WireBytes;
             Link.Send(_shards[s], push, push.WireBytes, TrafficClass.WorkerToShard, _host.Self);
         }

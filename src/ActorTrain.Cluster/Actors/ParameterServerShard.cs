@@ -56,7 +56,8 @@ public sealed class ParameterServerShard : LinkedActor
         int CheckpointEvery = 0,
         ShardCheckpoint? Restore = null,
         int? SizesOnlyLength = null,
-        CodecTimer? CodecTimer = null)
+        CodecTimer? CodecTimer = null,
+        IReadOnlyList<KfacLayer>? KfacLayers = null)
     {
         /// <summary>The range's length; a sizes-only shard (model.type = workload) holds no values for it.</summary>
         public int Length => SizesOnlyLength ?? InitialValues.Length;
@@ -69,6 +70,9 @@ public sealed class ParameterServerShard : LinkedActor
     private readonly float[] _weights;
     private readonly float[] _sum;
     private readonly Optimizer _optimizer;
+    private readonly KfacOptimizer? _kfac;
+    private readonly double _preconditionSeconds, _inverseSeconds;
+    private long _factorBytesIn;
     private readonly int _versionsPerStep;
     private int _quorum;
     private readonly List<int> _pushers;
@@ -99,7 +103,13 @@ public sealed class ParameterServerShard : LinkedActor
         _coordinator = coordinator;
         _weights = (float[])settings.InitialValues.Clone();
         _sum = new float[settings.InitialValues.Length];
-        _optimizer = Optimizer.Create(settings.Optimizer, settings.InitialValues.Length);
+        _optimizer = settings.KfacLayers is { } layers
+            ? new KfacOptimizer(settings.Optimizer, settings.Start, settings.InitialValues.Length, layers)
+            : Optimizer.Create(settings.Optimizer, settings.InitialValues.Length);
+        _kfac = _optimizer as KfacOptimizer;
+        // K-FAC's preconditioning every step and its inversions, as FLOPs on the shard's device
+        _preconditionSeconds = _kfac is null ? 0 : settings.Device?.FlopSeconds(_kfac.Layers.Sum(l => l.PreconditionFlops)) ?? 0;
+        _inverseSeconds = _kfac is null ? 0 : settings.Device?.FlopSeconds(_kfac.Layers.Sum(l => l.InverseFlops)) ?? 0;
         _codecTimer = settings.CodecTimer ?? CodecTimer.Off;
         var compression = settings.Compression ?? CompressionSettings.Dense;
         _downlinkTimer = _codecTimer with { Codec = compression.Downlink == DownlinkMode.Fp16 ? new CompressionSettings("fp16") : compression };
@@ -141,6 +151,7 @@ public sealed class ParameterServerShard : LinkedActor
         (_applied, _skipped, _dropped, _samples, _bytesIn, _bytesOut, _denseIn, _denseOut) =
             (k.PushesApplied, k.PushesSkippedNonFinite, k.PushesDroppedLate, k.Samples, k.BytesIn, k.BytesOut, k.DenseBytesIn, k.DenseBytesOut);
         (_recentScale, _stalenessSum, _stalenessMax, _maxLead) = (k.LossScale, k.StalenessSum, k.StalenessMax, k.MaxClockLead);
+        _factorBytesIn = k.FactorBytesIn;
         k.StalenessHistogram.CopyTo(_staleness, 0);
     }
 
@@ -301,7 +312,8 @@ public sealed class ParameterServerShard : LinkedActor
                 [new ActivityLink(push.Trace)]);
         }
         _samples += push.Samples;
-        _bytesIn += push.WireBytes;
+        _bytesIn += push.WireBytes - push.FactorBytes;
+        _factorBytesIn += push.FactorBytes;
         _denseIn += PushGradient.DenseBytes(_settings.Length);
         long slowest = SlowestClock();
         _maxLead = Math.Max(_maxLead, push.Clock - slowest);
@@ -345,6 +357,7 @@ public sealed class ParameterServerShard : LinkedActor
         for (int w = 0; w < _clockPushes.Length; w++)
         {
             if (_clockPushes[w] is not { } held) continue;
+            AddFactors(held);
             Accumulate(held);
             _clockPushes[w] = null;
         }
@@ -428,7 +441,23 @@ public sealed class ParameterServerShard : LinkedActor
         if (factor != 1f) TensorPrimitives.Multiply(_sum, factor, _sum);
         _optimizer.Step(_weights, _sum, rate);
         Array.Clear(_sum);
-        if (Link.IsVirtual) Link.Occupy(_applySeconds, 0);
+        if (Link.IsVirtual) Link.Occupy(_applySeconds + _preconditionSeconds + (_kfac?.InvertedLastStep == true ? _inverseSeconds : 0), 0);
+    }
+
+    /// <summary>
+    /// K-FAC: a finite push's factor contribution joins this step's average. One of the wrong size
+    /// or with a non-finite value (a forged or corrupted push) is dropped with a warning; its gradient still counts.
+    /// </summary>
+    private void AddFactors(PushGradient push)
+    {
+        if (_kfac is null || push.Factors is not { } factors || push.NonFinite) return;
+        if (factors.Length != _kfac.PackedLength || !float.IsFinite(TensorPrimitives.Sum(factors)))
+        {
+            Context.GetLogger().Warning("shard {0}: dropped worker {1}'s K-FAC factors ({2} values, {3} expected, or not finite)",
+                _settings.ShardId, push.Worker, factors.Length, _kfac.PackedLength);
+            return;
+        }
+        _kfac.AddFactors(factors);
     }
 
     private void RecordStaleness(long staleness)
@@ -506,7 +535,7 @@ public sealed class ParameterServerShard : LinkedActor
         Link.Send(_coordinator, new ShardSnapshot(_settings.ShardId, Step, _weights.AsSpan().ToArray(), Counters(), final), 0, TrafficClass.Control, Self);
 
     private ShardCounters Counters() => new(_optimizer.Steps, _applied, _skipped, _dropped, _samples, _bytesIn, _bytesOut, _denseIn, _denseOut, _recentScale,
-        (long[])_staleness.Clone(), _stalenessSum, _stalenessMax, _maxLead, _busy.Elapsed.TotalSeconds);
+        (long[])_staleness.Clone(), _stalenessSum, _stalenessMax, _maxLead, _busy.Elapsed.TotalSeconds) { FactorBytesIn = _factorBytesIn };
 }
 
 /// <summary>

@@ -55,7 +55,8 @@ public sealed class Worker : LinkedActor, IExchangeHost
         AllReducePeer.Settings? AllReduce = null,
         OverlapMode Overlap = OverlapMode.Off,
         long BucketBytes = 25_000_000,
-        CodecTimer? CodecTimer = null);
+        CodecTimer? CodecTimer = null,
+        Core.Optimization.KfacSettings? Kfac = null);
 
     private readonly Settings _settings;
     private readonly IGradientEngineFactory _engines;
@@ -160,6 +161,7 @@ public sealed class Worker : LinkedActor, IExchangeHost
         double measured = Stopwatch.GetElapsedTime(started).TotalSeconds;
         double slowdown = _settings.Slowdown * (1 + (_settings.RandomSlowdown?.Sample(_slowdownRng) ?? 0));
         double computed = _computeTime.Seconds(measured, _settings.Model, _batch.Count, _settings.Precision) * slowdown;
+        var factors = _settings.Kfac is { } kfac && _clock % kfac.FactorEvery == 0 && !result.NonFinite && !_sizesOnly ? KfacFactors(ref computed, slowdown) : null;
         StepTimeline? timeline = null;
         double forwardFrom = begun;
         if (_settings.Overlap == OverlapMode.Off) Link.Occupy(computed, measured);
@@ -174,7 +176,7 @@ public sealed class Worker : LinkedActor, IExchangeHost
         double encodeFrom = Link.Now;
         _scaler.Update(result.NonFinite);
         long clock = _clock;
-        long encodedBytes = _exchange.Send(_gradient, scale, result.NonFinite, _batch.Count, clock, trace, timeline);
+        long encodedBytes = _exchange.Send(_gradient, scale, result.NonFinite, _batch.Count, clock, trace, timeline, factors);
         // with overlap the step is done when the backward pass is (what is still in flight is the next step's wait)
         double sent = timeline is null ? Link.Now : Math.Max(Link.Now, encodeFrom + timeline.BackwardSeconds);
         _deviceFree = sent;
@@ -209,6 +211,27 @@ public sealed class Worker : LinkedActor, IExchangeHost
         RunTelemetry.WaitTime.Record(wait, worker);
         RunTelemetry.LossScale.Record(scale, worker);
         _pushedAt = sent;
+    }
+
+    /// <summary>
+    /// K-FAC: this batch's factor contribution for each shard's layers (a forward and backward pass
+    /// in double, on the FP32 weights), its time added to the step's: measured, or its FLOPs on the
+    /// worker's device profile; with a fixed compute time the fixed time stands for the whole step.
+    /// </summary>
+    private float[][] KfacFactors(ref double computed, double slowdown)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var factors = Core.Optimization.KfacFactors.Compute(_settings.Model, _weights, _batch.AsBatch());
+        var perShard = _settings.Shards.Select(r => Core.Optimization.KfacFactors.Pack(
+            Core.Optimization.KfacFactors.InRange(_settings.Model, r.Start, r.Length), factors)).ToArray();
+        double measured = Stopwatch.GetElapsedTime(started).TotalSeconds;
+        computed += slowdown * (_computeTime.Kind switch
+        {
+            ComputeTimeKind.Profile => _computeTime.Device!.FlopSeconds(Core.Optimization.KfacFactors.Layers(_settings.Model).Sum(l => l.ContributionFlops(_batch.Count))),
+            ComputeTimeKind.Fixed => 0,
+            _ => measured,
+        });
+        return perShard;
     }
 
     /// <summary>The step's timeline for this compute time (the same every step unless the slowdown is random).</summary>

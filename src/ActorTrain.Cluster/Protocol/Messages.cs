@@ -67,7 +67,16 @@ public sealed record PushGradient(int Worker, long Clock, long BaseVersion, floa
     double SentAt = 0, ActivityContext Trace = default, bool Pooled = false) : ITrainingMessage
 {
     public const int HeaderBytes = 36;
-    public long WireBytes => HeaderBytes + (Declared ?? Payload.Length);
+    public long WireBytes => HeaderBytes + (Declared ?? Payload.Length) + FactorBytes;
+
+    /// <summary>
+    /// optimizer.type = kfac: this worker's factor contribution for the shard's layers (upper
+    /// triangles of A and G, FP32), every kfac.factor-every steps; null otherwise. Counted apart
+    /// from the gradient's bytes.
+    /// </summary>
+    public float[]? Factors { get; init; }
+
+    public long FactorBytes => Factors is null ? 0 : sizeof(float) * (long)Factors.Length;
 
     /// <summary>Sizes-only runs (model.type = workload): the payload's size by the codec's formula; nothing is carried.</summary>
     public long? Declared { get; init; }
@@ -190,6 +199,9 @@ public sealed record ShardCounters(
     long MaxClockLead,
     double BusySeconds = 0)
 {
+    /// <summary>K-FAC factor contributions received (FP32 upper triangles), apart from BytesIn's gradients.</summary>
+    public long FactorBytesIn { get; init; }
+
     /// <summary>Buckets 0..62 count that staleness exactly; the last counts 63 and more.</summary>
     public const int HistogramBuckets = 64;
 

@@ -65,6 +65,9 @@ public sealed record DeviceProfile(
     public double ApplySeconds(long parameters, int stateArrays) =>
         4.0 * parameters * (1 + 2 * (1 + stateArrays)) / MemoryBytesPerSecond + LaunchSeconds;
 
+    /// <summary>Compute-bound FP32 work of <paramref name="flops"/> (K-FAC's factors, inversions, preconditioning): at peak x efficiency, one launch.</summary>
+    public double FlopSeconds(double flops) => flops / (Fp32Flops * Efficiency) + LaunchSeconds;
+
     /// <summary>Adding one decoded FP32 push into the running sum: two arrays read, one written.</summary>
     public double AccumulateSeconds(long parameters) => 12.0 * parameters / MemoryBytesPerSecond + LaunchSeconds;
 
