@@ -124,7 +124,8 @@ public sealed class ParameterServerShard : LinkedActor
         _fresh = new bool[settings.Workers];
         _shardTag = new("actortrain.shard", settings.ShardId);
         _accumulateSeconds = settings.Device?.AccumulateSeconds(settings.Length) ?? 0;
-        _applySeconds = settings.Device?.ApplySeconds(settings.Length, _optimizer.State.Count) ?? 0;
+        // K-FAC's per-step state is its velocity: the factors are touched only when contributions arrive
+        _applySeconds = settings.Device?.ApplySeconds(settings.Length, _kfac is null ? _optimizer.State.Count : 1) ?? 0;
         _decoded = new float[settings.InitialValues.Length];
         _clockPushes = new PushGradient?[settings.Workers];
         _downlink = new Downlink(compression, settings.Workers, settings.InitialValues.Length,
