@@ -32,7 +32,9 @@ public sealed record ComparisonRow(
     IReadOnlyList<KeyValuePair<string, string>> Parameters,
     double? TargetAccuracy = null,
     double? SecondsToTargetAccuracy = null,
-    double? TargetLoss = null);
+    double? TargetLoss = null,
+    long? StepsToTargetAccuracy = null,
+    long FactorBytesWorkerToShard = 0);
 
 /// <summary>
 /// The table of a compare block or sweep (comparison.md, comparison.csv, the parent summary.json),
@@ -76,7 +78,9 @@ public sealed record Comparison(string Name, double? TargetLoss, string Clock, I
                 r.Variant.Parameters,
                 accuracyTarget,
                 accurate?.ElapsedSeconds,
-                r.Variant.Spec.Training.TargetLoss);
+                r.Variant.Spec.Training.TargetLoss,
+                accurate?.Step,
+                r.Result.Summary.FactorBytesWorkerToShard);
         }).ToList();
         // variants may override the clock; the table says which clock each kind of time is on
         var clocks = runs.Select(r => r.Variant.Spec.Simulation.Virtual ? "virtual" : "wall-clock").Distinct().ToList();
@@ -112,19 +116,31 @@ public sealed record Comparison(string Name, double? TargetLoss, string Clock, I
         bool accuracy = Rows.Any(r => r.TargetAccuracy is not null);
         if (accuracy)
         {
-            // one more column: time to each variant's target accuracy
+            // more columns: each variant's target accuracy, the time and steps to it
             var lines = sb.ToString().TrimEnd('\n').Split('\n');
             sb.Clear();
             foreach (string line in lines[..^2]) sb.AppendLine(line);
-            sb.AppendLine(lines[^2].TrimEnd() + " target accuracy | time to target accuracy (s) |");
-            sb.AppendLine(lines[^1].TrimEnd() + "---:|---:|");
+            sb.AppendLine(lines[^2].TrimEnd() + " target accuracy | time to target accuracy (s) | steps to target accuracy |");
+            sb.AppendLine(lines[^1].TrimEnd() + "---:|---:|---:|");
+        }
+        bool factors = Rows.Any(r => r.FactorBytesWorkerToShard > 0);
+        if (factors)
+        {
+            // K-FAC's factor contributions, apart from the gradients' bytes
+            var lines = sb.ToString().TrimEnd('\n').Split('\n');
+            sb.Clear();
+            foreach (string line in lines[..^2]) sb.AppendLine(line);
+            sb.AppendLine(lines[^2].TrimEnd() + " factor bytes worker->shard |");
+            sb.AppendLine(lines[^1].TrimEnd() + "---:|");
         }
         foreach (var r in Rows)
             sb.AppendLine($"| {r.Variant} | {string.Concat(keys.Select(k => Param(r, k) + " | "))}{r.Policy} | {r.Compression} | {r.StopReason} | {r.Steps} | {r.Updates} | {F(r.ElapsedSeconds, "0.######")} | " +
                           $"{(r.SecondsToTargetLoss is { } s ? F(s, "0.######") : r.TargetLoss is null ? "-" : "not reached")} | {(r.UpdatesToTargetLoss?.ToString(CultureInfo.InvariantCulture) ?? "-")} | " +
                           $"{F(r.FinalTestLoss, "0.0000")} | {F(r.FinalTestAccuracy, "0.0000")} | {F(r.MeanStaleness, "0.00")} | {r.MaxStaleness} | " +
                           $"{F(r.MeanWaitSeconds, "0.######")} | {F(r.MaxWaitSeconds, "0.######")} | {r.DroppedLate} | {r.BytesWorkerToShard} | {r.BytesShardToWorker} | {F(r.UplinkRatio, "0.0")}x |" +
-                          (accuracy ? $" {(r.TargetAccuracy is { } ta ? F(ta, "0.####") : "-")} | {(r.SecondsToTargetAccuracy is { } sa ? F(sa, "0.######") : r.TargetAccuracy is null ? "-" : "not reached")} |" : ""));
+                          (accuracy ? $" {(r.TargetAccuracy is { } ta ? F(ta, "0.####") : "-")} | {(r.SecondsToTargetAccuracy is { } sa ? F(sa, "0.######") : r.TargetAccuracy is null ? "-" : "not reached")} | " +
+                                      $"{(r.StepsToTargetAccuracy?.ToString(CultureInfo.InvariantCulture) ?? (r.TargetAccuracy is null ? "-" : "not reached"))} |" : "") +
+                          (factors ? $" {r.FactorBytesWorkerToShard} |" : ""));
         return sb.ToString();
     }
 
@@ -133,13 +149,14 @@ public sealed record Comparison(string Name, double? TargetLoss, string Clock, I
         var keys = ParameterKeys;
         static string Quoted(string v) => "\"" + v.Replace("\"", "\"\"") + "\"";
         var sb = new StringBuilder("variant," + string.Concat(keys.Select(k => k + ",")) +
-            "policy,compression,stop_reason,steps,updates,elapsed_s,seconds_to_target,updates_to_target,final_test_loss,final_test_accuracy,mean_staleness,max_staleness,mean_wait_s,max_wait_s,dropped_late,bytes_worker_to_shard,bytes_shard_to_worker,uplink_ratio,target_accuracy,seconds_to_target_accuracy\n");
+            "policy,compression,stop_reason,steps,updates,elapsed_s,seconds_to_target,updates_to_target,final_test_loss,final_test_accuracy,mean_staleness,max_staleness,mean_wait_s,max_wait_s,dropped_late,bytes_worker_to_shard,bytes_shard_to_worker,uplink_ratio,target_accuracy,seconds_to_target_accuracy,steps_to_target_accuracy,factor_bytes_worker_to_shard\n");
         foreach (var r in Rows)
             sb.AppendLine(string.Join(',', [r.Variant, .. keys.Select(k => Quoted(Param(r, k)))]) + "," + string.Join(',', $"\"{r.Policy}\"", $"\"{r.Compression}\"", r.StopReason, r.Steps, r.Updates, F(r.ElapsedSeconds),
                 r.SecondsToTargetLoss is { } s ? F(s) : "", r.UpdatesToTargetLoss?.ToString(CultureInfo.InvariantCulture) ?? "",
                 F(r.FinalTestLoss), F(r.FinalTestAccuracy), F(r.MeanStaleness, "0.####"), r.MaxStaleness,
                 F(r.MeanWaitSeconds), F(r.MaxWaitSeconds), r.DroppedLate, r.BytesWorkerToShard, r.BytesShardToWorker, F(r.UplinkRatio),
-                r.TargetAccuracy is { } ta ? F(ta) : "", r.SecondsToTargetAccuracy is { } sa ? F(sa) : ""));
+                r.TargetAccuracy is { } ta ? F(ta) : "", r.SecondsToTargetAccuracy is { } sa ? F(sa) : "",
+                r.StepsToTargetAccuracy?.ToString(CultureInfo.InvariantCulture) ?? "", r.FactorBytesWorkerToShard));
         return sb.ToString();
     }
 }

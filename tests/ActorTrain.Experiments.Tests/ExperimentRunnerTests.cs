@@ -227,7 +227,7 @@ public sealed class TargetAccuracyComparisonTests() : TempFolderTest("actortrain
         Assert.Null(b.TargetAccuracy);
         Assert.Null(b.SecondsToTargetAccuracy);
         string table = File.ReadAllText(Path.Combine(result.Folder, "comparison.md"));
-        Assert.Contains("| target accuracy | time to target accuracy (s) |", table);
+        Assert.Contains("| target accuracy | time to target accuracy (s) | steps to target accuracy |", table);
         Assert.EndsWith("| - | - |", table.Split('\n').First(l => l.StartsWith("| b |", StringComparison.Ordinal)));
     }
 }

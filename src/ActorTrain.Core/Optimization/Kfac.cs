@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using ActorTrain.Core.Data;
 using ActorTrain.Core.Models;
 
@@ -111,9 +112,7 @@ public static class KfacFactors
         for (int r = 0; r < n; r++)
         {
             double vr = v[r] * scale;
-            if (vr == 0) continue;
-            var line = target.AsSpan(r * n, n);
-            for (int c = r; c < n; c++) line[c] += vr * v[c];
+            if (vr != 0) TensorPrimitives.MultiplyAdd(v[r..n], vr, target.AsSpan(r * n + r, n - r), target.AsSpan(r * n + r, n - r));
         }
     }
 
@@ -354,9 +353,7 @@ public sealed class KfacOptimizer : Optimizer
             for (int k = 0; k < inner; k++)
             {
                 double x = left[r * inner + k];
-                if (x == 0) continue;
-                var other = right.Slice(k * n, n);
-                for (int c = 0; c < n; c++) line[c] += x * other[c];
+                if (x != 0) TensorPrimitives.MultiplyAdd(right.Slice(k * n, n), x, line, line);
             }
         }
     }
@@ -374,8 +371,7 @@ public static class SymmetricPositiveDefinite
         {
             for (int j = 0; j <= i; j++)
             {
-                double sum = m[i * n + j] + (i == j ? diagonal : 0);
-                for (int k = 0; k < j; k++) sum -= l[i * n + k] * l[j * n + k];
+                double sum = m[i * n + j] + (i == j ? diagonal : 0) - TensorPrimitives.Dot(l.AsSpan(i * n, j), l.AsSpan(j * n, j));
                 if (i == j)
                 {
                     if (!(sum > 0)) throw new ActorTrainException($"K-FAC: a damped factor is not positive definite (pivot {sum} at {i} of {n}); raise optimizer.kfac.damping");
@@ -384,23 +380,21 @@ public static class SymmetricPositiveDefinite
                 else l[i * n + j] = sum / l[j * n + j];
             }
         }
-        // L^-1 (lower), then inverse = L^-T L^-1
-        var li = new double[n * n];
+        // U = L^-T (upper) by columns of L^-1 stored as rows: row j of u holds column j of L^-1, so
+        // every inner product below runs over contiguous memory; then inverse = L^-T L^-1 = U U^T
+        var u = new double[n * n];
         for (int j = 0; j < n; j++)
         {
-            li[j * n + j] = 1 / l[j * n + j];
+            var column = u.AsSpan(j * n, n);
+            column[j] = 1 / l[j * n + j];
             for (int i = j + 1; i < n; i++)
-            {
-                double sum = 0;
-                for (int k = j; k < i; k++) sum -= l[i * n + k] * li[k * n + j];
-                li[i * n + j] = sum / l[i * n + i];
-            }
+                column[i] = -TensorPrimitives.Dot(l.AsSpan(i * n + j, i - j), column.Slice(j, i - j)) / l[i * n + i];
         }
         for (int i = 0; i < n; i++)
             for (int j = 0; j <= i; j++)
             {
-                double sum = 0;
-                for (int k = i; k < n; k++) sum += li[k * n + i] * li[k * n + j];
+                // (L^-T L^-1)[i, j] = sum_k L^-1[k, i] L^-1[k, j], k >= max(i, j) = i
+                double sum = TensorPrimitives.Dot(u.AsSpan(i * n + i, n - i), u.AsSpan(j * n + i, n - i));
                 inverse[i * n + j] = sum;
                 inverse[j * n + i] = sum;
             }
