@@ -417,6 +417,16 @@ public static class ActorTrainCommand
         foreach (string h in new[] { "policy", "compression", "updates", $"time to target ({c.Clock})", "updates to target", workloads ? $"per step ({c.Clock})" : "final test loss",
                      "mean / max staleness", "mean wait", "MB worker->shard", "ratio vs fp32" })
             table.AddColumn(h);
+        // K-FAC's factor contributions, apart from the gradients
+        bool factors = c.Rows.Any(r => r.FactorBytesWorkerToShard > 0);
+        if (factors) table.AddColumn("factor MB");
+        // each variant's target accuracy: the time and steps to reach it
+        bool accuracy = c.Rows.Any(r => r.TargetAccuracy is not null);
+        if (accuracy)
+        {
+            table.AddColumn($"time to accuracy ({c.Clock})");
+            table.AddColumn("steps to accuracy");
+        }
         foreach (var r in c.Rows)
             table.AddRow([Markup.Escape(r.Variant), .. swept.Select(k => Markup.Escape(r.Parameters.FirstOrDefault(p => p.Key == k).Value ?? "")), Markup.Escape(r.Policy), Markup.Escape(r.Compression), r.Updates.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 r.SecondsToTargetLoss is { } s ? Core.Simulation.Quantity.FormatSeconds(s) : r.TargetLoss is null ? "-" : "not reached",
@@ -425,11 +435,16 @@ public static class ActorTrainCommand
                     : r.StopReason == "diverged" ? FormattableString.Invariant($"{r.FinalTestLoss} (diverged)") : FormattableString.Invariant($"{r.FinalTestLoss:0.0000}"),
                 FormattableString.Invariant($"{r.MeanStaleness:0.00} / {r.MaxStaleness}"),
                 Core.Simulation.Quantity.FormatSeconds(r.MeanWaitSeconds), FormattableString.Invariant($"{r.BytesWorkerToShard / 1e6:0.00}"),
-                FormattableString.Invariant($"{r.UplinkRatio:0.0}x")]);
+                FormattableString.Invariant($"{r.UplinkRatio:0.0}x"), .. (factors ? [FormattableString.Invariant($"{r.FactorBytesWorkerToShard / 1e6:0.00}")] : Array.Empty<string>()),
+                .. (accuracy ? [Accuracy(r, r.SecondsToTargetAccuracy is { } sa ? Core.Simulation.Quantity.FormatSeconds(sa) : null),
+                                Accuracy(r, r.StepsToTargetAccuracy?.ToString(System.Globalization.CultureInfo.InvariantCulture))] : Array.Empty<string>())]);
         console.Write(table);
         console.WriteLine($"results: {result.Folder} (comparison.md, comparison.csv, summary.json, a folder per variant)");
         return result.Folder.EndsWith("-interrupted", StringComparison.Ordinal) ? Interrupted : Ok;
     }
+
+    /// <summary>A comparison cell about the target accuracy: the value, "not reached", or "-" without a target.</summary>
+    private static string Accuracy(ComparisonRow r, string? reached) => reached ?? (r.TargetAccuracy is null ? "-" : "not reached");
 
     private static async Task<RunResult> RunOne(ExperimentSpec spec, Func<IRunObserver, CancellationToken, Task<RunResult>> runner, IAnsiConsole console,
         TextWriter stdout, TextWriter stderr, CancellationToken token)
