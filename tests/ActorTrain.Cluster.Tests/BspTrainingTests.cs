@@ -155,6 +155,31 @@ public class BspTrainingTests : TestKit
     }
 
     [Fact]
+    public async Task Kfac_with_one_worker_and_one_shard_reproduces_a_single_process_loop_bit_for_bit()
+    {
+        var (train, test) = Data();
+        var optimizer = new OptimizerSettings { Kind = OptimizerKind.Kfac, Kfac = new KfacSettings(Damping: 0.01, InverseEvery: 3, FactorEvery: 2) };
+        var settings = Settings(train, test, 1, 1, 16, 30, optimizer);
+        var outcome = await Run(settings);
+
+        var w = Initial();
+        var g = new float[w.Length];
+        var it = new MiniBatchIterator(settings.Partitions[0], 16, Coordinator.WorkerDataSeed(Seed, 0));
+        var buffer = it.CreateBuffer();
+        var layers = KfacFactors.Layers(Mlp);
+        var kfac = new KfacOptimizer(optimizer, 0, w.Length, layers);
+        using var engine = new ReferenceEngine(Mlp, 16);
+        for (int t = 0; t < 30; t++)
+        {
+            it.Next(buffer);
+            engine.ComputeGradient(w, buffer.AsBatch(), g, GradientRequest.Fp32);
+            if (t % 2 == 0) kfac.AddFactors(KfacFactors.Pack(layers, KfacFactors.Compute(Mlp, w, buffer.AsBatch())));
+            kfac.Step(w, g, settings.Schedule.Rate(t));
+        }
+        Assert.Equal(w, outcome.FinalWeights);
+    }
+
+    [Fact]
     public async Task Kfac_shards_of_whole_layers_give_the_same_weights_as_one_shard()
     {
         var (train, test) = Data();
