@@ -113,26 +113,19 @@ public sealed record Comparison(string Name, double? TargetLoss, string Clock, I
         var keys = ParameterKeys;
         sb.AppendLine("| variant | " + string.Concat(keys.Select(k => k + " | ")) + "policy | compression | stopped by | steps | updates | time (s) | time to target (s) | updates to target | final test loss | final accuracy | mean staleness | max staleness | mean wait / worker (s) | max wait (s) | dropped late | bytes worker->shard | bytes shard->worker | uplink ratio vs fp32 |");
         sb.AppendLine("|---|" + string.Concat(keys.Select(_ => "---|")) + "---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        // columns some comparisons have: each variant's target accuracy, the time and steps to it; K-FAC's factor bytes
+        void AddColumns(params string[] names)
+        {
+            var lines = sb.ToString().TrimEnd('\n').Split('\n');
+            sb.Clear();
+            foreach (string line in lines[..^2]) sb.AppendLine(line);
+            sb.AppendLine(lines[^2].TrimEnd() + string.Concat(names.Select(n => $" {n} |")));
+            sb.AppendLine(lines[^1].TrimEnd() + string.Concat(names.Select(_ => "---:|")));
+        }
         bool accuracy = Rows.Any(r => r.TargetAccuracy is not null);
-        if (accuracy)
-        {
-            // more columns: each variant's target accuracy, the time and steps to it
-            var lines = sb.ToString().TrimEnd('\n').Split('\n');
-            sb.Clear();
-            foreach (string line in lines[..^2]) sb.AppendLine(line);
-            sb.AppendLine(lines[^2].TrimEnd() + " target accuracy | time to target accuracy (s) | steps to target accuracy |");
-            sb.AppendLine(lines[^1].TrimEnd() + "---:|---:|---:|");
-        }
+        if (accuracy) AddColumns("target accuracy", "time to target accuracy (s)", "steps to target accuracy");
         bool factors = Rows.Any(r => r.FactorBytesWorkerToShard > 0);
-        if (factors)
-        {
-            // K-FAC's factor contributions, apart from the gradients' bytes
-            var lines = sb.ToString().TrimEnd('\n').Split('\n');
-            sb.Clear();
-            foreach (string line in lines[..^2]) sb.AppendLine(line);
-            sb.AppendLine(lines[^2].TrimEnd() + " factor bytes worker->shard |");
-            sb.AppendLine(lines[^1].TrimEnd() + "---:|");
-        }
+        if (factors) AddColumns("factor bytes worker->shard");
         foreach (var r in Rows)
             sb.AppendLine($"| {r.Variant} | {string.Concat(keys.Select(k => Param(r, k) + " | "))}{r.Policy} | {r.Compression} | {r.StopReason} | {r.Steps} | {r.Updates} | {F(r.ElapsedSeconds, "0.######")} | " +
                           $"{(r.SecondsToTargetLoss is { } s ? F(s, "0.######") : r.TargetLoss is null ? "-" : "not reached")} | {(r.UpdatesToTargetLoss?.ToString(CultureInfo.InvariantCulture) ?? "-")} | " +

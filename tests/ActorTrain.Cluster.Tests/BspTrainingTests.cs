@@ -37,6 +37,29 @@ public class BspTrainingTests : TestKit
         return await completion.Task.WaitAsync(TimeSpan.FromSeconds(30));
     }
 
+    /// <summary>The N workers' next mini-batches side by side, as one process with batch N x b would take them.</summary>
+    private sealed class UnionBatches(Coordinator.Settings settings, int workers, int batch)
+    {
+        private readonly MiniBatchIterator[] _iterators = Enumerable.Range(0, workers)
+            .Select(i => new MiniBatchIterator(settings.Partitions[i], batch, Coordinator.WorkerDataSeed(Seed, i))).ToArray();
+        private readonly int[] _labels = new int[workers * batch];
+        private readonly float[] _features = new float[workers * batch * Mlp.Inputs];
+        private BatchBuffer? _buffer;
+
+        public Batch Next()
+        {
+            _buffer ??= _iterators[0].CreateBuffer();
+            for (int i = 0; i < _iterators.Length; i++)
+            {
+                _iterators[i].Next(_buffer);
+                Assert.Equal(batch, _buffer.Count); // 60 rows per worker, 6 full batches per epoch: BSP's mean of means equals the union's mean only for equal batches
+                _buffer.Features.AsSpan(0, batch * Mlp.Inputs).CopyTo(_features.AsSpan(i * batch * Mlp.Inputs));
+                _buffer.Labels.AsSpan(0, batch).CopyTo(_labels.AsSpan(i * batch));
+            }
+            return new Batch(_features, _labels.Length, _labels, default);
+        }
+    }
+
     public static TheoryData<OptimizerKind> Optimizers => new() { OptimizerKind.Sgd, OptimizerKind.Momentum, OptimizerKind.Adam };
 
     [Theory]
@@ -77,24 +100,12 @@ public class BspTrainingTests : TestKit
 
         var w = Initial();
         var g = new float[w.Length];
-        var iterators = Enumerable.Range(0, workers)
-            .Select(i => new MiniBatchIterator(settings.Partitions[i], batch, Coordinator.WorkerDataSeed(Seed, i))).ToArray();
-        var buffer = iterators[0].CreateBuffer();
-        var union = new BatchBuffer(workers * batch, Mlp.Inputs, 0);
-        var labels = new int[workers * batch];
-        var features = new float[workers * batch * Mlp.Inputs];
+        var batches = new UnionBatches(settings, workers, batch);
         var opt = Optimizer.Create(optimizer, w.Length);
         using var engine = new ReferenceEngine(Mlp, workers * batch);
         for (int t = 0; t < steps; t++)
         {
-            for (int i = 0; i < workers; i++)
-            {
-                iterators[i].Next(buffer);
-                Assert.Equal(batch, buffer.Count); // 60 rows per worker, 6 full batches per epoch: BSP's mean of means equals the union's mean only for equal batches
-                buffer.Features.AsSpan(0, batch * Mlp.Inputs).CopyTo(features.AsSpan(i * batch * Mlp.Inputs));
-                buffer.Labels.AsSpan(0, batch).CopyTo(labels.AsSpan(i * batch));
-            }
-            engine.ComputeGradient(w, new Batch(features, workers * batch, labels, default), g, GradientRequest.Fp32);
+            engine.ComputeGradient(w, batches.Next(), g, GradientRequest.Fp32);
             opt.Step(w, g, settings.Schedule.Rate(t));
         }
         double scale = w.Max(Math.Abs);
@@ -123,23 +134,13 @@ public class BspTrainingTests : TestKit
 
         var w = Initial();
         var g = new float[w.Length];
-        var iterators = Enumerable.Range(0, workers)
-            .Select(i => new MiniBatchIterator(settings.Partitions[i], batch, Coordinator.WorkerDataSeed(Seed, i))).ToArray();
-        var buffer = iterators[0].CreateBuffer();
-        var labels = new int[workers * batch];
-        var features = new float[workers * batch * Mlp.Inputs];
+        var batches = new UnionBatches(settings, workers, batch);
         var layers = KfacFactors.Layers(Mlp);
         var kfac = new KfacOptimizer(optimizer, 0, w.Length, layers);
         using var engine = new ReferenceEngine(Mlp, workers * batch);
         for (int t = 0; t < steps; t++)
         {
-            for (int i = 0; i < workers; i++)
-            {
-                iterators[i].Next(buffer);
-                buffer.Features.AsSpan(0, batch * Mlp.Inputs).CopyTo(features.AsSpan(i * batch * Mlp.Inputs));
-                buffer.Labels.AsSpan(0, batch).CopyTo(labels.AsSpan(i * batch));
-            }
-            var union = new Batch(features, workers * batch, labels, default);
+            var union = batches.Next();
             engine.ComputeGradient(w, union, g, GradientRequest.Fp32);
             if (t % factorEvery == 0) kfac.AddFactors(KfacFactors.Pack(layers, KfacFactors.Compute(Mlp, w, union)));
             kfac.Step(w, g, settings.Schedule.Rate(t));

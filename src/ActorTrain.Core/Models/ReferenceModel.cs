@@ -36,19 +36,26 @@ public static class ReferenceModel
                     for (int k = 0; k < fin; k++) gw[k * fout + o] += a[i * fin + k] * d;
                 }
             if (l == 0) break;
-            var w = weights.Slice(spec.Weight(l).Offset, fin * fout);
-            var prev = new T[count * fin];
-            var z = pre[l - 1];
-            for (int i = 0; i < count; i++)
-                for (int k = 0; k < fin; k++)
-                {
-                    T s = T.Zero;
-                    for (int o = 0; o < fout; o++) s += delta[i * fout + o] * w[k * fout + o];
-                    prev[i * fin + k] = s * ActivationDerivative(spec.Activation, z[i * fin + k], a[i * fin + k]);
-                }
-            delta = prev;
+            delta = PreviousDelta(spec, weights, l, delta, pre[l - 1], a, count);
         }
         return loss;
+    }
+
+    /// <summary>The deltas of layer l - 1's pre-activations from layer l's: (delta W_l^T) times the activation's derivative.</summary>
+    private static T[] PreviousDelta<T>(ModelSpec spec, ReadOnlySpan<T> weights, int l, T[] delta, T[] z, T[] a, int count)
+        where T : IFloatingPointIeee754<T>
+    {
+        int fin = spec.LayerSizes[l], fout = spec.LayerSizes[l + 1];
+        var w = weights.Slice(spec.Weight(l).Offset, fin * fout);
+        var prev = new T[count * fin];
+        for (int i = 0; i < count; i++)
+            for (int k = 0; k < fin; k++)
+            {
+                T s = T.Zero;
+                for (int o = 0; o < fout; o++) s += delta[i * fout + o] * w[k * fout + o];
+                prev[i * fin + k] = s * ActivationDerivative(spec.Activation, z[i * fin + k], a[i * fin + k]);
+            }
+        return prev;
     }
 
     /// <summary>
@@ -67,19 +74,7 @@ public static class ReferenceModel
         for (int l = spec.LayerCount - 1; l >= 0; l--)
         {
             deltas[l] = delta;
-            if (l == 0) break;
-            int fin = spec.LayerSizes[l], fout = spec.LayerSizes[l + 1];
-            var w = weights.Slice(spec.Weight(l).Offset, fin * fout);
-            var prev = new T[count * fin];
-            var z = pre[l - 1];
-            for (int i = 0; i < count; i++)
-                for (int k = 0; k < fin; k++)
-                {
-                    T s = T.Zero;
-                    for (int o = 0; o < fout; o++) s += delta[i * fout + o] * w[k * fout + o];
-                    prev[i * fin + k] = s * ActivationDerivative(spec.Activation, z[i * fin + k], acts[l][i * fin + k]);
-                }
-            delta = prev;
+            if (l > 0) delta = PreviousDelta(spec, weights, l, delta, pre[l - 1], acts[l], count);
         }
         return (acts, deltas);
     }
