@@ -193,7 +193,7 @@ public sealed class KfacTests
         copy.Restore(kfac.Steps, kfac.State.Select(s => (float[])s.Clone()).ToList());
         var w2 = (float[])w.Clone();
         ReferenceModel.LossAndGradient(Mlp, w, new Batch(features, Count, labels, default), gradient);
-        // both invert at the next step (the restored one must, having no inverses): the same step
+        // the copy holds the same factors and inverses: step 5 inverts on both (inverse-every = 2), the same step
         kfac.AddFactors(KfacFactors.Pack(layers, KfacFactors.Compute(Mlp, w, new Batch(features, Count, labels, default))));
         copy.AddFactors(KfacFactors.Pack(layers, KfacFactors.Compute(Mlp, w2, new Batch(features, Count, labels, default))));
         kfac.Step(w, gradient, 0.05);

@@ -194,45 +194,57 @@ public sealed class KfacOptimizer : Optimizer
         _grad = new double[largest];
         _temp = new double[largest];
         _direction = new double[largest];
-        // the running factors in checkpoints: each double as two floats (bit for bit), then a flag
-        _factorState = new float[2 * _layers.Sum(l => l.ADim * l.ADim + l.GDim * l.GDim) + 1];
+        // the running factors and their inverses in checkpoints: each double as two floats (bit for bit), then two flags
+        _factorState = new float[2 * 2 * _layers.Sum(l => l.ADim * l.ADim + l.GDim * l.GDim) + 2];
     }
 
     public IReadOnlyList<KfacLayer> Layers => _layers;
 
-    /// <summary>Velocity, then the running factors (bit for bit: doubles as float pairs) and whether they exist.</summary>
+    /// <summary>
+    /// Velocity, then the running factors and their inverses (bit for bit: doubles as float pairs)
+    /// and whether each exists: a run resumed from a checkpoint steps exactly as the uninterrupted
+    /// one, whatever the step is against inverse-every.
+    /// </summary>
     public override IReadOnlyList<float[]> State
     {
         get
         {
-            var bits = System.Runtime.InteropServices.MemoryMarshal.Cast<float, double>(_factorState.AsSpan(0, _factorState.Length - 1));
+            var bits = System.Runtime.InteropServices.MemoryMarshal.Cast<float, double>(_factorState.AsSpan(0, _factorState.Length - 2));
             int i = 0;
-            for (int l = 0; l < _layers.Length; l++)
+            foreach (var m in FactorArrays())
             {
-                _a[l].CopyTo(bits.Slice(i));
-                i += _a[l].Length;
-                _g[l].CopyTo(bits.Slice(i));
-                i += _g[l].Length;
+                m.CopyTo(bits.Slice(i));
+                i += m.Length;
             }
-            _factorState[^1] = _haveFactors ? 1 : 0;
+            _factorState[^2] = _haveFactors ? 1 : 0;
+            _factorState[^1] = _haveInverses ? 1 : 0;
             return [_velocity, _factorState];
         }
     }
 
-    /// <summary>After a checkpoint's state went into <see cref="State"/>'s buffers: take the factors back and invert them at the next step.</summary>
-    protected override void Restored()
+    private IEnumerable<double[]> FactorArrays()
     {
-        var bits = System.Runtime.InteropServices.MemoryMarshal.Cast<float, double>(_factorState.AsSpan(0, _factorState.Length - 1));
-        int i = 0;
         for (int l = 0; l < _layers.Length; l++)
         {
-            bits.Slice(i, _a[l].Length).CopyTo(_a[l]);
-            i += _a[l].Length;
-            bits.Slice(i, _g[l].Length).CopyTo(_g[l]);
-            i += _g[l].Length;
+            yield return _a[l];
+            yield return _g[l];
+            yield return _aInverse[l];
+            yield return _gInverse[l];
         }
-        _haveFactors = _factorState[^1] != 0;
-        _haveInverses = false;
+    }
+
+    /// <summary>After a checkpoint's state went into <see cref="State"/>'s buffers: take the factors and inverses back.</summary>
+    protected override void Restored()
+    {
+        var bits = System.Runtime.InteropServices.MemoryMarshal.Cast<float, double>(_factorState.AsSpan(0, _factorState.Length - 2));
+        int i = 0;
+        foreach (var m in FactorArrays())
+        {
+            bits.Slice(i, m.Length).CopyTo(m);
+            i += m.Length;
+        }
+        _haveFactors = _factorState[^2] != 0;
+        _haveInverses = _factorState[^1] != 0;
     }
 
     /// <summary>Floats one worker's contribution holds for this range's layers (upper triangles of A and G, layer by layer).</summary>
