@@ -129,3 +129,95 @@ public class ModelGradientTests
         Assert.Contains("must be positive", Assert.Throws<ActorTrainException>(() => ModelSpec.Mlp(4, [0], 3, Activation.Relu)).Message);
     }
 }
+
+/// <summary>
+/// The reference model's vectorised loops (a row of W at a time) give the bits of the plain
+/// element-by-element loops it had before: every element still adds its products in the same order, unfused.
+/// </summary>
+public sealed class ReferenceLoopOrderTests
+{
+    private static (T Loss, T[] Gradient) Plain<T>(ActorTrain.Core.Models.ModelSpec spec, T[] weights, T[] x, int count, int[] labels)
+        where T : System.Numerics.IFloatingPointIeee754<T>
+    {
+        var acts = new List<T[]> { x };
+        var pre = new List<T[]>();
+        for (int l = 0; l < spec.LayerCount; l++)
+        {
+            int fin = spec.LayerSizes[l], fout = spec.LayerSizes[l + 1];
+            var z = new T[count * fout];
+            for (int i = 0; i < count; i++)
+                for (int o = 0; o < fout; o++)
+                {
+                    T s = weights[spec.Bias(l).Offset + o];
+                    for (int k = 0; k < fin; k++) s += acts[l][i * fin + k] * weights[spec.Weight(l).Offset + k * fout + o];
+                    z[i * fout + o] = s;
+                }
+            pre.Add(z);
+            if (l + 1 < spec.LayerCount) acts.Add(z.Select(v => T.Tanh(v)).ToArray());
+        }
+        int outs = spec.Outputs;
+        T n = T.CreateChecked(count), loss = T.Zero;
+        var delta = new T[count * outs];
+        for (int i = 0; i < count; i++)
+        {
+            var zo = pre[^1].AsSpan(i * outs, outs);
+            T max = zo[0];
+            for (int c = 1; c < outs; c++) max = T.Max(max, zo[c]);
+            T sum = T.Zero;
+            for (int c = 0; c < outs; c++) sum += T.Exp(zo[c] - max);
+            T logSum = max + T.Log(sum);
+            loss += logSum - zo[labels[i]];
+            for (int c = 0; c < outs; c++) delta[i * outs + c] = (T.Exp(zo[c] - logSum) - (c == labels[i] ? T.One : T.Zero)) / n;
+        }
+        var gradient = new T[spec.ParameterCount];
+        for (int l = spec.LayerCount - 1; l >= 0; l--)
+        {
+            int fin = spec.LayerSizes[l], fout = spec.LayerSizes[l + 1];
+            for (int i = 0; i < count; i++)
+                for (int o = 0; o < fout; o++)
+                {
+                    T d = delta[i * fout + o];
+                    gradient[spec.Bias(l).Offset + o] += d;
+                    for (int k = 0; k < fin; k++) gradient[spec.Weight(l).Offset + k * fout + o] += acts[l][i * fin + k] * d;
+                }
+            if (l == 0) break;
+            var prev = new T[count * fin];
+            for (int i = 0; i < count; i++)
+                for (int k = 0; k < fin; k++)
+                {
+                    T s = T.Zero;
+                    for (int o = 0; o < fout; o++) s += delta[i * fout + o] * weights[spec.Weight(l).Offset + k * fout + o];
+                    T a = acts[l][i * fin + k];
+                    prev[i * fin + k] = s * (T.One - a * a);
+                }
+            delta = prev;
+        }
+        return (loss / n, gradient);
+    }
+
+    [Fact]
+    public void The_vectorised_reference_gives_the_plain_loops_bits_in_float_and_double()
+    {
+        var spec = ActorTrain.Core.Models.ModelSpec.Mlp(37, [19, 23], 5, ActorTrain.Core.Models.Activation.Tanh);
+        var w = new float[spec.ParameterCount];
+        spec.Initialize(w, 9);
+        var rng = new Rng(10);
+        const int count = 7;
+        var x = Enumerable.Range(0, count * spec.Inputs).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var labels = Enumerable.Range(0, count).Select(i => i % spec.Outputs).ToArray();
+
+        var g = new float[spec.ParameterCount];
+        float loss = ActorTrain.Core.Models.ReferenceModel.LossAndGradient<float>(spec, w, x, count, labels, [], g);
+        var (plainLoss, plainGradient) = Plain(spec, w, x, count, labels);
+        Assert.Equal(plainLoss, loss);
+        Assert.Equal(plainGradient, g);
+
+        var wd = Array.ConvertAll(w, v => (double)v);
+        var xd = Array.ConvertAll(x, v => (double)v);
+        var gd = new double[spec.ParameterCount];
+        double lossD = ActorTrain.Core.Models.ReferenceModel.LossAndGradient<double>(spec, wd, xd, count, labels, [], gd);
+        var (plainLossD, plainGradientD) = Plain(spec, wd, xd, count, labels);
+        Assert.Equal(plainLossD, lossD);
+        Assert.Equal(plainGradientD, gd);
+    }
+}

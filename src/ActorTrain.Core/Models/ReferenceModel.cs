@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Numerics.Tensors;
 using ActorTrain.Core.Data;
 
 namespace ActorTrain.Core.Models;
@@ -28,13 +29,17 @@ public static class ReferenceModel
             var a = acts[l];
             var gw = gradient.Slice(spec.Weight(l).Offset, fin * fout);
             var gb = gradient.Slice(spec.Bias(l).Offset, fout);
+            // row by row (contiguous, vectorised); each element still sums over the samples in order, unfused
             for (int i = 0; i < count; i++)
-                for (int o = 0; o < fout; o++)
+            {
+                var d = delta.AsSpan(i * fout, fout);
+                TensorPrimitives.Add(gb, d, gb);
+                for (int k = 0; k < fin; k++)
                 {
-                    T d = delta[i * fout + o];
-                    gb[o] += d;
-                    for (int k = 0; k < fin; k++) gw[k * fout + o] += a[i * fin + k] * d;
+                    var row = gw.Slice(k * fout, fout);
+                    TensorPrimitives.MultiplyAdd(d, a[i * fin + k], row, row);
                 }
+            }
             if (l == 0) break;
             delta = PreviousDelta(spec, weights, l, delta, pre[l - 1], a, count);
         }
@@ -109,13 +114,14 @@ public static class ReferenceModel
             var w = weights.Slice(spec.Weight(l).Offset, fin * fout);
             var b = weights.Slice(spec.Bias(l).Offset, fout);
             var z = new T[count * fout];
+            // z_i = b + sum_k a_ik w_k, a row of W at a time (contiguous, vectorised): each element
+            // starts from its bias and adds its products in k order, unfused, as a dot product would
             for (int i = 0; i < count; i++)
-                for (int o = 0; o < fout; o++)
-                {
-                    T s = b[o];
-                    for (int k = 0; k < fin; k++) s += acts[l][i * fin + k] * w[k * fout + o];
-                    z[i * fout + o] = s;
-                }
+            {
+                var zi = z.AsSpan(i * fout, fout);
+                b.CopyTo(zi);
+                for (int k = 0; k < fin; k++) TensorPrimitives.MultiplyAdd(w.Slice(k * fout, fout), acts[l][i * fin + k], zi, zi);
+            }
             pre[l] = z;
             if (l + 1 < spec.LayerCount)
             {
