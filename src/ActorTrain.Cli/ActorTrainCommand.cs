@@ -564,7 +564,23 @@ public static class ActorTrainCommand
         }
         console.WriteLine(FormattableString.Invariant(
             $"{file}: ok. {data.Model.Describe()}; {data.Train.Count} train / {data.Test.Count} test rows; {spec.Topology.Workers} workers, {spec.Topology.DescribeAggregation()}; {data.Steps(spec)} steps; engine {engine.Name}; about {ExperimentData.EstimateBytes(spec, data.Model.ParameterCount, ((long)data.Train.Count + data.Test.Count) * data.Train.FeatureCount) / 1e6:0.#} MB in one process"));
+        if (spec.Optimizer.Kind == Core.Optimization.OptimizerKind.Kfac) console.WriteLine(DescribeKfac(spec, data.Model));
         return Ok;
+    }
+
+    /// <summary>`validate` on a K-FAC run: which layers each shard owns, the factor bytes a worker sends, what the shards hold.</summary>
+    internal static string DescribeKfac(ExperimentSpec spec, Core.Models.ModelSpec model)
+    {
+        var k = spec.Optimizer.Kfac;
+        var shards = Core.Models.ParameterSharding.ByLayer(model, spec.Topology.Shards)
+            .Select(r => Core.Optimization.KfacFactors.InRange(model, r.Start, r.Length)).ToList();
+        long packed = shards.Sum(layers => (long)layers.Sum(l => l.PackedLength));
+        // running A and G and their inverses, in double
+        long held = shards.Sum(layers => layers.Sum(l => 2L * 8 * ((long)l.ADim * l.ADim + (long)l.GDim * l.GDim)));
+        return FormattableString.Invariant(
+            $"K-FAC: {string.Join(", ", shards.Select((layers, s) => $"shard {s} layers {string.Join('+', layers.Select(l => l.Index))}"))}; ") +
+            FormattableString.Invariant(
+            $"each worker sends {4 * packed / 1e6:0.###} MB of factors every {k.FactorEvery} step(s) beside {4L * model.ParameterCount / 1e6:0.###} MB of gradient; the shards hold {held / 1e6:0.#} MB of factors and inverses, inverted every {k.InverseEvery} step(s)");
     }
 
     private static int Devices(IAnsiConsole console)

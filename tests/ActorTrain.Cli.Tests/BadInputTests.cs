@@ -131,6 +131,19 @@ public sealed class BadInputTests() : TempFolderTest("actortrain-bad-")
     }
 
     [Fact]
+    public async Task Validate_says_which_layers_each_kfac_shard_owns_and_what_the_factors_cost()
+    {
+        // an MLP 32-64-64-8: layer 0 (2,112 values) on shard 0, layers 1 and 2 (4,160 + 520) on shard 1
+        var (code, output, err) = await Invoke("validate", Write("k.conf", "optimizer { type = kfac, kfac.factor-every = 5 }\nmodel.hidden = [64, 64]\ndataset { features = 32, classes = 8 }\n"));
+        Assert.True(code == 0, err);
+        output = output.ReplaceLineEndings("");
+        Assert.Contains("K-FAC: shard 0 layers 0, shard 1 layers 1+2", output);
+        // upper triangles: 33x34/2 + 64x65/2 + 2 x (65x66/2) + 64x65/2 + 65x66/2 + 8x9/2 floats
+        long floats = 33 * 34 / 2 + 64 * 65 / 2 + 65 * 66 / 2 + 64 * 65 / 2 + 65 * 66 / 2 + 8 * 9 / 2;
+        Assert.Contains(FormattableString.Invariant($"each worker sends {4 * floats / 1e6:0.###} MB of factors every 5 step(s)"), output);
+    }
+
+    [Fact]
     public async Task Idx_classes_come_from_the_labels_or_from_dataset_classes()
     {
         string folder = IdxFolder(0, 1, 2, 1, 1, 0, 2, 1);
