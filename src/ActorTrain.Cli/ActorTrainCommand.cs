@@ -515,7 +515,9 @@ public static class ActorTrainCommand
         void Row(string k, string v) => table.AddRow(Markup.Escape(k), Markup.Escape(v));
         Row("model", s.Model);
         Row("data", $"{s.Dataset}: {s.TrainRows} train / {s.TestRows} test rows");
-        Row("topology", $"{s.Workers} workers x batch {s.BatchSizePerWorker}, {s.Shards} shards, {s.Policy}");
+        Row("topology", s.Pipeline is { } p
+            ? FormattableString.Invariant($"pipeline of {p.Stages} stages (layers {string.Join(" | ", p.StageLayers)}), batch {s.BatchSizePerWorker} in {p.MicroBatches} micro-batches, {p.Schedule}; bubble {p.BubbleFraction:0.###} (uniform stages: {p.UniformBubbleFraction:0.###})")
+            : $"{s.Workers} workers x batch {s.BatchSizePerWorker}, {s.Shards} shards, {s.Policy}");
         Row("engine", $"{s.Engine}, {s.Precision}");
         Row("stopped by", s.StopReason);
         Row("steps / epochs", FormattableString.Invariant($"{s.Steps} / {s.Epochs:0.00}"));

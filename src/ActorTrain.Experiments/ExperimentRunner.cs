@@ -214,8 +214,12 @@ public static class ExperimentRunner
         // a workload has no values: nothing to initialise, and nothing the size of the model is allocated
         var initial = data.Model.SizesOnly ? [] : new float[data.Model.ParameterCount];
         if (!data.Model.SizesOnly) data.Model.Initialize(initial, Rng.Derive(spec.Seed, 4));
+        var p = spec.Parallelism;
+        var pipeline = p.Active
+            ? new PipelineSettings(p.Stages, p.MicroBatches, p.Schedule, PipelineSettings.Boundaries(data.Model, p.Stages, p.Boundaries))
+            : null;
         return new Coordinator.Settings(data.Model, initial, data.Partitions, data.Test, data.Train.Count,
-            spec.Training.BatchSize, spec.Seed, spec.Precision.Mode, spec.Precision.CreateScaler, spec.Topology.Shards,
+            spec.Training.BatchSize, spec.Seed, spec.Precision.Mode, spec.Precision.CreateScaler, pipeline?.Stages ?? spec.Topology.Shards,
             spec.Sync, spec.Stragglers.Slowdowns(spec.Topology.Workers), spec.Optimizer, schedule, steps, spec.Training.EvalEvery,
             spec.Training.StopAtTarget ? spec.Training.TargetAccuracy : null, spec.Training.StopAtTarget ? spec.Training.TargetLoss : null,
             spec.Training.TimeBudget, spec.Simulation.Virtual ? ComputeDispatcher : PinnedDispatcher, spec.Compression, Timing: new TimingSettings(spec.Simulation.ComputeTime,
@@ -224,7 +228,8 @@ public static class ExperimentRunner
             CheckpointEvery: spec.Training.CheckpointEvery, Resume: resume, StallTimeout: spec.Simulation.StallTimeout,
             AllReduce: spec.Topology.AllReduce
                 ? new AllReduceSettings(AllReduceAlgorithms.ByName[spec.Topology.Aggregation], spec.Network.Placement.WorkersPerHost, spec.Precision.AllReduceFp16)
-                : null);
+                : null,
+            Pipeline: pipeline);
     }
 
     /// <summary>The run's link: the virtual clock, or the wall clock with the network's delays (none at all on an ideal network).</summary>

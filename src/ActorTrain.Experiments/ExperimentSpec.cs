@@ -137,6 +137,18 @@ public sealed record TuneSection(bool Random, int Samples, double[] LearningRate
 }
 
 /// <summary>The run's clock and its time models.</summary>
+/// <summary>
+/// parallelism.*: the model's layers in pipeline stages (each an actor with its layers' weights and
+/// optimizer), the step's mini-batch (training.batch-size) in micro-batches, run in schedule order.
+/// </summary>
+public sealed record ParallelismSection(int Stages, int MicroBatches, Core.Pipeline.PipelineScheduleKind Schedule, int[] Boundaries)
+{
+    public static readonly ParallelismSection None = new(1, 1, Core.Pipeline.PipelineScheduleKind.GPipe, []);
+
+    /// <summary>A pipeline run: more than one stage, or one stage with micro-batches (gradient accumulation).</summary>
+    public bool Active => Stages > 1 || MicroBatches > 1;
+}
+
 public sealed record SimulationSection(bool Virtual, ComputeTime ComputeTime, DeviceProfile WorkerDevice, DeviceProfile ShardDevice, TimeSpan StallTimeout,
     CodecCostMode CodecCost = CodecCostMode.Off)
 {
@@ -173,6 +185,9 @@ public sealed record ExperimentSpec(
 {
     /// <summary>What is allowed but probably not meant (an empty file, likely message losses): run and validate print these first.</summary>
     public IReadOnlyList<string> Warnings { get; init; } = [];
+
+    /// <summary>parallelism.*: pipeline stages and micro-batches (none: data parallelism only).</summary>
+    public ParallelismSection Parallelism { get; init; } = ParallelismSection.None;
 
     /// <summary>Loads an experiment file (or "quickstart" for the embedded default) with --set overrides.</summary>
     public static ExperimentSpec Load(string? path, IEnumerable<string>? overrides = null)
@@ -426,6 +441,10 @@ public sealed record ExperimentSpec(
         ValidateAggregation(topology, sync, compression, precision, faults, network.Placement);
         ValidateTimeline(model, training, simulation, compression);
         ValidateKfac(optimizer, model, topology, sync);
+        var parallelism = new ParallelismSection(c.Int("parallelism.pipeline-stages", 1), c.Int("parallelism.micro-batches", 1),
+            c.Choice("parallelism.schedule", "gpipe", "1f1b") == "1f1b" ? Core.Pipeline.PipelineScheduleKind.OneFOneB : Core.Pipeline.PipelineScheduleKind.GPipe,
+            c.IntList("parallelism.stage-boundaries", 1));
+        ValidatePipeline(parallelism, model, topology, sync, compression, precision, optimizer, training, faults, simulation);
 
         var compute = new ComputeSection(c.Choice("compute.engine", [.. GradientEngineFactory.Names]), c.Int("compute.threads", 0, 1024));
         var output = new OutputSection(c.String("output.directory"), c.Bool("output.plots"));
@@ -435,6 +454,7 @@ public sealed record ExperimentSpec(
             training, optimizer, schedule, precision, compute, output, variants, variant ? new SweepSection(false, 0, []) : ReadSweep(c), ReadTune(c), ActorTrain.Experiments.Telemetry.TelemetrySection.Read(c), c.Render(withSweep: !variant))
         {
             Warnings = LossWarning(network, topology, training) is { } loss ? [loss] : [],
+            Parallelism = parallelism,
         };
     }
 
@@ -484,6 +504,41 @@ public sealed record ExperimentSpec(
         int layers = model.Type == "mlp" ? model.Hidden.Length + 1 : 1;
         if (topology.Shards > layers)
             throw new ActorTrainException($"{k} with topology.shards = {topology.Shards}: a shard owns whole layers and the model has {layers}; use topology.shards <= {layers}");
+    }
+
+    /// <summary>
+    /// What a pipeline run needs, refused naming the key: an MLP or regression model with at least as
+    /// many layers as stages, stage boundaries inside it and increasing, a batch the micro-batches
+    /// divide. What is not built yet is refused too: hybrid data x pipeline parallelism
+    /// (topology.workers > 1), FP16, K-FAC, codecs, ASP/SSP, checkpoints, faults, overlap.
+    /// </summary>
+    private static void ValidatePipeline(ParallelismSection p, ModelSection model, TopologySection topology, SyncPolicy sync, CompressionSettings compression,
+        PrecisionSection precision, OptimizerSettings optimizer, TrainingSection training, IReadOnlyList<WorkerFault> faults, SimulationSection simulation)
+    {
+        if (!p.Active)
+        {
+            if (p.Boundaries.Length > 0) throw new ActorTrainException("parallelism.stage-boundaries is set but parallelism.pipeline-stages = 1: give pipeline-stages too");
+            return;
+        }
+        string k = $"parallelism.pipeline-stages = {p.Stages}";
+        if (model.IsWorkload) throw new ActorTrainException($"{k} with model.type = workload: a pipeline stage computes values; use model.type = mlp");
+        int layers = model.Type == "mlp" ? model.Hidden.Length + 1 : 1;
+        if (p.Stages > layers) throw new ActorTrainException($"{k}: the model has {layers} layer(s), a stage needs at least one; use at most {layers} stages (or more model.hidden layers)");
+        if (p.Boundaries.Length > 0 && (p.Boundaries.Length != p.Stages - 1 || p.Boundaries.Where((b, i) => b <= (i == 0 ? 0 : p.Boundaries[i - 1]) || b >= layers).Any()))
+            throw new ActorTrainException($"parallelism.stage-boundaries = [{string.Join(", ", p.Boundaries)}]: give the first layer of stages 2..{p.Stages}, increasing, each in 1..{layers - 1} (or [] to balance by FLOPs)");
+        if (training.BatchSize <= 0 || training.BatchSize % p.MicroBatches != 0)
+            throw new ActorTrainException($"parallelism.micro-batches = {p.MicroBatches} does not divide training.batch-size = {training.BatchSize}: the step's batch is split into equal micro-batches");
+        if (topology.Workers > 1)
+            throw new ActorTrainException($"{k} with topology.workers = {topology.Workers}: hybrid data x pipeline parallelism (replicas of the pipeline) is not built yet; use topology.workers = 1");
+        if (topology.AllReduce) throw new ActorTrainException($"{k} with topology.aggregation = {topology.Aggregation}: a single pipeline has no replicas to reduce over; use ps");
+        if (sync.Kind != SyncPolicyKind.Bsp || sync.BackupWorkers > 0)
+            throw new ActorTrainException($"{k} with sync.policy = {sync.Kind.ToString().ToLowerInvariant()}{(sync.BackupWorkers > 0 ? " and backup workers" : "")}: a pipeline step is a synchronous flush; use sync.policy = bsp");
+        if (precision.Mode != Core.Precision.PrecisionMode.Fp32) throw new ActorTrainException($"{k} with precision.mode = fp16: FP16 stages are not built yet; use fp32");
+        if (optimizer.Kind == OptimizerKind.Kfac) throw new ActorTrainException($"{k} with optimizer.type = kfac: K-FAC runs on the parameter server's shards, not on pipeline stages");
+        if (compression.Codec != "none" || compression.Lz4) throw new ActorTrainException($"{k} with compression.codec = {compression.Codec}: activations and their gradients travel uncompressed; use none");
+        if (training.CheckpointEvery > 0) throw new ActorTrainException($"{k} with training.checkpoint-every = {training.CheckpointEvery}: pipeline stages do not write checkpoints yet");
+        if (faults.Count > 0) throw new ActorTrainException($"{k} with faults: a pipeline has no spare stage to lose; remove faults");
+        if (training.Overlap != OverlapMode.Off) throw new ActorTrainException($"{k} with training.overlap: the pipeline's schedule is its overlap; use off");
     }
 
     /// <summary>What overlap, codec cost and sizes-only workloads need, refused naming the key.</summary>

@@ -19,8 +19,10 @@ public static class Report
         string unit = o.VirtualTime ? "virtual s" : "s";
         sb.AppendLine($"# {s.Name}");
         sb.AppendLine();
-        sb.AppendLine($"{s.Model} on {s.Dataset} ({s.TrainRows} train / {s.TestRows} test rows); {s.Workers} workers x batch {s.BatchSizePerWorker}, " +
-                      $"{s.Shards} shards, {s.Policy}; {s.Optimizer}, {s.Precision}; compression {s.Compression}; clock {s.Clock}.");
+        string topology = s.Pipeline is { } p
+            ? $"a pipeline of {p.Stages} stages, batch {s.BatchSizePerWorker} in {p.MicroBatches} micro-batches ({p.Schedule})"
+            : $"{s.Workers} workers x batch {s.BatchSizePerWorker}, {s.Shards} shards, {s.Policy}";
+        sb.AppendLine($"{s.Model} on {s.Dataset} ({s.TrainRows} train / {s.TestRows} test rows); {topology}; {s.Optimizer}, {s.Precision}; compression {s.Compression}; clock {s.Clock}.");
         sb.AppendLine();
         sb.AppendLine("| | |");
         sb.AppendLine("|---|---|");

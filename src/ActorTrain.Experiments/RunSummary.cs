@@ -35,6 +35,34 @@ public sealed record FabricReport(string Topology, string Placement, int Hosts, 
     }
 }
 
+/// <summary>
+/// A pipeline run (parallelism.*): its stages (the layers each owns), micro-batches and schedule;
+/// per stage the most micro-batches whose activations it held at once and their bytes (each layer's
+/// input and pre-activation, FP32); and the bubble: the share of the run's time a stage was not
+/// computing, on average over the stages (idle waiting for activations or gradients, the optimizer
+/// step, the pipeline's fill and drain), beside the uniform-stage formula (P - 1) / (M + P - 1).
+/// </summary>
+public sealed record PipelineReport(int Stages, int MicroBatches, string Schedule, IReadOnlyList<string> StageLayers, IReadOnlyList<int> PeakActivations,
+    IReadOnlyList<long> PeakActivationBytes, double BubbleFraction, double UniformBubbleFraction)
+{
+    public static PipelineReport? Create(ExperimentSpec spec, ExperimentData data, RunOutcome outcome)
+    {
+        var p = spec.Parallelism;
+        if (!p.Active) return null;
+        var firsts = Cluster.Actors.PipelineSettings.Boundaries(data.Model, p.Stages, p.Boundaries);
+        var settings = new Cluster.Actors.PipelineSettings(p.Stages, p.MicroBatches, p.Schedule, firsts);
+        var layers = Enumerable.Range(0, p.Stages).Select(s => settings.Layers(s, data.Model.LayerCount)).ToList();
+        var peaks = outcome.Shards.Select(c => c.PeakActivations).ToList();
+        int micro = spec.Training.BatchSize / p.MicroBatches;
+        var bytes = layers.Select((l, s) => 4L * micro * new Core.Pipeline.StageModel(data.Model, l.First, l.Last, spec.Training.BatchSize).HeldFloatsPerSample * (s < peaks.Count ? peaks[s] : 0)).ToList();
+        // the driver reports each step's compute averaged over the stages
+        double compute = outcome.Workers.Sum(w => w.ComputeSeconds);
+        return new PipelineReport(p.Stages, p.MicroBatches, p.Schedule == Core.Pipeline.PipelineScheduleKind.OneFOneB ? "1f1b" : "gpipe",
+            layers.Select(l => l.Last - l.First == 1 ? $"{l.First}" : $"{l.First}-{l.Last - 1}").ToList(), peaks, bytes,
+            outcome.ElapsedSeconds > 0 ? 1 - compute / outcome.ElapsedSeconds : 0, Core.Pipeline.PipelineSchedule.BubbleFraction(p.Stages, p.MicroBatches));
+    }
+}
+
 /// <summary>Where this build came from: its informational version and git commit (AssemblyMetadata "GitCommit", set by the build).</summary>
 public static class Provenance
 {
@@ -119,6 +147,9 @@ public sealed record RunSummary(
 
     public string? CommandLine { get; init; }
 
+    /// <summary>parallelism.*: the pipeline's stages, activations held and bubble; null for data parallelism only.</summary>
+    public PipelineReport? Pipeline { get; init; }
+
     /// <summary>optimizer.type = kfac: the factor contributions the shards received, bytes (not in bytes_worker_to_shard); 0 otherwise.</summary>
     public long FactorBytesWorkerToShard { get; init; }
 
@@ -187,6 +218,7 @@ public sealed record RunSummary(
             Aggregation = spec.Topology.Aggregation,
             ReplicaChecks = outcome.ReplicaChecks,
             FactorBytesWorkerToShard = outcome.Shards.Sum(c => c.FactorBytesIn),
+            Pipeline = PipelineReport.Create(spec, data, outcome),
             SchemaVersion = CurrentSchemaVersion,
             ActorTrainVersion = Provenance.Version,
             GitCommit = Provenance.GitCommit,

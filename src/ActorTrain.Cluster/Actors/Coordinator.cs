@@ -192,7 +192,8 @@ public sealed class Coordinator : LinkedActor
         Action<RunCheckpoint>? OnCheckpoint = null,
         RunCheckpoint? Resume = null,
         TimeSpan? StallTimeout = null,
-        AllReduceSettings? AllReduce = null);
+        AllReduceSettings? AllReduce = null,
+        PipelineSettings? Pipeline = null);
 
     private sealed record EvaluationDone(long Step, bool Final, Evaluation Result, PendingSnapshot Snapshot, double Seconds);
     private sealed record ChildFailed(Exception Cause);
@@ -290,7 +291,7 @@ public sealed class Coordinator : LinkedActor
         _engines = engines;
         _completion = completion;
         _observer = observer;
-        _ranges = ParameterSharding.For(settings.Model, settings.Shards, settings.Optimizer.Kind);
+        _ranges = settings.Pipeline?.Ranges(settings.Model) ?? ParameterSharding.For(settings.Model, settings.Shards, settings.Optimizer.Kind);
         _workers = Enumerable.Range(0, settings.Partitions.Count).Select(_ => new WorkerTally()).ToArray();
         _shardCounters = new ShardCounters[settings.Shards];
         _timeOffset = settings.Resume?.Time ?? 0;
@@ -370,6 +371,17 @@ public sealed class Coordinator : LinkedActor
             placement.Place(Self).PipeTo(Self);
             return;
         }
+        if (_settings.Pipeline is { } pipeline)
+        {
+            // the stages hold the weights as shards do; the driver takes worker 0's place
+            _shards = Enumerable.Range(0, pipeline.Stages).Select(s => Context.ActorOf(StageProps(_settings, s, Link, Self), $"stage-{s}")).ToArray();
+            _children.AddRange(_shards);
+            _workerRefs = [Context.ActorOf(PipelineDriver.Props(pipeline, _settings.Model, _settings.Partitions[0], _settings.BatchSize,
+                WorkerDataSeed(_settings.Seed, 0), _settings.MaxSteps, Link, Self), "pipeline")];
+            _children.AddRange(_workerRefs);
+            Launch();
+            return;
+        }
         _shards = new IActorRef[_settings.AllReduce is null ? _settings.Shards : 0];
         for (int k = 0; k < _shards.Length; k++)
         {
@@ -402,10 +414,12 @@ public sealed class Coordinator : LinkedActor
         for (int k = 0; k < _shards.Length; k++) Link.Attach(_shards[k], Endpoint.Shard(k));
         for (int w = 0; w < _workerRefs.Length; w++) Link.Attach(_workerRefs[w], Endpoint.Worker(w));
         _holders = _settings.AllReduce is null ? _shards : [_workerRefs[0]];
-        var begin = new Begin(Trace: _run);
+        // a pipeline's stages and driver learn each other: every stage in order, then the driver
+        IReadOnlyList<IActorRef>? pipeline = _settings.Pipeline is null ? null : [.. _shards, _workerRefs[0]];
+        var begin = new Begin(Trace: _run, Peers: pipeline);
         foreach (var shard in _shards) Link.Send(shard, begin, 0, TrafficClass.Control, Self);
         // Resumed workers rejoin: they take their clock and full weights from the restored shards.
-        var workerBegin = new Begin(Rejoin: _settings.Resume is not null, Trace: _run, Peers: _settings.AllReduce is null ? null : _workerRefs);
+        var workerBegin = new Begin(Rejoin: _settings.Resume is not null, Trace: _run, Peers: _settings.AllReduce is null ? pipeline : _workerRefs);
         foreach (var worker in _workerRefs) Link.Send(worker, workerBegin, 0, TrafficClass.Control, Self);
         if (_settings.TimeBudget is { } budget) Link.ScheduleOnce(Self, TimeBudgetExpired.Instance, budget.TotalSeconds, Self);
         for (int f = 0; f < _faults.Count; f++)
@@ -437,6 +451,15 @@ public sealed class Coordinator : LinkedActor
             sizesOnly ? range.Length : null, new CodecTimer(compression, settings.Timing?.CodecCost ?? CodecCostMode.Off, settings.Timing?.ShardDevice),
             settings.Optimizer.Kind == OptimizerKind.Kfac ? KfacFactors.InRange(settings.Model, range.Start, range.Length) : null);
         var props = ParameterServerShard.Props(shardSettings, link, coordinator);
+        return settings.ShardDispatcher is { } dispatcher ? props.WithDispatcher(dispatcher) : props;
+    }
+
+    /// <summary>Pipeline stage s of a run with these settings.</summary>
+    public static Props StageProps(Settings settings, int s, ILink link, IActorRef coordinator)
+    {
+        var timing = settings.Timing ?? TimingSettings.Measured;
+        var props = PipelineStage.Props(new PipelineStage.Settings(s, settings.Pipeline!, settings.Model, settings.InitialWeights, settings.Optimizer,
+            settings.Schedule, settings.MaxSteps, settings.EvalEvery, settings.BatchSize, timing.ComputeTime, timing.ShardDevice, settings.TraceEvery), link, coordinator);
         return settings.ShardDispatcher is { } dispatcher ? props.WithDispatcher(dispatcher) : props;
     }
 

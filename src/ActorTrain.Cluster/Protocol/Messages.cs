@@ -202,6 +202,9 @@ public sealed record ShardCounters(
     /// <summary>K-FAC factor contributions received (FP32 upper triangles), apart from BytesIn's gradients.</summary>
     public long FactorBytesIn { get; init; }
 
+    /// <summary>A pipeline stage: the most micro-batches whose activations it held at once.</summary>
+    public int PeakActivations { get; init; }
+
     /// <summary>Buckets 0..62 count that staleness exactly; the last counts 63 and more.</summary>
     public const int HistogramBuckets = 64;
 

@@ -31,40 +31,54 @@ public static class ParameterSharding
 
     /// <summary>
     /// K contiguous ranges of whole layers (a K-FAC shard preconditions whole layers), the largest
-    /// as small as it can be: the layers in order, split where the greatest range is least
-    /// (exact, by dynamic programming over the layer boundaries).
+    /// as small as it can be (<see cref="Partition"/> over the layers' parameter counts).
     /// </summary>
     public static ParameterRange[] ByLayer(ModelSpec model, int shards)
     {
-        var lengths = Enumerable.Range(0, model.LayerCount).Select(l => model.Weight(l).Length + model.Bias(l).Length).ToArray();
+        var lengths = Enumerable.Range(0, model.LayerCount).Select(l => (long)model.Weight(l).Length + model.Bias(l).Length).ToArray();
         if (shards <= 0) throw new ActorTrainException($"topology.shards must be positive, got {shards}");
         if (shards > lengths.Length)
             throw new ActorTrainException($"topology.shards = {shards} is more than the model's {lengths.Length} layer(s): with optimizer.type = kfac a shard owns whole layers (use at most {lengths.Length} shards)");
-        int n = lengths.Length;
+        var firsts = Partition(lengths, shards, "topology.shards");
+        return firsts.Select((first, k) =>
+        {
+            int last = k + 1 < firsts.Count ? firsts[k + 1] : lengths.Length;
+            int start = model.Weight(first).Offset;
+            return new ParameterRange(start, model.Bias(last - 1).Offset + model.Bias(last - 1).Length - start);
+        }).ToArray();
+    }
+
+    /// <summary>
+    /// The first item of each of <paramref name="parts"/> contiguous groups of <paramref name="weights"/>
+    /// (in order) whose heaviest group is as light as it can be: exact, by dynamic programming over the boundaries.
+    /// </summary>
+    public static IReadOnlyList<int> Partition(IReadOnlyList<long> weights, int parts, string key)
+    {
+        int n = weights.Count;
+        if (parts < 1 || parts > n) throw new ActorTrainException($"{key} = {parts}: there are {n} layer(s) to split; use 1 to {n}");
         var prefix = new long[n + 1];
-        for (int i = 0; i < n; i++) prefix[i + 1] = prefix[i] + lengths[i];
-        // best[k, i]: the least largest range splitting the first i layers into k ranges; cut[k, i] where the last range starts
-        var best = new long[shards + 1, n + 1];
-        var cut = new int[shards + 1, n + 1];
-        for (int k = 0; k <= shards; k++)
+        for (int i = 0; i < n; i++) prefix[i + 1] = prefix[i] + weights[i];
+        // best[k, i]: the least heaviest group splitting the first i items into k groups; cut[k, i] where the last group starts
+        var best = new long[parts + 1, n + 1];
+        var cut = new int[parts + 1, n + 1];
+        for (int k = 0; k <= parts; k++)
             for (int i = 0; i <= n; i++) best[k, i] = long.MaxValue;
         best[0, 0] = 0;
-        for (int k = 1; k <= shards; k++)
+        for (int k = 1; k <= parts; k++)
             for (int i = k; i <= n; i++)
                 for (int j = k - 1; j < i; j++)
                 {
                     if (best[k - 1, j] == long.MaxValue) continue;
-                    long largest = Math.Max(best[k - 1, j], prefix[i] - prefix[j]);
-                    if (largest < best[k, i]) (best[k, i], cut[k, i]) = (largest, j);
+                    long heaviest = Math.Max(best[k - 1, j], prefix[i] - prefix[j]);
+                    if (heaviest < best[k, i]) (best[k, i], cut[k, i]) = (heaviest, j);
                 }
-        var ranges = new ParameterRange[shards];
-        for (int k = shards, end = n; k >= 1; k--)
+        var firsts = new int[parts];
+        for (int k = parts, end = n; k >= 1; k--)
         {
-            int start = cut[k, end];
-            ranges[k - 1] = new ParameterRange((int)prefix[start] + model.Weight(0).Offset, (int)(prefix[end] - prefix[start]));
-            end = start;
+            firsts[k - 1] = cut[k, end];
+            end = firsts[k - 1];
         }
-        return ranges;
+        return firsts;
     }
 
     /// <summary>The shards' ranges for a run: whole layers under K-FAC, balanced values otherwise.</summary>

@@ -47,7 +47,7 @@ public static class ReferenceModel
     }
 
     /// <summary>The deltas of layer l - 1's pre-activations from layer l's: (delta W_l^T) times the activation's derivative.</summary>
-    private static T[] PreviousDelta<T>(ModelSpec spec, ReadOnlySpan<T> weights, int l, T[] delta, T[] z, T[] a, int count)
+    internal static T[] PreviousDelta<T>(ModelSpec spec, ReadOnlySpan<T> weights, int l, T[] delta, T[] z, T[] a, int count)
         where T : IFloatingPointIeee754<T>
     {
         int fin = spec.LayerSizes[l], fout = spec.LayerSizes[l + 1];
@@ -133,12 +133,13 @@ public static class ReferenceModel
         return (acts, pre);
     }
 
-    private static T OutputLossAndDelta<T>(ModelSpec spec, T[] output, int count, ReadOnlySpan<int> labels,
-        ReadOnlySpan<T> targets, Span<T> delta)
+    /// <param name="divisor">the number of samples the loss is the mean over (a micro-batch's share of a larger batch); default count</param>
+    internal static T OutputLossAndDelta<T>(ModelSpec spec, T[] output, int count, ReadOnlySpan<int> labels,
+        ReadOnlySpan<T> targets, Span<T> delta, int? divisor = null)
         where T : IFloatingPointIeee754<T>
     {
         int outs = spec.Outputs;
-        T n = T.CreateChecked(count);
+        T n = T.CreateChecked(divisor ?? count);
         T loss = T.Zero;
         if (spec.Loss == LossKind.MeanSquaredError)
         {
@@ -167,9 +168,9 @@ public static class ReferenceModel
         return loss / n;
     }
 
-    private static T Activate<T>(Activation activation, T z) where T : IFloatingPointIeee754<T> =>
+    internal static T Activate<T>(Activation activation, T z) where T : IFloatingPointIeee754<T> =>
         activation == Activation.Relu ? T.Max(z, T.Zero) : T.Tanh(z);
 
-    private static T ActivationDerivative<T>(Activation activation, T z, T a) where T : IFloatingPointIeee754<T> =>
+    internal static T ActivationDerivative<T>(Activation activation, T z, T a) where T : IFloatingPointIeee754<T> =>
         activation == Activation.Relu ? (z > T.Zero ? T.One : T.Zero) : T.One - a * a;
 }

@@ -1,0 +1,347 @@
+using System.Diagnostics;
+using ActorTrain.Cluster.Protocol;
+using ActorTrain.Cluster.Telemetry;
+using ActorTrain.Cluster.Transport;
+using ActorTrain.Core.Data;
+using ActorTrain.Core.Models;
+using ActorTrain.Core.Optimization;
+using ActorTrain.Core.Pipeline;
+using ActorTrain.Core.Simulation;
+using Akka.Actor;
+
+namespace ActorTrain.Cluster.Actors;
+
+/// <summary>
+/// parallelism.*: the model's layers in <see cref="Stages"/> contiguous stages (each stage's first
+/// layer in <see cref="FirstLayers"/>), each step's batch in <see cref="MicroBatches"/> micro-batches
+/// run in <see cref="Schedule"/> order.
+/// </summary>
+public sealed record PipelineSettings(int Stages, int MicroBatches, PipelineScheduleKind Schedule, IReadOnlyList<int> FirstLayers)
+{
+    /// <summary>Stage s owns layers [FirstLayers[s], FirstLayers[s + 1]) (the last to the model's end).</summary>
+    public (int First, int Last) Layers(int stage, int layerCount) =>
+        (FirstLayers[stage], stage + 1 < Stages ? FirstLayers[stage + 1] : layerCount);
+
+    /// <summary>
+    /// Stage boundaries balanced by forward FLOPs (the least largest stage, exactly, over the layer
+    /// boundaries), or the ones given (each stage's first layer after the first stage's 0).
+    /// </summary>
+    public static IReadOnlyList<int> Boundaries(ModelSpec model, int stages, IReadOnlyList<int> given)
+    {
+        if (given.Count > 0) return [0, .. given];
+        var flops = Enumerable.Range(0, model.LayerCount).Select(l => (long)model.LayerSizes[l] * model.LayerSizes[l + 1]).ToArray();
+        return ParameterSharding.Partition(flops, stages, "parallelism.pipeline-stages");
+    }
+
+    /// <summary>The parameter ranges the stages own, in order (what the coordinator assembles snapshots from).</summary>
+    public ParameterRange[] Ranges(ModelSpec model) => Enumerable.Range(0, Stages).Select(s =>
+    {
+        var (first, last) = Layers(s, model.LayerCount);
+        int start = model.Weight(first).Offset;
+        return new ParameterRange(start, model.Bias(last - 1).Offset + model.Bias(last - 1).Length - start);
+    }).ToArray();
+}
+
+/// <summary>Driver -> stage 0: the step's batch (features and labels of every micro-batch, in order).</summary>
+public sealed record PipelineBatch(long Step, float[] Features, int[] Labels, int Count) : ITrainingMessage;
+
+/// <summary>Stage s -> s + 1: a micro-batch's output activations (the labels ride along for the last stage; they are not counted as bytes).</summary>
+public sealed record StageActivations(int FromStage, long Step, int Micro, float[] Values, int[] Labels) : ITrainingMessage;
+
+/// <summary>Stage s + 1 -> s: the gradient of the loss with respect to a micro-batch's activations.</summary>
+public sealed record StageGradients(int FromStage, long Step, int Micro, float[] Values) : ITrainingMessage;
+
+/// <summary>Stage -> driver: the stage has stepped its optimizer for <paramref name="Step"/>; the last stage adds the batch's mean loss.</summary>
+public sealed record StageDone(int Stage, long Step, float Loss, double ComputeSeconds, double IdleSeconds, int PeakHeld) : ITrainingMessage;
+
+/// <summary>
+/// One pipeline stage: it owns its layers' FP32 weights, their gradient and optimizer state, and runs
+/// its schedule's operations as their inputs arrive (a forward needs the micro-batch's activations
+/// from the stage before, or the batch at stage 0; a backward needs the gradient from the stage
+/// after, or its own loss at the last stage). Activations and their gradients go through the link
+/// (micro-batch x width x 4 bytes). Once its last backward is done it takes one optimizer step (a
+/// synchronous flush), and it answers the coordinator as a parameter-server shard does: a snapshot
+/// at step 0 and every eval-every steps, a final one at max-steps or when asked. Under the virtual
+/// clock each operation takes its share of the step's modelled compute time, by FLOPs: forward a
+/// third, backward two thirds.
+/// </summary>
+public sealed class PipelineStage : LinkedActor
+{
+    public sealed record Settings(
+        int Stage,
+        PipelineSettings Pipeline,
+        ModelSpec Model,
+        float[] InitialWeights,
+        OptimizerSettings Optimizer,
+        LearningRateSchedule Schedule,
+        long MaxSteps,
+        int SnapshotEvery,
+        int BatchSize,
+        ComputeTime ComputeTime,
+        DeviceProfile? Device,
+        int TraceEvery = 1);
+
+    private readonly Settings _settings;
+    private readonly IActorRef _coordinator;
+    private readonly StageModel _model;
+    private readonly PipelineOp[] _ops;
+    private readonly float[] _weights;
+    private readonly float[] _gradient;
+    private readonly Optimizer _optimizer;
+    private readonly ParameterRange _range;
+    private readonly double _forwardSeconds, _backwardSeconds, _applySeconds;
+    private readonly int _microSize;
+    private IReadOnlyList<IActorRef> _stages = [];
+    private IActorRef _driver = ActorRefs.Nobody;
+    private readonly Dictionary<int, (float[] Values, int[] Labels)> _inputs = [];
+    private readonly Dictionary<int, float[]> _deltas = [];
+    private int _next, _peakHeld;
+    private long _step, _bytesIn, _bytesOut;
+    private float _loss;
+    private double _computeSeconds, _idleSince, _idleSeconds;
+    private ActivityContext _run;
+
+    public PipelineStage(Settings settings, ILink link, IActorRef coordinator) : base(link)
+    {
+        _settings = settings;
+        _coordinator = coordinator;
+        var p = settings.Pipeline;
+        var (first, last) = p.Layers(settings.Stage, settings.Model.LayerCount);
+        _model = new StageModel(settings.Model, first, last, settings.BatchSize);
+        _range = _model.Range;
+        _ops = PipelineSchedule.Ops(p.Schedule, settings.Stage, p.Stages, p.MicroBatches);
+        _microSize = settings.BatchSize / p.MicroBatches;
+        _weights = (float[])settings.InitialWeights.Clone();
+        _gradient = new float[_weights.Length];
+        _optimizer = Optimizer.Create(settings.Optimizer, _range.Length);
+        // the step's modelled compute (the whole model, the whole batch) split by this stage's share of the FLOPs
+        double share = (double)_model.ForwardFlopsPerSample / Enumerable.Range(0, settings.Model.LayerCount).Sum(l => 2.0 * settings.Model.LayerSizes[l] * settings.Model.LayerSizes[l + 1]);
+        double step = settings.ComputeTime.Kind == ComputeTimeKind.Measured ? 0 : settings.ComputeTime.Seconds(0, settings.Model, settings.BatchSize, Core.Precision.PrecisionMode.Fp32);
+        _forwardSeconds = step * share / 3 / p.MicroBatches;
+        _backwardSeconds = 2 * _forwardSeconds;
+        _applySeconds = settings.Device?.ApplySeconds(_range.Length, _optimizer.State.Count) ?? 0;
+
+        Receive<Begin>(OnBegin);
+        Receive<PipelineBatch>(OnBatch);
+        Receive<StageActivations>(a =>
+        {
+            if (!FromStage(a, a.FromStage, _settings.Stage - 1) || a.Step != _step) return;
+            _bytesIn += 4L * a.Values.Length;
+            _inputs[a.Micro] = (a.Values, a.Labels);
+            Run();
+        });
+        Receive<StageGradients>(g =>
+        {
+            if (!FromStage(g, g.FromStage, _settings.Stage + 1) || g.Step != _step) return;
+            _bytesIn += 4L * g.Values.Length;
+            _deltas[g.Micro] = _model.DeltaFromActivationGradient(g.Micro, g.Values);
+            Run();
+        });
+        Receive<FinalSnapshotRequest>(_ => Finish());
+        Receive<StopTraining>(_ => Context.Stop(Self));
+    }
+
+    public static Props Props(Settings settings, ILink link, IActorRef coordinator) =>
+        Akka.Actor.Props.Create(() => new PipelineStage(settings, link, coordinator));
+
+    /// <summary>A message from the stage next to this one, as attached on the link; anything else is dropped.</summary>
+    private bool FromStage(object message, int claimed, int expected) =>
+        claimed == expected && (uint)expected < (uint)_settings.Pipeline.Stages && Authentic(Endpoint.Shard(expected), message);
+
+    private void OnBegin(Begin begin)
+    {
+        // Peers: every stage in order, then the driver
+        if (begin.Peers is not { } peers || peers.Count != _settings.Pipeline.Stages + 1) return;
+        _stages = peers.Take(_settings.Pipeline.Stages).ToList();
+        _driver = peers[^1];
+        _run = begin.Trace;
+        _idleSince = Link.Now;
+        SendSnapshot(final: false);
+    }
+
+    private void OnBatch(PipelineBatch batch)
+    {
+        if (_settings.Stage != 0 || !Authentic(Endpoint.Worker(0), batch) || batch.Step != _step) return;
+        int width = _settings.Model.Inputs;
+        for (int m = 0; m < _settings.Pipeline.MicroBatches; m++)
+            _inputs[m] = (batch.Features.AsSpan(m * _microSize * width, _microSize * width).ToArray(), batch.Labels.AsSpan(m * _microSize, _microSize).ToArray());
+        Run();
+    }
+
+    /// <summary>Runs the schedule's operations while their inputs are in; after the last one, the optimizer step.</summary>
+    private void Run()
+    {
+        bool ran = false;
+        while (_next < _ops.Length)
+        {
+            var op = _ops[_next];
+            if (op.Forward ? !_inputs.ContainsKey(op.MicroBatch) : !_deltas.ContainsKey(op.MicroBatch)) break;
+            if (!ran) _idleSeconds += Link.Now - _idleSince;
+            ran = true;
+            if (op.Forward) Forward(op.MicroBatch);
+            else Backward(op.MicroBatch);
+            _next++;
+            _peakHeld = Math.Max(_peakHeld, _model.Held);
+        }
+        if (ran) _idleSince = Link.Now;
+        if (_next == _ops.Length) EndStep();
+    }
+
+    private void Forward(int micro)
+    {
+        _inputs.Remove(micro, out var input);
+        double from = Link.Now;
+        long started = Stopwatch.GetTimestamp();
+        var output = _model.Forward(micro, _weights, input.Values, _microSize);
+        float[]? delta = null;
+        if (_model.IsLast)
+        {
+            var (loss, d) = _model.Loss(micro, input.Labels, []);
+            _loss += loss;
+            delta = d;
+        }
+        Spend(_forwardSeconds, started);
+        Trace("stage.forward", from, micro);
+        if (delta is not null) _deltas[micro] = delta;
+        else
+        {
+            _bytesOut += 4L * output.Length;
+            Link.Send(_stages[_settings.Stage + 1], new StageActivations(_settings.Stage, _step, micro, output, input.Labels), 4L * output.Length,
+                TrafficClass.WorkerToWorker, Self);
+        }
+    }
+
+    private void Backward(int micro)
+    {
+        _deltas.Remove(micro, out var delta);
+        double from = Link.Now;
+        long started = Stopwatch.GetTimestamp();
+        var upstream = _model.Backward(micro, _weights, delta!, _gradient);
+        Spend(_backwardSeconds, started);
+        Trace("stage.backward", from, micro);
+        if (upstream is not null)
+        {
+            _bytesOut += 4L * upstream.Length;
+            Link.Send(_stages[_settings.Stage - 1], new StageGradients(_settings.Stage, _step, micro, upstream), 4L * upstream.Length,
+                TrafficClass.WorkerToWorker, Self);
+        }
+    }
+
+    /// <summary>The operation's time: its modelled share, or under the measured compute time what it took.</summary>
+    private void Spend(double modelled, long started)
+    {
+        double measured = Stopwatch.GetElapsedTime(started).TotalSeconds;
+        double seconds = _settings.ComputeTime.Kind == ComputeTimeKind.Measured ? measured : modelled;
+        _computeSeconds += seconds;
+        Link.Occupy(seconds, measured);
+    }
+
+    private void Trace(string name, double from, int micro)
+    {
+        if (RunTelemetry.Tracing && _step % _settings.TraceEvery == 0)
+            RunTelemetry.Record(name, _run, Link, from, Link.Now,
+                [new("actortrain.stage", _settings.Stage), new("actortrain.micro_batch", micro), new("actortrain.clock", _step)]);
+    }
+
+    private void EndStep()
+    {
+        _optimizer.Step(_weights.AsSpan(_range.Start, _range.Length), _gradient.AsSpan(_range.Start, _range.Length), _settings.Schedule.Rate(_step));
+        Array.Clear(_gradient, _range.Start, _range.Length);
+        if (Link.IsVirtual) Link.Occupy(_applySeconds, 0);
+        Link.Send(_driver, new StageDone(_settings.Stage, _step, _model.IsLast ? _loss : float.NaN, _computeSeconds, _idleSeconds, _peakHeld), 0, TrafficClass.Control, Self);
+        _step++;
+        _next = 0;
+        _loss = 0;
+        _computeSeconds = _idleSeconds = 0;
+        _idleSince = Link.Now;
+        if (_step >= _settings.MaxSteps) Finish();
+        else if (_step % _settings.SnapshotEvery == 0) SendSnapshot(final: false);
+    }
+
+    private void Finish()
+    {
+        SendSnapshot(final: true);
+        Become(() =>
+        {
+            ReceiveAny(m =>
+            {
+                if (m is StopTraining) Context.Stop(Self);
+            });
+        });
+    }
+
+    private void SendSnapshot(bool final)
+    {
+        var counters = new ShardCounters(_optimizer.Steps, _optimizer.Steps, 0, 0, _optimizer.Steps * _settings.BatchSize, _bytesIn, _bytesOut, _bytesIn, _bytesOut,
+            1, new long[ShardCounters.HistogramBuckets], 0, 0, 0) { PeakActivations = _peakHeld };
+        Link.Send(_coordinator, new ShardSnapshot(_settings.Stage, _step, _weights.AsSpan(_range.Start, _range.Length).ToArray(), counters, final), 0,
+            TrafficClass.Control, Self);
+    }
+}
+
+/// <summary>
+/// The pipeline's data and bookkeeping, on worker 0's endpoint: it draws each step's batch (the
+/// whole mini-batch of training.batch-size, split into micro-batches by the first stage), hands it to
+/// stage 0, and once every stage has stepped its optimizer reports the step to the coordinator (the
+/// last stage's loss) and starts the next.
+/// </summary>
+public sealed class PipelineDriver : LinkedActor
+{
+    private readonly PipelineSettings _pipeline;
+    private readonly ModelSpec _model;
+    private readonly MiniBatchIterator _batches;
+    private readonly BatchBuffer _buffer;
+    private readonly IActorRef _coordinator;
+    private IReadOnlyList<IActorRef> _stages = [];
+    private long _step;
+    private int _done;
+    private float _loss;
+    private double _compute, _idle;
+    private readonly long _maxSteps;
+
+    public PipelineDriver(PipelineSettings pipeline, ModelSpec model, Dataset partition, int batchSize, ulong dataSeed, long maxSteps, ILink link, IActorRef coordinator)
+        : base(link)
+    {
+        _pipeline = pipeline;
+        _model = model;
+        _batches = new MiniBatchIterator(partition, batchSize, dataSeed);
+        _buffer = _batches.CreateBuffer();
+        _coordinator = coordinator;
+        _maxSteps = maxSteps;
+        Receive<Begin>(begin =>
+        {
+            if (begin.Peers is not { } peers || peers.Count != pipeline.Stages + 1) return;
+            _stages = peers.Take(pipeline.Stages).ToList();
+            NextStep();
+        });
+        Receive<StageDone>(OnDone);
+        Receive<StopTraining>(_ => Context.Stop(Self));
+    }
+
+    public static Props Props(PipelineSettings pipeline, ModelSpec model, Dataset partition, int batchSize, ulong dataSeed, long maxSteps, ILink link, IActorRef coordinator) =>
+        Akka.Actor.Props.Create(() => new PipelineDriver(pipeline, model, partition, batchSize, dataSeed, maxSteps, link, coordinator));
+
+    private void NextStep()
+    {
+        _batches.Next(_buffer);
+        int count = _buffer.Count;
+        Link.Send(_stages[0], new PipelineBatch(_step, _buffer.Features.AsSpan(0, count * _model.Inputs).ToArray(), _buffer.Labels.AsSpan(0, count).ToArray(), count),
+            0, TrafficClass.Control, Self);
+    }
+
+    private void OnDone(StageDone done)
+    {
+        if ((uint)done.Stage >= (uint)_pipeline.Stages || done.Step != _step || !Authentic(Endpoint.Shard(done.Stage), done)) return;
+        if (!float.IsNaN(done.Loss)) _loss = done.Loss;
+        _compute += done.ComputeSeconds;
+        _idle += done.IdleSeconds;
+        if (++_done < _pipeline.Stages) return;
+        int samples = _batches.BatchSize;
+        // per stage on average: compute, and idle (the bubble, and waiting for activations and gradients)
+        Link.Send(_coordinator, new WorkerStepReport(0, _step, _loss, samples, _model.FlopsPerSample * samples,
+            _compute / _pipeline.Stages, 0, _idle / _pipeline.Stages, 0, false, 1f, _batches.Epoch), 0, TrafficClass.Control, Self);
+        (_done, _loss, _compute, _idle) = (0, 0, 0, 0);
+        _step++;
+        if (_step < _maxSteps) NextStep();
+    }
+}

@@ -1,0 +1,62 @@
+namespace ActorTrain.Core.Pipeline;
+
+/// <summary>parallelism.schedule: GPipe (every forward, then every backward) or 1F1B (PipeDream-Flush).</summary>
+public enum PipelineScheduleKind
+{
+    GPipe,
+    OneFOneB,
+}
+
+/// <summary>One operation of a stage: the forward or backward pass of one micro-batch.</summary>
+public readonly record struct PipelineOp(bool Forward, int MicroBatch)
+{
+    public override string ToString() => (Forward ? "F" : "B") + MicroBatch;
+}
+
+/// <summary>
+/// The order in which a stage runs its micro-batches within one step (a synchronous flush: every
+/// micro-batch's backward is done before the step's optimizer step). GPipe: all M forwards, then all
+/// M backwards, in micro-batch order. 1F1B: min(P - s - 1, M) forwards to fill the pipeline, then
+/// one forward and one backward in turn, then the remaining backwards; a stage then holds at most
+/// P - s micro-batches' activations, against GPipe's M. Backwards run in micro-batch order in both,
+/// so the gradient sums its samples in the same order: both schedules give the same bits.
+/// </summary>
+public static class PipelineSchedule
+{
+    public static PipelineOp[] Ops(PipelineScheduleKind kind, int stage, int stages, int microBatches)
+    {
+        if (stages < 1 || (uint)stage >= (uint)stages || microBatches < 1)
+            throw new ArgumentException($"stage {stage} of {stages}, {microBatches} micro-batches");
+        var ops = new List<PipelineOp>(2 * microBatches);
+        if (kind == PipelineScheduleKind.GPipe)
+        {
+            for (int m = 0; m < microBatches; m++) ops.Add(new(true, m));
+            for (int m = 0; m < microBatches; m++) ops.Add(new(false, m));
+            return [.. ops];
+        }
+        int warmup = Math.Min(stages - stage - 1, microBatches), f = 0, b = 0;
+        for (; f < warmup; f++) ops.Add(new(true, f));
+        while (f < microBatches)
+        {
+            ops.Add(new(true, f++));
+            ops.Add(new(false, b++));
+        }
+        while (b < microBatches) ops.Add(new(false, b++));
+        return [.. ops];
+    }
+
+    /// <summary>The most micro-batches whose activations a stage holds at once (forward done, backward not yet).</summary>
+    public static int PeakActivations(IEnumerable<PipelineOp> ops)
+    {
+        int held = 0, peak = 0;
+        foreach (var op in ops)
+        {
+            held += op.Forward ? 1 : -1;
+            peak = Math.Max(peak, held);
+        }
+        return peak;
+    }
+
+    /// <summary>The idle share of P uniform stages over one flushed step of M micro-batches: (P - 1) / (M + P - 1), both schedules.</summary>
+    public static double BubbleFraction(int stages, int microBatches) => (stages - 1.0) / (microBatches + stages - 1);
+}

@@ -1,0 +1,96 @@
+using ActorTrain.Core;
+using ActorTrain.Core.Pipeline;
+using ActorTrain.Core.Simulation;
+
+namespace ActorTrain.Experiments.Tests;
+
+/// <summary>Pipeline stages under the virtual clock: the step's closed form, the bubble, the activations held, and what is refused.</summary>
+public sealed class PipelineTests() : TempFolderTest("actortrain-pipeline-")
+{
+    private static readonly DeviceProfile Cpu = DeviceProfile.Presets["cpu"];
+
+    // four uniform layers (64 -> 64 -> 64 -> 64 -> 64): a stage each; an ideal network, so a step is its operations
+    private static readonly string[] Uniform =
+    [
+        "model.hidden=[64, 64, 64]", "dataset.features=64", "dataset.classes=64", "dataset.samples=6400", "topology.workers=1",
+        "parallelism.pipeline-stages=4", "training.batch-size=32", "training.max-steps=10", "training.eval-every=5", "simulation.compute-time=8ms",
+        "network.latency=\"constant(0s)\"", "network.bandwidth=unlimited", "output.plots=off", "optimizer.type=sgd",
+    ];
+
+    /// <summary>
+    /// P = 4 uniform stages, M micro-batches: each operation takes its share of the fixed 8 ms step
+    /// (a quarter of the FLOPs, forward a third and backward two thirds, over M micro-batches), and a
+    /// step is (M + P - 1)(t_f + t_b) plus stage 0's optimizer step, whose end starts the next: the
+    /// same for GPipe and 1F1B. Stage s holds M micro-batches' activations under GPipe, P - s under 1F1B.
+    /// </summary>
+    [Theory]
+    [InlineData("gpipe", 1)]
+    [InlineData("gpipe", 4)]
+    [InlineData("1f1b", 4)]
+    [InlineData("1f1b", 8)]
+    public async Task A_flushed_step_is_its_closed_form_to_1e9_s_and_the_bubble_is_p_minus_1_over_m_plus_p_minus_1(string schedule, int micro)
+    {
+        const int P = 4;
+        var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. Uniform, $"parallelism.micro-batches={micro}", $"parallelism.schedule={schedule}"]), Root);
+        var at = result.Outcome.Evaluations.ToDictionary(e => e.Step, e => e.ElapsedSeconds);
+        double tf = 8e-3 / P / 3 / micro, tb = 2 * tf;
+        double apply = Cpu.ApplySeconds(64 * 64 + 64, 0);
+        Assert.Equal((micro + P - 1) * (tf + tb) + apply, (at[10] - at[5]) / 5, 9);
+        var pipeline = result.Summary.Pipeline!;
+        Assert.Equal(PipelineSchedule.BubbleFraction(P, micro), pipeline.UniformBubbleFraction, 12);
+        // measured: what the stages did not compute, the optimizer steps included (1e-3 of the step)
+        Assert.InRange(pipeline.BubbleFraction, pipeline.UniformBubbleFraction, pipeline.UniformBubbleFraction + 1e-3);
+        Assert.Equal(schedule == "gpipe" ? [micro, micro, micro, micro] : Enumerable.Range(0, P).Select(s => Math.Min(micro, P - s)).ToArray(), pipeline.PeakActivations);
+        Assert.Equal(["0", "1", "2", "3"], pipeline.StageLayers);
+        // the bytes held: peak x micro-batch x (input + pre-activation) x 4
+        Assert.Equal(4L * (32 / micro) * (64 + 64) * pipeline.PeakActivations[0], pipeline.PeakActivationBytes[0]);
+    }
+
+    [Fact]
+    public async Task Gpipe_and_1f1b_train_to_the_same_weights_and_stage_spans_nest_in_the_trace()
+    {
+        string[] run = [.. Uniform, "parallelism.micro-batches=4", "model.hidden=[48, 24]", "parallelism.pipeline-stages=3"];
+        var gpipe = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. run, "parallelism.schedule=gpipe"]), Root);
+        var oneF = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. run, "parallelism.schedule=1f1b"]), Root);
+        Assert.Equal(gpipe.Outcome.FinalWeights, oneF.Outcome.FinalWeights);
+        Assert.True(gpipe.Outcome.Evaluations[^1].TestLoss < gpipe.Outcome.Evaluations[0].TestLoss);
+        var trace = Telemetry.TraceFile.Read(oneF.Folder);
+        Assert.Empty(trace.Problems());
+        // a forward and a backward span per micro-batch and stage, every step
+        Assert.Equal(10 * 4 * 3, trace.Spans.Count(s => s.Name == "stage.forward"));
+        Assert.Equal(10 * 4 * 3, trace.Spans.Count(s => s.Name == "stage.backward"));
+    }
+
+    public static TheoryData<string[], string> BadInput => new()
+    {
+        { ["parallelism.pipeline-stages=3"], "the model has 2 layer(s)" },
+        { ["parallelism.pipeline-stages=2", "topology.workers=4"], "hybrid data x pipeline parallelism" },
+        { ["parallelism.pipeline-stages=2", "topology.workers=1", "parallelism.micro-batches=5"], "does not divide training.batch-size = 32" },
+        { ["parallelism.pipeline-stages=2", "topology.workers=1", "parallelism.stage-boundaries=[2]"], "parallelism.stage-boundaries = [2]" },
+        { ["parallelism.pipeline-stages=2", "topology.workers=1", "parallelism.stage-boundaries=[1, 1]"], "parallelism.stage-boundaries = [1, 1]" },
+        { ["parallelism.stage-boundaries=[1]"], "pipeline-stages = 1" },
+        { ["parallelism.pipeline-stages=2", "topology.workers=1", "precision.mode=fp16"], "FP16 stages are not built yet" },
+        { ["parallelism.pipeline-stages=2", "topology.workers=1", "sync.policy=asp"], "synchronous flush" },
+        { ["parallelism.pipeline-stages=2", "topology.workers=1", "compression.codec=qsgd"], "travel uncompressed" },
+        { ["parallelism.pipeline-stages=2", "topology.workers=1", "optimizer.type=kfac"], "not on pipeline stages" },
+        { ["parallelism.pipeline-stages=2", "topology.workers=1", "training.checkpoint-every=10"], "do not write checkpoints yet" },
+        { ["parallelism.pipeline-stages=2", "topology.workers=1", "model.type=workload", "model.workload=resnet50", "simulation.compute-time=2ms"], "a pipeline stage computes values" },
+        { ["parallelism.schedule=zigzag"], "parallelism.schedule" },
+        { ["parallelism.pipeline-stages=0"], "parallelism.pipeline-stages" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadInput))]
+    public void Bad_pipeline_settings_are_refused_naming_the_key(string[] overrides, string message)
+    {
+        var e = Assert.ThrowsAny<ActorTrainException>(() => ExperimentData.Build(ExperimentSpec.Load(null, overrides)));
+        Assert.Contains(message, e.Message);
+    }
+
+    [Fact]
+    public void A_cluster_run_refuses_pipeline_stages_before_any_node_starts()
+    {
+        var e = Assert.Throws<ActorTrainException>(() => ClusterRunner.RefuseWhatNeedsOneProcess(ExperimentSpec.Load(null, ["parallelism.pipeline-stages=2", "topology.workers=1"])));
+        Assert.Contains("pipeline stages run in one process", e.Message);
+    }
+}
