@@ -191,6 +191,26 @@ public class BspTrainingTests : TestKit
         Assert.Equal(2, two.Shards.Count);
     }
 
+    /// <summary>
+    /// A pipeline of P stages with M micro-batches trains to the bits of one worker and one shard with
+    /// the whole batch: every sample is computed as the reference computes it, and each stage's
+    /// gradient sums the samples in micro-batch order, as the whole batch's does.
+    /// </summary>
+    [Theory]
+    [InlineData(Core.Pipeline.PipelineScheduleKind.GPipe, OptimizerKind.Momentum)]
+    [InlineData(Core.Pipeline.PipelineScheduleKind.OneFOneB, OptimizerKind.Momentum)]
+    [InlineData(Core.Pipeline.PipelineScheduleKind.OneFOneB, OptimizerKind.Adam)]
+    public async Task A_pipeline_of_two_stages_and_four_micro_batches_equals_one_worker_with_the_whole_batch(Core.Pipeline.PipelineScheduleKind schedule, OptimizerKind kind)
+    {
+        var (train, test) = Data();
+        var optimizer = new OptimizerSettings { Kind = kind };
+        var single = await Run(Settings(train, test, 1, 1, 20, 15, optimizer));
+        var pipeline = await Run(Settings(train, test, 1, 2, 20, 15, optimizer) with { Pipeline = new PipelineSettings(2, 4, schedule, [0, 1]) });
+        Assert.Equal(single.FinalWeights, pipeline.FinalWeights);
+        Assert.Equal(single.Evaluations.Select(e => e.TestLoss), pipeline.Evaluations.Select(e => e.TestLoss));
+        Assert.Equal(15, pipeline.FinalStep);
+    }
+
     [Fact]
     public async Task K_shards_give_the_same_weights_as_one_shard()
     {

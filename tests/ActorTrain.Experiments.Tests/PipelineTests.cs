@@ -59,6 +59,19 @@ public sealed class PipelineTests() : TempFolderTest("actortrain-pipeline-")
         // a forward and a backward span per micro-batch and stage, every step
         Assert.Equal(10 * 4 * 3, trace.Spans.Count(s => s.Name == "stage.forward"));
         Assert.Equal(10 * 4 * 3, trace.Spans.Count(s => s.Name == "stage.backward"));
+        // the Chrome export draws the pipeline diagram: a track per stage, slices that never overlap on it
+        using var buffer = new MemoryStream();
+        trace.WriteChrome(buffer);
+        using var doc = System.Text.Json.JsonDocument.Parse(buffer.ToArray());
+        var slices = doc.RootElement.GetProperty("traceEvents").EnumerateArray()
+            .Where(e => e.GetProperty("ph").GetString() == "X" && e.GetProperty("pid").GetInt32() == 6).ToList();
+        Assert.Equal(2 * 10 * 4 * 3, slices.Count);
+        foreach (var track in slices.GroupBy(e => e.GetProperty("tid").GetInt32()))
+        {
+            var ordered = track.Select(e => (Start: e.GetProperty("ts").GetDouble(), End: e.GetProperty("ts").GetDouble() + e.GetProperty("dur").GetDouble())).OrderBy(x => x.Start).ToList();
+            for (int i = 1; i < ordered.Count; i++) Assert.True(ordered[i].Start >= ordered[i - 1].End - 1e-6, $"stage {track.Key}: slices overlap");
+        }
+        Assert.Equal([0, 1, 2], slices.Select(e => e.GetProperty("tid").GetInt32()).Distinct().Order());
     }
 
     public static TheoryData<string[], string> BadInput => new()

@@ -327,7 +327,8 @@ public sealed class TraceFile
 
     /// <summary>
     /// Chrome Trace Event JSON (opens in Perfetto and chrome://tracing): a process per role
-    /// (coordinator, shards, network, workers, all-reduce) of each node (a cluster run: "workers @
+    /// (coordinator, shards, network, workers, all-reduce, pipeline stages: the pipeline diagram, a
+    /// track per stage with its micro-batches' forward and backward passes) of each node (a cluster run: "workers @
     /// node 2 (actortrain-worker)", pids 10 apart per node) and a track per actor in it; spans as
     /// nested "X" slices in microseconds from the run's start, attributes as args; pushes and
     /// chunks in transit as async begin/end pairs (they overlap on one link); a flow arrow from each
@@ -352,6 +353,7 @@ public sealed class TraceFile
                 "run" or "evaluation" or "placement" => (CoordinatorPid, 0, "coordinator"),
                 "shard.apply" => (ShardPid, (int)(span.Int("actortrain.shard") ?? 0), $"shard-{span.Int("actortrain.shard") ?? 0}"),
                 "transfer" when span.Int("actortrain.shard") is { } shard => (NetworkPid, (int)shard, $"to shard-{shard}"),
+                "stage.forward" or "stage.backward" when span.Int("actortrain.stage") is { } stage => (PipelinePid, (int)stage, $"stage-{stage}"),
                 _ when InAllReduce(span) && WorkerOf(span) is { } w => (AllReducePid, (int)w, $"worker-{w} all-reduce"),
                 _ when WorkerOf(span) is { } w => (WorkerPid, (int)w, $"worker-{w}"),
                 _ => (-1, 0, ""),
@@ -401,11 +403,12 @@ public sealed class TraceFile
         json.WriteEndObject();
     }
 
-    private const int CoordinatorPid = 1, ShardPid = 2, NetworkPid = 3, WorkerPid = 4, AllReducePid = 5, RolesPerNode = 10;
+    private const int CoordinatorPid = 1, ShardPid = 2, NetworkPid = 3, WorkerPid = 4, AllReducePid = 5, PipelinePid = 6, RolesPerNode = 10;
 
     private static readonly Dictionary<int, string> ProcessNames = new()
     {
         [CoordinatorPid] = "coordinator", [ShardPid] = "shards", [NetworkPid] = "network (pushes)", [WorkerPid] = "workers", [AllReducePid] = "all-reduce",
+        [PipelinePid] = "pipeline stages",
     };
 
     /// <summary>An all-reduce span or one under it (its phases, its chunks' transfers): they overlap the worker's next step, so they get their own track.</summary>
