@@ -34,7 +34,8 @@ public sealed record ComparisonRow(
     double? SecondsToTargetAccuracy = null,
     double? TargetLoss = null,
     long? StepsToTargetAccuracy = null,
-    long FactorBytesWorkerToShard = 0);
+    long FactorBytesWorkerToShard = 0,
+    PipelineReport? Pipeline = null);
 
 /// <summary>
 /// The table of a compare block or sweep (comparison.md, comparison.csv, the parent summary.json),
@@ -80,7 +81,8 @@ public sealed record Comparison(string Name, double? TargetLoss, string Clock, I
                 accurate?.ElapsedSeconds,
                 r.Variant.Spec.Training.TargetLoss,
                 accurate?.Step,
-                r.Result.Summary.FactorBytesWorkerToShard);
+                r.Result.Summary.FactorBytesWorkerToShard,
+                r.Result.Summary.Pipeline);
         }).ToList();
         // variants may override the clock; the table says which clock each kind of time is on
         var clocks = runs.Select(r => r.Variant.Spec.Simulation.Virtual ? "virtual" : "wall-clock").Distinct().ToList();
@@ -126,6 +128,8 @@ public sealed record Comparison(string Name, double? TargetLoss, string Clock, I
         if (accuracy) AddColumns("target accuracy", "time to target accuracy (s)", "steps to target accuracy");
         bool factors = Rows.Any(r => r.FactorBytesWorkerToShard > 0);
         if (factors) AddColumns("factor bytes worker->shard");
+        bool pipeline = Rows.Any(r => r.Pipeline is not null);
+        if (pipeline) AddColumns("stages x micro-batches", "schedule", "time per step (s)", "bubble", "uniform bubble (P-1)/(M+P-1)", "peak activations (stage 0)");
         foreach (var r in Rows)
             sb.AppendLine($"| {r.Variant} | {string.Concat(keys.Select(k => Param(r, k) + " | "))}{r.Policy} | {r.Compression} | {r.StopReason} | {r.Steps} | {r.Updates} | {F(r.ElapsedSeconds, "0.######")} | " +
                           $"{(r.SecondsToTargetLoss is { } s ? F(s, "0.######") : r.TargetLoss is null ? "-" : "not reached")} | {(r.UpdatesToTargetLoss?.ToString(CultureInfo.InvariantCulture) ?? "-")} | " +
@@ -133,7 +137,10 @@ public sealed record Comparison(string Name, double? TargetLoss, string Clock, I
                           $"{F(r.MeanWaitSeconds, "0.######")} | {F(r.MaxWaitSeconds, "0.######")} | {r.DroppedLate} | {r.BytesWorkerToShard} | {r.BytesShardToWorker} | {F(r.UplinkRatio, "0.0")}x |" +
                           (accuracy ? $" {(r.TargetAccuracy is { } ta ? F(ta, "0.####") : "-")} | {(r.SecondsToTargetAccuracy is { } sa ? F(sa, "0.######") : r.TargetAccuracy is null ? "-" : "not reached")} | " +
                                       $"{(r.StepsToTargetAccuracy?.ToString(CultureInfo.InvariantCulture) ?? (r.TargetAccuracy is null ? "-" : "not reached"))} |" : "") +
-                          (factors ? $" {r.FactorBytesWorkerToShard} |" : ""));
+                          (factors ? $" {r.FactorBytesWorkerToShard} |" : "") +
+                          (pipeline ? (r.Pipeline is { } p
+                              ? $" {p.Stages} x {p.MicroBatches} | {p.Schedule} | {F(r.Steps > 0 ? r.ElapsedSeconds / r.Steps : 0, "0.######")} | {F(p.BubbleFraction, "0.####")} | {F(p.UniformBubbleFraction, "0.####")} | {(p.PeakActivations.Count > 0 ? p.PeakActivations[0] : 0)} |"
+                              : " - | - | - | - | - | - |") : ""));
         return sb.ToString();
     }
 

@@ -73,6 +73,7 @@ public sealed class SummarySchemaTests() : TempFolderTest("actortrain-schema-")
     [InlineData("fabric.topology=switch")]
     [InlineData("model.type=workload;model.workload=resnet50;topology.aggregation=ring-allreduce;training.max-steps=4;training.eval-every=2")]
     [InlineData("telemetry.exporter=[file, otlp];telemetry.endpoint=\"http://127.0.0.1:9\"")] // the delivery counts (nothing listens on the discard port)
+    [InlineData("parallelism.pipeline-stages=2;topology.workers=1;parallelism.micro-batches=4")] // the pipeline report
     public async Task Summary_json_validates_against_its_schema(string settings)
     {
         var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. ExperimentRunnerTests.Small, "output.plots=off", .. settings.Split(';')]), Root);
