@@ -516,7 +516,7 @@ public static class ActorTrainCommand
         Row("model", s.Model);
         Row("data", $"{s.Dataset}: {s.TrainRows} train / {s.TestRows} test rows");
         Row("topology", s.Pipeline is { } p
-            ? FormattableString.Invariant($"pipeline of {p.Stages} stages (layers {string.Join(" | ", p.StageLayers)}), batch {s.BatchSizePerWorker} in {p.MicroBatches} micro-batches, {p.Schedule}; bubble {p.BubbleFraction:0.###} (uniform stages: {p.UniformBubbleFraction:0.###})")
+            ? FormattableString.Invariant($"{(s.Workers > 1 ? $"{s.Workers} replicas of a " : "a ")}pipeline of {p.Stages} stages (layers {string.Join(" | ", p.StageLayers)}), batch {s.BatchSizePerWorker} in {p.MicroBatches} micro-batches, {p.Schedule}; bubble {p.BubbleFraction:0.###} (uniform stages: {p.UniformBubbleFraction:0.###})")
             : $"{s.Workers} workers x batch {s.BatchSizePerWorker}, {s.Shards} shards, {s.Policy}");
         Row("engine", $"{s.Engine}, {s.Precision}");
         Row("stopped by", s.StopReason);
@@ -567,6 +567,10 @@ public static class ActorTrainCommand
         console.WriteLine(FormattableString.Invariant(
             $"{file}: ok. {data.Model.Describe()}; {data.Train.Count} train / {data.Test.Count} test rows; {spec.Topology.Workers} workers, {spec.Topology.DescribeAggregation()}; {data.Steps(spec)} steps; engine {engine.Name}; about {ExperimentData.EstimateBytes(spec, data.Model.ParameterCount, ((long)data.Train.Count + data.Test.Count) * data.Train.FeatureCount) / 1e6:0.#} MB in one process"));
         if (spec.Optimizer.Kind == Core.Optimization.OptimizerKind.Kfac) console.WriteLine(DescribeKfac(spec, data.Model));
+        if (spec.Parallelism.Active)
+            foreach (var m in ExperimentData.StageMemory(spec, data.Model))
+                console.WriteLine(FormattableString.Invariant(
+                    $"stage {m.Stage}: layers {m.Layers}, {m.Parameters:N0} parameters, {m.ParameterBytes / 1e6:0.###} MB of weights, gradient and optimizer state, {m.ActivationBytes / 1e6:0.###} MB of activations ({m.PeakMicroBatches} micro-batch(es) at its peak)"));
         return Ok;
     }
 

@@ -1,3 +1,4 @@
+using ActorTrain.Core.Pipeline;
 using ActorTrain.Core;
 using ActorTrain.Core.Data;
 using ActorTrain.Core.Models;
@@ -59,12 +60,33 @@ public sealed record ExperimentData(Dataset Train, Dataset Test, Dataset[] Parti
             throw new ActorTrainException($"topology.shards = {spec.Topology.Shards} is more than the model's {model.ParameterCount} parameters; every shard needs at least one");
         if (spec.Topology.Workers > train.Count)
             throw new ActorTrainException($"topology.workers = {spec.Topology.Workers} is more than the {train.Count} training rows; every worker needs at least one");
+        if (spec.Parallelism.Active) CheckStageMemory(spec, model);
         var partitions = train.Partition(spec.Topology.Workers, Rng.Derive(seed, 3));
         int smallest = partitions.Min(p => p.Count);
         if (spec.Training.BatchSize > smallest)
             throw new ActorTrainException(
                 $"training.batch-size = {spec.Training.BatchSize} is more than a worker's partition ({train.Count} training rows over {spec.Topology.Workers} workers: {smallest} rows); the largest valid value is {smallest} (or 0 for full-batch)");
         return new ExperimentData(train, test, partitions, model);
+    }
+
+    /// <summary>Each pipeline stage's memory (weights, gradient, optimizer state, activations at its peak) against simulation.worker-device's.</summary>
+    public static StageMemory[] StageMemory(ExperimentSpec spec, ModelSpec model)
+    {
+        var p = spec.Parallelism;
+        int state = Core.Optimization.Optimizer.Create(spec.Optimizer, 1).State.Count;
+        return Core.Pipeline.StageMemory.Of(model, Cluster.Actors.PipelineSettings.Boundaries(model, p.Stages, p.Boundaries), p.Schedule, p.MicroBatches,
+            spec.Training.BatchSize, state);
+    }
+
+    private static void CheckStageMemory(ExperimentSpec spec, ModelSpec model)
+    {
+        if (spec.Simulation.WorkerDevice.MemoryBytes is not { } memory) return;
+        var worst = StageMemory(spec, model).MaxBy(m => m.Bytes);
+        if (worst.Bytes > memory)
+            throw new ActorTrainException(FormattableString.Invariant(
+                $"pipeline stage {worst.Stage} (layers {worst.Layers}) needs {worst.Bytes / 1e9:0.##} GB ({worst.ParameterBytes / 1e9:0.##} GB of weights, gradient and optimizer state, ") +
+                FormattableString.Invariant($"{worst.ActivationBytes / 1e9:0.##} GB of activations for {worst.PeakMicroBatches} micro-batch(es)) but simulation.worker-device = {spec.Simulation.WorkerDevice.Name} has {memory / 1e9:0.##} GB: ") +
+                "use more parallelism.pipeline-stages, more parallelism.micro-batches, parallelism.schedule = 1f1b, or a smaller training.batch-size");
     }
 
     /// <summary>

@@ -236,7 +236,7 @@ public static class ExperimentRunner
     public static ILink CreateLink(ExperimentSpec spec, IRoute? route = null, DateTimeOffset? epoch = null)
     {
         ulong seed = Rng.Derive(spec.Seed, 6);
-        int shards = spec.Topology.NetworkShards;
+        int shards = spec.LinkShards;
         if (spec.Simulation.Virtual) return new VirtualLink(spec.Network, seed, spec.Topology.Workers, shards, route);
         return new WallClockLink(spec.Network, seed, spec.Network.MinLatency(spec.Topology.Workers, shards), route, epoch, spec.Topology.Workers, shards);
     }

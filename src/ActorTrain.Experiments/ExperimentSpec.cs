@@ -189,6 +189,9 @@ public sealed record ExperimentSpec(
     /// <summary>parallelism.*: pipeline stages and micro-batches (none: data parallelism only).</summary>
     public ParallelismSection Parallelism { get; init; } = ParallelismSection.None;
 
+    /// <summary>The link's shard endpoints: the shards, or a pipeline's stages (every replica's: workers x stages).</summary>
+    public int LinkShards => Parallelism.Active ? Parallelism.Stages * Topology.Workers : Topology.NetworkShards;
+
     /// <summary>Loads an experiment file (or "quickstart" for the embedded default) with --set overrides.</summary>
     public static ExperimentSpec Load(string? path, IEnumerable<string>? overrides = null)
     {
@@ -509,8 +512,8 @@ public sealed record ExperimentSpec(
     /// <summary>
     /// What a pipeline run needs, refused naming the key: an MLP or regression model with at least as
     /// many layers as stages, stage boundaries inside it and increasing, a batch the micro-batches
-    /// divide. What is not built yet is refused too: hybrid data x pipeline parallelism
-    /// (topology.workers > 1), FP16, K-FAC, codecs, ASP/SSP, checkpoints, faults, overlap.
+    /// divide. topology.workers = D makes D replicas of the pipeline (hybrid). What is not built yet is
+    /// refused too: FP16, K-FAC, codecs, ASP/SSP, checkpoints, faults, overlap.
     /// </summary>
     private static void ValidatePipeline(ParallelismSection p, ModelSection model, TopologySection topology, SyncPolicy sync, CompressionSettings compression,
         PrecisionSection precision, OptimizerSettings optimizer, TrainingSection training, IReadOnlyList<WorkerFault> faults, SimulationSection simulation)
@@ -528,8 +531,6 @@ public sealed record ExperimentSpec(
             throw new ActorTrainException($"parallelism.stage-boundaries = [{string.Join(", ", p.Boundaries)}]: give the first layer of stages 2..{p.Stages}, increasing, each in 1..{layers - 1} (or [] to balance by FLOPs)");
         if (training.BatchSize <= 0 || training.BatchSize % p.MicroBatches != 0)
             throw new ActorTrainException($"parallelism.micro-batches = {p.MicroBatches} does not divide training.batch-size = {training.BatchSize}: the step's batch is split into equal micro-batches");
-        if (topology.Workers > 1)
-            throw new ActorTrainException($"{k} with topology.workers = {topology.Workers}: hybrid data x pipeline parallelism (replicas of the pipeline) is not built yet; use topology.workers = 1");
         if (topology.AllReduce) throw new ActorTrainException($"{k} with topology.aggregation = {topology.Aggregation}: a single pipeline has no replicas to reduce over; use ps");
         if (sync.Kind != SyncPolicyKind.Bsp || sync.BackupWorkers > 0)
             throw new ActorTrainException($"{k} with sync.policy = {sync.Kind.ToString().ToLowerInvariant()}{(sync.BackupWorkers > 0 ? " and backup workers" : "")}: a pipeline step is a synchronous flush; use sync.policy = bsp");
@@ -668,7 +669,7 @@ public sealed record ExperimentSpec(
     {
         var custom = new Dictionary<string, DeviceProfile>();
         string[] keys = ["name", "fp32-tflops", "fp16-tflops", "memory-bandwidth", "launch-overhead", "efficiency"];
-        var blocks = c.BlockList("simulation.devices", keys, "[{ name = l4, fp32-tflops = 30, fp16-tflops = 121, memory-bandwidth = 300GB/s, launch-overhead = 5us, efficiency = 0.5 }]");
+        var blocks = c.BlockList("simulation.devices", [.. keys, "memory"], "[{ name = l4, fp32-tflops = 30, fp16-tflops = 121, memory-bandwidth = 300GB/s, launch-overhead = 5us, efficiency = 0.5, memory = 24GB }]");
         for (int i = 0; i < blocks.Count; i++)
         {
             var b = blocks[i];
@@ -684,7 +685,7 @@ public sealed record ExperimentSpec(
             string name = b["name"].Trim().ToLowerInvariant();
             if (name.Length == 0 || !custom.TryAdd(name, new DeviceProfile(name, Number("fp32-tflops", 0, 1e6) * 1e12, Number("fp16-tflops", 0, 1e6) * 1e12,
                     Quantity.BytesPerSecond(b["memory-bandwidth"], at + ".memory-bandwidth"), Quantity.Seconds(b["launch-overhead"], at + ".launch-overhead"),
-                    Number("efficiency", 0, 1))))
+                    Number("efficiency", 0, 1)) { MemoryBytes = b.TryGetValue("memory", out string? memory) ? Quantity.Bytes(memory, at + ".memory") : null }))
                 throw new ActorTrainException($"{at}.name = \"{b["name"]}\" is empty or names a second device of that name");
         }
         var worker = DeviceProfile.Resolve(c.String("simulation.worker-device").Trim().ToLowerInvariant(), custom, "simulation.worker-device");

@@ -20,7 +20,7 @@ public static class Report
         sb.AppendLine($"# {s.Name}");
         sb.AppendLine();
         string topology = s.Pipeline is { } p
-            ? $"a pipeline of {p.Stages} stages, batch {s.BatchSizePerWorker} in {p.MicroBatches} micro-batches ({p.Schedule})"
+            ? $"{(s.Workers > 1 ? $"{s.Workers} replicas of " : "")}a pipeline of {p.Stages} stages, batch {s.BatchSizePerWorker} in {p.MicroBatches} micro-batches ({p.Schedule})"
             : $"{s.Workers} workers x batch {s.BatchSizePerWorker}, {s.Shards} shards, {s.Policy}";
         sb.AppendLine($"{s.Model} on {s.Dataset} ({s.TrainRows} train / {s.TestRows} test rows); {topology}; {s.Optimizer}, {s.Precision}; compression {s.Compression}; clock {s.Clock}.");
         sb.AppendLine();

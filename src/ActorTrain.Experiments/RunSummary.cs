@@ -38,12 +38,12 @@ public sealed record FabricReport(string Topology, string Placement, int Hosts, 
 /// <summary>
 /// A pipeline run (parallelism.*): its stages (the layers each owns), micro-batches and schedule;
 /// per stage the most micro-batches whose activations it held at once and their bytes (each layer's
-/// input and pre-activation, FP32); and the bubble: the share of the run's time a stage was not
+/// input and pre-activation, FP32), and the bytes of its weights, gradient and optimizer state; and the bubble: the share of the run's time a stage was not
 /// computing, on average over the stages (idle waiting for activations or gradients, the optimizer
 /// step, the pipeline's fill and drain), beside the uniform-stage formula (P - 1) / (M + P - 1).
 /// </summary>
 public sealed record PipelineReport(int Stages, int MicroBatches, string Schedule, IReadOnlyList<string> StageLayers, IReadOnlyList<int> PeakActivations,
-    IReadOnlyList<long> PeakActivationBytes, double BubbleFraction, double UniformBubbleFraction)
+    IReadOnlyList<long> PeakActivationBytes, double BubbleFraction, double UniformBubbleFraction, IReadOnlyList<long> ParameterBytes)
 {
     public static PipelineReport? Create(ExperimentSpec spec, ExperimentData data, RunOutcome outcome)
     {
@@ -55,11 +55,12 @@ public sealed record PipelineReport(int Stages, int MicroBatches, string Schedul
         var peaks = outcome.Shards.Select(c => c.PeakActivations).ToList();
         int micro = spec.Training.BatchSize / p.MicroBatches;
         var bytes = layers.Select((l, s) => 4L * micro * new Core.Pipeline.StageModel(data.Model, l.First, l.Last, spec.Training.BatchSize).HeldFloatsPerSample * (s < peaks.Count ? peaks[s] : 0)).ToList();
-        // the driver reports each step's compute averaged over the stages
-        double compute = outcome.Workers.Sum(w => w.ComputeSeconds);
+        // each replica's driver reports each step's compute averaged over its stages
+        double compute = outcome.Workers.Count > 0 ? outcome.Workers.Average(w => w.ComputeSeconds) : 0;
         return new PipelineReport(p.Stages, p.MicroBatches, p.Schedule == Core.Pipeline.PipelineScheduleKind.OneFOneB ? "1f1b" : "gpipe",
             layers.Select(l => l.Last - l.First == 1 ? $"{l.First}" : $"{l.First}-{l.Last - 1}").ToList(), peaks, bytes,
-            outcome.ElapsedSeconds > 0 ? 1 - compute / outcome.ElapsedSeconds : 0, Core.Pipeline.PipelineSchedule.BubbleFraction(p.Stages, p.MicroBatches));
+            outcome.ElapsedSeconds > 0 ? 1 - compute / outcome.ElapsedSeconds : 0, Core.Pipeline.PipelineSchedule.BubbleFraction(p.Stages, p.MicroBatches),
+            ExperimentData.StageMemory(spec, data.Model).Select(m => m.ParameterBytes).ToList());
     }
 }
 
@@ -207,7 +208,7 @@ public sealed record RunSummary(
             last.DroppedLate,
             Describe(spec.Network, outcome.Link ?? new()) with
             {
-                Fabric = FabricReport.Create(spec.Network, outcome.Link, outcome.ElapsedSeconds, spec.Topology.Workers, spec.Topology.NetworkShards),
+                Fabric = FabricReport.Create(spec.Network, outcome.Link, outcome.ElapsedSeconds, spec.Topology.Workers, spec.LinkShards),
             },
             outcome.Workers.Sum(w => w.GradientSeconds),
             outcome.Shards.Sum(c => c.BusySeconds),

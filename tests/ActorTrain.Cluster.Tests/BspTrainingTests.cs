@@ -211,6 +211,24 @@ public class BspTrainingTests : TestKit
         Assert.Equal(15, pipeline.FinalStep);
     }
 
+    /// <summary>
+    /// Hybrid D x P: D replicas of the pipeline, each stage's gradient averaged over the replicas by
+    /// replica 0's stage as a shard averages pushes, equal D data-parallel workers and one shard bit for bit.
+    /// </summary>
+    [Theory]
+    [InlineData(Core.Pipeline.PipelineScheduleKind.GPipe)]
+    [InlineData(Core.Pipeline.PipelineScheduleKind.OneFOneB)]
+    public async Task Three_replicas_of_a_two_stage_pipeline_equal_three_data_parallel_workers(Core.Pipeline.PipelineScheduleKind schedule)
+    {
+        var (train, test) = Data();
+        var optimizer = new OptimizerSettings { Kind = OptimizerKind.Momentum };
+        var workers = await Run(Settings(train, test, 3, 1, 10, 12, optimizer));
+        var hybrid = await Run(Settings(train, test, 3, 2, 10, 12, optimizer) with { Pipeline = new PipelineSettings(2, 2, schedule, [0, 1]) });
+        Assert.Equal(workers.FinalWeights, hybrid.FinalWeights);
+        Assert.Equal(3, hybrid.Workers.Count);
+        Assert.All(hybrid.Workers, w => Assert.Equal(12, w.Steps));
+    }
+
     [Fact]
     public async Task K_shards_give_the_same_weights_as_one_shard()
     {

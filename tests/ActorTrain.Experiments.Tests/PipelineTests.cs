@@ -77,7 +77,6 @@ public sealed class PipelineTests() : TempFolderTest("actortrain-pipeline-")
     public static TheoryData<string[], string> BadInput => new()
     {
         { ["parallelism.pipeline-stages=3"], "the model has 2 layer(s)" },
-        { ["parallelism.pipeline-stages=2", "topology.workers=4"], "hybrid data x pipeline parallelism" },
         { ["parallelism.pipeline-stages=2", "topology.workers=1", "parallelism.micro-batches=5"], "does not divide training.batch-size = 32" },
         { ["parallelism.pipeline-stages=2", "topology.workers=1", "parallelism.stage-boundaries=[2]"], "parallelism.stage-boundaries = [2]" },
         { ["parallelism.pipeline-stages=2", "topology.workers=1", "parallelism.stage-boundaries=[1, 1]"], "parallelism.stage-boundaries = [1, 1]" },
@@ -89,6 +88,9 @@ public sealed class PipelineTests() : TempFolderTest("actortrain-pipeline-")
         { ["parallelism.pipeline-stages=2", "topology.workers=1", "training.checkpoint-every=10"], "do not write checkpoints yet" },
         { ["parallelism.pipeline-stages=2", "topology.workers=1", "model.type=workload", "model.workload=resnet50", "simulation.compute-time=2ms"], "a pipeline stage computes values" },
         { ["parallelism.schedule=zigzag"], "parallelism.schedule" },
+        // stage 0 holds 100,000 samples x (32 + 65,536) floats of activations: 26 GB against a P100's 16
+        { ["parallelism.pipeline-stages=2", "topology.workers=1", "model.hidden=[65536]", "dataset.samples=125000", "training.batch-size=100000", "simulation.worker-device=p100"],
+          "pipeline stage 0 (layers 0) needs 26.25 GB" },
         { ["parallelism.pipeline-stages=0"], "parallelism.pipeline-stages" },
     };
 
@@ -98,6 +100,17 @@ public sealed class PipelineTests() : TempFolderTest("actortrain-pipeline-")
     {
         var e = Assert.ThrowsAny<ActorTrainException>(() => ExperimentData.Build(ExperimentSpec.Load(null, overrides)));
         Assert.Contains(message, e.Message);
+    }
+
+    [Fact]
+    public void Stage_memory_is_weights_gradient_state_and_the_activations_held_at_the_peak()
+    {
+        var spec = ExperimentSpec.Load(null, [.. Uniform, "parallelism.micro-batches=8", "parallelism.schedule=1f1b", "optimizer.type=adam"]);
+        var memory = ExperimentData.StageMemory(spec, ExperimentData.Build(spec).Model);
+        Assert.Equal([4, 3, 2, 1], memory.Select(m => m.PeakMicroBatches));
+        // 4,160 parameters x 4 bytes x (weights, gradient, Adam's two moments); 4 samples per micro-batch x (64 + 64) floats x 4 bytes
+        Assert.All(memory, m => Assert.Equal(4L * 4160 * 4, m.ParameterBytes));
+        Assert.Equal(memory.Select(m => 4L * m.PeakMicroBatches * 4 * 128), memory.Select(m => m.ActivationBytes));
     }
 
     [Fact]

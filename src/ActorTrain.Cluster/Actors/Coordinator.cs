@@ -238,6 +238,7 @@ public sealed class Coordinator : LinkedActor
     private readonly IReadOnlyList<WorkerFault> _faults;
     private readonly bool[] _faultFired;
     private IActorRef[] _workerRefs = [];
+    private IActorRef[][] _stageGrid = [];
     private readonly List<FaultEvent> _faultEvents = [];
     private readonly HashSet<int> _lost = [];
     // workers killed by a fault without restart-after: BSP and SSP wait for them forever
@@ -373,12 +374,18 @@ public sealed class Coordinator : LinkedActor
         }
         if (_settings.Pipeline is { } pipeline)
         {
-            // the stages hold the weights as shards do; the driver takes worker 0's place
-            _shards = Enumerable.Range(0, pipeline.Stages).Select(s => Context.ActorOf(StageProps(_settings, s, Link, Self), $"stage-{s}")).ToArray();
-            _children.AddRange(_shards);
-            _workerRefs = [Context.ActorOf(PipelineDriver.Props(pipeline, _settings.Model, _settings.Partitions[0], _settings.BatchSize,
-                WorkerDataSeed(_settings.Seed, 0), _settings.MaxSteps, Link, Self), "pipeline")];
+            // D replicas of P stages: replica 0's stages hold the weights as shards do (and average
+            // the other replicas' gradients); each replica's driver takes its worker's place
+            int replicas = _settings.Partitions.Count;
+            _stageGrid = Enumerable.Range(0, replicas).Select(r => Enumerable.Range(0, pipeline.Stages)
+                .Select(s => Context.ActorOf(StageProps(_settings, s, Link, Self, r), replicas == 1 ? $"stage-{s}" : $"replica-{r}-stage-{s}")).ToArray()).ToArray();
+            _shards = _stageGrid[0];
+            _workerRefs = Enumerable.Range(0, replicas).Select(r => Context.ActorOf(PipelineDriver.Props(pipeline, r, _settings.Model, _settings.Partitions[r],
+                _settings.BatchSize, WorkerDataSeed(_settings.Seed, r), _settings.MaxSteps, Link, Self), replicas == 1 ? "pipeline" : $"pipeline-{r}")).ToArray();
+            _children.AddRange(_stageGrid.SelectMany(r => r));
             _children.AddRange(_workerRefs);
+            for (int r = 1; r < replicas; r++)
+                for (int s = 0; s < pipeline.Stages; s++) Link.Attach(_stageGrid[r][s], Endpoint.Shard(PipelineStage.EndpointOf(r, s, pipeline.Stages)));
             Launch();
             return;
         }
@@ -414,13 +421,15 @@ public sealed class Coordinator : LinkedActor
         for (int k = 0; k < _shards.Length; k++) Link.Attach(_shards[k], Endpoint.Shard(k));
         for (int w = 0; w < _workerRefs.Length; w++) Link.Attach(_workerRefs[w], Endpoint.Worker(w));
         _holders = _settings.AllReduce is null ? _shards : [_workerRefs[0]];
-        // a pipeline's stages and driver learn each other: every stage in order, then the driver
-        IReadOnlyList<IActorRef>? pipeline = _settings.Pipeline is null ? null : [.. _shards, _workerRefs[0]];
-        var begin = new Begin(Trace: _run, Peers: pipeline);
-        foreach (var shard in _shards) Link.Send(shard, begin, 0, TrafficClass.Control, Self);
-        // Resumed workers rejoin: they take their clock and full weights from the restored shards.
-        var workerBegin = new Begin(Rejoin: _settings.Resume is not null, Trace: _run, Peers: _settings.AllReduce is null ? pipeline : _workerRefs);
-        foreach (var worker in _workerRefs) Link.Send(worker, workerBegin, 0, TrafficClass.Control, Self);
+        if (_settings.Pipeline is not null) BeginPipeline();
+        else
+        {
+            var begin = new Begin(Trace: _run);
+            foreach (var shard in _shards) Link.Send(shard, begin, 0, TrafficClass.Control, Self);
+            // Resumed workers rejoin: they take their clock and full weights from the restored shards.
+            var workerBegin = new Begin(Rejoin: _settings.Resume is not null, Trace: _run, Peers: _settings.AllReduce is null ? null : _workerRefs);
+            foreach (var worker in _workerRefs) Link.Send(worker, workerBegin, 0, TrafficClass.Control, Self);
+        }
         if (_settings.TimeBudget is { } budget) Link.ScheduleOnce(Self, TimeBudgetExpired.Instance, budget.TotalSeconds, Self);
         for (int f = 0; f < _faults.Count; f++)
             if (_faults[f].AtSeconds is { } at) Link.ScheduleOnce(Self, new KillWorker(f), at, Self);
@@ -432,6 +441,21 @@ public sealed class Coordinator : LinkedActor
             _stallChecks = Context.System.Scheduler.ScheduleTellRepeatedlyCancelable(every, every, Self, StallCheck.Instance, Self);
         }
         Link.Start();
+    }
+
+    /// <summary>
+    /// A pipeline's actors learn each other: a stage gets its replica's stages, the replica's
+    /// driver, then the same stage of every replica; a driver its replica's stages and itself.
+    /// </summary>
+    private void BeginPipeline()
+    {
+        for (int r = 0; r < _stageGrid.Length; r++)
+        {
+            var line = _stageGrid[r];
+            for (int s = 0; s < line.Length; s++)
+                Link.Send(line[s], new Begin(Trace: _run, Peers: [.. line, _workerRefs[r], .. _stageGrid.Select(g => g[s])]), 0, TrafficClass.Control, Self);
+            Link.Send(_workerRefs[r], new Begin(Trace: _run, Peers: [.. line, _workerRefs[r]]), 0, TrafficClass.Control, Self);
+        }
     }
 
     /// <summary>The endpoint that sends the weights of part k: shard k, or under all-reduce worker 0.</summary>
@@ -455,11 +479,12 @@ public sealed class Coordinator : LinkedActor
     }
 
     /// <summary>Pipeline stage s of a run with these settings.</summary>
-    public static Props StageProps(Settings settings, int s, ILink link, IActorRef coordinator)
+    public static Props StageProps(Settings settings, int s, ILink link, IActorRef coordinator, int replica = 0)
     {
         var timing = settings.Timing ?? TimingSettings.Measured;
         var props = PipelineStage.Props(new PipelineStage.Settings(s, settings.Pipeline!, settings.Model, settings.InitialWeights, settings.Optimizer,
-            settings.Schedule, settings.MaxSteps, settings.EvalEvery, settings.BatchSize, timing.ComputeTime, timing.ShardDevice, settings.TraceEvery), link, coordinator);
+            settings.Schedule, settings.MaxSteps, settings.EvalEvery, settings.BatchSize, timing.ComputeTime, timing.ShardDevice, settings.TraceEvery,
+            replica, settings.Partitions.Count), link, coordinator);
         return settings.ShardDispatcher is { } dispatcher ? props.WithDispatcher(dispatcher) : props;
     }
 

@@ -51,6 +51,12 @@ public sealed record StageActivations(int FromStage, long Step, int Micro, float
 /// <summary>Stage s + 1 -> s: the gradient of the loss with respect to a micro-batch's activations.</summary>
 public sealed record StageGradients(int FromStage, long Step, int Micro, float[] Values) : ITrainingMessage;
 
+/// <summary>Hybrid D x P, stage s of replica r -> stage s of replica 0: its gradient of the step, to be averaged over the replicas.</summary>
+public sealed record StageReplicaGradient(int Stage, int Replica, long Step, float[] Values) : ITrainingMessage;
+
+/// <summary>Hybrid D x P, stage s of replica 0 -> stage s of every other replica: the weights after the step's optimizer step.</summary>
+public sealed record StageReplicaWeights(int Stage, long Step, float[] Values) : ITrainingMessage;
+
 /// <summary>Stage -> driver: the stage has stepped its optimizer for <paramref name="Step"/>; the last stage adds the batch's mean loss.</summary>
 public sealed record StageDone(int Stage, long Step, float Loss, double ComputeSeconds, double IdleSeconds, int PeakHeld) : ITrainingMessage;
 
@@ -64,6 +70,12 @@ public sealed record StageDone(int Stage, long Step, float Loss, double ComputeS
 /// at step 0 and every eval-every steps, a final one at max-steps or when asked. Under the virtual
 /// clock each operation takes its share of the step's modelled compute time, by FLOPs: forward a
 /// third, backward two thirds.
+///
+/// Hybrid D x P: D replicas of the pipeline, each with its driver and data partition (worker r).
+/// Stage s of replica 0 is the stage's parameter server: the other replicas send it their
+/// gradient for the step, it sums them in replica order, takes the mean (as a shard sums pushes)
+/// and steps the optimizer, and sends the new weights back. Replica r's stage s is at the link's
+/// endpoint shard-(r x P + s); only replica 0's stages answer the coordinator.
 /// </summary>
 public sealed class PipelineStage : LinkedActor
 {
@@ -79,7 +91,9 @@ public sealed class PipelineStage : LinkedActor
         int BatchSize,
         ComputeTime ComputeTime,
         DeviceProfile? Device,
-        int TraceEvery = 1);
+        int TraceEvery = 1,
+        int Replica = 0,
+        int Replicas = 1);
 
     private readonly Settings _settings;
     private readonly IActorRef _coordinator;
@@ -92,10 +106,14 @@ public sealed class PipelineStage : LinkedActor
     private readonly double _forwardSeconds, _backwardSeconds, _applySeconds;
     private readonly int _microSize;
     private IReadOnlyList<IActorRef> _stages = [];
+    private IReadOnlyList<IActorRef> _replicas = [];
     private IActorRef _driver = ActorRefs.Nobody;
+    private readonly float[]?[] _replicaGradients;
+    private bool _ownGradientIn;
     private readonly Dictionary<int, (float[] Values, int[] Labels)> _inputs = [];
     private readonly Dictionary<int, float[]> _deltas = [];
     private int _next, _peakHeld;
+    private bool _ended;
     private long _step, _bytesIn, _bytesOut;
     private float _loss;
     private double _computeSeconds, _idleSince, _idleSeconds;
@@ -120,6 +138,7 @@ public sealed class PipelineStage : LinkedActor
         _forwardSeconds = step * share / 3 / p.MicroBatches;
         _backwardSeconds = 2 * _forwardSeconds;
         _applySeconds = settings.Device?.ApplySeconds(_range.Length, _optimizer.State.Count) ?? 0;
+        _replicaGradients = new float[]?[settings.Replicas];
 
         Receive<Begin>(OnBegin);
         Receive<PipelineBatch>(OnBatch);
@@ -137,23 +156,45 @@ public sealed class PipelineStage : LinkedActor
             _deltas[g.Micro] = _model.DeltaFromActivationGradient(g.Micro, g.Values);
             Run();
         });
+        Receive<StageReplicaGradient>(g =>
+        {
+            if (_settings.Replica != 0 || g.Stage != _settings.Stage || (uint)g.Replica >= (uint)_settings.Replicas || g.Replica == 0 || g.Step != _step
+                || g.Values.Length != _range.Length || !Authentic(Endpoint.Shard(g.Replica * _settings.Pipeline.Stages + _settings.Stage), g)) return;
+            _bytesIn += 4L * g.Values.Length;
+            _replicaGradients[g.Replica] = g.Values;
+            TrySync();
+        });
+        Receive<StageReplicaWeights>(w =>
+        {
+            if (_settings.Replica == 0 || w.Stage != _settings.Stage || w.Step != _step || w.Values.Length != _range.Length
+                || !Authentic(Endpoint.Shard(_settings.Stage), w)) return;
+            w.Values.CopyTo(_weights, _range.Start);
+            Array.Clear(_gradient, _range.Start, _range.Length);
+            Done();
+        });
         Receive<FinalSnapshotRequest>(_ => Finish());
         Receive<StopTraining>(_ => Context.Stop(Self));
     }
+
+    /// <summary>This stage's endpoint index on the link: replica r's stage s is shard-(r x P + s).</summary>
+    public static int EndpointOf(int replica, int stage, int stages) => replica * stages + stage;
 
     public static Props Props(Settings settings, ILink link, IActorRef coordinator) =>
         Akka.Actor.Props.Create(() => new PipelineStage(settings, link, coordinator));
 
     /// <summary>A message from the stage next to this one, as attached on the link; anything else is dropped.</summary>
     private bool FromStage(object message, int claimed, int expected) =>
-        claimed == expected && (uint)expected < (uint)_settings.Pipeline.Stages && Authentic(Endpoint.Shard(expected), message);
+        claimed == expected && (uint)expected < (uint)_settings.Pipeline.Stages
+        && Authentic(Endpoint.Shard(EndpointOf(_settings.Replica, expected, _settings.Pipeline.Stages)), message);
 
     private void OnBegin(Begin begin)
     {
-        // Peers: every stage in order, then the driver
-        if (begin.Peers is not { } peers || peers.Count != _settings.Pipeline.Stages + 1) return;
-        _stages = peers.Take(_settings.Pipeline.Stages).ToList();
-        _driver = peers[^1];
+        // Peers: every stage of this replica in order, the replica's driver, then this stage of every replica
+        int stages = _settings.Pipeline.Stages;
+        if (begin.Peers is not { } peers || peers.Count != stages + 1 + _settings.Replicas) return;
+        _stages = peers.Take(stages).ToList();
+        _driver = peers[stages];
+        _replicas = peers.Skip(stages + 1).ToList();
         _run = begin.Trace;
         _idleSince = Link.Now;
         SendSnapshot(final: false);
@@ -161,7 +202,7 @@ public sealed class PipelineStage : LinkedActor
 
     private void OnBatch(PipelineBatch batch)
     {
-        if (_settings.Stage != 0 || !Authentic(Endpoint.Worker(0), batch) || batch.Step != _step) return;
+        if (_settings.Stage != 0 || !Authentic(Endpoint.Worker(_settings.Replica), batch) || batch.Step != _step) return;
         int width = _settings.Model.Inputs;
         for (int m = 0; m < _settings.Pipeline.MicroBatches; m++)
             _inputs[m] = (batch.Features.AsSpan(m * _microSize * width, _microSize * width).ToArray(), batch.Labels.AsSpan(m * _microSize, _microSize).ToArray());
@@ -184,7 +225,11 @@ public sealed class PipelineStage : LinkedActor
             _peakHeld = Math.Max(_peakHeld, _model.Held);
         }
         if (ran) _idleSince = Link.Now;
-        if (_next == _ops.Length) EndStep();
+        if (_next == _ops.Length && !_ended)
+        {
+            _ended = true;
+            EndStep();
+        }
     }
 
     private void Forward(int micro)
@@ -243,24 +288,70 @@ public sealed class PipelineStage : LinkedActor
                 [new("actortrain.stage", _settings.Stage), new("actortrain.micro_batch", micro), new("actortrain.clock", _step)]);
     }
 
+    /// <summary>Every micro-batch is through: step the optimizer (alone, or as replica 0 once every replica's gradient is in), or send the gradient to replica 0.</summary>
     private void EndStep()
     {
-        _optimizer.Step(_weights.AsSpan(_range.Start, _range.Length), _gradient.AsSpan(_range.Start, _range.Length), _settings.Schedule.Rate(_step));
+        if (_settings.Replicas == 1)
+        {
+            Apply(_gradient.AsSpan(_range.Start, _range.Length));
+            Done();
+            return;
+        }
+        if (_settings.Replica != 0)
+        {
+            var values = _gradient.AsSpan(_range.Start, _range.Length).ToArray();
+            _bytesOut += 4L * values.Length;
+            Link.Send(_replicas[0], new StageReplicaGradient(_settings.Stage, _settings.Replica, _step, values), 4L * values.Length, TrafficClass.WorkerToWorker, Self);
+            return;
+        }
+        _ownGradientIn = true;
+        TrySync();
+    }
+
+    /// <summary>Replica 0: once its own and every other replica's gradient is in, their mean takes the optimizer step and the weights go back.</summary>
+    private void TrySync()
+    {
+        if (!_ownGradientIn || _replicaGradients.Skip(1).Any(g => g is null)) return;
+        var sum = _gradient.AsSpan(_range.Start, _range.Length);
+        // summed in replica order and scaled by 1 / D, as a shard sums its pushes: D replicas step as D data-parallel workers do
+        for (int r = 1; r < _settings.Replicas; r++) System.Numerics.Tensors.TensorPrimitives.Add(sum, _replicaGradients[r], sum);
+        System.Numerics.Tensors.TensorPrimitives.Multiply(sum, 1f / _settings.Replicas, sum);
+        Apply(sum);
+        Array.Clear(_replicaGradients);
+        _ownGradientIn = false;
+        var weights = _weights.AsSpan(_range.Start, _range.Length).ToArray();
+        for (int r = 1; r < _settings.Replicas; r++)
+        {
+            _bytesOut += 4L * weights.Length;
+            Link.Send(_replicas[r], new StageReplicaWeights(_settings.Stage, _step, weights), 4L * weights.Length, TrafficClass.WorkerToWorker, Self);
+        }
+        Done();
+    }
+
+    private void Apply(Span<float> gradient)
+    {
+        _optimizer.Step(_weights.AsSpan(_range.Start, _range.Length), gradient, _settings.Schedule.Rate(_step));
         Array.Clear(_gradient, _range.Start, _range.Length);
         if (Link.IsVirtual) Link.Occupy(_applySeconds, 0);
+    }
+
+    /// <summary>The step is done here: tell the driver, snapshot (replica 0) and go on.</summary>
+    private void Done()
+    {
         Link.Send(_driver, new StageDone(_settings.Stage, _step, _model.IsLast ? _loss : float.NaN, _computeSeconds, _idleSeconds, _peakHeld), 0, TrafficClass.Control, Self);
         _step++;
         _next = 0;
+        _ended = false;
         _loss = 0;
         _computeSeconds = _idleSeconds = 0;
         _idleSince = Link.Now;
         if (_step >= _settings.MaxSteps) Finish();
-        else if (_step % _settings.SnapshotEvery == 0) SendSnapshot(final: false);
+        else if (_step % _settings.SnapshotEvery == 0 && _settings.Replica == 0) SendSnapshot(final: false);
     }
 
     private void Finish()
     {
-        SendSnapshot(final: true);
+        if (_settings.Replica == 0) SendSnapshot(final: true);
         Become(() =>
         {
             ReceiveAny(m =>
@@ -280,7 +371,7 @@ public sealed class PipelineStage : LinkedActor
 }
 
 /// <summary>
-/// The pipeline's data and bookkeeping, on worker 0's endpoint: it draws each step's batch (the
+/// A pipeline replica's data and bookkeeping, on worker r's endpoint: it draws each step's batch (the
 /// whole mini-batch of training.batch-size, split into micro-batches by the first stage), hands it to
 /// stage 0, and once every stage has stepped its optimizer reports the step to the coordinator (the
 /// last stage's loss) and starts the next.
@@ -288,6 +379,7 @@ public sealed class PipelineStage : LinkedActor
 public sealed class PipelineDriver : LinkedActor
 {
     private readonly PipelineSettings _pipeline;
+    private readonly int _replica;
     private readonly ModelSpec _model;
     private readonly MiniBatchIterator _batches;
     private readonly BatchBuffer _buffer;
@@ -299,10 +391,11 @@ public sealed class PipelineDriver : LinkedActor
     private double _compute, _idle;
     private readonly long _maxSteps;
 
-    public PipelineDriver(PipelineSettings pipeline, ModelSpec model, Dataset partition, int batchSize, ulong dataSeed, long maxSteps, ILink link, IActorRef coordinator)
+    public PipelineDriver(PipelineSettings pipeline, int replica, ModelSpec model, Dataset partition, int batchSize, ulong dataSeed, long maxSteps, ILink link, IActorRef coordinator)
         : base(link)
     {
         _pipeline = pipeline;
+        _replica = replica;
         _model = model;
         _batches = new MiniBatchIterator(partition, batchSize, dataSeed);
         _buffer = _batches.CreateBuffer();
@@ -310,6 +403,7 @@ public sealed class PipelineDriver : LinkedActor
         _maxSteps = maxSteps;
         Receive<Begin>(begin =>
         {
+            // Peers: the replica's stages in order, then this driver
             if (begin.Peers is not { } peers || peers.Count != pipeline.Stages + 1) return;
             _stages = peers.Take(pipeline.Stages).ToList();
             NextStep();
@@ -318,8 +412,8 @@ public sealed class PipelineDriver : LinkedActor
         Receive<StopTraining>(_ => Context.Stop(Self));
     }
 
-    public static Props Props(PipelineSettings pipeline, ModelSpec model, Dataset partition, int batchSize, ulong dataSeed, long maxSteps, ILink link, IActorRef coordinator) =>
-        Akka.Actor.Props.Create(() => new PipelineDriver(pipeline, model, partition, batchSize, dataSeed, maxSteps, link, coordinator));
+    public static Props Props(PipelineSettings pipeline, int replica, ModelSpec model, Dataset partition, int batchSize, ulong dataSeed, long maxSteps, ILink link, IActorRef coordinator) =>
+        Akka.Actor.Props.Create(() => new PipelineDriver(pipeline, replica, model, partition, batchSize, dataSeed, maxSteps, link, coordinator));
 
     private void NextStep()
     {
@@ -331,14 +425,15 @@ public sealed class PipelineDriver : LinkedActor
 
     private void OnDone(StageDone done)
     {
-        if ((uint)done.Stage >= (uint)_pipeline.Stages || done.Step != _step || !Authentic(Endpoint.Shard(done.Stage), done)) return;
+        if ((uint)done.Stage >= (uint)_pipeline.Stages || done.Step != _step
+            || !Authentic(Endpoint.Shard(PipelineStage.EndpointOf(_replica, done.Stage, _pipeline.Stages)), done)) return;
         if (!float.IsNaN(done.Loss)) _loss = done.Loss;
         _compute += done.ComputeSeconds;
         _idle += done.IdleSeconds;
         if (++_done < _pipeline.Stages) return;
         int samples = _batches.BatchSize;
         // per stage on average: compute, and idle (the bubble, and waiting for activations and gradients)
-        Link.Send(_coordinator, new WorkerStepReport(0, _step, _loss, samples, _model.FlopsPerSample * samples,
+        Link.Send(_coordinator, new WorkerStepReport(_replica, _step, _loss, samples, _model.FlopsPerSample * samples,
             _compute / _pipeline.Stages, 0, _idle / _pipeline.Stages, 0, false, 1f, _batches.Epoch), 0, TrafficClass.Control, Self);
         (_done, _loss, _compute, _idle) = (0, 0, 0, 0);
         _step++;

@@ -15,7 +15,8 @@ namespace ActorTrain.Core.Simulation;
 /// Sources (dense, boost clock; SXM modules): P100 SXM2 10.6 / 21.2 TFLOP/s, 732 GB/s (NVIDIA
 /// Tesla P100 datasheet, 2016); V100 SXM2 15.7 / 125 TFLOP/s, 900 GB/s (Tesla V100 datasheet);
 /// A100 SXM4 40GB 19.5 / 312 TFLOP/s, 1,555 GB/s (A100 datasheet, dense tensor FP16); H100 SXM5
-/// 67 / 989 TFLOP/s, 3,350 GB/s (H100 datasheet, dense tensor FP16).
+/// 67 / 989 TFLOP/s, 3,350 GB/s (H100 datasheet, dense tensor FP16). Memory: P100 16 GB, V100 SXM2
+/// 32 GB, A100 40 GB, H100 SXM5 80 GB (the same datasheets).
 /// </summary>
 public sealed record DeviceProfile(
     string Name,
@@ -30,15 +31,18 @@ public sealed record DeviceProfile(
 
     public double ElementOps => ElementOpsPerSecond ?? Fp32Flops * Efficiency;
 
+    /// <summary>The device's memory in bytes (datasheet); null: not limited (the cpu profile, custom devices without memory).</summary>
+    public double? MemoryBytes { get; init; }
+
     public static readonly IReadOnlyDictionary<string, DeviceProfile> Presets = new Dictionary<string, DeviceProfile>
     {
         // A two-socket-class server CPU running AVX-512 GEMMs; no FP16 arithmetic advantage. Its
         // element-wise rate is one core's, as the codecs were measured (CodecCost, calibrated).
         ["cpu"] = new("cpu", 1.0e12, 1.0e12, 100e9, 0, 0.5) { ElementOpsPerSecond = CpuElementOps },
-        ["p100"] = new("p100", 10.6e12, 21.2e12, 732e9, 5e-6, 0.5),
-        ["v100"] = new("v100", 15.7e12, 125e12, 900e9, 5e-6, 0.5),
-        ["a100"] = new("a100", 19.5e12, 312e12, 1555e9, 4e-6, 0.5),
-        ["h100"] = new("h100", 67e12, 989e12, 3350e9, 3e-6, 0.5),
+        ["p100"] = new("p100", 10.6e12, 21.2e12, 732e9, 5e-6, 0.5) { MemoryBytes = 16e9 },
+        ["v100"] = new("v100", 15.7e12, 125e12, 900e9, 5e-6, 0.5) { MemoryBytes = 32e9 },
+        ["a100"] = new("a100", 19.5e12, 312e12, 1555e9, 4e-6, 0.5) { MemoryBytes = 40e9 },
+        ["h100"] = new("h100", 67e12, 989e12, 3350e9, 3e-6, 0.5) { MemoryBytes = 80e9 },
     };
 
     /// <summary>The cpu profile's element-wise operations per second, fitted to the measured codecs (CodecCost).</summary>
