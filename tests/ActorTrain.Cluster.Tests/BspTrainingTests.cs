@@ -226,7 +226,9 @@ public class BspTrainingTests : TestKit
         var hybrid = await Run(Settings(train, test, 3, 2, 10, 12, optimizer) with { Pipeline = new PipelineSettings(2, 2, schedule, [0, 1]) });
         Assert.Equal(workers.FinalWeights, hybrid.FinalWeights);
         Assert.Equal(3, hybrid.Workers.Count);
-        Assert.All(hybrid.Workers, w => Assert.Equal(12, w.Steps));
+        Assert.Equal(12, hybrid.FinalStep);
+        // a driver reports a step once its stages are done; the last step's report may reach the coordinator after the stages' final snapshots end the run
+        Assert.All(hybrid.Workers, w => Assert.InRange(w.Steps, 11, 12));
     }
 
     [Fact]

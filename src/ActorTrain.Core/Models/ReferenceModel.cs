@@ -25,25 +25,56 @@ public static class ReferenceModel
         gradient.Clear();
         for (int l = spec.LayerCount - 1; l >= 0; l--)
         {
-            int fin = spec.LayerSizes[l], fout = spec.LayerSizes[l + 1];
-            var a = acts[l];
-            var gw = gradient.Slice(spec.Weight(l).Offset, fin * fout);
-            var gb = gradient.Slice(spec.Bias(l).Offset, fout);
-            // row by row (contiguous, vectorised); each element still sums over the samples in order, unfused
-            for (int i = 0; i < count; i++)
-            {
-                var d = delta.AsSpan(i * fout, fout);
-                TensorPrimitives.Add(gb, d, gb);
-                for (int k = 0; k < fin; k++)
-                {
-                    var row = gw.Slice(k * fout, fout);
-                    TensorPrimitives.MultiplyAdd(d, a[i * fin + k], row, row);
-                }
-            }
+            AddLayerGradient(spec, l, acts[l], delta, count, gradient);
             if (l == 0) break;
-            delta = PreviousDelta(spec, weights, l, delta, pre[l - 1], a, count);
+            delta = PreviousDelta(spec, weights, l, delta, pre[l - 1], acts[l], count);
         }
         return loss;
+    }
+
+    /// <summary>
+    /// Adds layer l's weight and bias gradient for <paramref name="count"/> samples (inputs a, deltas
+    /// of its pre-activations) to <paramref name="gradient"/>: row by row (contiguous, vectorised),
+    /// each element summing over the samples in order, unfused. A pipeline stage calls it per
+    /// micro-batch, in micro-batch order: the same sums as one pass over the whole batch.
+    /// </summary>
+    internal static void AddLayerGradient<T>(ModelSpec spec, int l, T[] a, T[] delta, int count, Span<T> gradient)
+        where T : IFloatingPointIeee754<T>
+    {
+        int fin = spec.LayerSizes[l], fout = spec.LayerSizes[l + 1];
+        var gw = gradient.Slice(spec.Weight(l).Offset, fin * fout);
+        var gb = gradient.Slice(spec.Bias(l).Offset, fout);
+        for (int i = 0; i < count; i++)
+        {
+            var d = delta.AsSpan(i * fout, fout);
+            TensorPrimitives.Add(gb, d, gb);
+            for (int k = 0; k < fin; k++)
+            {
+                var row = gw.Slice(k * fout, fout);
+                TensorPrimitives.MultiplyAdd(d, a[i * fin + k], row, row);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Layer l's pre-activations for <paramref name="count"/> samples: z_i = b + sum_k a_ik w_k, a row
+    /// of W at a time (contiguous, vectorised); each element starts from its bias and adds its
+    /// products in k order, unfused, as a dot product would.
+    /// </summary>
+    internal static T[] LayerForward<T>(ModelSpec spec, ReadOnlySpan<T> weights, int l, T[] a, int count)
+        where T : IFloatingPointIeee754<T>
+    {
+        int fin = spec.LayerSizes[l], fout = spec.LayerSizes[l + 1];
+        var w = weights.Slice(spec.Weight(l).Offset, fin * fout);
+        var b = weights.Slice(spec.Bias(l).Offset, fout);
+        var z = new T[count * fout];
+        for (int i = 0; i < count; i++)
+        {
+            var zi = z.AsSpan(i * fout, fout);
+            b.CopyTo(zi);
+            for (int k = 0; k < fin; k++) TensorPrimitives.MultiplyAdd(w.Slice(k * fout, fout), a[i * fin + k], zi, zi);
+        }
+        return z;
     }
 
     /// <summary>The deltas of layer l - 1's pre-activations from layer l's: (delta W_l^T) times the activation's derivative.</summary>
@@ -110,18 +141,7 @@ public static class ReferenceModel
         acts[0] = features[..(count * spec.Inputs)].ToArray();
         for (int l = 0; l < spec.LayerCount; l++)
         {
-            int fin = spec.LayerSizes[l], fout = spec.LayerSizes[l + 1];
-            var w = weights.Slice(spec.Weight(l).Offset, fin * fout);
-            var b = weights.Slice(spec.Bias(l).Offset, fout);
-            var z = new T[count * fout];
-            // z_i = b + sum_k a_ik w_k, a row of W at a time (contiguous, vectorised): each element
-            // starts from its bias and adds its products in k order, unfused, as a dot product would
-            for (int i = 0; i < count; i++)
-            {
-                var zi = z.AsSpan(i * fout, fout);
-                b.CopyTo(zi);
-                for (int k = 0; k < fin; k++) TensorPrimitives.MultiplyAdd(w.Slice(k * fout, fout), acts[l][i * fin + k], zi, zi);
-            }
+            var z = LayerForward(spec, weights, l, acts[l], count);
             pre[l] = z;
             if (l + 1 < spec.LayerCount)
             {

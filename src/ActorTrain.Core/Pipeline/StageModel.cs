@@ -1,4 +1,3 @@
-using System.Numerics.Tensors;
 using ActorTrain.Core.Models;
 
 namespace ActorTrain.Core.Pipeline;
@@ -51,16 +50,7 @@ public sealed class StageModel
         var a = input;
         for (int l = First; l < Last; l++)
         {
-            int fin = _spec.LayerSizes[l], fout = _spec.LayerSizes[l + 1];
-            var w = weights.Slice(_spec.Weight(l).Offset, fin * fout);
-            var b = weights.Slice(_spec.Bias(l).Offset, fout);
-            var z = new float[count * fout];
-            for (int i = 0; i < count; i++)
-            {
-                var zi = z.AsSpan(i * fout, fout);
-                b.CopyTo(zi);
-                for (int k = 0; k < fin; k++) TensorPrimitives.MultiplyAdd(w.Slice(k * fout, fout), a[i * fin + k], zi, zi);
-            }
+            var z = ReferenceModel.LayerForward(_spec, weights, l, a, count);
             inputs[l - First] = a;
             pre[l - First] = z;
             a = l + 1 < _spec.LayerCount ? Array.ConvertAll(z, v => ReferenceModel.Activate(_spec.Activation, v)) : z;
@@ -91,19 +81,7 @@ public sealed class StageModel
         for (int l = Last - 1; l >= First; l--)
         {
             int fin = _spec.LayerSizes[l], fout = _spec.LayerSizes[l + 1];
-            var a = inputs[l - First];
-            var gw = gradient.Slice(_spec.Weight(l).Offset, fin * fout);
-            var gb = gradient.Slice(_spec.Bias(l).Offset, fout);
-            for (int i = 0; i < count; i++)
-            {
-                var d = delta.AsSpan(i * fout, fout);
-                TensorPrimitives.Add(gb, d, gb);
-                for (int k = 0; k < fin; k++)
-                {
-                    var row = gw.Slice(k * fout, fout);
-                    TensorPrimitives.MultiplyAdd(d, a[i * fin + k], row, row);
-                }
-            }
+            ReferenceModel.AddLayerGradient(_spec, l, inputs[l - First], delta, count, gradient);
             if (l == 0) return null;
             // the delta of layer l - 1's pre-activations needs its activations: this stage's input when l is its first layer
             var z = l - 1 >= First ? pre[l - 1 - First] : null;
