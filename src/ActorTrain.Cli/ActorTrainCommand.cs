@@ -564,8 +564,12 @@ public static class ActorTrainCommand
                 $"{file}: ok. {data.Model.Describe()}; {spec.Topology.Workers} workers x batch {spec.Training.BatchSize}, {spec.Topology.DescribeAggregation()}; {data.Steps(spec)} steps; overlap {spec.Training.Overlap.ToString().ToLowerInvariant()}; no values held (messages carry sizes)"));
             return Ok;
         }
+        var p = spec.Parallelism;
+        string topology = p.Active
+            ? $"{(spec.Topology.Workers > 1 ? $"{spec.Topology.Workers} replicas of " : "")}a pipeline of {p.Stages} stage(s), {p.MicroBatches} micro-batch(es), {(p.Schedule == Core.Pipeline.PipelineScheduleKind.OneFOneB ? "1f1b" : "gpipe")}"
+            : $"{spec.Topology.Workers} workers, {spec.Topology.DescribeAggregation()}";
         console.WriteLine(FormattableString.Invariant(
-            $"{file}: ok. {data.Model.Describe()}; {data.Train.Count} train / {data.Test.Count} test rows; {spec.Topology.Workers} workers, {spec.Topology.DescribeAggregation()}; {data.Steps(spec)} steps; engine {engine.Name}; about {ExperimentData.EstimateBytes(spec, data.Model.ParameterCount, ((long)data.Train.Count + data.Test.Count) * data.Train.FeatureCount) / 1e6:0.#} MB in one process"));
+            $"{file}: ok. {data.Model.Describe()}; {data.Train.Count} train / {data.Test.Count} test rows; {topology}; {data.Steps(spec)} steps; engine {engine.Name}; about {ExperimentData.EstimateBytes(spec, data.Model.ParameterCount, ((long)data.Train.Count + data.Test.Count) * data.Train.FeatureCount) / 1e6:0.#} MB in one process"));
         if (spec.Optimizer.Kind == Core.Optimization.OptimizerKind.Kfac) console.WriteLine(DescribeKfac(spec, data.Model));
         if (spec.Parallelism.Active)
             foreach (var m in ExperimentData.StageMemory(spec, data.Model))

@@ -144,6 +144,19 @@ public sealed class BadInputTests() : TempFolderTest("actortrain-bad-")
     }
 
     [Fact]
+    public async Task Validate_describes_a_pipeline_and_each_stages_memory()
+    {
+        var (code, output, err) = await Invoke("validate", Write("p.conf", "parallelism { pipeline-stages = 2, micro-batches = 4, schedule = 1f1b }\ntopology.workers = 2\n"));
+        Assert.True(code == 0, err);
+        output = output.ReplaceLineEndings("");
+        Assert.Contains("2 replicas of a pipeline of 2 stage(s), 4 micro-batch(es), 1f1b", output);
+        // 1F1B: stage 0 holds 2 micro-batches at its peak, stage 1 one
+        Assert.Contains("stage 0: layers 0,", output);
+        Assert.Contains("(2 micro-batch(es) at its peak)", output);
+        Assert.Contains("(1 micro-batch(es) at its peak)", output);
+    }
+
+    [Fact]
     public async Task Idx_classes_come_from_the_labels_or_from_dataset_classes()
     {
         string folder = IdxFolder(0, 1, 2, 1, 1, 0, 2, 1);
