@@ -513,7 +513,7 @@ public sealed record ExperimentSpec(
     /// What a pipeline run needs, refused naming the key: an MLP or regression model with at least as
     /// many layers as stages, stage boundaries inside it and increasing, a batch the micro-batches
     /// divide. topology.workers = D makes D replicas of the pipeline (hybrid). What is not built yet is
-    /// refused too: FP16, K-FAC, codecs, ASP/SSP, checkpoints, faults, overlap.
+    /// refused too: FP16 with a dynamic loss scale, K-FAC, codecs, ASP/SSP, checkpoints, faults, overlap.
     /// </summary>
     private static void ValidatePipeline(ParallelismSection p, ModelSection model, TopologySection topology, SyncPolicy sync, CompressionSettings compression,
         PrecisionSection precision, OptimizerSettings optimizer, TrainingSection training, IReadOnlyList<WorkerFault> faults, SimulationSection simulation)
@@ -534,7 +534,8 @@ public sealed record ExperimentSpec(
         if (topology.AllReduce) throw new ActorTrainException($"{k} with topology.aggregation = {topology.Aggregation}: a single pipeline has no replicas to reduce over; use ps");
         if (sync.Kind != SyncPolicyKind.Bsp || sync.BackupWorkers > 0)
             throw new ActorTrainException($"{k} with sync.policy = {sync.Kind.ToString().ToLowerInvariant()}{(sync.BackupWorkers > 0 ? " and backup workers" : "")}: a pipeline step is a synchronous flush; use sync.policy = bsp");
-        if (precision.Mode != Core.Precision.PrecisionMode.Fp32) throw new ActorTrainException($"{k} with precision.mode = fp16: FP16 stages are not built yet; use fp32");
+        if (precision.Mode == Core.Precision.PrecisionMode.Fp16 && precision.StaticScale is null)
+            throw new ActorTrainException($"{k} with precision.mode = fp16 and precision.loss-scale = dynamic: the stages take a static loss scale (a number, e.g. 1024); a dynamic scale would need them to agree on every overflow");
         if (optimizer.Kind == OptimizerKind.Kfac) throw new ActorTrainException($"{k} with optimizer.type = kfac: K-FAC runs on the parameter server's shards, not on pipeline stages");
         if (compression.Codec != "none" || compression.Lz4) throw new ActorTrainException($"{k} with compression.codec = {compression.Codec}: activations and their gradients travel uncompressed; use none");
         if (training.CheckpointEvery > 0) throw new ActorTrainException($"{k} with training.checkpoint-every = {training.CheckpointEvery}: pipeline stages do not write checkpoints yet");

@@ -212,6 +212,30 @@ public class BspTrainingTests : TestKit
     }
 
     /// <summary>
+    /// FP16 stages (FP16 storage of weights, inputs, activations and deltas, a static loss scale): the
+    /// rounding is per element, so P stages and M micro-batches give the bits of one stage over the whole batch.
+    /// </summary>
+    [Theory]
+    [InlineData(Core.Pipeline.PipelineScheduleKind.GPipe)]
+    [InlineData(Core.Pipeline.PipelineScheduleKind.OneFOneB)]
+    public async Task An_fp16_pipeline_equals_one_fp16_stage_over_the_whole_batch(Core.Pipeline.PipelineScheduleKind schedule)
+    {
+        var (train, test) = Data();
+        var optimizer = new OptimizerSettings { Kind = OptimizerKind.Momentum };
+        Coordinator.Settings Fp16(int stages, PipelineSettings pipeline) => Settings(train, test, 1, stages, 20, 15, optimizer) with
+        {
+            Precision = PrecisionMode.Fp16, LossScaler = () => LossScaler.Static(1024f), Pipeline = pipeline,
+        };
+        var whole = await Run(Fp16(1, new PipelineSettings(1, 1, schedule, [0])));
+        var pipelined = await Run(Fp16(2, new PipelineSettings(2, 4, schedule, [0, 1])));
+        Assert.Equal(whole.FinalWeights, pipelined.FinalWeights);
+        // and FP16 is FP16: the weights are not FP32 training's
+        var fp32 = await Run(Settings(train, test, 1, 1, 20, 15, optimizer));
+        Assert.NotEqual(fp32.FinalWeights, whole.FinalWeights);
+        Assert.True(whole.Evaluations[^1].TestLoss < whole.Evaluations[0].TestLoss);
+    }
+
+    /// <summary>
     /// Hybrid D x P: D replicas of the pipeline, each stage's gradient averaged over the replicas by
     /// replica 0's stage as a shard averages pushes, equal D data-parallel workers and one shard bit for bit.
     /// </summary>

@@ -74,6 +74,17 @@ public sealed class PipelineTests() : TempFolderTest("actortrain-pipeline-")
         Assert.Equal([0, 1, 2], slices.Select(e => e.GetProperty("tid").GetInt32()).Distinct().Order());
     }
 
+    [Fact]
+    public async Task Fp16_stages_send_two_bytes_per_activation_and_gradient()
+    {
+        string[] run = [.. Uniform, "parallelism.micro-batches=4"];
+        var fp32 = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, run), Root);
+        var fp16 = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. run, "precision.mode=fp16", "precision.loss-scale=1024"]), Root);
+        Assert.Equal(fp32.Summary.BytesWorkerToShard, 2 * fp16.Summary.BytesWorkerToShard);
+        Assert.Equal("fp16", fp16.Summary.Precision);
+        Assert.NotEqual(fp32.Outcome.FinalWeights, fp16.Outcome.FinalWeights);
+    }
+
     public static TheoryData<string[], string> BadInput => new()
     {
         { ["parallelism.pipeline-stages=3"], "the model has 2 layer(s)" },
@@ -81,7 +92,7 @@ public sealed class PipelineTests() : TempFolderTest("actortrain-pipeline-")
         { ["parallelism.pipeline-stages=2", "topology.workers=1", "parallelism.stage-boundaries=[2]"], "parallelism.stage-boundaries = [2]" },
         { ["parallelism.pipeline-stages=2", "topology.workers=1", "parallelism.stage-boundaries=[1, 1]"], "parallelism.stage-boundaries = [1, 1]" },
         { ["parallelism.stage-boundaries=[1]"], "pipeline-stages = 1" },
-        { ["parallelism.pipeline-stages=2", "topology.workers=1", "precision.mode=fp16"], "FP16 stages are not built yet" },
+        { ["parallelism.pipeline-stages=2", "topology.workers=1", "precision.mode=fp16"], "the stages take a static loss scale" },
         { ["parallelism.pipeline-stages=2", "topology.workers=1", "sync.policy=asp"], "synchronous flush" },
         { ["parallelism.pipeline-stages=2", "topology.workers=1", "compression.codec=qsgd"], "travel uncompressed" },
         { ["parallelism.pipeline-stages=2", "topology.workers=1", "optimizer.type=kfac"], "not on pipeline stages" },

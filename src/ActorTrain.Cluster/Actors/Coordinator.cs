@@ -484,7 +484,7 @@ public sealed class Coordinator : LinkedActor
         var timing = settings.Timing ?? TimingSettings.Measured;
         var props = PipelineStage.Props(new PipelineStage.Settings(s, settings.Pipeline!, settings.Model, settings.InitialWeights, settings.Optimizer,
             settings.Schedule, settings.MaxSteps, settings.EvalEvery, settings.BatchSize, timing.ComputeTime, timing.ShardDevice, settings.TraceEvery,
-            replica, settings.Partitions.Count), link, coordinator);
+            replica, settings.Partitions.Count, settings.Precision, settings.Precision == Core.Precision.PrecisionMode.Fp16 ? settings.LossScaler().Scale : 1), link, coordinator);
         return settings.ShardDispatcher is { } dispatcher ? props.WithDispatcher(dispatcher) : props;
     }
 

@@ -93,14 +93,20 @@ public sealed class PipelineStage : LinkedActor
         DeviceProfile? Device,
         int TraceEvery = 1,
         int Replica = 0,
-        int Replicas = 1);
+        int Replicas = 1,
+        Core.Precision.PrecisionMode Precision = Core.Precision.PrecisionMode.Fp32,
+        float LossScale = 1);
 
     private readonly Settings _settings;
     private readonly IActorRef _coordinator;
     private readonly StageModel _model;
     private readonly PipelineOp[] _ops;
     private readonly float[] _weights;
+    private readonly float[] _computeWeights;
     private readonly float[] _gradient;
+    private readonly bool _fp16;
+    private readonly int _element;
+    private long _skipped, _underflowed;
     private readonly Optimizer _optimizer;
     private readonly ParameterRange _range;
     private readonly double _forwardSeconds, _backwardSeconds, _applySeconds;
@@ -125,11 +131,15 @@ public sealed class PipelineStage : LinkedActor
         _coordinator = coordinator;
         var p = settings.Pipeline;
         var (first, last) = p.Layers(settings.Stage, settings.Model.LayerCount);
-        _model = new StageModel(settings.Model, first, last, settings.BatchSize);
+        _model = new StageModel(settings.Model, first, last, settings.BatchSize, settings.Precision, settings.LossScale);
+        _fp16 = settings.Precision == Core.Precision.PrecisionMode.Fp16;
+        _element = _fp16 ? 2 : 4;
         _range = _model.Range;
         _ops = PipelineSchedule.Ops(p.Schedule, settings.Stage, p.Stages, p.MicroBatches);
         _microSize = settings.BatchSize / p.MicroBatches;
         _weights = (float[])settings.InitialWeights.Clone();
+        _computeWeights = _fp16 ? (float[])settings.InitialWeights.Clone() : _weights;
+        RoundWeights();
         _gradient = new float[_weights.Length];
         _optimizer = Optimizer.Create(settings.Optimizer, _range.Length);
         // the step's modelled compute (the whole model, the whole batch) split by this stage's share of the FLOPs
@@ -145,15 +155,15 @@ public sealed class PipelineStage : LinkedActor
         Receive<StageActivations>(a =>
         {
             if (!FromStage(a, a.FromStage, _settings.Stage - 1) || a.Step != _step) return;
-            _bytesIn += 4L * a.Values.Length;
+            _bytesIn += (long)_element * a.Values.Length;
             _inputs[a.Micro] = (a.Values, a.Labels);
             Run();
         });
         Receive<StageGradients>(g =>
         {
             if (!FromStage(g, g.FromStage, _settings.Stage + 1) || g.Step != _step) return;
-            _bytesIn += 4L * g.Values.Length;
-            _deltas[g.Micro] = _model.DeltaFromActivationGradient(g.Micro, g.Values);
+            _bytesIn += (long)_element * g.Values.Length;
+            _deltas[g.Micro] = g.Values;
             Run();
         });
         Receive<StageReplicaGradient>(g =>
@@ -169,6 +179,7 @@ public sealed class PipelineStage : LinkedActor
             if (_settings.Replica == 0 || w.Stage != _settings.Stage || w.Step != _step || w.Values.Length != _range.Length
                 || !Authentic(Endpoint.Shard(_settings.Stage), w)) return;
             w.Values.CopyTo(_weights, _range.Start);
+            RoundWeights();
             Array.Clear(_gradient, _range.Start, _range.Length);
             Done();
         });
@@ -237,7 +248,7 @@ public sealed class PipelineStage : LinkedActor
         _inputs.Remove(micro, out var input);
         double from = Link.Now;
         long started = Stopwatch.GetTimestamp();
-        var output = _model.Forward(micro, _weights, input.Values, _microSize);
+        var output = _model.Forward(micro, _computeWeights, input.Values, _microSize);
         float[]? delta = null;
         if (_model.IsLast)
         {
@@ -250,8 +261,8 @@ public sealed class PipelineStage : LinkedActor
         if (delta is not null) _deltas[micro] = delta;
         else
         {
-            _bytesOut += 4L * output.Length;
-            Link.Send(_stages[_settings.Stage + 1], new StageActivations(_settings.Stage, _step, micro, output, input.Labels), 4L * output.Length,
+            _bytesOut += (long)_element * output.Length;
+            Link.Send(_stages[_settings.Stage + 1], new StageActivations(_settings.Stage, _step, micro, output, input.Labels), (long)_element * output.Length,
                 TrafficClass.WorkerToWorker, Self);
         }
     }
@@ -261,13 +272,13 @@ public sealed class PipelineStage : LinkedActor
         _deltas.Remove(micro, out var delta);
         double from = Link.Now;
         long started = Stopwatch.GetTimestamp();
-        var upstream = _model.Backward(micro, _weights, delta!, _gradient);
+        var upstream = _model.Backward(micro, _computeWeights, delta!, _gradient);
         Spend(_backwardSeconds, started);
         Trace("stage.backward", from, micro);
         if (upstream is not null)
         {
-            _bytesOut += 4L * upstream.Length;
-            Link.Send(_stages[_settings.Stage - 1], new StageGradients(_settings.Stage, _step, micro, upstream), 4L * upstream.Length,
+            _bytesOut += (long)_element * upstream.Length;
+            Link.Send(_stages[_settings.Stage - 1], new StageGradients(_settings.Stage, _step, micro, upstream), (long)_element * upstream.Length,
                 TrafficClass.WorkerToWorker, Self);
         }
     }
@@ -291,6 +302,14 @@ public sealed class PipelineStage : LinkedActor
     /// <summary>Every micro-batch is through: step the optimizer (alone, or as replica 0 once every replica's gradient is in), or send the gradient to replica 0.</summary>
     private void EndStep()
     {
+        // FP16: rounded and unscaled once, here; a non-finite gradient is zeroed and counted, and the step goes on without it
+        var (finite, underflowed) = _model.Finish(_gradient.AsSpan(_range.Start, _range.Length));
+        _underflowed += underflowed;
+        if (!finite)
+        {
+            _skipped++;
+            Array.Clear(_gradient, _range.Start, _range.Length);
+        }
         if (_settings.Replicas == 1)
         {
             Apply(_gradient.AsSpan(_range.Start, _range.Length));
@@ -332,7 +351,17 @@ public sealed class PipelineStage : LinkedActor
     {
         _optimizer.Step(_weights.AsSpan(_range.Start, _range.Length), gradient, _settings.Schedule.Rate(_step));
         Array.Clear(_gradient, _range.Start, _range.Length);
+        RoundWeights();
         if (Link.IsVirtual) Link.Occupy(_applySeconds, 0);
+    }
+
+    /// <summary>FP16: the weights the next step computes with, the FP32 master weights rounded (FP32: the master weights themselves).</summary>
+    private void RoundWeights()
+    {
+        if (!_fp16) return;
+        var range = _computeWeights.AsSpan(_range.Start, _range.Length);
+        _weights.AsSpan(_range.Start, _range.Length).CopyTo(range);
+        Core.Precision.HalfPrecision.Round(range);
     }
 
     /// <summary>The step is done here: tell the driver, snapshot (replica 0) and go on.</summary>
@@ -363,7 +392,7 @@ public sealed class PipelineStage : LinkedActor
 
     private void SendSnapshot(bool final)
     {
-        var counters = new ShardCounters(_optimizer.Steps, _optimizer.Steps, 0, 0, _optimizer.Steps * _settings.BatchSize, _bytesIn, _bytesOut, _bytesIn, _bytesOut,
+        var counters = new ShardCounters(_optimizer.Steps, _optimizer.Steps, _skipped, 0, _optimizer.Steps * _settings.BatchSize, _bytesIn, _bytesOut, _bytesIn, _bytesOut,
             1, new long[ShardCounters.HistogramBuckets], 0, 0, 0) { PeakActivations = _peakHeld };
         Link.Send(_coordinator, new ShardSnapshot(_settings.Stage, _step, _weights.AsSpan(_range.Start, _range.Length).ToArray(), counters, final), 0,
             TrafficClass.Control, Self);

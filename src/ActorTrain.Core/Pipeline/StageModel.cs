@@ -1,4 +1,5 @@
 using ActorTrain.Core.Models;
+using ActorTrain.Core.Precision;
 
 namespace ActorTrain.Core.Pipeline;
 
@@ -10,16 +11,28 @@ namespace ActorTrain.Core.Pipeline;
 /// Every sample is computed as the reference computes it, and the gradient sums the samples in
 /// micro-batch order: micro-batches run backward in order give the bits of one pass over the whole batch.
 /// Weights and gradients are full-length vectors of which this stage reads and writes only its range.
+///
+/// FP16 (the engines' storage contract): the caller passes FP16-rounded weights; the first stage's
+/// inputs, every pre-activation, activation and delta are rounded to FP16 as they are stored (and
+/// sent), products accumulate in FP32, and the output delta is multiplied by the loss scale. The
+/// gradient accumulates in FP32 over the micro-batches; the stage rounds it to FP16 and unscales it
+/// once per step. Rounding is per element, so the micro-batches change nothing: a pipeline in FP16
+/// gives the bits of one stage over the whole batch in FP16.
 /// </summary>
 public sealed class StageModel
 {
     private readonly ModelSpec _spec;
     private readonly int _totalSamples;
     private readonly Dictionary<int, (float[][] Inputs, float[][] Pre, int Count)> _held = [];
+    private readonly bool _fp16;
+    private readonly float _scale;
 
     /// <param name="totalSamples">the samples of the whole step (micro-batches x micro-batch size): the loss is their mean</param>
-    public StageModel(ModelSpec spec, int first, int last, int totalSamples)
+    /// <param name="scale">FP16: the (static) loss scale the output delta is multiplied by</param>
+    public StageModel(ModelSpec spec, int first, int last, int totalSamples, PrecisionMode precision = PrecisionMode.Fp32, float scale = 1)
     {
+        _fp16 = precision == PrecisionMode.Fp16;
+        _scale = _fp16 ? scale : 1;
         if (spec.SizesOnly || first < 0 || last > spec.LayerCount || first >= last)
             throw new ArgumentException($"layers [{first}, {last}) of a {spec.LayerCount}-layer model with values");
         (_spec, First, Last, _totalSamples) = (spec, first, last, totalSamples);
@@ -47,13 +60,14 @@ public sealed class StageModel
     {
         var inputs = new float[Last - First][];
         var pre = new float[Last - First][];
-        var a = input;
+        // the model's input is stored in FP16 too; a later stage's input was stored by the stage before
+        var a = First == 0 && _fp16 ? Store((float[])input.Clone()) : input;
         for (int l = First; l < Last; l++)
         {
-            var z = ReferenceModel.LayerForward(_spec, weights, l, a, count);
+            var z = Store(ReferenceModel.LayerForward(_spec, weights, l, a, count));
             inputs[l - First] = a;
             pre[l - First] = z;
-            a = l + 1 < _spec.LayerCount ? Array.ConvertAll(z, v => ReferenceModel.Activate(_spec.Activation, v)) : z;
+            a = l + 1 < _spec.LayerCount ? Store(Array.ConvertAll(z, v => ReferenceModel.Activate(_spec.Activation, v))) : z;
         }
         _held[micro] = (inputs, pre, count);
         return a;
@@ -66,6 +80,11 @@ public sealed class StageModel
         var (_, pre, count) = _held[micro];
         var delta = new float[count * _spec.Outputs];
         float loss = ReferenceModel.OutputLossAndDelta(_spec, pre[^1], count, labels, targets, delta, _totalSamples);
+        if (_fp16)
+        {
+            System.Numerics.Tensors.TensorPrimitives.Multiply(delta, _scale, delta);
+            Store(delta);
+        }
         return (loss, delta);
     }
 
@@ -80,47 +99,35 @@ public sealed class StageModel
         var (inputs, pre, count) = held;
         for (int l = Last - 1; l >= First; l--)
         {
-            int fin = _spec.LayerSizes[l], fout = _spec.LayerSizes[l + 1];
             ReferenceModel.AddLayerGradient(_spec, l, inputs[l - First], delta, count, gradient);
             if (l == 0) return null;
-            // the delta of layer l - 1's pre-activations needs its activations: this stage's input when l is its first layer
-            var z = l - 1 >= First ? pre[l - 1 - First] : null;
-            if (z is null)
-            {
-                // the previous layer belongs to the stage before: it gets d(loss)/d(its activations), which it multiplies by the derivative
-                var upstream = new float[count * fin];
-                var weightsOfL = weights.Slice(_spec.Weight(l).Offset, fin * fout);
-                for (int i = 0; i < count; i++)
-                    for (int k = 0; k < fin; k++)
-                    {
-                        float s = 0;
-                        for (int o = 0; o < fout; o++) s += delta[i * fout + o] * weightsOfL[k * fout + o];
-                        upstream[i * fin + k] = s;
-                    }
-                return upstream;
-            }
-            delta = ReferenceModel.PreviousDelta(_spec, weights, l, delta, z, inputs[l - First], count);
+            // the delta of layer l - 1's pre-activations: from its activations, which are this layer's input
+            // (held by this stage when l is its first layer: for ReLU a > 0 exactly where z > 0, tanh's derivative needs a only)
+            var z = l - 1 >= First ? pre[l - 1 - First] : inputs[0];
+            delta = Store(ReferenceModel.PreviousDelta(_spec, weights, l, delta, z, inputs[l - First], count));
+            if (l == First) return delta;
         }
         return null;
     }
 
-    /// <summary>
-    /// A stage that receives d(loss)/d(output activations) from the next stage turns it into the
-    /// delta of its last layer's pre-activations (times the activation's derivative), as the
-    /// reference does inside one backward pass.
-    /// </summary>
-    public float[] DeltaFromActivationGradient(int micro, float[] upstream)
+    /// <summary>A value as stored: rounded to FP16 in place in FP16 mode, unchanged in FP32.</summary>
+    private float[] Store(float[] values)
     {
-        var (inputs, pre, count) = _held[micro];
-        int fout = OutputWidth;
-        var z = pre[^1];
-        var delta = new float[count * fout];
-        // the activations are the next stage's input, a(z) recomputed from the held pre-activations (the same bits)
-        for (int i = 0; i < delta.Length; i++)
-        {
-            float a = ReferenceModel.Activate(_spec.Activation, z[i]);
-            delta[i] = upstream[i] * ReferenceModel.ActivationDerivative(_spec.Activation, z[i], a);
-        }
-        return delta;
+        if (_fp16) HalfPrecision.Round(values);
+        return values;
+    }
+
+    /// <summary>
+    /// The step's accumulated gradient (this stage's range) as it leaves the stage: FP16 rounds it
+    /// (returning the values lost to underflow) and divides by the loss scale in FP32. False when it
+    /// is not finite: the step is skipped.
+    /// </summary>
+    public (bool Finite, long Underflowed) Finish(Span<float> gradient)
+    {
+        if (!_fp16) return (HalfPrecision.AllFinite(gradient), 0);
+        long underflowed = HalfPrecision.RoundCountingUnderflow(gradient, gradient);
+        if (!HalfPrecision.AllFinite(gradient)) return (false, underflowed);
+        System.Numerics.Tensors.TensorPrimitives.Multiply(gradient, 1f / _scale, gradient);
+        return (true, underflowed);
     }
 }
