@@ -58,7 +58,7 @@ public sealed record StageReplicaGradient(int Stage, int Replica, long Step, flo
 public sealed record StageReplicaWeights(int Stage, long Step, float[] Values) : ITrainingMessage;
 
 /// <summary>Stage -> driver: the stage has stepped its optimizer for <paramref name="Step"/>; the last stage adds the batch's mean loss.</summary>
-public sealed record StageDone(int Stage, long Step, float Loss, double ComputeSeconds, double IdleSeconds, int PeakHeld) : ITrainingMessage;
+public sealed record StageDone(int Stage, long Step, float Loss, double ComputeSeconds, double IdleSeconds) : ITrainingMessage;
 
 /// <summary>
 /// One pipeline stage: it owns its layers' FP32 weights, their gradient and optimizer state, and runs
@@ -367,7 +367,7 @@ public sealed class PipelineStage : LinkedActor
     /// <summary>The step is done here: tell the driver, snapshot (replica 0) and go on.</summary>
     private void Done()
     {
-        Link.Send(_driver, new StageDone(_settings.Stage, _step, _model.IsLast ? _loss : float.NaN, _computeSeconds, _idleSeconds, _peakHeld), 0, TrafficClass.Control, Self);
+        Link.Send(_driver, new StageDone(_settings.Stage, _step, _model.IsLast ? _loss : float.NaN, _computeSeconds, _idleSeconds), 0, TrafficClass.Control, Self);
         _step++;
         _next = 0;
         _ended = false;
