@@ -14,7 +14,7 @@ namespace ActorTrain.Experiments.Tests;
 /// <summary>Spans, their export, and what `actortrain trace` computes from them.</summary>
 public sealed class TelemetryTests() : TempFolderTest("actortrain-telemetry-")
 {
-    private static readonly string[] TwoWorkerBsp =
+    internal static readonly string[] TwoWorkerBsp =
         ["dataset.samples=600", "topology.workers=2", "topology.shards=2", "training.max-steps=12", "training.eval-every=6", "compute.engine=simd", "output.plots=off"];
 
     private sealed class TraceIdObserver : IRunObserver
@@ -373,39 +373,6 @@ public sealed class TelemetryTests() : TempFolderTest("actortrain-telemetry-")
         if (policy == "bsp") Assert.Contains("worker 0 pushed last", summary);
     }
 
-    /// <summary>
-    /// Duration histograms are bucketed in seconds (not the SDK's millisecond defaults) and written
-    /// with their bounds, counts and temporality: a 0.1-0.3 ms step lands in a sub-millisecond bucket.
-    /// </summary>
-    [Fact]
-    public async Task Metrics_file_histograms_have_second_buckets_counts_and_temporality()
-    {
-        var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. TwoWorkerBsp, "simulation.compute-time=100us"]), Root);
-        string last = File.ReadAllLines(Path.Combine(result.Folder, "metrics.jsonl"))[^1];
-        using var doc = System.Text.Json.JsonDocument.Parse(last);
-        var metrics = doc.RootElement.GetProperty("resourceMetrics")[0].GetProperty("scopeMetrics")[0].GetProperty("metrics").EnumerateArray()
-            .ToDictionary(m => m.GetProperty("name").GetString()!);
-        var step = metrics["actortrain.step.duration"].GetProperty("histogram");
-        Assert.Equal(2, step.GetProperty("aggregationTemporality").GetInt32());
-        foreach (var point in step.GetProperty("dataPoints").EnumerateArray())
-        {
-            double[] bounds = point.GetProperty("explicitBounds").EnumerateArray().Select(b => b.GetDouble()).ToArray();
-            long[] counts = point.GetProperty("bucketCounts").EnumerateArray().Select(c => long.Parse(c.GetString()!, CultureInfo.InvariantCulture)).ToArray();
-            Assert.Equal(Cluster.Telemetry.RunTelemetry.SecondsBuckets, bounds);
-            Assert.Equal(bounds.Length + 1, counts.Length);
-            long total = long.Parse(point.GetProperty("count").GetString()!, CultureInfo.InvariantCulture);
-            Assert.Equal(total, counts.Sum());
-            // the median step's bucket: its upper bound is under a millisecond (the defaults gave 5 s)
-            long seen = 0;
-            int median = Array.FindIndex(counts, c => (seen += c) * 2 >= total);
-            Assert.InRange(bounds[median], 1e-4, 1e-3);
-        }
-        Assert.Equal(2, metrics["actortrain.staleness"].GetProperty("histogram").GetProperty("aggregationTemporality").GetInt32());
-        // counters that stayed at zero are there, at zero
-        foreach (string counter in new[] { "actortrain.pushes.dropped", "actortrain.pushes.skipped" })
-            Assert.All(metrics[counter].GetProperty("sum").GetProperty("dataPoints").EnumerateArray(), p => Assert.Equal("0", p.GetProperty("asInt").GetString()));
-    }
-
     /// <summary>No span ends before it starts, no child outlives its parent, every parent and link resolves.</summary>
     [Theory]
     [InlineData("topology.aggregation=ps")]
@@ -515,4 +482,52 @@ public sealed class TelemetryTests() : TempFolderTest("actortrain-telemetry-")
         var e = Assert.Throws<Core.ActorTrainException>(() => TraceFile.Read(Root));
         Assert.Contains("no traces.jsonl", e.Message);
     }
+}
+
+/// <summary>
+/// What a run's metrics file holds. The SDK's meter is process-wide, so a run beside it in the same
+/// process would record into this run's histograms: these tests run alone (their collection is not
+/// parallelised with the others). A user's process runs one run at a time.
+/// </summary>
+[Collection(SoloMetricsCollection.Name)]
+public sealed class SoloMetricsTests() : TempFolderTest("actortrain-metrics-")
+{
+    /// <summary>
+    /// Duration histograms are bucketed in seconds (not the SDK's millisecond defaults) and written
+    /// with their bounds, counts and temporality: a 0.1-0.3 ms step lands in a sub-millisecond bucket.
+    /// </summary>
+    [Fact]
+    public async Task Metrics_file_histograms_have_second_buckets_counts_and_temporality()
+    {
+        var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. TelemetryTests.TwoWorkerBsp, "simulation.compute-time=100us"]), Root);
+        string last = File.ReadAllLines(Path.Combine(result.Folder, "metrics.jsonl"))[^1];
+        using var doc = System.Text.Json.JsonDocument.Parse(last);
+        var metrics = doc.RootElement.GetProperty("resourceMetrics")[0].GetProperty("scopeMetrics")[0].GetProperty("metrics").EnumerateArray()
+            .ToDictionary(m => m.GetProperty("name").GetString()!);
+        var step = metrics["actortrain.step.duration"].GetProperty("histogram");
+        Assert.Equal(2, step.GetProperty("aggregationTemporality").GetInt32());
+        foreach (var point in step.GetProperty("dataPoints").EnumerateArray())
+        {
+            double[] bounds = point.GetProperty("explicitBounds").EnumerateArray().Select(b => b.GetDouble()).ToArray();
+            long[] counts = point.GetProperty("bucketCounts").EnumerateArray().Select(c => long.Parse(c.GetString()!, CultureInfo.InvariantCulture)).ToArray();
+            Assert.Equal(Cluster.Telemetry.RunTelemetry.SecondsBuckets, bounds);
+            Assert.Equal(bounds.Length + 1, counts.Length);
+            long total = long.Parse(point.GetProperty("count").GetString()!, CultureInfo.InvariantCulture);
+            Assert.Equal(total, counts.Sum());
+            // the median step's bucket: its upper bound is under a millisecond (the defaults gave 5 s)
+            long seen = 0;
+            int median = Array.FindIndex(counts, c => (seen += c) * 2 >= total);
+            Assert.InRange(bounds[median], 1e-4, 1e-3);
+        }
+        Assert.Equal(2, metrics["actortrain.staleness"].GetProperty("histogram").GetProperty("aggregationTemporality").GetInt32());
+        // counters that stayed at zero are there, at zero
+        foreach (string counter in new[] { "actortrain.pushes.dropped", "actortrain.pushes.skipped" })
+            Assert.All(metrics[counter].GetProperty("sum").GetProperty("dataPoints").EnumerateArray(), p => Assert.Equal("0", p.GetProperty("asInt").GetString()));
+    }
+}
+
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class SoloMetricsCollection
+{
+    public const string Name = "solo-metrics";
 }
