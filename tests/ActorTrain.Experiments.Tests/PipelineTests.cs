@@ -46,6 +46,54 @@ public sealed class PipelineTests() : TempFolderTest("actortrain-pipeline-")
         Assert.Equal(4L * (32 / micro) * (64 + 64) * pipeline.PeakActivations[0], pipeline.PeakActivationBytes[0]);
     }
 
+    // the quickstart MLP 32-64-8 (2,632 parameters) on 10 Gbit/s links with 50 us latency; a fixed 2 ms step
+    private static readonly string[] Linked =
+    [
+        "training.batch-size=32", "training.max-steps=10", "training.eval-every=5", "simulation.compute-time=2ms", "optimizer.type=sgd", "output.plots=off",
+        "network.latency=\"constant(50us)\"", "network.bandwidth=10Gbps",
+    ];
+
+    private const double Alpha = 50e-6, Bandwidth = 1.25e9;
+
+    private async Task<double> Period(params string[] overrides)
+    {
+        var result = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. Linked, .. overrides]), Root);
+        var at = result.Outcome.Evaluations.ToDictionary(e => e.Step, e => e.ElapsedSeconds);
+        return (at[10] - at[5]) / 5;
+    }
+
+    /// <summary>
+    /// Two stages, one micro-batch: the batch reaches stage 0 (a control message: the link's least
+    /// latency), its 32 x 64 activations go forward and their delta comes back (each alpha + 8,192
+    /// bytes / B), the stages' compute adds up to the fixed step, stage 0 steps its optimizer and its
+    /// done goes back to the driver (alpha again).
+    /// </summary>
+    [Fact]
+    public async Task Activations_and_deltas_between_stages_cost_latency_plus_bytes_over_bandwidth_to_1e9_s()
+    {
+        double transfer = Alpha + 32 * 64 * 4 / Bandwidth;
+        double expected = 2e-3 + 2 * transfer + Cpu.ApplySeconds(32 * 64 + 64, 0) + 2 * Alpha;
+        Assert.Equal(expected, await Period("topology.workers=1", "parallelism.pipeline-stages=2"), 9);
+        // FP16: two bytes a value on the wire
+        double half = Alpha + 32 * 64 * 2 / Bandwidth;
+        Assert.Equal(2e-3 + 2 * half + Cpu.ApplySeconds(32 * 64 + 64, 0) + 2 * Alpha,
+            await Period("topology.workers=1", "parallelism.pipeline-stages=2", "precision.mode=fp16", "precision.loss-scale=1024"), 9);
+    }
+
+    /// <summary>
+    /// Two replicas of a one-stage pipeline (two micro-batches): replica 1's gradient goes to replica
+    /// 0 (alpha + 4n / B), replica 0 steps, the weights go back (alpha + 4n / B); replica 1 then starts
+    /// alpha + 4n / B after replica 0, so in steady state a step is the compute, the optimizer step,
+    /// both transfers and the four control messages that hand each replica its done and its next batch.
+    /// </summary>
+    [Fact]
+    public async Task Replicas_average_through_replica_0_at_latency_plus_bytes_over_bandwidth_to_1e9_s()
+    {
+        const int n = 2632;
+        double expected = 2e-3 + Cpu.ApplySeconds(n, 0) + 2 * (Alpha + 4.0 * n / Bandwidth) + 2 * Alpha;
+        Assert.Equal(expected, await Period("topology.workers=2", "parallelism.micro-batches=2"), 9);
+    }
+
     [Fact]
     public async Task Gpipe_and_1f1b_train_to_the_same_weights_and_stage_spans_nest_in_the_trace()
     {
