@@ -49,18 +49,15 @@ public sealed record PipelineReport(int Stages, int MicroBatches, string Schedul
     {
         var p = spec.Parallelism;
         if (!p.Active) return null;
-        var firsts = Cluster.Actors.PipelineSettings.Boundaries(data.Model, p.Stages, p.Boundaries);
-        var settings = new Cluster.Actors.PipelineSettings(p.Stages, p.MicroBatches, p.Schedule, firsts);
-        var layers = Enumerable.Range(0, p.Stages).Select(s => settings.Layers(s, data.Model.LayerCount)).ToList();
+        var memory = ExperimentData.StageMemory(spec, data.Model);
+        // the peaks the stages measured (their snapshots' counters), at the bytes a micro-batch holds
         var peaks = outcome.Shards.Select(c => c.PeakActivations).ToList();
-        int micro = spec.Training.BatchSize / p.MicroBatches;
-        var bytes = layers.Select((l, s) => 4L * micro * new Core.Pipeline.StageModel(data.Model, l.First, l.Last, spec.Training.BatchSize).HeldFloatsPerSample * (s < peaks.Count ? peaks[s] : 0)).ToList();
         // each replica's driver reports each step's compute averaged over its stages
         double compute = outcome.Workers.Count > 0 ? outcome.Workers.Average(w => w.ComputeSeconds) : 0;
         return new PipelineReport(p.Stages, p.MicroBatches, p.Schedule == Core.Pipeline.PipelineScheduleKind.OneFOneB ? "1f1b" : "gpipe",
-            layers.Select(l => l.Last - l.First == 1 ? $"{l.First}" : $"{l.First}-{l.Last - 1}").ToList(), peaks, bytes,
+            memory.Select(m => m.Layers).ToList(), peaks, memory.Select((m, s) => (s < peaks.Count ? peaks[s] : 0) * m.ActivationBytesPerMicroBatch).ToList(),
             outcome.ElapsedSeconds > 0 ? 1 - compute / outcome.ElapsedSeconds : 0, Core.Pipeline.PipelineSchedule.BubbleFraction(p.Stages, p.MicroBatches),
-            ExperimentData.StageMemory(spec, data.Model).Select(m => m.ParameterBytes).ToList());
+            memory.Select(m => m.ParameterBytes).ToList());
     }
 }
 

@@ -130,6 +130,9 @@ public sealed class PipelineTests() : TempFolderTest("actortrain-pipeline-")
         var fp16 = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. run, "precision.mode=fp16", "precision.loss-scale=1024"]), Root);
         Assert.Equal(fp32.Summary.BytesWorkerToShard, 2 * fp16.Summary.BytesWorkerToShard);
         Assert.Equal("fp16", fp16.Summary.Precision);
+        Assert.All(fp16.Summary.WorkerTimes, w => Assert.Equal(1024f, w.LossScale));
+        // activations held: half the bytes of FP32's
+        Assert.Equal(fp32.Summary.Pipeline!.PeakActivationBytes.Select(b => b / 2), fp16.Summary.Pipeline!.PeakActivationBytes);
         Assert.NotEqual(fp32.Outcome.FinalWeights, fp16.Outcome.FinalWeights);
     }
 

@@ -381,7 +381,8 @@ public sealed class Coordinator : LinkedActor
                 .Select(s => Context.ActorOf(StageProps(_settings, s, Link, Self, r), replicas == 1 ? $"stage-{s}" : $"replica-{r}-stage-{s}")).ToArray()).ToArray();
             _shards = _stageGrid[0];
             _workerRefs = Enumerable.Range(0, replicas).Select(r => Context.ActorOf(PipelineDriver.Props(pipeline, r, _settings.Model, _settings.Partitions[r],
-                _settings.BatchSize, WorkerDataSeed(_settings.Seed, r), _settings.MaxSteps, Link, Self), replicas == 1 ? "pipeline" : $"pipeline-{r}")).ToArray();
+                _settings.BatchSize, WorkerDataSeed(_settings.Seed, r), _settings.MaxSteps, StageLossScale(_settings), Link, Self),
+                replicas == 1 ? "pipeline" : $"pipeline-{r}")).ToArray();
             _children.AddRange(_stageGrid.SelectMany(r => r));
             _children.AddRange(_workerRefs);
             for (int r = 1; r < replicas; r++)
@@ -478,13 +479,16 @@ public sealed class Coordinator : LinkedActor
         return settings.ShardDispatcher is { } dispatcher ? props.WithDispatcher(dispatcher) : props;
     }
 
+    /// <summary>A pipeline's static loss scale: the scaler's in FP16, 1 in FP32.</summary>
+    private static float StageLossScale(Settings settings) => settings.Precision == Core.Precision.PrecisionMode.Fp16 ? settings.LossScaler().Scale : 1;
+
     /// <summary>Pipeline stage s of a run with these settings.</summary>
     public static Props StageProps(Settings settings, int s, ILink link, IActorRef coordinator, int replica = 0)
     {
         var timing = settings.Timing ?? TimingSettings.Measured;
         var props = PipelineStage.Props(new PipelineStage.Settings(s, settings.Pipeline!, settings.Model, settings.InitialWeights, settings.Optimizer,
             settings.Schedule, settings.MaxSteps, settings.EvalEvery, settings.BatchSize, timing.ComputeTime, timing.ShardDevice, settings.TraceEvery,
-            replica, settings.Partitions.Count, settings.Precision, settings.Precision == Core.Precision.PrecisionMode.Fp16 ? settings.LossScaler().Scale : 1), link, coordinator);
+            replica, settings.Partitions.Count, settings.Precision, StageLossScale(settings)), link, coordinator);
         return settings.ShardDispatcher is { } dispatcher ? props.WithDispatcher(dispatcher) : props;
     }
 

@@ -48,7 +48,7 @@ public sealed record PipelineBatch(long Step, float[] Features, int[] Labels, in
 /// <summary>Stage s -> s + 1: a micro-batch's output activations (the labels ride along for the last stage; they are not counted as bytes).</summary>
 public sealed record StageActivations(int FromStage, long Step, int Micro, float[] Values, int[] Labels) : ITrainingMessage;
 
-/// <summary>Stage s + 1 -> s: the gradient of the loss with respect to a micro-batch's activations.</summary>
+/// <summary>Stage s + 1 -> s: the delta of stage s's last pre-activations for a micro-batch (computed from the activations stage s + 1 holds).</summary>
 public sealed record StageGradients(int FromStage, long Step, int Micro, float[] Values) : ITrainingMessage;
 
 /// <summary>Hybrid D x P, stage s of replica r -> stage s of replica 0: its gradient of the step, to be averaged over the replicas.</summary>
@@ -57,15 +57,19 @@ public sealed record StageReplicaGradient(int Stage, int Replica, long Step, flo
 /// <summary>Hybrid D x P, stage s of replica 0 -> stage s of every other replica: the weights after the step's optimizer step.</summary>
 public sealed record StageReplicaWeights(int Stage, long Step, float[] Values) : ITrainingMessage;
 
-/// <summary>Stage -> driver: the stage has stepped its optimizer for <paramref name="Step"/>; the last stage adds the batch's mean loss.</summary>
-public sealed record StageDone(int Stage, long Step, float Loss, double ComputeSeconds, double IdleSeconds) : ITrainingMessage;
+/// <summary>
+/// Stage -> driver: the stage has stepped its optimizer for <paramref name="Step"/>; the last stage
+/// adds the batch's mean loss; FP16: the gradient elements lost to underflow, and whether the
+/// gradient was not finite (skipped).
+/// </summary>
+public sealed record StageDone(int Stage, long Step, float Loss, double ComputeSeconds, double IdleSeconds, long Underflowed = 0, bool NonFinite = false) : ITrainingMessage;
 
 /// <summary>
 /// One pipeline stage: it owns its layers' FP32 weights, their gradient and optimizer state, and runs
 /// its schedule's operations as their inputs arrive (a forward needs the micro-batch's activations
 /// from the stage before, or the batch at stage 0; a backward needs the gradient from the stage
-/// after, or its own loss at the last stage). Activations and their gradients go through the link
-/// (micro-batch x width x 4 bytes). Once its last backward is done it takes one optimizer step (a
+/// after, or its own loss at the last stage). Activations and deltas go through the link
+/// (micro-batch x width x 4 bytes, 2 in FP16). Once its last backward is done it takes one optimizer step (a
 /// synchronous flush), and it answers the coordinator as a parameter-server shard does: a snapshot
 /// at step 0 and every eval-every steps, a final one at max-steps or when asked. Under the virtual
 /// clock each operation takes its share of the step's modelled compute time, by FLOPs: forward a
@@ -107,6 +111,7 @@ public sealed class PipelineStage : LinkedActor
     private readonly bool _fp16;
     private readonly int _element;
     private long _skipped, _underflowed;
+    private bool _nonFinite;
     private readonly Optimizer _optimizer;
     private readonly ParameterRange _range;
     private readonly double _forwardSeconds, _backwardSeconds, _applySeconds;
@@ -305,6 +310,7 @@ public sealed class PipelineStage : LinkedActor
         // FP16: rounded and unscaled once, here; a non-finite gradient is zeroed and counted, and the step goes on without it
         var (finite, underflowed) = _model.Finish(_gradient.AsSpan(_range.Start, _range.Length));
         _underflowed += underflowed;
+        _nonFinite = !finite;
         if (!finite)
         {
             _skipped++;
@@ -367,7 +373,9 @@ public sealed class PipelineStage : LinkedActor
     /// <summary>The step is done here: tell the driver, snapshot (replica 0) and go on.</summary>
     private void Done()
     {
-        Link.Send(_driver, new StageDone(_settings.Stage, _step, _model.IsLast ? _loss : float.NaN, _computeSeconds, _idleSeconds), 0, TrafficClass.Control, Self);
+        Link.Send(_driver, new StageDone(_settings.Stage, _step, _model.IsLast ? _loss : float.NaN, _computeSeconds, _idleSeconds, _underflowed, _nonFinite),
+            0, TrafficClass.Control, Self);
+        _underflowed = 0;
         _step++;
         _next = 0;
         _ended = false;
@@ -419,10 +427,16 @@ public sealed class PipelineDriver : LinkedActor
     private float _loss;
     private double _compute, _idle;
     private readonly long _maxSteps;
+    private readonly float _lossScale;
+    private long _underflowed;
+    private bool _nonFinite;
 
-    public PipelineDriver(PipelineSettings pipeline, int replica, ModelSpec model, Dataset partition, int batchSize, ulong dataSeed, long maxSteps, ILink link, IActorRef coordinator)
+    /// <param name="lossScale">the stages' static loss scale (1 in FP32), reported with each step</param>
+    public PipelineDriver(PipelineSettings pipeline, int replica, ModelSpec model, Dataset partition, int batchSize, ulong dataSeed, long maxSteps, float lossScale,
+        ILink link, IActorRef coordinator)
         : base(link)
     {
+        _lossScale = lossScale;
         _pipeline = pipeline;
         _replica = replica;
         _model = model;
@@ -441,8 +455,9 @@ public sealed class PipelineDriver : LinkedActor
         Receive<StopTraining>(_ => Context.Stop(Self));
     }
 
-    public static Props Props(PipelineSettings pipeline, int replica, ModelSpec model, Dataset partition, int batchSize, ulong dataSeed, long maxSteps, ILink link, IActorRef coordinator) =>
-        Akka.Actor.Props.Create(() => new PipelineDriver(pipeline, replica, model, partition, batchSize, dataSeed, maxSteps, link, coordinator));
+    public static Props Props(PipelineSettings pipeline, int replica, ModelSpec model, Dataset partition, int batchSize, ulong dataSeed, long maxSteps, float lossScale,
+        ILink link, IActorRef coordinator) =>
+        Akka.Actor.Props.Create(() => new PipelineDriver(pipeline, replica, model, partition, batchSize, dataSeed, maxSteps, lossScale, link, coordinator));
 
     private void NextStep()
     {
@@ -459,12 +474,14 @@ public sealed class PipelineDriver : LinkedActor
         if (!float.IsNaN(done.Loss)) _loss = done.Loss;
         _compute += done.ComputeSeconds;
         _idle += done.IdleSeconds;
+        _underflowed += done.Underflowed;
+        _nonFinite |= done.NonFinite;
         if (++_done < _pipeline.Stages) return;
         int samples = _batches.BatchSize;
         // per stage on average: compute, and idle (the bubble, and waiting for activations and gradients)
         Link.Send(_coordinator, new WorkerStepReport(_replica, _step, _loss, samples, _model.FlopsPerSample * samples,
-            _compute / _pipeline.Stages, 0, _idle / _pipeline.Stages, 0, false, 1f, _batches.Epoch), 0, TrafficClass.Control, Self);
-        (_done, _loss, _compute, _idle) = (0, 0, 0, 0);
+            _compute / _pipeline.Stages, 0, _idle / _pipeline.Stages, _underflowed, _nonFinite, _lossScale, _batches.Epoch), 0, TrafficClass.Control, Self);
+        (_done, _loss, _compute, _idle, _underflowed, _nonFinite) = (0, 0, 0, 0, 0, false);
         _step++;
         if (_step < _maxSteps) NextStep();
     }

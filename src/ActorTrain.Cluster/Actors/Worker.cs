@@ -73,6 +73,7 @@ public sealed class Worker : LinkedActor, IExchangeHost
     private StepTimeline? _timeline;
     private double _timelineFor = double.NaN, _deviceFree;
     private IGradientEngine? _engine;
+    private Core.Optimization.KfacLayer[][]? _kfacShardLayers;
     private long _clock, _version;
     private double _pushedAt, _held;
     private ActivityContext _run;
@@ -222,12 +223,12 @@ public sealed class Worker : LinkedActor, IExchangeHost
     {
         var started = Stopwatch.GetTimestamp();
         var factors = Core.Optimization.KfacFactors.Compute(_settings.Model, _weights, _batch.AsBatch());
-        var perShard = _settings.Shards.Select(r => Core.Optimization.KfacFactors.Pack(
-            Core.Optimization.KfacFactors.InRange(_settings.Model, r.Start, r.Length), factors)).ToArray();
+        _kfacShardLayers ??= _settings.Shards.Select(r => Core.Optimization.KfacFactors.InRange(_settings.Model, r.Start, r.Length)).ToArray();
+        var perShard = _kfacShardLayers.Select(layers => Core.Optimization.KfacFactors.Pack(layers, factors)).ToArray();
         double measured = Stopwatch.GetElapsedTime(started).TotalSeconds;
         computed += slowdown * (_computeTime.Kind switch
         {
-            ComputeTimeKind.Profile => _computeTime.Device!.FlopSeconds(Core.Optimization.KfacFactors.Layers(_settings.Model).Sum(l => l.ContributionFlops(_batch.Count))),
+            ComputeTimeKind.Profile => _computeTime.Device!.FlopSeconds(_kfacShardLayers.Sum(layers => layers.Sum(l => l.ContributionFlops(_batch.Count)))),
             ComputeTimeKind.Fixed => 0,
             _ => measured,
         });

@@ -182,6 +182,7 @@ public sealed class KfacOptimizer : Optimizer
                 throw new ArgumentException($"layer {layer.Index} [{layer.Offset}, {layer.Offset + layer.Length}) is not inside the range [{start}, {start + length})");
         if (_layers.Sum(l => l.Length) != length)
             throw new ActorTrainException($"K-FAC preconditions whole layers: the range [{start}, {start + length}) holds {_layers.Length} whole layer(s) of {_layers.Sum(l => l.Length)} parameters, not all {length} of its own");
+        PackedLength = _layers.Sum(l => l.PackedLength);
         _velocity = new float[length];
         double[][] Each(Func<KfacLayer, int> size) => _layers.Select(l => new double[size(l)]).ToArray();
         _a = Each(l => l.ADim * l.ADim);
@@ -248,7 +249,7 @@ public sealed class KfacOptimizer : Optimizer
     }
 
     /// <summary>Floats one worker's contribution holds for this range's layers (upper triangles of A and G, layer by layer).</summary>
-    public int PackedLength => _layers.Sum(l => l.PackedLength);
+    public int PackedLength { get; }
 
     /// <summary>Adds one worker's packed contribution for this step; the step averages those it got.</summary>
     public void AddFactors(ReadOnlySpan<float> packed)

@@ -61,13 +61,20 @@ public static class PipelineSchedule
     public static double BubbleFraction(int stages, int microBatches) => (stages - 1.0) / (microBatches + stages - 1);
 }
 
-/// <summary>What one stage holds on its device: weights, gradient and optimizer state (FP32), and the activations of the micro-batches in flight at its peak.</summary>
-public readonly record struct StageMemory(int Stage, string Layers, long Parameters, int PeakMicroBatches, long ParameterBytes, long ActivationBytes)
+/// <summary>
+/// What one stage holds on its device: weights, gradient and optimizer state (FP32), and the
+/// activations of the micro-batches in flight at its peak (each layer's input and pre-activation,
+/// 4 bytes a value, 2 in FP16).
+/// </summary>
+public readonly record struct StageMemory(int Stage, string Layers, long Parameters, int PeakMicroBatches, long ParameterBytes, long ActivationBytesPerMicroBatch)
 {
+    public long ActivationBytes => PeakMicroBatches * ActivationBytesPerMicroBatch;
+
     public long Bytes => ParameterBytes + ActivationBytes;
 
     /// <summary>Every stage's memory for a schedule, before any run: the schedule says how many micro-batches each stage holds at its peak.</summary>
-    public static StageMemory[] Of(Models.ModelSpec model, IReadOnlyList<int> firstLayers, PipelineScheduleKind schedule, int microBatches, int batchSize, int stateArrays)
+    public static StageMemory[] Of(Models.ModelSpec model, IReadOnlyList<int> firstLayers, PipelineScheduleKind schedule, int microBatches, int batchSize, int stateArrays,
+        int activationBytes = 4)
     {
         int stages = firstLayers.Count, micro = batchSize / microBatches;
         return Enumerable.Range(0, stages).Select(s =>
@@ -76,7 +83,7 @@ public readonly record struct StageMemory(int Stage, string Layers, long Paramet
             var stage = new StageModel(model, first, last, batchSize);
             int peak = PipelineSchedule.PeakActivations(PipelineSchedule.Ops(schedule, s, stages, microBatches));
             return new StageMemory(s, last - first == 1 ? $"{first}" : $"{first}-{last - 1}", stage.Range.Length, peak,
-                4L * stage.Range.Length * (2 + stateArrays), 4L * peak * micro * stage.HeldFloatsPerSample);
+                4L * stage.Range.Length * (2 + stateArrays), (long)activationBytes * micro * stage.HeldFloatsPerSample);
         }).ToArray();
     }
 }
