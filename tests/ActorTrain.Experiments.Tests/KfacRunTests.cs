@@ -49,6 +49,11 @@ public sealed class KfacRunTests() : TempFolderTest("actortrain-kfac-")
         Assert.Equal(baseline + precondition + inverse, (await Period("optimizer.kfac.inverse-every=1")).Period, 9);
         // steps 5..9 (clocks) send factors at clocks 6 and 8 with factor-every = 2
         Assert.Equal(baseline - 3 * factors / Nic / 5 + precondition + inverse / 5, (await Period("optimizer.kfac.inverse-every=5", "optimizer.kfac.factor-every=2")).Period, 9);
+        // on the cpu profile the worker's compute is the device's step time plus its factor FLOPs, B (d_A^2 + d_A + d_G^2 + d_G), at the profile's rate
+        var model = ExperimentData.Build(ExperimentSpec.Load(null, OneWorker)).Model;
+        double profiled = Cpu.StepSeconds(model, 8, Core.Precision.PrecisionMode.Fp32) + Cpu.FlopSeconds(layers.Sum(l => l.ContributionFlops(8)));
+        Assert.Equal(baseline - T + profiled + precondition + inverse / 5,
+            (await Period("optimizer.kfac.inverse-every=5", "simulation.compute-time=profile", "simulation.worker-device=cpu")).Period, 9);
         // summary.json counts the factors apart from the gradients: 10 steps, one worker
         Assert.Equal(10 * factors, result.Summary.FactorBytesWorkerToShard);
         Assert.Equal(10 * (long)(push - factors) + 16, result.Summary.BytesWorkerToShard); // and the first pull's header

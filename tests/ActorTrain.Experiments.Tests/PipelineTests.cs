@@ -94,6 +94,18 @@ public sealed class PipelineTests() : TempFolderTest("actortrain-pipeline-")
         Assert.Equal(expected, await Period("topology.workers=2", "parallelism.micro-batches=2"), 9);
     }
 
+    /// <summary>On a device profile each operation takes its share of the profile's time for the whole batch on the whole model.</summary>
+    [Fact]
+    public async Task On_a_profile_an_operation_is_its_flop_share_of_the_profiles_step_to_1e9_s()
+    {
+        var spec = ExperimentSpec.Load(null, [.. Uniform, "parallelism.micro-batches=4", "simulation.compute-time=profile", "simulation.worker-device=v100"]);
+        var result = await ExperimentRunner.RunAsync(spec, Root);
+        var at = result.Outcome.Evaluations.ToDictionary(e => e.Step, e => e.ElapsedSeconds);
+        double step = DeviceProfile.Presets["v100"].StepSeconds(ExperimentData.Build(spec).Model, 32, Core.Precision.PrecisionMode.Fp32);
+        // four uniform stages, four micro-batches: (M + P - 1) operations pairs of step / P / M each, then stage 0's optimizer step
+        Assert.Equal(7 * step / 4 / 4 + Cpu.ApplySeconds(64 * 64 + 64, 0), (at[10] - at[5]) / 5, 9);
+    }
+
     [Fact]
     public async Task Gpipe_and_1f1b_train_to_the_same_weights_and_stage_spans_nest_in_the_trace()
     {
