@@ -110,6 +110,7 @@ public class ExperimentSpecTests
     [InlineData("simulation.compute-time = fast", "simulation.compute-time = \"fast\" is not one of: profile, measured, or a duration")]
     [InlineData("simulation.worker-device = tpu", "simulation.worker-device = \"tpu\" is not a device profile: use one of cpu, p100, v100, a100, h100")]
     [InlineData("simulation.devices = [{ name = l4, fp32-tflops = 30 }]", "simulation.devices[0] lacks fp16-tflops")]
+    [InlineData("simulation.devices = [{ name = l4, fp32-tflops = 30, fp16-tflops = 121, memory-bandwidth = 300GB/s, launch-overhead = 5us, efficiency = 0.5, memory = 24 }]", "simulation.devices[0].memory")]
     [InlineData("stragglers.random-slowdown = \"exponential(mean=2ms)\"", "stragglers.random-slowdown: \"2ms\" is not a plain number")]
     [InlineData("faults = [{ worker = 9, at-step = 3 }]", "faults[0].worker must name a worker id in 0..3")]
     [InlineData("faults = [{ worker = 1 }]", "faults[0] needs exactly one of at (a time, e.g. 20ms) and at-step")]
@@ -129,7 +130,7 @@ public class ExperimentSpecTests
               links = [{ from = worker-3, to = shard-0, latency = "constant(2ms)" }]
             }
             simulation { clock = virtual, compute-time = 3ms, shard-device = h100,
-                         devices = [{ name = l4, fp32-tflops = 30, fp16-tflops = 121, memory-bandwidth = 300GB/s, launch-overhead = 5us, efficiency = 0.5 }],
+                         devices = [{ name = l4, fp32-tflops = 30, fp16-tflops = 121, memory-bandwidth = 300GB/s, launch-overhead = 5us, efficiency = 0.5, memory = 24GB }],
                          worker-device = l4 }
             stragglers.random-slowdown = "exponential(mean=0.25)"
             faults = [{ worker = 1, at-step = 30, restart-after = 10ms }, { worker = 2, at = 0.5s }]
@@ -142,6 +143,8 @@ public class ExperimentSpecTests
         Assert.Equal(0.003, spec.Simulation.ComputeTime.FixedSeconds, 12);
         Assert.Equal(("l4", 300e9), (spec.Simulation.WorkerDevice.Name, spec.Simulation.WorkerDevice.MemoryBytesPerSecond));
         Assert.Equal("h100", spec.Simulation.ShardDevice.Name);
+        Assert.Equal(24e9, spec.Simulation.WorkerDevice.MemoryBytes);
+        Assert.Equal(80e9, spec.Simulation.ShardDevice.MemoryBytes);
         Assert.Equal(0.25, spec.Stragglers.RandomSlowdown!.Mean, 12);
         Assert.Equal([new Cluster.Actors.WorkerFault(1, null, 30, 0.01), new Cluster.Actors.WorkerFault(2, 0.5, null, null)], spec.Faults);
     }
