@@ -132,6 +132,19 @@ public sealed class PipelineTests() : TempFolderTest("actortrain-pipeline-")
             for (int i = 1; i < ordered.Count; i++) Assert.True(ordered[i].Start >= ordered[i - 1].End - 1e-6, $"stage {track.Key}: slices overlap");
         }
         Assert.Equal([0, 1, 2], slices.Select(e => e.GetProperty("tid").GetInt32()).Distinct().Order());
+        // two replicas: a track per stage of each, none overlapping
+        var hybrid = await ExperimentRunner.RunAsync(ExperimentSpec.Load(null, [.. run, "parallelism.schedule=1f1b", "topology.workers=2"]), Root);
+        using var hybridBuffer = new MemoryStream();
+        Telemetry.TraceFile.Read(hybrid.Folder).WriteChrome(hybridBuffer);
+        using var hybridDoc = System.Text.Json.JsonDocument.Parse(hybridBuffer.ToArray());
+        var hybridSlices = hybridDoc.RootElement.GetProperty("traceEvents").EnumerateArray()
+            .Where(e => e.GetProperty("ph").GetString() == "X" && e.GetProperty("pid").GetInt32() == 6).ToList();
+        Assert.Equal([0, 1, 2, 1000, 1001, 1002], hybridSlices.Select(e => e.GetProperty("tid").GetInt32()).Distinct().Order());
+        foreach (var track in hybridSlices.GroupBy(e => e.GetProperty("tid").GetInt32()))
+        {
+            var ordered = track.Select(e => (Start: e.GetProperty("ts").GetDouble(), End: e.GetProperty("ts").GetDouble() + e.GetProperty("dur").GetDouble())).OrderBy(x => x.Start).ToList();
+            for (int i = 1; i < ordered.Count; i++) Assert.True(ordered[i].Start >= ordered[i - 1].End - 1e-6, $"track {track.Key}: slices overlap");
+        }
     }
 
     [Fact]

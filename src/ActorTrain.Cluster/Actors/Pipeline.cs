@@ -301,7 +301,7 @@ public sealed class PipelineStage : LinkedActor
     {
         if (RunTelemetry.Tracing && _step % _settings.TraceEvery == 0)
             RunTelemetry.Record(name, _run, Link, from, Link.Now,
-                [new("actortrain.stage", _settings.Stage), new("actortrain.micro_batch", micro), new("actortrain.clock", _step)]);
+                [new("actortrain.stage", _settings.Stage), new("actortrain.replica", _settings.Replica), new("actortrain.micro_batch", micro), new("actortrain.clock", _step)]);
     }
 
     /// <summary>Every micro-batch is through: step the optimizer (alone, or as replica 0 once every replica's gradient is in), or send the gradient to replica 0.</summary>

@@ -353,7 +353,11 @@ public sealed class TraceFile
                 "run" or "evaluation" or "placement" => (CoordinatorPid, 0, "coordinator"),
                 "shard.apply" => (ShardPid, (int)(span.Int("actortrain.shard") ?? 0), $"shard-{span.Int("actortrain.shard") ?? 0}"),
                 "transfer" when span.Int("actortrain.shard") is { } shard => (NetworkPid, (int)shard, $"to shard-{shard}"),
-                "stage.forward" or "stage.backward" when span.Int("actortrain.stage") is { } stage => (PipelinePid, (int)stage, $"stage-{stage}"),
+                // a track per stage of each replica (replica r's stage s: tid 1000 r + s)
+                "stage.forward" or "stage.backward" when span.Int("actortrain.stage") is { } stage =>
+                    (span.Int("actortrain.replica") ?? 0) is var replica && replica > 0
+                        ? (PipelinePid, (int)(1000 * replica + stage), $"replica-{replica} stage-{stage}")
+                        : (PipelinePid, (int)stage, $"stage-{stage}"),
                 _ when InAllReduce(span) && WorkerOf(span) is { } w => (AllReducePid, (int)w, $"worker-{w} all-reduce"),
                 _ when WorkerOf(span) is { } w => (WorkerPid, (int)w, $"worker-{w}"),
                 _ => (-1, 0, ""),
