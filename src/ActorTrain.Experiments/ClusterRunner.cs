@@ -65,8 +65,6 @@ public static class ClusterRunner
             throw new ActorTrainException("compare/sweep: a cluster run takes one experiment; run the variants one at a time");
         if (spec.Model.IsWorkload)
             throw new ActorTrainException($"model.type = workload: a workload has sizes, not values, so there is nothing for other processes to compute; run it in one process (without --nodes or a cluster file)");
-        if (spec.Parallelism.Active)
-            throw new ActorTrainException("parallelism.pipeline-stages: pipeline stages run in one process for now; run without --nodes or a cluster file");
         if (spec.Optimizer.Kind == Core.Optimization.OptimizerKind.Kfac)
             throw new ActorTrainException("optimizer.type = kfac: the factor contributions do not travel between processes yet; run K-FAC in one process (without --nodes or a cluster file)");
     }
@@ -135,10 +133,17 @@ public static class ClusterRunner
             ? new RemoteClockLink(request.Clock ?? throw new ActorTrainException("a virtual-clock run came without the scheduler's address"), epoch, route)
             : ExperimentRunner.CreateLink(spec, route, epoch);
         var engines = new GradientEngineFactory(spec.Compute.Engine, spec.EngineThreads);
-        var actors = request.Role == "ps"
-            ? request.Ids.Select(k => ($"shard-{k}", Coordinator.ShardProps(settings, k, link, request.Coordinator), Core.Simulation.Endpoint.Shard(k)))
-            : request.Ids.Select(w => ($"worker-{w}", Coordinator.WorkerProps(settings, w, engines, link, request.Coordinator, request.Shards),
-                Core.Simulation.Endpoint.Worker(w)));
+        // a pipeline's stages stand where shards stand (stage-grid index k = r x P + s) and its replicas' drivers where workers stand
+        int stages = spec.Parallelism.Stages;
+        var actors = (request.Role, spec.Parallelism.Active) switch
+        {
+            ("ps", false) => request.Ids.Select(k => ($"shard-{k}", Coordinator.ShardProps(settings, k, link, request.Coordinator), Core.Simulation.Endpoint.Shard(k))),
+            ("ps", true) => request.Ids.Select(k => (PipelineStage.ActorName(k / stages, k % stages, spec.Topology.Workers), Coordinator.StageProps(settings, k % stages, link, request.Coordinator, k / stages),
+                Core.Simulation.Endpoint.Shard(k))),
+            (_, false) => request.Ids.Select(w => ($"worker-{w}", Coordinator.WorkerProps(settings, w, engines, link, request.Coordinator, request.Shards),
+                Core.Simulation.Endpoint.Worker(w))),
+            (_, true) => request.Ids.Select(r => ($"pipeline-{r}", Coordinator.DriverProps(settings, r, link, request.Coordinator), Core.Simulation.Endpoint.Worker(r))),
+        };
         return new HostedPart(link, actors.ToList(), NodeTelemetry(spec, request.Role));
     }
 
@@ -335,7 +340,7 @@ public static class ClusterRunner
                 throw new ActorTrainException(spec.Topology.AllReduce
                     ? $"topology.aggregation = {spec.Topology.Aggregation} has no shards, but {_ps.Length} ps node(s) joined: set actortrain.cluster.ps-nodes = 0"
                     : "topology.aggregation = ps needs a ps node, and actortrain.cluster.ps-nodes = 0");
-            var placement = new ClusterPlacement(system, route, spec.ResolvedConfig, _ps, _workers, spec.Topology.NetworkShards, spec.Topology.Workers, clock, link.Epoch,
+            var placement = new ClusterPlacement(system, route, spec.ResolvedConfig, _ps, _workers, spec.LinkShards, spec.Topology.Workers, clock, link.Epoch,
                 config.GetTimeSpan("actortrain.cluster.host-timeout"), settings.Resume);
             try
             {

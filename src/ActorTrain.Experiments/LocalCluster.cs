@@ -12,7 +12,8 @@ public sealed record NodeProcess(int Index, string Role, Process Process, string
 /// `run --nodes N` on one machine: this process is the coordinator and seed, and N - 1 child
 /// processes (`actortrain node --role ps|worker --seed 127.0.0.1:port`) join it on loopback. Of the
 /// children, one in three (at least one, at most one per shard) are ps nodes and the rest worker
-/// nodes. Each child's output goes to node-i-role.log in the log folder. Disposing waits a little
+/// nodes; in a pipeline run all but one are ps nodes holding the stages (at most one per stage) and
+/// the last holds the replicas' drivers. Each child's output goes to node-i-role.log in the log folder. Disposing waits a little
 /// for the children to leave the cluster on their own, then kills what is left.
 /// </summary>
 public sealed class LocalCluster : IAsyncDisposable
@@ -54,10 +55,15 @@ public sealed class LocalCluster : IAsyncDisposable
                 ? $"--nodes {nodes}: an all-reduce cluster run needs at least 2 nodes (coordinator, worker)"
                 : $"--nodes {nodes}: a cluster run needs at least 3 nodes (coordinator, ps, worker)");
         int children = nodes - 1;
-        int ps = allReduce ? 0 : Math.Clamp(children / 3, 1, spec.Topology.Shards);
+        // a pipeline's stages do the computing (on the ps nodes) and its drivers only feed them: one
+        // worker node for the drivers, every other node a stage node, at most one per stage
+        bool pipeline = spec.Parallelism.Active;
+        int ps = allReduce ? 0 : pipeline ? Math.Min(children - 1, spec.LinkShards) : Math.Clamp(children / 3, 1, spec.Topology.Shards);
         int workers = children - ps;
         if (workers > spec.Topology.Workers)
-            throw new ActorTrainException($"--nodes {nodes}: {workers} worker nodes for {spec.Topology.Workers} workers (topology.workers); use fewer nodes or more workers");
+            throw new ActorTrainException(pipeline
+                ? $"--nodes {nodes}: {ps} stage nodes for {spec.LinkShards} pipeline stages (parallelism.pipeline-stages x topology.workers) and {workers} worker nodes for {spec.Topology.Workers} driver(s); use at most {spec.LinkShards + spec.Topology.Workers + 1} nodes"
+                : $"--nodes {nodes}: {workers} worker nodes for {spec.Topology.Workers} workers (topology.workers); use fewer nodes or more workers");
         return new LocalCluster(FreePort(), ps, workers, logFolder, cli, clusterConfig);
     }
 

@@ -100,6 +100,7 @@ public sealed class BadInputTests() : TempFolderTest("actortrain-bad-")
         { "run --checkpoint 5", "--checkpoint 5 picks a checkpoint of the run given with --resume" },
         { "run --nodes 0", "--nodes 0" },
         { "run --nodes 3 --set model.type=workload --set model.workload=resnet50", "run it in one process" },
+        { "run --nodes 9 --set parallelism.pipeline-stages=2 --set topology.workers=1", "--nodes 9: 2 stage nodes for 2 pipeline stages (parallelism.pipeline-stages x topology.workers) and 6 worker nodes for 1 driver(s); use at most 4 nodes" },
     };
 
     [Theory]

@@ -42,6 +42,9 @@ public class WireFuzzTests() : TestKit(WireSerializer.Bindings)
             new RemoteEvent(new RemoteEvent(new Begin(), 1, 0.5), 5, 0.125),
             new Roster(TestActor, [TestActor], [TestActor]),
             new Frame(9, 1, 3, new byte[64]),
+            new Actors.PipelineBatch(4, [1f, 2f, 3f, 4f], [0, 1], 2), new Actors.StageActivations(0, 4, 1, [0.5f, -1f], [1], 2),
+            new Actors.StageGradients(1, 4, 0, [0.25f, 2f]), new Actors.StageReplicaGradient(1, 2, 4, [1f, 2f, 3f], 2),
+            new Actors.StageReplicaWeights(1, 4, [1f, 2f, 3f]), new Actors.StageDone(1, 4, float.NaN, 0.5, 0.25, 3, false),
         ];
         return messages.Select(m => (s.ToBinary(m), s.Manifest(m))).ToList();
     }

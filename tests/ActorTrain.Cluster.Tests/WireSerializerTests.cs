@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using ActorTrain.Cluster.Actors;
 using ActorTrain.Cluster.Protocol;
 using ActorTrain.Cluster.Remoting;
 using ActorTrain.Cluster.Transport;
@@ -81,6 +82,37 @@ public class WireSerializerTests() : TestKit(WireSerializer.Bindings)
         Assert.Equal((Trace.TraceId, Trace.SpanId, Trace.TraceFlags), (chunk.Trace.TraceId, chunk.Trace.SpanId, chunk.Trace.TraceFlags)); // read back as remote
         Assert.Equal(payload, chunk.Payload.ToArray());
         Assert.Equal(new ReplicaDigest(3, 40, 0xDEADBEEF01234567), RoundTrip(new ReplicaDigest(3, 40, 0xDEADBEEF01234567)));
+    }
+
+    [Fact]
+    public void Pipeline_messages_round_trip_field_for_field_and_a_stages_snapshot_keeps_its_own_counters()
+    {
+        float[] values = [1f, -2.5f, float.NaN, float.NegativeInfinity, 3e-8f];
+        var batch = (PipelineBatch)RoundTrip(new PipelineBatch(7, values, [0, 9, 2], 3));
+        Assert.Equal((7L, 3), (batch.Step, batch.Count));
+        Assert.Equal(values, batch.Features);
+        Assert.Equal([0, 9, 2], batch.Labels);
+        var activations = (StageActivations)RoundTrip(new StageActivations(1, 8, 3, values, [4, 5], 6));
+        Assert.Equal((1, 8L, 3, 6), (activations.FromStage, activations.Step, activations.Micro, activations.StepSamples));
+        Assert.Equal(values, activations.Values);
+        Assert.Equal([4, 5], activations.Labels);
+        var gradients = (StageGradients)RoundTrip(new StageGradients(2, 9, 1, values));
+        Assert.Equal((2, 9L, 1), (gradients.FromStage, gradients.Step, gradients.Micro));
+        Assert.Equal(values, gradients.Values);
+        var replica = (StageReplicaGradient)RoundTrip(new StageReplicaGradient(1, 3, 10, values, 12));
+        Assert.Equal((1, 3, 10L, 12), (replica.Stage, replica.Replica, replica.Step, replica.Samples));
+        Assert.Equal(values, replica.Values);
+        var weights = (StageReplicaWeights)RoundTrip(new StageReplicaWeights(2, 11, []));
+        Assert.Equal((2, 11L, 0), (weights.Stage, weights.Step, weights.Values.Length));
+        var done = new StageDone(3, 12, 0.75f, 0.125, 0.0625, 17, true);
+        Assert.Equal(done, RoundTrip(done));
+        Assert.True(float.IsNaN(((StageDone)RoundTrip(done with { Loss = float.NaN })).Loss)); // a stage before the last has no loss
+
+        // what a stage adds to the counters of its snapshot (peak activations; K-FAC's factor bytes for a shard)
+        var counters = new ShardCounters(1, 2, 3, 4, 5, 6, 7, 8, 9, 0.5, new long[ShardCounters.HistogramBuckets], 10, 11, 12, 0.25)
+            { PeakActivations = 4, FactorBytesIn = 1 << 20 };
+        var snapshot = (ShardSnapshot)RoundTrip(new ShardSnapshot(2, 5, values, counters, false));
+        Assert.Equal((4, 1L << 20), (snapshot.Counters.PeakActivations, snapshot.Counters.FactorBytesIn));
     }
 
     [Fact]

@@ -46,4 +46,24 @@ public sealed class PipelineScheduleTests
         Assert.Equal(3.0 / 7, PipelineSchedule.BubbleFraction(4, 4), 15);
         Assert.Equal(0, PipelineSchedule.BubbleFraction(1, 8));
     }
+
+    /// <summary>A step's samples split into contiguous micro-batches in order, sizes differing by at most one (an epoch's short last batch included).</summary>
+    [Theory]
+    [InlineData(32, 4, "8 8 8 8")]
+    [InlineData(30, 4, "8 8 7 7")]
+    [InlineData(5, 4, "2 1 1 1")]
+    [InlineData(2, 4, "1 1 0 0")]
+    [InlineData(1, 1, "1")]
+    public void Micro_batches_cover_the_steps_samples_in_order(int samples, int micro, string sizes)
+    {
+        var split = Enumerable.Range(0, micro).Select(m => PipelineSchedule.MicroBatch(samples, micro, m)).ToList();
+        Assert.Equal(sizes, string.Join(" ", split.Select(b => b.Count)));
+        int next = 0;
+        foreach (var (offset, count) in split)
+        {
+            Assert.Equal(next, offset);
+            next += count;
+        }
+        Assert.Equal(samples, next);
+    }
 }

@@ -200,10 +200,16 @@ public sealed class PipelineTests() : TempFolderTest("actortrain-pipeline-")
         Assert.Equal(memory.Select(m => 4L * m.PeakMicroBatches * 4 * 128), memory.Select(m => m.ActivationBytes));
     }
 
-    [Fact]
-    public void A_cluster_run_refuses_pipeline_stages_before_any_node_starts()
+    /// <summary>run --nodes N with a pipeline: one worker node for the drivers, the other children stage nodes (at most one per stage).</summary>
+    [Theory]
+    [InlineData(4, 2, 1, 2)] // coordinator, 2 stage nodes, 1 driver node
+    [InlineData(3, 2, 1, 1)] // both stages on one node
+    [InlineData(6, 2, 2, 4)] // 2 replicas x 2 stages: a node each
+    [InlineData(6, 2, 3, 4)] // 3 replicas x 2 stages on 4 nodes: stage-grid index k on node k mod 4
+    public void A_local_cluster_for_a_pipeline_puts_the_stages_on_all_but_one_of_its_children(int nodes, int stages, int replicas, int stageNodes)
     {
-        var e = Assert.Throws<ActorTrainException>(() => ClusterRunner.RefuseWhatNeedsOneProcess(ExperimentSpec.Load(null, ["parallelism.pipeline-stages=2", "topology.workers=1"])));
-        Assert.Contains("pipeline stages run in one process", e.Message);
+        var spec = ExperimentSpec.Load(null, [$"parallelism.pipeline-stages={stages}", $"topology.workers={replicas}"]);
+        var cluster = LocalCluster.Plan(nodes, spec, "actortrain.dll", null, Root);
+        Assert.Equal((stageNodes, nodes - 1 - stageNodes), (cluster.PsNodes, cluster.WorkerNodes));
     }
 }

@@ -224,6 +224,8 @@ public sealed class Coordinator : LinkedActor
         public readonly ShardCounters?[] Counters = new ShardCounters?[shards];
         public int Received;
         public long Version;
+        /// <summary>Final snapshots: the fewest steps any shard (stage) had taken.</summary>
+        public long MinVersion = long.MaxValue;
         public double Time;
         public double? TrainLoss;
     }
@@ -256,6 +258,7 @@ public sealed class Coordinator : LinkedActor
     private ActivityContext _run;
     private readonly SortedDictionary<long, PendingSnapshot> _pending = new();
     private readonly Queue<(long Step, bool Final, PendingSnapshot Snapshot)> _toEvaluate = new();
+    private PendingSnapshot? _awaitingReports;
     private readonly List<EvaluationPoint> _evaluations = [];
     private readonly WorkerTally[] _workers;
     private readonly ShardCounters[] _shardCounters;
@@ -378,15 +381,12 @@ public sealed class Coordinator : LinkedActor
             // the other replicas' gradients); each replica's driver takes its worker's place
             int replicas = _settings.Partitions.Count;
             _stageGrid = Enumerable.Range(0, replicas).Select(r => Enumerable.Range(0, pipeline.Stages)
-                .Select(s => Context.ActorOf(StageProps(_settings, s, Link, Self, r), replicas == 1 ? $"stage-{s}" : $"replica-{r}-stage-{s}")).ToArray()).ToArray();
+                .Select(s => Context.ActorOf(StageProps(_settings, s, Link, Self, r), PipelineStage.ActorName(r, s, replicas))).ToArray()).ToArray();
             _shards = _stageGrid[0];
-            _workerRefs = Enumerable.Range(0, replicas).Select(r => Context.ActorOf(PipelineDriver.Props(pipeline, r, _settings.Model, _settings.Partitions[r],
-                _settings.BatchSize, WorkerDataSeed(_settings.Seed, r), _settings.MaxSteps, StageLossScale(_settings), Link, Self),
+            _workerRefs = Enumerable.Range(0, replicas).Select(r => Context.ActorOf(DriverProps(_settings, r, Link, Self),
                 replicas == 1 ? "pipeline" : $"pipeline-{r}")).ToArray();
             _children.AddRange(_stageGrid.SelectMany(r => r));
             _children.AddRange(_workerRefs);
-            for (int r = 1; r < replicas; r++)
-                for (int s = 0; s < pipeline.Stages; s++) Link.Attach(_stageGrid[r][s], Endpoint.Shard(PipelineStage.EndpointOf(r, s, pipeline.Stages)));
             Launch();
             return;
         }
@@ -403,9 +403,15 @@ public sealed class Coordinator : LinkedActor
 
     private void OnPlaced(PlacedTopology placed)
     {
-        _shards = _settings.AllReduce is null ? placed.Shards : [];
+        if (_settings.Pipeline is { } pipeline)
+        {
+            // the placed "shards" are the stage grid, replica by replica (replica r's stage s at r x P + s)
+            _stageGrid = placed.Shards.Chunk(pipeline.Stages).ToArray();
+            _shards = _stageGrid[0];
+        }
+        else _shards = _settings.AllReduce is null ? placed.Shards : [];
         _workerRefs = placed.Workers;
-        _children.AddRange(_shards);
+        _children.AddRange(_settings.Pipeline is null ? _shards : placed.Shards);
         _children.AddRange(_workerRefs);
         foreach (var actor in _children) Context.Watch(actor);
         Launch();
@@ -420,6 +426,8 @@ public sealed class Coordinator : LinkedActor
         _trainingStart = Link.Now;
         _wall.Restart();
         for (int k = 0; k < _shards.Length; k++) Link.Attach(_shards[k], Endpoint.Shard(k));
+        for (int r = 1; r < _stageGrid.Length; r++)
+            for (int s = 0; s < _stageGrid[r].Length; s++) Link.Attach(_stageGrid[r][s], Endpoint.Shard(PipelineStage.EndpointOf(r, s, _stageGrid[r].Length)));
         for (int w = 0; w < _workerRefs.Length; w++) Link.Attach(_workerRefs[w], Endpoint.Worker(w));
         _holders = _settings.AllReduce is null ? _shards : [_workerRefs[0]];
         if (_settings.Pipeline is not null) BeginPipeline();
@@ -492,6 +500,11 @@ public sealed class Coordinator : LinkedActor
         return settings.ShardDispatcher is { } dispatcher ? props.WithDispatcher(dispatcher) : props;
     }
 
+    /// <summary>Pipeline replica r's driver (on worker r's endpoint; built here, or by a worker node's host).</summary>
+    public static Props DriverProps(Settings settings, int r, ILink link, IActorRef coordinator) =>
+        PipelineDriver.Props(settings.Pipeline!, r, settings.Model, settings.Partitions[r], settings.BatchSize, WorkerDataSeed(settings.Seed, r),
+            settings.MaxSteps, StageLossScale(settings), link, coordinator);
+
     /// <summary>Worker w of a run with these settings (built here, or by a worker node's host).</summary>
     public static Props WorkerProps(Settings settings, int w, IGradientEngineFactory engines, ILink link, IActorRef coordinator,
         IReadOnlyList<IActorRef> shards)
@@ -539,6 +552,16 @@ public sealed class Coordinator : LinkedActor
     private void OnTerminated(Terminated terminated)
     {
         var actor = terminated.ActorRef;
+        if (_settings.Pipeline is not null)
+        {
+            // a pipeline has no spare: every stage holds layers no other has, every driver a replica's data
+            for (int r = 0; r < _stageGrid.Length; r++)
+                if (Array.IndexOf(_stageGrid[r], actor) is var s and >= 0)
+                    Fail(new Core.RunFailedException($"pipeline stage {s} of replica {r} on {actor.Path.Address} was lost: the run cannot go on without its layers"));
+            if (Array.IndexOf(_workerRefs, actor) is var d and >= 0)
+                Fail(new Core.RunFailedException($"the pipeline driver of replica {d} on {actor.Path.Address} was lost: the run cannot go on without its data"));
+            return;
+        }
         if (Array.IndexOf(_shards, actor) is var k and >= 0)
         {
             Fail(new Core.RunFailedException($"shard {k} on {actor.Path.Address} was lost: the run cannot go on without its weights"));
@@ -695,6 +718,7 @@ public sealed class Coordinator : LinkedActor
         t.Scale = r.LossScale;
         for (int f = 0; f < _faults.Count; f++)
             if (!_faultFired[f] && _faults[f].Worker == r.Worker && _faults[f].AtStep is { } at && r.Clock + 1 >= at) Kill(f);
+        EvaluateFinalOnceReported();
     }
 
     private void OnSnapshot(ShardSnapshot s)
@@ -707,6 +731,7 @@ public sealed class Coordinator : LinkedActor
         {
             pending = _final ??= new PendingSnapshot(_settings.InitialWeights.Length, _settings.Shards);
             pending.Version = Math.Max(pending.Version, s.Step);
+            pending.MinVersion = Math.Min(pending.MinVersion, s.Step);
         }
         else
         {
@@ -723,9 +748,30 @@ public sealed class Coordinator : LinkedActor
         if (s.Final) _pending.Clear();
         else _pending.Remove(s.Step);
         pending.Time = RunTime;
-        pending.TrainLoss = TakeTrainLoss(s.Final ? long.MaxValue : pending.Version);
-        _toEvaluate.Enqueue((pending.Version, s.Final, pending));
+        if (s.Final && _settings.Pipeline is not null)
+        {
+            // a driver reports a step after its stages are done with it, and the stages' final
+            // snapshots can arrive before the last report: the run's figures wait for it
+            _awaitingReports = pending;
+            EvaluateFinalOnceReported();
+            return;
+        }
+        Enqueue(pending, s.Final);
+    }
+
+    private void Enqueue(PendingSnapshot pending, bool final)
+    {
+        pending.TrainLoss = TakeTrainLoss(final ? long.MaxValue : pending.Version);
+        _toEvaluate.Enqueue((pending.Version, final, pending));
         EvaluateNext();
+    }
+
+    /// <summary>A pipeline's final snapshot is evaluated once every driver has reported the steps every stage took.</summary>
+    private void EvaluateFinalOnceReported()
+    {
+        if (_awaitingReports is not { } pending || _workers.Any(w => w.Steps < pending.MinVersion)) return;
+        _awaitingReports = null;
+        Enqueue(pending, final: true);
     }
 
     private void EvaluateNext()

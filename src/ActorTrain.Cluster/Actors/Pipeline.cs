@@ -8,6 +8,7 @@ using ActorTrain.Core.Optimization;
 using ActorTrain.Core.Pipeline;
 using ActorTrain.Core.Simulation;
 using Akka.Actor;
+using Akka.Event;
 
 namespace ActorTrain.Cluster.Actors;
 
@@ -45,14 +46,17 @@ public sealed record PipelineSettings(int Stages, int MicroBatches, PipelineSche
 /// <summary>Driver -> stage 0: the step's batch (features and labels of every micro-batch, in order).</summary>
 public sealed record PipelineBatch(long Step, float[] Features, int[] Labels, int Count) : ITrainingMessage;
 
-/// <summary>Stage s -> s + 1: a micro-batch's output activations (the labels ride along for the last stage; they are not counted as bytes).</summary>
-public sealed record StageActivations(int FromStage, long Step, int Micro, float[] Values, int[] Labels) : ITrainingMessage;
+/// <summary>
+/// Stage s -> s + 1: a micro-batch's output activations (the labels ride along for the last stage; they are not counted as bytes)
+/// and the step's samples (the loss is their mean: fewer than training.batch-size in an epoch's short last batch).
+/// </summary>
+public sealed record StageActivations(int FromStage, long Step, int Micro, float[] Values, int[] Labels, int StepSamples) : ITrainingMessage;
 
 /// <summary>Stage s + 1 -> s: the delta of stage s's last pre-activations for a micro-batch (computed from the activations stage s + 1 holds).</summary>
 public sealed record StageGradients(int FromStage, long Step, int Micro, float[] Values) : ITrainingMessage;
 
-/// <summary>Hybrid D x P, stage s of replica r -> stage s of replica 0: its gradient of the step, to be averaged over the replicas.</summary>
-public sealed record StageReplicaGradient(int Stage, int Replica, long Step, float[] Values) : ITrainingMessage;
+/// <summary>Hybrid D x P, stage s of replica r -> stage s of replica 0: its gradient of the step (over its step's samples), to be averaged over the replicas.</summary>
+public sealed record StageReplicaGradient(int Stage, int Replica, long Step, float[] Values, int Samples) : ITrainingMessage;
 
 /// <summary>Hybrid D x P, stage s of replica 0 -> stage s of every other replica: the weights after the step's optimizer step.</summary>
 public sealed record StageReplicaWeights(int Stage, long Step, float[] Values) : ITrainingMessage;
@@ -115,7 +119,9 @@ public sealed class PipelineStage : LinkedActor
     private readonly Optimizer _optimizer;
     private readonly ParameterRange _range;
     private readonly double _forwardSeconds, _backwardSeconds, _applySeconds;
-    private readonly int _microSize;
+    private readonly int _inputWidth, _outputWidth;
+    private int _stepSamples, _replicaSamples;
+    private long _samples;
     private IReadOnlyList<IActorRef> _stages = [];
     private IReadOnlyList<IActorRef> _replicas = [];
     private IActorRef _driver = ActorRefs.Nobody;
@@ -136,12 +142,12 @@ public sealed class PipelineStage : LinkedActor
         _coordinator = coordinator;
         var p = settings.Pipeline;
         var (first, last) = p.Layers(settings.Stage, settings.Model.LayerCount);
-        _model = new StageModel(settings.Model, first, last, settings.BatchSize, settings.Precision, settings.LossScale);
+        _model = new StageModel(settings.Model, first, last, settings.Precision, settings.LossScale);
         _fp16 = settings.Precision == Core.Precision.PrecisionMode.Fp16;
         _element = _fp16 ? 2 : 4;
         _range = _model.Range;
         _ops = PipelineSchedule.Ops(p.Schedule, settings.Stage, p.Stages, p.MicroBatches);
-        _microSize = settings.BatchSize / p.MicroBatches;
+        (_inputWidth, _outputWidth) = (settings.Model.LayerSizes[first], settings.Model.LayerSizes[last]);
         _weights = (float[])settings.InitialWeights.Clone();
         _computeWeights = _fp16 ? (float[])settings.InitialWeights.Clone() : _weights;
         RoundWeights();
@@ -159,14 +165,15 @@ public sealed class PipelineStage : LinkedActor
         Receive<PipelineBatch>(OnBatch);
         Receive<StageActivations>(a =>
         {
-            if (!FromStage(a, a.FromStage, _settings.Stage - 1) || a.Step != _step) return;
+            if (!FromStage(a, a.FromStage, _settings.Stage - 1) || a.Step != _step || !Shaped(a, a.Micro, a.StepSamples, a.Values, _inputWidth, a.Labels)) return;
+            _stepSamples = a.StepSamples;
             _bytesIn += (long)_element * a.Values.Length;
             _inputs[a.Micro] = (a.Values, a.Labels);
             Run();
         });
         Receive<StageGradients>(g =>
         {
-            if (!FromStage(g, g.FromStage, _settings.Stage + 1) || g.Step != _step) return;
+            if (!FromStage(g, g.FromStage, _settings.Stage + 1) || g.Step != _step || !Shaped(g, g.Micro, _stepSamples, g.Values, _outputWidth, null)) return;
             _bytesIn += (long)_element * g.Values.Length;
             _deltas[g.Micro] = g.Values;
             Run();
@@ -174,9 +181,10 @@ public sealed class PipelineStage : LinkedActor
         Receive<StageReplicaGradient>(g =>
         {
             if (_settings.Replica != 0 || g.Stage != _settings.Stage || (uint)g.Replica >= (uint)_settings.Replicas || g.Replica == 0 || g.Step != _step
-                || g.Values.Length != _range.Length || !Authentic(Endpoint.Shard(g.Replica * _settings.Pipeline.Stages + _settings.Stage), g)) return;
+                || g.Values.Length != _range.Length || g.Samples is < 1 || g.Samples > _settings.BatchSize || !Authentic(Endpoint.Shard(g.Replica * _settings.Pipeline.Stages + _settings.Stage), g)) return;
             _bytesIn += 4L * g.Values.Length;
             _replicaGradients[g.Replica] = g.Values;
+            _replicaSamples += g.Samples;
             TrySync();
         });
         Receive<StageReplicaWeights>(w =>
@@ -192,6 +200,9 @@ public sealed class PipelineStage : LinkedActor
         Receive<StopTraining>(_ => Context.Stop(Self));
     }
 
+    /// <summary>The actor's name: stage-s, or replica-r-stage-s with several replicas.</summary>
+    public static string ActorName(int replica, int stage, int replicas) => replicas == 1 ? $"stage-{stage}" : $"replica-{replica}-stage-{stage}";
+
     /// <summary>This stage's endpoint index on the link: replica r's stage s is shard-(r x P + s).</summary>
     public static int EndpointOf(int replica, int stage, int stages) => replica * stages + stage;
 
@@ -203,6 +214,33 @@ public sealed class PipelineStage : LinkedActor
         claimed == expected && (uint)expected < (uint)_settings.Pipeline.Stages
         && Authentic(Endpoint.Shard(EndpointOf(_settings.Replica, expected, _settings.Pipeline.Stages)), message);
 
+    /// <summary>
+    /// A micro-batch message as this stage expects it: a micro-batch of the step, of a step of 1..batch-size
+    /// samples, its share of them (<see cref="PipelineSchedule.MicroBatch"/>) x width values and a
+    /// label in range for each sample. Messages from other nodes come off the wire; a wrong shape
+    /// would throw inside the model and restart the stage with its state lost.
+    /// </summary>
+    private bool Shaped(object message, int micro, int stepSamples, float[] values, int width, int[]? labels)
+    {
+        int m = _settings.Pipeline.MicroBatches;
+        int count = stepSamples is >= 1 && stepSamples <= _settings.BatchSize && (uint)micro < (uint)m
+            ? PipelineSchedule.MicroBatch(stepSamples, m, micro).Count : -1;
+        if (count >= 0 && values.Length == count * width
+            && (labels is null || (labels.Length == count && LabelsInRange(labels, _settings.Model.Outputs)))) return true;
+        Context.GetLogger().Warning($"{Self.Path.Name}: dropped a {message.GetType().Name} of micro-batch {micro} of a {stepSamples}-sample step with {values.Length} values" +
+            (labels is null ? "" : $" and {labels.Length} labels") +
+            $": expected micro-batch 0..{m - 1} of a step of 1..{_settings.BatchSize} samples, its share of them x {width} values" +
+            (labels is null ? "" : $" and a label below {_settings.Model.Outputs} for each"));
+        return false;
+    }
+
+    internal static bool LabelsInRange(int[] labels, int classes)
+    {
+        foreach (int label in labels)
+            if ((uint)label >= (uint)classes) return false;
+        return true;
+    }
+
     private void OnBegin(Begin begin)
     {
         // Peers: every stage of this replica in order, the replica's driver, then this stage of every replica
@@ -213,15 +251,26 @@ public sealed class PipelineStage : LinkedActor
         _replicas = peers.Skip(stages + 1).ToList();
         _run = begin.Trace;
         _idleSince = Link.Now;
-        SendSnapshot(final: false);
+        if (_settings.Replica == 0) SendSnapshot(final: false);
     }
 
     private void OnBatch(PipelineBatch batch)
     {
         if (_settings.Stage != 0 || !Authentic(Endpoint.Worker(_settings.Replica), batch) || batch.Step != _step) return;
         int width = _settings.Model.Inputs;
+        if (batch.Count is < 1 || batch.Count > _settings.BatchSize || batch.Features.Length != batch.Count * width || batch.Labels.Length != batch.Count
+            || !LabelsInRange(batch.Labels, _settings.Model.Outputs))
+        {
+            Context.GetLogger().Warning($"{Self.Path.Name}: dropped a batch of {batch.Count} samples with {batch.Features.Length} features and {batch.Labels.Length} labels: " +
+                $"expected 1..{_settings.BatchSize} samples of {width} features, labels below {_settings.Model.Outputs}");
+            return;
+        }
+        _stepSamples = batch.Count;
         for (int m = 0; m < _settings.Pipeline.MicroBatches; m++)
-            _inputs[m] = (batch.Features.AsSpan(m * _microSize * width, _microSize * width).ToArray(), batch.Labels.AsSpan(m * _microSize, _microSize).ToArray());
+        {
+            var (offset, count) = PipelineSchedule.MicroBatch(batch.Count, _settings.Pipeline.MicroBatches, m);
+            _inputs[m] = (batch.Features.AsSpan(offset * width, count * width).ToArray(), batch.Labels.AsSpan(offset, count).ToArray());
+        }
         Run();
     }
 
@@ -253,11 +302,11 @@ public sealed class PipelineStage : LinkedActor
         _inputs.Remove(micro, out var input);
         double from = Link.Now;
         long started = Stopwatch.GetTimestamp();
-        var output = _model.Forward(micro, _computeWeights, input.Values, _microSize);
+        var output = _model.Forward(micro, _computeWeights, input.Values, input.Labels.Length);
         float[]? delta = null;
         if (_model.IsLast)
         {
-            var (loss, d) = _model.Loss(micro, input.Labels, []);
+            var (loss, d) = _model.Loss(micro, input.Labels, [], _stepSamples);
             _loss += loss;
             delta = d;
         }
@@ -267,7 +316,7 @@ public sealed class PipelineStage : LinkedActor
         else
         {
             _bytesOut += (long)_element * output.Length;
-            Link.Send(_stages[_settings.Stage + 1], new StageActivations(_settings.Stage, _step, micro, output, input.Labels), (long)_element * output.Length,
+            Link.Send(_stages[_settings.Stage + 1], new StageActivations(_settings.Stage, _step, micro, output, input.Labels, _stepSamples), (long)_element * output.Length,
                 TrafficClass.WorkerToWorker, Self);
         }
     }
@@ -318,6 +367,7 @@ public sealed class PipelineStage : LinkedActor
         }
         if (_settings.Replicas == 1)
         {
+            _samples += _stepSamples;
             Apply(_gradient.AsSpan(_range.Start, _range.Length));
             Done();
             return;
@@ -326,7 +376,7 @@ public sealed class PipelineStage : LinkedActor
         {
             var values = _gradient.AsSpan(_range.Start, _range.Length).ToArray();
             _bytesOut += 4L * values.Length;
-            Link.Send(_replicas[0], new StageReplicaGradient(_settings.Stage, _settings.Replica, _step, values), 4L * values.Length, TrafficClass.WorkerToWorker, Self);
+            Link.Send(_replicas[0], new StageReplicaGradient(_settings.Stage, _settings.Replica, _step, values, _stepSamples), 4L * values.Length, TrafficClass.WorkerToWorker, Self);
             return;
         }
         _ownGradientIn = true;
@@ -343,6 +393,9 @@ public sealed class PipelineStage : LinkedActor
         System.Numerics.Tensors.TensorPrimitives.Multiply(sum, 1f / _settings.Replicas, sum);
         Apply(sum);
         Array.Clear(_replicaGradients);
+        // every replica's samples, as a shard counts every worker's pushes
+        _samples += _stepSamples + _replicaSamples;
+        _replicaSamples = 0;
         _ownGradientIn = false;
         var weights = _weights.AsSpan(_range.Start, _range.Length).ToArray();
         for (int r = 1; r < _settings.Replicas; r++)
@@ -378,6 +431,9 @@ public sealed class PipelineStage : LinkedActor
         _underflowed = 0;
         _step++;
         _next = 0;
+        // every operation took its input; anything left is a duplicate and must not feed the next step
+        _inputs.Clear();
+        _deltas.Clear();
         _ended = false;
         _loss = 0;
         _computeSeconds = _idleSeconds = 0;
@@ -400,7 +456,7 @@ public sealed class PipelineStage : LinkedActor
 
     private void SendSnapshot(bool final)
     {
-        var counters = new ShardCounters(_optimizer.Steps, _optimizer.Steps, _skipped, 0, _optimizer.Steps * _settings.BatchSize, _bytesIn, _bytesOut, _bytesIn, _bytesOut,
+        var counters = new ShardCounters(_optimizer.Steps, _optimizer.Steps, _skipped, 0, _samples, _bytesIn, _bytesOut, _bytesIn, _bytesOut,
             1, new long[ShardCounters.HistogramBuckets], 0, 0, 0) { PeakActivations = _peakHeld };
         Link.Send(_coordinator, new ShardSnapshot(_settings.Stage, _step, _weights.AsSpan(_range.Start, _range.Length).ToArray(), counters, final), 0,
             TrafficClass.Control, Self);
@@ -430,6 +486,7 @@ public sealed class PipelineDriver : LinkedActor
     private readonly float _lossScale;
     private long _underflowed;
     private bool _nonFinite;
+    private int _samples;
 
     /// <param name="lossScale">the stages' static loss scale (1 in FP32), reported with each step</param>
     public PipelineDriver(PipelineSettings pipeline, int replica, ModelSpec model, Dataset partition, int batchSize, ulong dataSeed, long maxSteps, float lossScale,
@@ -462,7 +519,7 @@ public sealed class PipelineDriver : LinkedActor
     private void NextStep()
     {
         _batches.Next(_buffer);
-        int count = _buffer.Count;
+        int count = _samples = _buffer.Count;
         Link.Send(_stages[0], new PipelineBatch(_step, _buffer.Features.AsSpan(0, count * _model.Inputs).ToArray(), _buffer.Labels.AsSpan(0, count).ToArray(), count),
             0, TrafficClass.Control, Self);
     }
@@ -477,7 +534,7 @@ public sealed class PipelineDriver : LinkedActor
         _underflowed += done.Underflowed;
         _nonFinite |= done.NonFinite;
         if (++_done < _pipeline.Stages) return;
-        int samples = _batches.BatchSize;
+        int samples = _samples;
         // per stage on average: compute, and idle (the bubble, and waiting for activations and gradients)
         Link.Send(_coordinator, new WorkerStepReport(_replica, _step, _loss, samples, _model.FlopsPerSample * samples,
             _compute / _pipeline.Stages, 0, _idle / _pipeline.Stages, _underflowed, _nonFinite, _lossScale, _batches.Epoch), 0, TrafficClass.Control, Self);

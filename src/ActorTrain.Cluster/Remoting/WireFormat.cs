@@ -63,6 +63,12 @@ internal sealed class WireWriter : IDisposable
         MemoryMarshal.AsBytes(values).CopyTo(Take(values.Length * sizeof(float)));
     }
 
+    public void Ints(ReadOnlySpan<int> values)
+    {
+        Int(values.Length);
+        MemoryMarshal.AsBytes(values).CopyTo(Take(values.Length * sizeof(int)));
+    }
+
     public void Longs(ReadOnlySpan<long> values)
     {
         Int(values.Length);
@@ -146,6 +152,14 @@ internal ref struct WireReader(ReadOnlySpan<byte> data, int maxLength)
         int count = Count(sizeof(float), what);
         var values = new float[count];
         Take(count * sizeof(float)).CopyTo(MemoryMarshal.AsBytes(values.AsSpan()));
+        return values;
+    }
+
+    public int[] Ints(string what)
+    {
+        int count = Count(sizeof(int), what);
+        var values = new int[count];
+        Take(count * sizeof(int)).CopyTo(MemoryMarshal.AsBytes(values.AsSpan()));
         return values;
     }
 

@@ -1,4 +1,5 @@
 using System.Buffers;
+using ActorTrain.Cluster.Actors;
 using ActorTrain.Cluster.Protocol;
 using ActorTrain.Cluster.Transport;
 using Akka.Actor;
@@ -66,6 +67,12 @@ public sealed class WireSerializer : SerializerWithStringManifest
         CollectTelemetry => "CT",
         NodeTelemetry => "NT",
         EndRun => "ER",
+        PipelineBatch => "PB",
+        StageActivations => "SA",
+        StageGradients => "SG",
+        StageReplicaGradient => "SR",
+        StageReplicaWeights => "SW",
+        StageDone => "SD",
         _ => throw new WireFormatException($"{o.GetType().FullName} is not a wire message: only the training protocol and the cluster plumbing cross nodes"),
     };
 
@@ -147,6 +154,9 @@ public sealed class WireSerializer : SerializerWithStringManifest
                 w.Bool(s.Final);
                 w.Floats(s.Values.Span);
                 WriteCounters(w, s.Counters);
+                // a snapshot's own fields (checkpoints do not carry them: their format stays as it was)
+                w.Long(s.Counters.FactorBytesIn);
+                w.Int(s.Counters.PeakActivations);
                 break;
             case WorkerStepReport r:
                 w.Int(r.Worker);
@@ -217,6 +227,47 @@ public sealed class WireSerializer : SerializerWithStringManifest
                 w.String(t.Node);
                 w.String(t.Traces);
                 w.String(t.Metrics);
+                break;
+            case PipelineBatch b:
+                w.Long(b.Step);
+                w.Int(b.Count);
+                w.Floats(b.Features);
+                w.Ints(b.Labels);
+                break;
+            case StageActivations a:
+                w.Int(a.FromStage);
+                w.Long(a.Step);
+                w.Int(a.Micro);
+                w.Floats(a.Values);
+                w.Ints(a.Labels);
+                w.Int(a.StepSamples);
+                break;
+            case StageGradients g:
+                w.Int(g.FromStage);
+                w.Long(g.Step);
+                w.Int(g.Micro);
+                w.Floats(g.Values);
+                break;
+            case StageReplicaGradient g:
+                w.Int(g.Stage);
+                w.Int(g.Replica);
+                w.Long(g.Step);
+                w.Floats(g.Values);
+                w.Int(g.Samples);
+                break;
+            case StageReplicaWeights rw:
+                w.Int(rw.Stage);
+                w.Long(rw.Step);
+                w.Floats(rw.Values);
+                break;
+            case StageDone d:
+                w.Int(d.Stage);
+                w.Long(d.Step);
+                w.Float(d.Loss);
+                w.Double(d.ComputeSeconds);
+                w.Double(d.IdleSeconds);
+                w.Long(d.Underflowed);
+                w.Bool(d.NonFinite);
                 break;
             case Roster ro:
                 WriteRef(w, ro.Coordinator);
@@ -318,7 +369,8 @@ public sealed class WireSerializer : SerializerWithStringManifest
                 long step = r.Long();
                 bool final = r.Bool();
                 var values = r.Floats("ShardSnapshot.Values");
-                return new ShardSnapshot(shard, step, values, ReadCounters(ref r), final);
+                var counters = ReadCounters(ref r) with { FactorBytesIn = r.Long() };
+                return new ShardSnapshot(shard, step, values, counters with { PeakActivations = r.Int() }, final);
             }
             case "RP":
                 return new WorkerStepReport(r.Int(), r.Long(), r.Float(), r.Int(), r.Long(), r.Double(), r.Double(), r.Double(), r.Long(), r.Bool(),
@@ -384,6 +436,42 @@ public sealed class WireSerializer : SerializerWithStringManifest
             }
             case "HF":
                 return new HostFailed(r.String("HostFailed.Reason"));
+            case "PB":
+            {
+                long step = r.Long();
+                int count = r.Int();
+                return new PipelineBatch(step, r.Floats("PipelineBatch.Features"), r.Ints("PipelineBatch.Labels"), count);
+            }
+            case "SA":
+            {
+                int from = r.Int();
+                long step = r.Long();
+                int micro = r.Int();
+                var values = r.Floats("StageActivations.Values");
+                return new StageActivations(from, step, micro, values, r.Ints("StageActivations.Labels"), r.Int());
+            }
+            case "SG":
+            {
+                int from = r.Int();
+                long step = r.Long();
+                int micro = r.Int();
+                return new StageGradients(from, step, micro, r.Floats("StageGradients.Values"));
+            }
+            case "SR":
+            {
+                int stage = r.Int(), replica = r.Int();
+                long step = r.Long();
+                var values = r.Floats("StageReplicaGradient.Values");
+                return new StageReplicaGradient(stage, replica, step, values, r.Int());
+            }
+            case "SW":
+            {
+                int stage = r.Int();
+                long step = r.Long();
+                return new StageReplicaWeights(stage, step, r.Floats("StageReplicaWeights.Values"));
+            }
+            case "SD":
+                return new StageDone(r.Int(), r.Long(), r.Float(), r.Double(), r.Double(), r.Long(), r.Bool());
             case "RO":
                 return new Roster(ReadRef(ref r), ReadRefs(ref r, "Roster.Shards"), ReadRefs(ref r, "Roster.Workers"));
             default:

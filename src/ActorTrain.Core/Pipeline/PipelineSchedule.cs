@@ -59,6 +59,18 @@ public static class PipelineSchedule
 
     /// <summary>The idle share of P uniform stages over one flushed step of M micro-batches: (P - 1) / (M + P - 1), both schedules.</summary>
     public static double BubbleFraction(int stages, int microBatches) => (stages - 1.0) / (microBatches + stages - 1);
+
+    /// <summary>
+    /// Micro-batch m of a step's <paramref name="samples"/>: contiguous, in order, as equal as can be
+    /// (the first samples mod M micro-batches one sample larger). A full batch splits into M equal
+    /// ones; an epoch's short last batch splits too, and with fewer samples than micro-batches the
+    /// last ones are empty.
+    /// </summary>
+    public static (int Offset, int Count) MicroBatch(int samples, int microBatches, int m)
+    {
+        int size = samples / microBatches, larger = samples % microBatches;
+        return (m * size + Math.Min(m, larger), size + (m < larger ? 1 : 0));
+    }
 }
 
 /// <summary>
@@ -80,7 +92,7 @@ public readonly record struct StageMemory(int Stage, string Layers, long Paramet
         return Enumerable.Range(0, stages).Select(s =>
         {
             int first = firstLayers[s], last = s + 1 < stages ? firstLayers[s + 1] : model.LayerCount;
-            var stage = new StageModel(model, first, last, batchSize);
+            var stage = new StageModel(model, first, last);
             int peak = PipelineSchedule.PeakActivations(PipelineSchedule.Ops(schedule, s, stages, microBatches));
             return new StageMemory(s, last - first == 1 ? $"{first}" : $"{first}-{last - 1}", stage.Range.Length, peak,
                 4L * stage.Range.Length * (2 + stateArrays), (long)activationBytes * micro * stage.HeldFloatsPerSample);

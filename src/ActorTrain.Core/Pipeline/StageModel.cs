@@ -22,20 +22,18 @@ namespace ActorTrain.Core.Pipeline;
 public sealed class StageModel
 {
     private readonly ModelSpec _spec;
-    private readonly int _totalSamples;
     private readonly Dictionary<int, (float[][] Inputs, float[][] Pre, int Count)> _held = [];
     private readonly bool _fp16;
     private readonly float _scale;
 
-    /// <param name="totalSamples">the samples of the whole step (micro-batches x micro-batch size): the loss is their mean</param>
     /// <param name="scale">FP16: the (static) loss scale the output delta is multiplied by</param>
-    public StageModel(ModelSpec spec, int first, int last, int totalSamples, PrecisionMode precision = PrecisionMode.Fp32, float scale = 1)
+    public StageModel(ModelSpec spec, int first, int last, PrecisionMode precision = PrecisionMode.Fp32, float scale = 1)
     {
         _fp16 = precision == PrecisionMode.Fp16;
         _scale = _fp16 ? scale : 1;
         if (spec.SizesOnly || first < 0 || last > spec.LayerCount || first >= last)
             throw new ArgumentException($"layers [{first}, {last}) of a {spec.LayerCount}-layer model with values");
-        (_spec, First, Last, _totalSamples) = (spec, first, last, totalSamples);
+        (_spec, First, Last) = (spec, first, last);
         Range = new ParameterRange(spec.Weight(first).Offset, spec.Bias(last - 1).Offset + spec.Bias(last - 1).Length - spec.Weight(first).Offset);
     }
 
@@ -73,13 +71,17 @@ public sealed class StageModel
         return a;
     }
 
-    /// <summary>The last stage: this micro-batch's share of the batch's mean loss, and the output delta its backward starts from.</summary>
-    public (float Loss, float[] Delta) Loss(int micro, ReadOnlySpan<int> labels, ReadOnlySpan<float> targets)
+    /// <summary>
+    /// The last stage: this micro-batch's share of the batch's mean loss over <paramref name="stepSamples"/>
+    /// (every micro-batch of the step; fewer than training.batch-size for an epoch's short last batch),
+    /// and the output delta its backward starts from.
+    /// </summary>
+    public (float Loss, float[] Delta) Loss(int micro, ReadOnlySpan<int> labels, ReadOnlySpan<float> targets, int stepSamples)
     {
         if (!IsLast) throw new InvalidOperationException("only the last stage computes the loss");
         var (_, pre, count) = _held[micro];
         var delta = new float[count * _spec.Outputs];
-        float loss = ReferenceModel.OutputLossAndDelta(_spec, pre[^1], count, labels, targets, delta, _totalSamples);
+        float loss = ReferenceModel.OutputLossAndDelta(_spec, pre[^1], count, labels, targets, delta, stepSamples);
         if (_fp16)
         {
             System.Numerics.Tensors.TensorPrimitives.Multiply(delta, _scale, delta);
