@@ -452,7 +452,10 @@ public static class ActorTrainCommand
         // warnings wait for the progress display to end, then go to stderr
         var warnings = new List<string>();
         // The banner waits for the run to start: an error in the data or the output folder is then the only line printed.
-        void Banner() => console.MarkupLine($"[bold]{Markup.Escape(spec.Name)}[/]: {spec.Topology.Workers} workers, {spec.Topology.DescribeAggregation()}, {Markup.Escape(spec.Sync.Describe())}, " +
+        string layout = spec.Parallelism is { Active: true } p
+            ? $"{spec.Topology.Workers} replica(s) of a {p.Stages}-stage pipeline ({p.MicroBatches} micro-batches, {(p.Schedule == Core.Pipeline.PipelineScheduleKind.OneFOneB ? "1f1b" : "gpipe")})"
+            : $"{spec.Topology.Workers} workers, {spec.Topology.DescribeAggregation()}";
+        void Banner() => console.MarkupLine($"[bold]{Markup.Escape(spec.Name)}[/]: {layout}, {Markup.Escape(spec.Sync.Describe())}, " +
                                             $"{Markup.Escape(spec.Optimizer.Kind.ToString().ToLowerInvariant())}, {spec.Precision.Mode.ToString().ToLowerInvariant()}");
         RunResult result;
         if (console.Profile.Capabilities.Interactive)
