@@ -264,6 +264,32 @@ public class CompressionTests
         Assert.Contains("not a gradient message", Assert.Throws<CompressionFormatException>(() => GradientCodec.Decode(bad, output)).Message);
     }
 
+    /// <summary>A dense FP32 message is read where it lies (the shard sums from it); every other message, and a length mismatch, is left to Decode.</summary>
+    [Theory]
+    [MemberData(nameof(Codecs))]
+    public void Only_a_dense_fp32_message_of_the_expected_length_is_viewed_in_place(string name)
+    {
+        var codec = Build(name);
+        var g = Gradient(300, 9);
+        var buffer = new byte[codec.MaxEncodedSize(g.Length)];
+        int n = codec.Encode(g, buffer, new Rng(1));
+        bool viewed = GradientCodec.TryViewDense(buffer.AsSpan(0, n), g.Length, out var values);
+        Assert.Equal(name == "none", viewed);
+        if (viewed) Assert.Equal(RoundTrip(codec, g), values.ToArray());
+        Assert.False(GradientCodec.TryViewDense(buffer.AsSpan(0, n), g.Length - 1, out _));
+        // behind the LZ4 stage the body is compressed bytes: decode it
+        var zeros = new float[300];
+        var lz = new byte[codec.MaxEncodedSize(300) + 1024];
+        int written = Lz4Stage.Apply(lz, codec.Encode(zeros, lz, new Rng(1)), new byte[lz.Length]);
+        bool compressed = (GradientWire.Flags(lz) & GradientWire.Lz4Flag) != 0;
+        Assert.True(compressed || name != "none"); // 1,200 zero bytes shrink
+        if (compressed) Assert.False(GradientCodec.TryViewDense(lz.AsSpan(0, written), 300, out _));
+        var bad = buffer.AsSpan(0, n).ToArray();
+        bad[0] ^= 0xFF;
+        Assert.Throws<CompressionFormatException>(() => GradientCodec.TryViewDense(bad, g.Length, out _));
+        Assert.Throws<CompressionFormatException>(() => GradientCodec.TryViewDense(buffer.AsSpan(0, GradientWire.HeaderSize - 1), g.Length, out _));
+    }
+
     [Fact]
     public void Sparse_indices_out_of_range_are_rejected()
     {

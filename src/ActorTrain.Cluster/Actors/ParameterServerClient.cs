@@ -35,7 +35,6 @@ public sealed class ParameterServerClient : IGradientExchange
     private readonly long[] _shardVersions;
     private readonly bool[] _sliceIn;
     private readonly IGradientCompressor[] _compressors;
-    private readonly byte[] _encoded;
     private readonly float[] _decoded;
     private readonly CompressionSettings _compression;
     private readonly CodecTimer _codecTimer;
@@ -68,7 +67,6 @@ public sealed class ParameterServerClient : IGradientExchange
         _blocks = settings.Shards.Select(r => _sizesOnly ? [] : MatrixBlock.InRange(settings.Model, r.Start, r.Length, compression.Rank)).ToArray();
         _compressors = _sizesOnly ? [] : settings.Shards.Select((r, k) => compression.CreateCompressor(r.Length,
             Core.Rng.Derive(settings.DataSeed, 0xC0DEC, (ulong)k), compression.ErrorFeedback, _blocks[k])).ToArray();
-        _encoded = _sizesOnly ? [] : new byte[_compressors.Max(c => c.MaxEncodedSize)];
         _decoded = _sizesOnly ? [] : new float[settings.Shards.Max(r => r.Length)];
     }
 
@@ -184,10 +182,21 @@ public sealed class ParameterServerClient : IGradientExchange
     private PushGradient Encode(int s, float[] gradient, ParameterRange range, float lossScale, int samples, long clock, ActivityContext trace)
     {
         long started = System.Diagnostics.Stopwatch.GetTimestamp();
-        int length = _compressors[s].Compress(gradient.AsSpan(range.Start, range.Length), lossScale, _encoded);
+        // Encoded straight into a pooled buffer, which travels as the payload (no copy of the message);
+        // the shard returns it once decoded, so steady-state steps allocate no payloads.
+        var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(_compressors[s].MaxEncodedSize);
+        int length;
+        try
+        {
+            length = _compressors[s].Compress(gradient.AsSpan(range.Start, range.Length), lossScale, buffer);
+        }
+        catch
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+            throw;
+        }
         Link.Spend(_codecTimer.Encode(range.Length, length, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds, _blocks[s]));
-        // Pooled: the shard returns the buffer once decoded, so steady-state steps allocate no payloads.
-        var payload = PushGradient.Rent(_encoded.AsSpan(0, length));
+        var payload = buffer.AsMemory(0, length);
         return new PushGradient(_workerId, clock, _shardVersions[s], lossScale, false, samples, payload, Link.Now, trace, Pooled: true);
     }
 }

@@ -415,9 +415,15 @@ public sealed class ParameterServerShard : LinkedActor
             return false;
         }
         long started = Stopwatch.GetTimestamp();
+        // a dense FP32 push is summed from where its floats lie in the payload (no copy into the decode buffer)
+        ReadOnlySpan<float> gradient = _decoded;
         try
         {
-            if (!_settings.SizesOnly) GradientCodec.Decode(push.Payload.Span, _decoded);
+            if (!_settings.SizesOnly && !GradientCodec.TryViewDense(push.Payload.Span, _decoded.Length, out gradient))
+            {
+                GradientCodec.Decode(push.Payload.Span, _decoded);
+                gradient = _decoded;
+            }
         }
         catch (CompressionFormatException e)
         {
@@ -427,9 +433,10 @@ public sealed class ParameterServerShard : LinkedActor
             _skipped++;
             return false;
         }
-        push.Release();
         double decode = _codecTimer.Decode(_settings.Length, push.WireBytes - PushGradient.HeaderBytes, Stopwatch.GetElapsedTime(started).TotalSeconds, _settings.Blocks);
-        TensorPrimitives.MultiplyAdd(_decoded, 1f / push.LossScale, _sum, _sum);
+        TensorPrimitives.MultiplyAdd(gradient, 1f / push.LossScale, _sum, _sum);
+        // only now: the view above reads the payload, which goes back to the pool here
+        push.Release();
         if (Link.IsVirtual) Link.Occupy(_accumulateSeconds + decode, 0);
         _finite++;
         if (IsBsp) RecordStaleness(_version - push.BaseVersion);

@@ -67,6 +67,20 @@ public abstract class GradientCodec
         Decoders[(int)kind].DecodeBody(body, output);
     }
 
+    /// <summary>
+    /// A dense FP32 message's values where they lie in it, without a copy (the body is the floats,
+    /// little-endian); false for any other codec or an LZ4 stage, which must be decoded. A header
+    /// that does not parse throws <see cref="CompressionFormatException"/>, as in <see cref="Decode(ReadOnlySpan{byte}, Span{float})"/>.
+    /// </summary>
+    public static bool TryViewDense(ReadOnlySpan<byte> message, int length, out ReadOnlySpan<float> values)
+    {
+        values = default;
+        var (kind, dense) = GradientWire.Read(message, out var body);
+        if (kind != CodecKind.None || (GradientWire.Flags(message) & GradientWire.Lz4Flag) != 0 || dense != length || body.Length != 4 * length) return false;
+        values = MemoryMarshal.Cast<byte, float>(body);
+        return true;
+    }
+
     protected static void RequireBody(ReadOnlySpan<byte> body, int expected, string what)
     {
         if (body.Length != expected)
