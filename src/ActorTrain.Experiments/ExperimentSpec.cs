@@ -538,7 +538,6 @@ public sealed record ExperimentSpec(
             throw new ActorTrainException($"{k} with precision.mode = fp16 and precision.loss-scale = dynamic: the stages take a static loss scale (a number, e.g. 1024); a dynamic scale would need them to agree on every overflow");
         if (optimizer.Kind == OptimizerKind.Kfac) throw new ActorTrainException($"{k} with optimizer.type = kfac: K-FAC runs on the parameter server's shards, not on pipeline stages");
         if (compression.Codec != "none" || compression.Lz4) throw new ActorTrainException($"{k} with compression.codec = {compression.Codec}: activations and their gradients travel uncompressed; use none");
-        if (training.CheckpointEvery > 0) throw new ActorTrainException($"{k} with training.checkpoint-every = {training.CheckpointEvery}: pipeline stages do not write checkpoints yet");
         if (faults.Count > 0) throw new ActorTrainException($"{k} with faults: a pipeline has no spare stage to lose; remove faults");
         if (training.Overlap != OverlapMode.Off) throw new ActorTrainException($"{k} with training.overlap: the pipeline's schedule is its overlap; use off");
     }

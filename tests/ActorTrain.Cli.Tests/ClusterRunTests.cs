@@ -102,7 +102,7 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
     public async Task Pipeline_stages_on_two_processes_write_the_metrics_and_pipeline_report_of_one_process_byte_for_byte()
     {
         var spec = ExperimentSpec.Load(null, ["training.max-steps=60", "output.plots=off", "topology.workers=2",
-            "parallelism.pipeline-stages=2", "parallelism.micro-batches=4", "parallelism.schedule=1f1b", "simulation.compute-time=2ms"]);
+            "parallelism.pipeline-stages=2", "parallelism.micro-batches=4", "parallelism.schedule=1f1b", "simulation.compute-time=2ms", "training.checkpoint-every=20"]);
         var single = await ExperimentRunner.RunAsync(spec, Path.Combine(Root, "single"));
         var (cluster, planned) = await RunOnCluster(spec, 4, "cluster");
         Assert.Equal((2, 1), (planned.PsNodes, planned.WorkerNodes));
@@ -119,6 +119,10 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
         var nodeOf = forward.GroupBy(s => s.Int("actortrain.stage")).ToDictionary(g => g.Key!.Value, g => g.Select(s => s.Node).Distinct().Single());
         Assert.NotEqual(nodeOf[0], nodeOf[1]);
         Assert.All(nodeOf.Values, n => Assert.Equal("actortrain-ps", trace.Nodes[n]));
+        // the stages' checkpoints crossed the wire too: resumed in one process, the run ends where it ended
+        Assert.Equal([20L, 40L], Checkpoints.Steps(cluster.Folder));
+        var resumed = await ExperimentRunner.ResumeAsync(cluster.Folder, 20, Path.Combine(Root, "resumed"));
+        Assert.Equal(cluster.Outcome.FinalWeights, resumed.Outcome.FinalWeights);
     }
 
     [Fact]

@@ -14,6 +14,9 @@ public sealed class CheckpointTests() : TempFolderTest("actortrain-checkpoint-")
     [InlineData("optimizer.type=adam")]
     // K-FAC's running factors, inverses and the steps since its last inversion (7 does not divide 100) travel in the checkpoint
     [InlineData("optimizer.type=kfac;optimizer.learning-rate=0.02;optimizer.kfac.damping=0.01;optimizer.kfac.inverse-every=7;optimizer.kfac.factor-every=3")]
+    // pipeline stages write their layers' part (weights, optimizer); the drivers go on with their data order
+    [InlineData("parallelism.pipeline-stages=2;parallelism.micro-batches=4;topology.workers=2;optimizer.type=adam")]
+    [InlineData("parallelism.pipeline-stages=2;parallelism.micro-batches=2;topology.workers=1;precision.mode=fp16;precision.loss-scale=1024")]
     public async Task Resuming_a_BSP_run_from_a_checkpoint_reaches_the_same_final_weights_as_the_uninterrupted_run(string settings)
     {
         var spec = ExperimentSpec.Load(null, [.. Quick, .. settings.Split(';')]);

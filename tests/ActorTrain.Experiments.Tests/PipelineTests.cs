@@ -172,7 +172,6 @@ public sealed class PipelineTests() : TempFolderTest("actortrain-pipeline-")
         { ["parallelism.pipeline-stages=2", "topology.workers=1", "sync.policy=asp"], "synchronous flush" },
         { ["parallelism.pipeline-stages=2", "topology.workers=1", "compression.codec=qsgd"], "travel uncompressed" },
         { ["parallelism.pipeline-stages=2", "topology.workers=1", "optimizer.type=kfac"], "not on pipeline stages" },
-        { ["parallelism.pipeline-stages=2", "topology.workers=1", "training.checkpoint-every=10"], "do not write checkpoints yet" },
         { ["parallelism.pipeline-stages=2", "topology.workers=1", "model.type=workload", "model.workload=resnet50", "simulation.compute-time=2ms"], "a pipeline stage computes values" },
         { ["parallelism.schedule=zigzag"], "parallelism.schedule" },
         // stage 0 holds 100,000 samples x (32 + 65,536) floats of activations: 26 GB against a P100's 16

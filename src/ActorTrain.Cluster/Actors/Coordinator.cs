@@ -280,6 +280,8 @@ public sealed class Coordinator : LinkedActor
     private sealed class WorkerTally
     {
         public long Steps, Flops, Underflow, NonFinite;
+        /// <summary>The clocks reported up to (the last report's clock + 1): a resumed run's count starts at its checkpoint.</summary>
+        public long Through;
         public double Compute, Communication, Wait, Gradient;
         public float Scale = 1;
         public int Kills;
@@ -496,14 +498,14 @@ public sealed class Coordinator : LinkedActor
         var timing = settings.Timing ?? TimingSettings.Measured;
         var props = PipelineStage.Props(new PipelineStage.Settings(s, settings.Pipeline!, settings.Model, settings.InitialWeights, settings.Optimizer,
             settings.Schedule, settings.MaxSteps, settings.EvalEvery, settings.BatchSize, timing.ComputeTime, timing.ShardDevice, settings.TraceEvery,
-            replica, settings.Partitions.Count, settings.Precision, StageLossScale(settings)), link, coordinator);
+            replica, settings.Partitions.Count, settings.Precision, StageLossScale(settings), settings.CheckpointEvery, settings.Resume?.Shards[s]), link, coordinator);
         return settings.ShardDispatcher is { } dispatcher ? props.WithDispatcher(dispatcher) : props;
     }
 
     /// <summary>Pipeline replica r's driver (on worker r's endpoint; built here, or by a worker node's host).</summary>
     public static Props DriverProps(Settings settings, int r, ILink link, IActorRef coordinator) =>
         PipelineDriver.Props(settings.Pipeline!, r, settings.Model, settings.Partitions[r], settings.BatchSize, WorkerDataSeed(settings.Seed, r),
-            settings.MaxSteps, StageLossScale(settings), link, coordinator);
+            settings.MaxSteps, StageLossScale(settings), link, coordinator, settings.Resume?.WorkerClock(r) ?? 0);
 
     /// <summary>Worker w of a run with these settings (built here, or by a worker node's host).</summary>
     public static Props WorkerProps(Settings settings, int w, IGradientEngineFactory engines, ILink link, IActorRef coordinator,
@@ -702,6 +704,7 @@ public sealed class Coordinator : LinkedActor
         _lastProgress = Stopwatch.GetTimestamp();
         var t = _workers[r.Worker];
         t.Steps++;
+        t.Through = Math.Max(t.Through, r.Clock + 1);
         t.Compute += r.ComputeSeconds;
         t.Communication += r.CommunicationSeconds;
         t.Gradient += r.GradientSeconds;
@@ -769,7 +772,7 @@ public sealed class Coordinator : LinkedActor
     /// <summary>A pipeline's final snapshot is evaluated once every driver has reported the steps every stage took.</summary>
     private void EvaluateFinalOnceReported()
     {
-        if (_awaitingReports is not { } pending || _workers.Any(w => w.Steps < pending.MinVersion)) return;
+        if (_awaitingReports is not { } pending || _workers.Any(w => w.Through < pending.MinVersion)) return;
         _awaitingReports = null;
         Enqueue(pending, final: true);
     }

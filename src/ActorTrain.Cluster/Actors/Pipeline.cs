@@ -103,7 +103,9 @@ public sealed class PipelineStage : LinkedActor
         int Replica = 0,
         int Replicas = 1,
         Core.Precision.PrecisionMode Precision = Core.Precision.PrecisionMode.Fp32,
-        float LossScale = 1);
+        float LossScale = 1,
+        int CheckpointEvery = 0,
+        ShardCheckpoint? Restore = null);
 
     private readonly Settings _settings;
     private readonly IActorRef _coordinator;
@@ -153,6 +155,7 @@ public sealed class PipelineStage : LinkedActor
         RoundWeights();
         _gradient = new float[_weights.Length];
         _optimizer = Optimizer.Create(settings.Optimizer, _range.Length);
+        if (settings.Restore is { } restore) Restore(restore);
         // the step's modelled compute (the whole model, the whole batch) split by this stage's share of the FLOPs
         double share = (double)_model.ForwardFlopsPerSample / Enumerable.Range(0, settings.Model.LayerCount).Sum(l => 2.0 * settings.Model.LayerSizes[l] * settings.Model.LayerSizes[l + 1]);
         double step = settings.ComputeTime.Kind == ComputeTimeKind.Measured ? 0 : settings.ComputeTime.Seconds(0, settings.Model, settings.BatchSize, Core.Precision.PrecisionMode.Fp32);
@@ -198,6 +201,31 @@ public sealed class PipelineStage : LinkedActor
         });
         Receive<FinalSnapshotRequest>(_ => Finish());
         Receive<StopTraining>(_ => Context.Stop(Self));
+    }
+
+    /// <summary>
+    /// Goes on from replica 0's checkpoint of this stage (every replica's stage s holds the same
+    /// weights after a step): its layers' weights, the optimizer, the step and the counters.
+    /// </summary>
+    private void Restore(ShardCheckpoint c)
+    {
+        if (c.Weights.Length != _range.Length || c.WorkerClocks.Length != _settings.Replicas)
+            throw new Core.ActorTrainException($"checkpoint of stage {c.Shard} holds {c.Weights.Length} weights and {c.WorkerClocks.Length} replicas; " +
+                $"this run's stage has {_range.Length} and {_settings.Replicas}");
+        c.Weights.CopyTo(_weights, _range.Start);
+        RoundWeights();
+        _optimizer.Restore(c.OptimizerSteps, c.OptimizerState);
+        _step = c.Step;
+        var k = c.Counters;
+        (_skipped, _samples, _bytesIn, _bytesOut, _peakHeld) = (k.PushesSkippedNonFinite, k.Samples, k.BytesIn, k.BytesOut, k.PeakActivations);
+    }
+
+    /// <summary>Replica 0, every checkpoint-every steps before the last: its layers' part of the run's checkpoint.</summary>
+    private void SendCheckpoint()
+    {
+        if (_settings.Replica != 0 || _settings.CheckpointEvery <= 0 || _step % _settings.CheckpointEvery != 0 || _step >= _settings.MaxSteps) return;
+        Link.Send(_coordinator, new ShardCheckpoint(_settings.Stage, _step, _step, _weights.AsSpan(_range.Start, _range.Length).ToArray(), _optimizer.Steps,
+            _optimizer.State.Select(x => (float[])x.Clone()).ToArray(), Enumerable.Repeat(_step, _settings.Replicas).ToArray(), Counters()), 0, TrafficClass.Control, Self);
     }
 
     /// <summary>The actor's name: stage-s, or replica-r-stage-s with several replicas.</summary>
@@ -438,6 +466,7 @@ public sealed class PipelineStage : LinkedActor
         _loss = 0;
         _computeSeconds = _idleSeconds = 0;
         _idleSince = Link.Now;
+        SendCheckpoint();
         if (_step >= _settings.MaxSteps) Finish();
         else if (_step % _settings.SnapshotEvery == 0 && _settings.Replica == 0) SendSnapshot(final: false);
     }
@@ -454,13 +483,12 @@ public sealed class PipelineStage : LinkedActor
         });
     }
 
-    private void SendSnapshot(bool final)
-    {
-        var counters = new ShardCounters(_optimizer.Steps, _optimizer.Steps, _skipped, 0, _samples, _bytesIn, _bytesOut, _bytesIn, _bytesOut,
-            1, new long[ShardCounters.HistogramBuckets], 0, 0, 0) { PeakActivations = _peakHeld };
-        Link.Send(_coordinator, new ShardSnapshot(_settings.Stage, _step, _weights.AsSpan(_range.Start, _range.Length).ToArray(), counters, final), 0,
+    private void SendSnapshot(bool final) =>
+        Link.Send(_coordinator, new ShardSnapshot(_settings.Stage, _step, _weights.AsSpan(_range.Start, _range.Length).ToArray(), Counters(), final), 0,
             TrafficClass.Control, Self);
-    }
+
+    private ShardCounters Counters() => new(_optimizer.Steps, _optimizer.Steps, _skipped, 0, _samples, _bytesIn, _bytesOut, _bytesIn, _bytesOut,
+        1, new long[ShardCounters.HistogramBuckets], 0, 0, 0) { PeakActivations = _peakHeld };
 }
 
 /// <summary>
@@ -489,8 +517,9 @@ public sealed class PipelineDriver : LinkedActor
     private int _samples;
 
     /// <param name="lossScale">the stages' static loss scale (1 in FP32), reported with each step</param>
+    /// <param name="startStep">a resumed run's step: the batches before it are drawn and skipped, so the data order goes on as it was</param>
     public PipelineDriver(PipelineSettings pipeline, int replica, ModelSpec model, Dataset partition, int batchSize, ulong dataSeed, long maxSteps, float lossScale,
-        ILink link, IActorRef coordinator)
+        ILink link, IActorRef coordinator, long startStep = 0)
         : base(link)
     {
         _lossScale = lossScale;
@@ -499,6 +528,8 @@ public sealed class PipelineDriver : LinkedActor
         _model = model;
         _batches = new MiniBatchIterator(partition, batchSize, dataSeed);
         _buffer = _batches.CreateBuffer();
+        for (long i = 0; i < startStep; i++) _batches.Next(_buffer);
+        _step = startStep;
         _coordinator = coordinator;
         _maxSteps = maxSteps;
         Receive<Begin>(begin =>
@@ -513,8 +544,8 @@ public sealed class PipelineDriver : LinkedActor
     }
 
     public static Props Props(PipelineSettings pipeline, int replica, ModelSpec model, Dataset partition, int batchSize, ulong dataSeed, long maxSteps, float lossScale,
-        ILink link, IActorRef coordinator) =>
-        Akka.Actor.Props.Create(() => new PipelineDriver(pipeline, replica, model, partition, batchSize, dataSeed, maxSteps, lossScale, link, coordinator));
+        ILink link, IActorRef coordinator, long startStep = 0) =>
+        Akka.Actor.Props.Create(() => new PipelineDriver(pipeline, replica, model, partition, batchSize, dataSeed, maxSteps, lossScale, link, coordinator, startStep));
 
     private void NextStep()
     {
