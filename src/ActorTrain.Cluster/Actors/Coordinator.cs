@@ -559,7 +559,10 @@ public sealed class Coordinator : LinkedActor
             // a pipeline has no spare: every stage holds layers no other has, every driver a replica's data
             for (int r = 0; r < _stageGrid.Length; r++)
                 if (Array.IndexOf(_stageGrid[r], actor) is var s and >= 0)
+                {
                     Fail(new Core.RunFailedException($"pipeline stage {s} of replica {r} on {actor.Path.Address} was lost: the run cannot go on without its layers"));
+                    return;
+                }
             if (Array.IndexOf(_workerRefs, actor) is var d and >= 0)
                 Fail(new Core.RunFailedException($"the pipeline driver of replica {d} on {actor.Path.Address} was lost: the run cannot go on without its data"));
             return;

@@ -122,7 +122,8 @@ public sealed class PipelineStage : LinkedActor
     private readonly ParameterRange _range;
     private readonly double _forwardSeconds, _backwardSeconds, _applySeconds;
     private readonly int _inputWidth, _outputWidth;
-    private int _stepSamples, _replicaSamples;
+    private int _stepSamples;
+    private readonly int[] _replicaSamples;
     private long _samples;
     private IReadOnlyList<IActorRef> _stages = [];
     private IReadOnlyList<IActorRef> _replicas = [];
@@ -163,6 +164,7 @@ public sealed class PipelineStage : LinkedActor
         _backwardSeconds = 2 * _forwardSeconds;
         _applySeconds = settings.Device?.ApplySeconds(_range.Length, _optimizer.State.Count) ?? 0;
         _replicaGradients = new float[]?[settings.Replicas];
+        _replicaSamples = new int[settings.Replicas];
 
         Receive<Begin>(OnBegin);
         Receive<PipelineBatch>(OnBatch);
@@ -187,7 +189,7 @@ public sealed class PipelineStage : LinkedActor
                 || g.Values.Length != _range.Length || g.Samples is < 1 || g.Samples > _settings.BatchSize || !Authentic(Endpoint.Shard(g.Replica * _settings.Pipeline.Stages + _settings.Stage), g)) return;
             _bytesIn += 4L * g.Values.Length;
             _replicaGradients[g.Replica] = g.Values;
-            _replicaSamples += g.Samples;
+            _replicaSamples[g.Replica] = g.Samples;
             TrySync();
         });
         Receive<StageReplicaWeights>(w =>
@@ -262,7 +264,7 @@ public sealed class PipelineStage : LinkedActor
         return false;
     }
 
-    internal static bool LabelsInRange(int[] labels, int classes)
+    private static bool LabelsInRange(int[] labels, int classes)
     {
         foreach (int label in labels)
             if ((uint)label >= (uint)classes) return false;
@@ -422,8 +424,8 @@ public sealed class PipelineStage : LinkedActor
         Apply(sum);
         Array.Clear(_replicaGradients);
         // every replica's samples, as a shard counts every worker's pushes
-        _samples += _stepSamples + _replicaSamples;
-        _replicaSamples = 0;
+        _samples += _stepSamples + _replicaSamples.Sum();
+        Array.Clear(_replicaSamples);
         _ownGradientIn = false;
         var weights = _weights.AsSpan(_range.Start, _range.Length).ToArray();
         for (int r = 1; r < _settings.Replicas; r++)
