@@ -534,8 +534,6 @@ public sealed record ExperimentSpec(
         if (topology.AllReduce) throw new ActorTrainException($"{k} with topology.aggregation = {topology.Aggregation}: a single pipeline has no replicas to reduce over; use ps");
         if (sync.Kind != SyncPolicyKind.Bsp || sync.BackupWorkers > 0)
             throw new ActorTrainException($"{k} with sync.policy = {sync.Kind.ToString().ToLowerInvariant()}{(sync.BackupWorkers > 0 ? " and backup workers" : "")}: a pipeline step is a synchronous flush; use sync.policy = bsp");
-        if (precision.Mode == Core.Precision.PrecisionMode.Fp16 && precision.StaticScale is null)
-            throw new ActorTrainException($"{k} with precision.mode = fp16 and precision.loss-scale = dynamic: the stages take a static loss scale (a number, e.g. 1024); a dynamic scale would need them to agree on every overflow");
         if (optimizer.Kind == OptimizerKind.Kfac) throw new ActorTrainException($"{k} with optimizer.type = kfac: K-FAC runs on the parameter server's shards, not on pipeline stages");
         if (compression.Codec != "none" || compression.Lz4) throw new ActorTrainException($"{k} with compression.codec = {compression.Codec}: activations and their gradients travel uncompressed; use none");
         if (faults.Count > 0) throw new ActorTrainException($"{k} with faults: a pipeline has no spare stage to lose; remove faults");

@@ -258,6 +258,35 @@ public class BspTrainingTests : TestKit
     }
 
     /// <summary>
+    /// A dynamic FP16 scale, started far too high (2^24: the output delta overflows FP16) and growing
+    /// every 3 clean steps: each replica's driver takes its stages' verdict as one worker's GradScaler
+    /// takes its gradient's (one non-finite stage skips the step, the scale backs off), so P = 2 stages
+    /// with M = 4 micro-batches give the bits of one stage over the whole batch, skips and scales
+    /// included; with 2 replicas a skipped replica is left out of the mean as a shard leaves out a
+    /// non-finite push.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task A_dynamic_fp16_scale_skips_and_scales_as_one_fp16_stage_over_the_whole_batch(int replicas)
+    {
+        var (train, test) = Data();
+        var optimizer = new OptimizerSettings { Kind = OptimizerKind.Adam };
+        Coordinator.Settings Fp16(int stages, PipelineSettings pipeline) => Settings(train, test, replicas, stages, 20, 15, optimizer) with
+        {
+            Precision = PrecisionMode.Fp16, LossScaler = () => new DynamicLossScaler(1 << 24, growthInterval: 3), Pipeline = pipeline,
+        };
+        var whole = await Run(Fp16(1, new PipelineSettings(1, 1, Core.Pipeline.PipelineScheduleKind.GPipe, [0])));
+        var pipelined = await Run(Fp16(2, new PipelineSettings(2, 4, Core.Pipeline.PipelineScheduleKind.OneFOneB, [0, 1])));
+        Assert.Equal(whole.FinalWeights, pipelined.FinalWeights);
+        Assert.Equal(whole.Workers.Select(w => (w.NonFiniteSteps, w.LastLossScale)), pipelined.Workers.Select(w => (w.NonFiniteSteps, w.LastLossScale)));
+        // the scale backed off from 2^24 on skipped steps, and the run still learned
+        Assert.All(pipelined.Workers, w => Assert.InRange(w.NonFiniteSteps, 1, 14));
+        Assert.All(pipelined.Workers, w => Assert.True(w.LastLossScale < 1 << 24));
+        Assert.True(pipelined.Evaluations[^1].TestLoss < pipelined.Evaluations[0].TestLoss);
+    }
+
+    /// <summary>
     /// Hybrid D x P: D replicas of the pipeline, each stage's gradient averaged over the replicas by
     /// replica 0's stage as a shard averages pushes, equal D data-parallel workers and one shard bit for bit.
     /// </summary>

@@ -30,13 +30,17 @@ public sealed class PipelineStageTests : TestKit
 
     public PipelineStageTests() => _neighbour = CreateTestProbe();
 
-    private IActorRef Stage(int stage)
+    private IActorRef Stage(int stage, bool dynamicScale = false)
     {
         var weights = new float[Mlp.ParameterCount];
         Mlp.Initialize(weights, 7);
         var link = new WallClockLink();
         var settings = new PipelineStage.Settings(stage, Pipeline, Mlp, weights, new OptimizerSettings(),
-            LearningRateSchedule.Create(ScheduleKind.Constant, 0.1, 10), 10, 10, Batch, ComputeTime.Measured, null);
+            LearningRateSchedule.Create(ScheduleKind.Constant, 0.1, 10), 10, 10, Batch, ComputeTime.Measured, null)
+        {
+            Precision = dynamicScale ? Core.Precision.PrecisionMode.Fp16 : Core.Precision.PrecisionMode.Fp32, LossScale = dynamicScale ? 1024 : 1,
+            DynamicScale = dynamicScale,
+        };
         var actor = Sys.ActorOf(PipelineStage.Props(settings, link, TestActor));
         link.Attach(_neighbour.Ref, Endpoint.Shard(1 - stage));
         link.Attach(TestActor, Endpoint.Worker(0));
@@ -50,13 +54,13 @@ public sealed class PipelineStageTests : TestKit
     private static float[] Values(int count, float scale) => Enumerable.Range(0, count).Select(i => scale * MathF.Sin(i + 1)).ToArray();
 
     /// <summary>
-    /// Sends <paramref name="messages"/> (a batch from the driver, the rest from the neighbouring
+    /// Sends <paramref name="messages"/> (a batch or a verdict from the driver, the rest from the neighbouring
     /// stage), then collects <paramref name="toNeighbour"/> messages the neighbour gets, <paramref name="toDriver"/>
     /// the driver gets, and with <paramref name="final"/> the final snapshot.
     /// </summary>
     private List<object> Drive(IActorRef stage, IEnumerable<object> messages, int toNeighbour, int toDriver, bool final = true)
     {
-        foreach (var message in messages) stage.Tell(message, message is PipelineBatch ? TestActor : _neighbour.Ref);
+        foreach (var message in messages) stage.Tell(message, message is PipelineBatch or StageVerdict ? TestActor : _neighbour.Ref);
         var replies = Enumerable.Range(0, toNeighbour).Select(_ => _neighbour.ExpectMsg<object>()).ToList();
         replies.AddRange(Enumerable.Range(0, toDriver).Select(_ => ExpectMsg<object>()));
         if (!final) return replies;
@@ -152,5 +156,35 @@ public sealed class PipelineStageTests : TestKit
         var initial = new float[Mlp.ParameterCount];
         Mlp.Initialize(initial, 7);
         Assert.NotEqual(initial.AsSpan(0, 6 * 8 + 8).ToArray(), ((ShardSnapshot)clean[^1]).Values.ToArray());
+    }
+
+    /// <summary>
+    /// A dynamic FP16 scale: after its backwards the stage asks its driver and waits. Verdicts that
+    /// are not the driver's, not for this step, with a scale that is not a positive finite number, or
+    /// a second one, are dropped; the one good verdict steps the stage once.
+    /// </summary>
+    [Fact]
+    public void A_stage_takes_one_verdict_from_its_driver_for_its_step_and_drops_the_rest()
+    {
+        StageActivations Good(int micro) => new(0, 0, micro, Values(Micro * 8, 0.3f + micro), [micro, 2], Batch);
+        var clean = Stage(1, dynamicScale: true);
+        var asked = Drive(clean, [Good(0), Good(1)], 2, 1, final: false);
+        Assert.Equal(new StageChecked(1, 0, true), asked[^1]);
+        var cleanDone = Drive(clean, [new StageVerdict(0, true, 2048f)], 0, 1);
+
+        var fed = Stage(1, dynamicScale: true);
+        Drive(fed, [Good(0), Good(1)], 2, 1, final: false);
+        // each bad verdict says "skip": taken, it would leave the weights unstepped
+        fed.Tell(new StageVerdict(0, false, 2048f), _neighbour.Ref); // not the driver
+        foreach (var bad in new[] { new StageVerdict(1, false, 2048f), new StageVerdict(0, false, float.NaN), new StageVerdict(0, false, 0f), new StageVerdict(0, false, float.PositiveInfinity) })
+            fed.Tell(bad, TestActor);
+        var fedDone = Drive(fed, [new StageVerdict(0, true, 2048f), new StageVerdict(0, false, 1f)], 0, 1);
+        AssertSameReplies(cleanDone, fedDone);
+        Assert.IsType<StageDone>(fedDone[0]);
+        // the control: a stage that took a skip verdict did not step
+        var skipped = Stage(1, dynamicScale: true);
+        Drive(skipped, [Good(0), Good(1)], 2, 1, final: false);
+        var skippedDone = Drive(skipped, [new StageVerdict(0, false, 512f)], 0, 1);
+        Assert.NotEqual(((ShardSnapshot)cleanDone[^1]).Values.ToArray(), ((ShardSnapshot)skippedDone[^1]).Values.ToArray());
     }
 }

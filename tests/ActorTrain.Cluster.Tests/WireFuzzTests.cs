@@ -45,6 +45,7 @@ public class WireFuzzTests() : TestKit(WireSerializer.Bindings)
             new Actors.PipelineBatch(4, [1f, 2f, 3f, 4f], [0, 1], 2), new Actors.StageActivations(0, 4, 1, [0.5f, -1f], [1], 2),
             new Actors.StageGradients(1, 4, 0, [0.25f, 2f]), new Actors.StageReplicaGradient(1, 2, 4, [1f, 2f, 3f], 2),
             new Actors.StageReplicaWeights(1, 4, [1f, 2f, 3f]), new Actors.StageDone(1, 4, float.NaN, 0.5, 0.25, 3, false),
+            new Actors.StageChecked(1, 4, true), new Actors.StageVerdict(4, false, 512f),
         ];
         return messages.Select(m => (s.ToBinary(m), s.Manifest(m))).ToList();
     }

@@ -104,6 +104,9 @@ public class WireSerializerTests() : TestKit(WireSerializer.Bindings)
         Assert.Equal(values, replica.Values);
         var weights = (StageReplicaWeights)RoundTrip(new StageReplicaWeights(2, 11, []));
         Assert.Equal((2, 11L, 0), (weights.Stage, weights.Step, weights.Values.Length));
+        Assert.True(((StageReplicaGradient)RoundTrip(new StageReplicaGradient(1, 3, 10, values, 12, NonFinite: true))).NonFinite);
+        Assert.Equal(new StageChecked(2, 13, false), RoundTrip(new StageChecked(2, 13, false)));
+        Assert.Equal(new StageVerdict(13, true, 32768f), RoundTrip(new StageVerdict(13, true, 32768f)));
         var done = new StageDone(3, 12, 0.75f, 0.125, 0.0625, 17, true);
         Assert.Equal(done, RoundTrip(done));
         Assert.True(float.IsNaN(((StageDone)RoundTrip(done with { Loss = float.NaN })).Loss)); // a stage before the last has no loss

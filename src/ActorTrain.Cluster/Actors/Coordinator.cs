@@ -489,7 +489,7 @@ public sealed class Coordinator : LinkedActor
         return settings.ShardDispatcher is { } dispatcher ? props.WithDispatcher(dispatcher) : props;
     }
 
-    /// <summary>A pipeline's static loss scale: the scaler's in FP16, 1 in FP32.</summary>
+    /// <summary>A pipeline's loss scale at the start: the scaler's in FP16 (a dynamic one's initial scale), 1 in FP32.</summary>
     private static float StageLossScale(Settings settings) => settings.Precision == Core.Precision.PrecisionMode.Fp16 ? settings.LossScaler().Scale : 1;
 
     /// <summary>Pipeline stage s of a run with these settings.</summary>
@@ -498,14 +498,16 @@ public sealed class Coordinator : LinkedActor
         var timing = settings.Timing ?? TimingSettings.Measured;
         var props = PipelineStage.Props(new PipelineStage.Settings(s, settings.Pipeline!, settings.Model, settings.InitialWeights, settings.Optimizer,
             settings.Schedule, settings.MaxSteps, settings.EvalEvery, settings.BatchSize, timing.ComputeTime, timing.ShardDevice, settings.TraceEvery,
-            replica, settings.Partitions.Count, settings.Precision, StageLossScale(settings), settings.CheckpointEvery, settings.Resume?.Shards[s]), link, coordinator);
+            replica, settings.Partitions.Count, settings.Precision, StageLossScale(settings), settings.CheckpointEvery, settings.Resume?.Shards[s],
+            settings.Precision == Core.Precision.PrecisionMode.Fp16 && settings.LossScaler() is Core.Precision.DynamicLossScaler), link, coordinator);
         return settings.ShardDispatcher is { } dispatcher ? props.WithDispatcher(dispatcher) : props;
     }
 
     /// <summary>Pipeline replica r's driver (on worker r's endpoint; built here, or by a worker node's host).</summary>
     public static Props DriverProps(Settings settings, int r, ILink link, IActorRef coordinator) =>
         PipelineDriver.Props(settings.Pipeline!, r, settings.Model, settings.Partitions[r], settings.BatchSize, WorkerDataSeed(settings.Seed, r),
-            settings.MaxSteps, StageLossScale(settings), link, coordinator, settings.Resume?.WorkerClock(r) ?? 0);
+            settings.MaxSteps, settings.Precision == Core.Precision.PrecisionMode.Fp16 ? settings.LossScaler() : Core.Precision.LossScaler.Static(1), link, coordinator,
+            settings.Resume?.WorkerClock(r) ?? 0);
 
     /// <summary>Worker w of a run with these settings (built here, or by a worker node's host).</summary>
     public static Props WorkerProps(Settings settings, int w, IGradientEngineFactory engines, ILink link, IActorRef coordinator,

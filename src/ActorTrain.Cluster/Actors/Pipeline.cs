@@ -55,8 +55,20 @@ public sealed record StageActivations(int FromStage, long Step, int Micro, float
 /// <summary>Stage s + 1 -> s: the delta of stage s's last pre-activations for a micro-batch (computed from the activations stage s + 1 holds).</summary>
 public sealed record StageGradients(int FromStage, long Step, int Micro, float[] Values) : ITrainingMessage;
 
-/// <summary>Hybrid D x P, stage s of replica r -> stage s of replica 0: its gradient of the step (over its step's samples), to be averaged over the replicas.</summary>
-public sealed record StageReplicaGradient(int Stage, int Replica, long Step, float[] Values, int Samples) : ITrainingMessage;
+/// <summary>
+/// Hybrid D x P, stage s of replica r -> stage s of replica 0: its gradient of the step (over its step's samples), to be averaged over
+/// the replicas; a non-finite one (FP16) is left out of the mean, as a shard leaves out a non-finite push.
+/// </summary>
+public sealed record StageReplicaGradient(int Stage, int Replica, long Step, float[] Values, int Samples, bool NonFinite = false) : ITrainingMessage;
+
+/// <summary>Stage -> its driver, with a dynamic FP16 loss scale: whether the stage's gradient of the step is finite.</summary>
+public sealed record StageChecked(int Stage, long Step, bool Finite) : ITrainingMessage;
+
+/// <summary>
+/// Driver -> each of its stages, with a dynamic FP16 loss scale: whether every stage's gradient was finite (otherwise the
+/// replica's step is skipped, as a worker's non-finite push is), and the scale of the next step (the scaler's, after this step).
+/// </summary>
+public sealed record StageVerdict(long Step, bool Finite, float NextScale) : ITrainingMessage;
 
 /// <summary>Hybrid D x P, stage s of replica 0 -> stage s of every other replica: the weights after the step's optimizer step.</summary>
 public sealed record StageReplicaWeights(int Stage, long Step, float[] Values) : ITrainingMessage;
@@ -105,7 +117,8 @@ public sealed class PipelineStage : LinkedActor
         Core.Precision.PrecisionMode Precision = Core.Precision.PrecisionMode.Fp32,
         float LossScale = 1,
         int CheckpointEvery = 0,
-        ShardCheckpoint? Restore = null);
+        ShardCheckpoint? Restore = null,
+        bool DynamicScale = false);
 
     private readonly Settings _settings;
     private readonly IActorRef _coordinator;
@@ -124,6 +137,7 @@ public sealed class PipelineStage : LinkedActor
     private readonly int _inputWidth, _outputWidth;
     private int _stepSamples;
     private readonly int[] _replicaSamples;
+    private readonly bool[] _replicaFinite;
     private long _samples;
     private IReadOnlyList<IActorRef> _stages = [];
     private IReadOnlyList<IActorRef> _replicas = [];
@@ -133,7 +147,7 @@ public sealed class PipelineStage : LinkedActor
     private readonly Dictionary<int, (float[] Values, int[] Labels)> _inputs = [];
     private readonly Dictionary<int, float[]> _deltas = [];
     private int _next, _peakHeld;
-    private bool _ended;
+    private bool _ended, _awaitingVerdict;
     private long _step, _bytesIn, _bytesOut;
     private float _loss;
     private double _computeSeconds, _idleSince, _idleSeconds;
@@ -165,6 +179,7 @@ public sealed class PipelineStage : LinkedActor
         _applySeconds = settings.Device?.ApplySeconds(_range.Length, _optimizer.State.Count) ?? 0;
         _replicaGradients = new float[]?[settings.Replicas];
         _replicaSamples = new int[settings.Replicas];
+        _replicaFinite = new bool[settings.Replicas];
 
         Receive<Begin>(OnBegin);
         Receive<PipelineBatch>(OnBatch);
@@ -190,6 +205,7 @@ public sealed class PipelineStage : LinkedActor
             _bytesIn += 4L * g.Values.Length;
             _replicaGradients[g.Replica] = g.Values;
             _replicaSamples[g.Replica] = g.Samples;
+            _replicaFinite[g.Replica] = !g.NonFinite;
             TrySync();
         });
         Receive<StageReplicaWeights>(w =>
@@ -201,6 +217,7 @@ public sealed class PipelineStage : LinkedActor
             Array.Clear(_gradient, _range.Start, _range.Length);
             Done();
         });
+        Receive<StageVerdict>(OnVerdict);
         Receive<FinalSnapshotRequest>(_ => Finish());
         Receive<StopTraining>(_ => Context.Stop(Self));
     }
@@ -386,10 +403,37 @@ public sealed class PipelineStage : LinkedActor
     /// <summary>Every micro-batch is through: step the optimizer (alone, or as replica 0 once every replica's gradient is in), or send the gradient to replica 0.</summary>
     private void EndStep()
     {
-        // FP16: rounded and unscaled once, here; a non-finite gradient is zeroed and counted, and the step goes on without it
+        // FP16: rounded and unscaled once, here
         var (finite, underflowed) = _model.Finish(_gradient.AsSpan(_range.Start, _range.Length));
         _underflowed += underflowed;
         _nonFinite = !finite;
+        if (_settings.DynamicScale)
+        {
+            // a dynamic scale: the replica's driver decides for all its stages (one non-finite stage skips the replica's step)
+            _awaitingVerdict = true;
+            Link.Send(_driver, new StageChecked(_settings.Stage, _step, finite), 0, TrafficClass.Control, Self);
+            return;
+        }
+        Step(finite);
+    }
+
+    /// <summary>The driver's verdict on the step's gradient (dynamic loss scale): whether it counts, and the scale of the next step.</summary>
+    private void OnVerdict(StageVerdict verdict)
+    {
+        if (!_awaitingVerdict || verdict.Step != _step || !(verdict.NextScale > 0) || !float.IsFinite(verdict.NextScale)
+            || !Authentic(Endpoint.Worker(_settings.Replica), verdict)) return;
+        _awaitingVerdict = false;
+        _nonFinite = !verdict.Finite;
+        _model.Scale = verdict.NextScale;
+        Step(verdict.Finite);
+    }
+
+    /// <summary>
+    /// The step with this stage's gradient, or without it when it is not finite (zeroed and counted;
+    /// with no finite gradient there is no optimizer step, as at a shard): alone, or through replica 0.
+    /// </summary>
+    private void Step(bool finite)
+    {
         if (!finite)
         {
             _skipped++;
@@ -398,7 +442,7 @@ public sealed class PipelineStage : LinkedActor
         if (_settings.Replicas == 1)
         {
             _samples += _stepSamples;
-            Apply(_gradient.AsSpan(_range.Start, _range.Length));
+            if (finite) Apply(_gradient.AsSpan(_range.Start, _range.Length));
             Done();
             return;
         }
@@ -406,23 +450,37 @@ public sealed class PipelineStage : LinkedActor
         {
             var values = _gradient.AsSpan(_range.Start, _range.Length).ToArray();
             _bytesOut += 4L * values.Length;
-            Link.Send(_replicas[0], new StageReplicaGradient(_settings.Stage, _settings.Replica, _step, values, _stepSamples), 4L * values.Length, TrafficClass.WorkerToWorker, Self);
+            Link.Send(_replicas[0], new StageReplicaGradient(_settings.Stage, _settings.Replica, _step, values, _stepSamples, !finite), 4L * values.Length,
+                TrafficClass.WorkerToWorker, Self);
             return;
         }
         _ownGradientIn = true;
+        _replicaFinite[0] = finite;
         TrySync();
     }
 
-    /// <summary>Replica 0: once its own and every other replica's gradient is in, their mean takes the optimizer step and the weights go back.</summary>
+    /// <summary>Replica 0: once its own and every other replica's gradient is in, the mean of the finite ones takes the optimizer step and the weights go back.</summary>
     private void TrySync()
     {
         if (!_ownGradientIn || _replicaGradients.Skip(1).Any(g => g is null)) return;
         var sum = _gradient.AsSpan(_range.Start, _range.Length);
-        // summed in replica order and scaled by 1 / D, as a shard sums its pushes: D replicas step as D data-parallel workers do
-        for (int r = 1; r < _settings.Replicas; r++) System.Numerics.Tensors.TensorPrimitives.Add(sum, _replicaGradients[r], sum);
-        System.Numerics.Tensors.TensorPrimitives.Multiply(sum, 1f / _settings.Replicas, sum);
-        Apply(sum);
+        // summed in replica order (a non-finite one left out; replica 0's own is zero then) and scaled by
+        // 1 / (finite replicas), as a shard sums its pushes: D replicas step as D data-parallel workers do
+        int finite = _replicaFinite[0] ? 1 : 0;
+        for (int r = 1; r < _settings.Replicas; r++)
+            if (_replicaFinite[r])
+            {
+                System.Numerics.Tensors.TensorPrimitives.Add(sum, _replicaGradients[r], sum);
+                finite++;
+            }
+        if (finite > 0)
+        {
+            System.Numerics.Tensors.TensorPrimitives.Multiply(sum, 1f / finite, sum);
+            Apply(sum);
+        }
+        else Array.Clear(_gradient, _range.Start, _range.Length);
         Array.Clear(_replicaGradients);
+        Array.Clear(_replicaFinite);
         // every replica's samples, as a shard counts every worker's pushes
         _samples += _stepSamples + _replicaSamples.Sum();
         Array.Clear(_replicaSamples);
@@ -509,22 +567,26 @@ public sealed class PipelineDriver : LinkedActor
     private readonly IActorRef _coordinator;
     private IReadOnlyList<IActorRef> _stages = [];
     private long _step;
-    private int _done;
     private float _loss;
     private double _compute, _idle;
     private readonly long _maxSteps;
-    private readonly float _lossScale;
+    private readonly Core.Precision.LossScaler _scaler;
+    private float _stepScale;
+    private readonly bool[] _checked, _doneStages;
     private long _underflowed;
     private bool _nonFinite;
     private int _samples;
 
-    /// <param name="lossScale">the stages' static loss scale (1 in FP32), reported with each step</param>
+    /// <param name="scaler">the replica's loss scaler, as a worker's (static: the stages' scale, 1 in FP32; dynamic: the driver decides each step for its stages)</param>
     /// <param name="startStep">a resumed run's step: the batches before it are drawn and skipped, so the data order goes on as it was</param>
-    public PipelineDriver(PipelineSettings pipeline, int replica, ModelSpec model, Dataset partition, int batchSize, ulong dataSeed, long maxSteps, float lossScale,
-        ILink link, IActorRef coordinator, long startStep = 0)
+    public PipelineDriver(PipelineSettings pipeline, int replica, ModelSpec model, Dataset partition, int batchSize, ulong dataSeed, long maxSteps,
+        Core.Precision.LossScaler scaler, ILink link, IActorRef coordinator, long startStep = 0)
         : base(link)
     {
-        _lossScale = lossScale;
+        _scaler = scaler;
+        _stepScale = scaler.Scale;
+        _checked = new bool[pipeline.Stages];
+        _doneStages = new bool[pipeline.Stages];
         _pipeline = pipeline;
         _replica = replica;
         _model = model;
@@ -542,12 +604,31 @@ public sealed class PipelineDriver : LinkedActor
             NextStep();
         });
         Receive<StageDone>(OnDone);
+        Receive<StageChecked>(OnChecked);
         Receive<StopTraining>(_ => Context.Stop(Self));
     }
 
-    public static Props Props(PipelineSettings pipeline, int replica, ModelSpec model, Dataset partition, int batchSize, ulong dataSeed, long maxSteps, float lossScale,
-        ILink link, IActorRef coordinator, long startStep = 0) =>
-        Akka.Actor.Props.Create(() => new PipelineDriver(pipeline, replica, model, partition, batchSize, dataSeed, maxSteps, lossScale, link, coordinator, startStep));
+    public static Props Props(PipelineSettings pipeline, int replica, ModelSpec model, Dataset partition, int batchSize, ulong dataSeed, long maxSteps,
+        Core.Precision.LossScaler scaler, ILink link, IActorRef coordinator, long startStep = 0) =>
+        Akka.Actor.Props.Create(() => new PipelineDriver(pipeline, replica, model, partition, batchSize, dataSeed, maxSteps, scaler, link, coordinator, startStep));
+
+    /// <summary>
+    /// A dynamic loss scale: once every stage has said whether its gradient is finite, the scaler
+    /// takes the replica's verdict (GradScaler over the whole model: one non-finite stage skips the
+    /// step and backs the scale off) and every stage hears it with the next step's scale.
+    /// </summary>
+    private void OnChecked(StageChecked c)
+    {
+        if ((uint)c.Stage >= (uint)_pipeline.Stages || c.Step != _step || _checked[c.Stage]
+            || !Authentic(Endpoint.Shard(PipelineStage.EndpointOf(_replica, c.Stage, _pipeline.Stages)), c)) return;
+        _checked[c.Stage] = true;
+        _nonFinite |= !c.Finite;
+        if (_checked.Any(x => !x)) return;
+        Array.Clear(_checked);
+        bool finite = !_nonFinite;
+        _scaler.Update(!finite);
+        foreach (var stage in _stages) Link.Send(stage, new StageVerdict(_step, finite, _scaler.Scale), 0, TrafficClass.Control, Self);
+    }
 
     private void NextStep()
     {
@@ -559,19 +640,23 @@ public sealed class PipelineDriver : LinkedActor
 
     private void OnDone(StageDone done)
     {
-        if ((uint)done.Stage >= (uint)_pipeline.Stages || done.Step != _step
+        if ((uint)done.Stage >= (uint)_pipeline.Stages || done.Step != _step || _doneStages[done.Stage]
             || !Authentic(Endpoint.Shard(PipelineStage.EndpointOf(_replica, done.Stage, _pipeline.Stages)), done)) return;
+        _doneStages[done.Stage] = true;
         if (!float.IsNaN(done.Loss)) _loss = done.Loss;
         _compute += done.ComputeSeconds;
         _idle += done.IdleSeconds;
         _underflowed += done.Underflowed;
         _nonFinite |= done.NonFinite;
-        if (++_done < _pipeline.Stages) return;
+        if (_doneStages.Any(x => !x)) return;
+        Array.Clear(_doneStages);
         int samples = _samples;
         // per stage on average: compute, and idle (the bubble, and waiting for activations and gradients)
         Link.Send(_coordinator, new WorkerStepReport(_replica, _step, _loss, samples, _model.FlopsPerSample * samples,
-            _compute / _pipeline.Stages, 0, _idle / _pipeline.Stages, _underflowed, _nonFinite, _lossScale, _batches.Epoch), 0, TrafficClass.Control, Self);
-        (_done, _loss, _compute, _idle, _underflowed, _nonFinite) = (0, 0, 0, 0, 0, false);
+            _compute / _pipeline.Stages, 0, _idle / _pipeline.Stages, _underflowed, _nonFinite, _stepScale, _batches.Epoch), 0, TrafficClass.Control, Self);
+        (_loss, _compute, _idle, _underflowed, _nonFinite) = (0, 0, 0, 0, false);
+        // the scale the next step runs at (a dynamic scaler moved at this step's verdict)
+        _stepScale = _scaler.Scale;
         _step++;
         if (_step < _maxSteps) NextStep();
     }

@@ -73,6 +73,8 @@ public sealed class WireSerializer : SerializerWithStringManifest
         StageReplicaGradient => "SR",
         StageReplicaWeights => "SW",
         StageDone => "SD",
+        StageChecked => "SC",
+        StageVerdict => "SV",
         _ => throw new WireFormatException($"{o.GetType().FullName} is not a wire message: only the training protocol and the cluster plumbing cross nodes"),
     };
 
@@ -254,6 +256,17 @@ public sealed class WireSerializer : SerializerWithStringManifest
                 w.Long(g.Step);
                 w.Floats(g.Values);
                 w.Int(g.Samples);
+                w.Bool(g.NonFinite);
+                break;
+            case StageChecked c:
+                w.Int(c.Stage);
+                w.Long(c.Step);
+                w.Bool(c.Finite);
+                break;
+            case StageVerdict v:
+                w.Long(v.Step);
+                w.Bool(v.Finite);
+                w.Float(v.NextScale);
                 break;
             case StageReplicaWeights rw:
                 w.Int(rw.Stage);
@@ -462,7 +475,7 @@ public sealed class WireSerializer : SerializerWithStringManifest
                 int stage = r.Int(), replica = r.Int();
                 long step = r.Long();
                 var values = r.Floats("StageReplicaGradient.Values");
-                return new StageReplicaGradient(stage, replica, step, values, r.Int());
+                return new StageReplicaGradient(stage, replica, step, values, r.Int(), r.Bool());
             }
             case "SW":
             {
@@ -470,6 +483,10 @@ public sealed class WireSerializer : SerializerWithStringManifest
                 long step = r.Long();
                 return new StageReplicaWeights(stage, step, r.Floats("StageReplicaWeights.Values"));
             }
+            case "SC":
+                return new StageChecked(r.Int(), r.Long(), r.Bool());
+            case "SV":
+                return new StageVerdict(r.Long(), r.Bool(), r.Float());
             case "SD":
                 return new StageDone(r.Int(), r.Long(), r.Float(), r.Double(), r.Double(), r.Long(), r.Bool());
             case "RO":

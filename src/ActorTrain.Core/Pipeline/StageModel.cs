@@ -24,13 +24,12 @@ public sealed class StageModel
     private readonly ModelSpec _spec;
     private readonly Dictionary<int, (float[][] Inputs, float[][] Pre, int Count)> _held = [];
     private readonly bool _fp16;
-    private readonly float _scale;
 
     /// <param name="scale">FP16: the (static) loss scale the output delta is multiplied by</param>
     public StageModel(ModelSpec spec, int first, int last, PrecisionMode precision = PrecisionMode.Fp32, float scale = 1)
     {
         _fp16 = precision == PrecisionMode.Fp16;
-        _scale = _fp16 ? scale : 1;
+        Scale = _fp16 ? scale : 1;
         if (spec.SizesOnly || first < 0 || last > spec.LayerCount || first >= last)
             throw new ArgumentException($"layers [{first}, {last}) of a {spec.LayerCount}-layer model with values");
         (_spec, First, Last) = (spec, first, last);
@@ -39,6 +38,13 @@ public sealed class StageModel
 
     public int First { get; }
     public int Last { get; }
+
+    /// <summary>FP16: the loss scale the output delta is multiplied by and the gradient divided by (a dynamic scale changes between steps); 1 in FP32.</summary>
+    public float Scale
+    {
+        get;
+        set => field = _fp16 ? value : 1;
+    }
     public ParameterRange Range { get; }
     public bool IsLast => Last == _spec.LayerCount;
     public int InputWidth => _spec.LayerSizes[First];
@@ -84,7 +90,7 @@ public sealed class StageModel
         float loss = ReferenceModel.OutputLossAndDelta(_spec, pre[^1], count, labels, targets, delta, stepSamples);
         if (_fp16)
         {
-            System.Numerics.Tensors.TensorPrimitives.Multiply(delta, _scale, delta);
+            System.Numerics.Tensors.TensorPrimitives.Multiply(delta, Scale, delta);
             Store(delta);
         }
         return (loss, delta);
@@ -129,7 +135,7 @@ public sealed class StageModel
         if (!_fp16) return (HalfPrecision.AllFinite(gradient), 0);
         long underflowed = HalfPrecision.RoundCountingUnderflow(gradient, gradient);
         if (!HalfPrecision.AllFinite(gradient)) return (false, underflowed);
-        System.Numerics.Tensors.TensorPrimitives.Multiply(gradient, 1f / _scale, gradient);
+        System.Numerics.Tensors.TensorPrimitives.Multiply(gradient, 1f / Scale, gradient);
         return (true, underflowed);
     }
 }
