@@ -53,8 +53,8 @@ internal static class SimulationBenchmarks
         Console.WriteLine();
         Console.WriteLine("A ring of relay actors passes tokens through the virtual link (constant 10 us latency, unlimited bandwidth); each delivery is one event.");
         Console.WriteLine();
-        Console.WriteLine("| actors | tokens in flight | events | wall s | events / s |");
-        Console.WriteLine("|---:|---:|---:|---:|---:|");
+        Console.WriteLine("| actors | tokens in flight | events | wall s | events / s | bytes allocated / event | gen-0 GCs |");
+        Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var (actors, tokens) in new[] { (2, 1), (64, 64), (1024, 1024) })
         {
             const int hops = 400_000;
@@ -74,12 +74,16 @@ internal static class SimulationBenchmarks
             Thread.Sleep(200);
             int perToken = hops / tokens;
             for (int t = 0; t < tokens; t++) link.Send(relays[t % actors], new Token(perToken), 64, TrafficClass.Control, ActorRefs.Nobody);
+            long allocated = GC.GetTotalAllocatedBytes(precise: true);
+            int collections = GC.CollectionCount(0);
             var clock = Stopwatch.StartNew();
             link.Start();
             done.Task.Wait();
             double seconds = clock.Elapsed.TotalSeconds;
             long events = link.Statistics.Events;
-            Console.WriteLine(FormattableString.Invariant($"| {actors} | {tokens} | {events} | {seconds:0.00} | {events / seconds:0} |"));
+            double perEvent = (GC.GetTotalAllocatedBytes(precise: true) - allocated) / (double)events;
+            Console.WriteLine(FormattableString.Invariant(
+                $"| {actors} | {tokens} | {events} | {seconds:0.00} | {events / seconds:0} | {perEvent:0} | {GC.CollectionCount(0) - collections} |"));
             system.Terminate().Wait();
         }
         Console.WriteLine();
