@@ -447,7 +447,7 @@ public sealed record ExperimentSpec(
         var parallelism = new ParallelismSection(c.Int("parallelism.pipeline-stages", 1), c.Int("parallelism.micro-batches", 1),
             c.Choice("parallelism.schedule", "gpipe", "1f1b") == "1f1b" ? Core.Pipeline.PipelineScheduleKind.OneFOneB : Core.Pipeline.PipelineScheduleKind.GPipe,
             c.IntList("parallelism.stage-boundaries", 1));
-        ValidatePipeline(parallelism, model, topology, sync, compression, precision, optimizer, training, faults, simulation);
+        ValidatePipeline(parallelism, model, topology, sync, compression, optimizer, training, faults);
 
         var compute = new ComputeSection(c.Choice("compute.engine", [.. GradientEngineFactory.Names]), c.Int("compute.threads", 0, 1024));
         var output = new OutputSection(c.String("output.directory"), c.Bool("output.plots"));
@@ -513,10 +513,10 @@ public sealed record ExperimentSpec(
     /// What a pipeline run needs, refused naming the key: an MLP or regression model with at least as
     /// many layers as stages, stage boundaries inside it and increasing, a batch the micro-batches
     /// divide. topology.workers = D makes D replicas of the pipeline (hybrid). What is not built yet is
-    /// refused too: FP16 with a dynamic loss scale, K-FAC, codecs, ASP/SSP, checkpoints, faults, overlap.
+    /// refused too: K-FAC, codecs, ASP/SSP, faults, overlap.
     /// </summary>
     private static void ValidatePipeline(ParallelismSection p, ModelSection model, TopologySection topology, SyncPolicy sync, CompressionSettings compression,
-        PrecisionSection precision, OptimizerSettings optimizer, TrainingSection training, IReadOnlyList<WorkerFault> faults, SimulationSection simulation)
+        OptimizerSettings optimizer, TrainingSection training, IReadOnlyList<WorkerFault> faults)
     {
         if (!p.Active)
         {
