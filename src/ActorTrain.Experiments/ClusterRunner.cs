@@ -65,8 +65,6 @@ public static class ClusterRunner
             throw new ActorTrainException("compare/sweep: a cluster run takes one experiment; run the variants one at a time");
         if (spec.Model.IsWorkload)
             throw new ActorTrainException($"model.type = workload: a workload has sizes, not values, so there is nothing for other processes to compute; run it in one process (without --nodes or a cluster file)");
-        if (spec.Optimizer.Kind == Core.Optimization.OptimizerKind.Kfac)
-            throw new ActorTrainException("optimizer.type = kfac: the factor contributions do not travel between processes yet; run K-FAC in one process (without --nodes or a cluster file)");
     }
 
     private static async Task<RunResult> Run(ExperimentSpec spec, ClusterNodeOptions options, Action? listening, CancellationToken cancellation,

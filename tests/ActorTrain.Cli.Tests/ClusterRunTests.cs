@@ -125,6 +125,22 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
         Assert.Equal(cluster.Outcome.FinalWeights, resumed.Outcome.FinalWeights);
     }
 
+    /// <summary>K-FAC across processes: the workers' factor contributions travel with their pushes to the shards on the ps node.</summary>
+    [Fact]
+    public async Task Kfac_on_three_processes_writes_the_metrics_of_one_process_byte_for_byte()
+    {
+        var spec = ExperimentSpec.Load(null, ["training.max-steps=40", "training.eval-every=10", "output.plots=off", "telemetry.exporter=none",
+            "optimizer.type=kfac", "optimizer.learning-rate=0.02", "optimizer.kfac.damping=0.01", "optimizer.kfac.inverse-every=5",
+            "optimizer.kfac.factor-every=2", "topology.shards=2"]);
+        var single = await ExperimentRunner.RunAsync(spec, Path.Combine(Root, "single"));
+        var (cluster, _) = await RunOnCluster(spec, 3, "cluster");
+        Assert.Equal(40, cluster.Outcome.FinalStep);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(single.Folder, "metrics.csv")), File.ReadAllBytes(Path.Combine(cluster.Folder, "metrics.csv")));
+        Assert.Equal(single.Outcome.FinalWeights, cluster.Outcome.FinalWeights);
+        Assert.True(cluster.Summary.FactorBytesWorkerToShard > 0);
+        Assert.Equal(single.Summary.FactorBytesWorkerToShard, cluster.Summary.FactorBytesWorkerToShard);
+    }
+
     [Fact]
     public async Task Resuming_a_checkpoint_on_three_processes_equals_resuming_it_in_one_process_and_the_uninterrupted_run()
     {

@@ -33,6 +33,7 @@ public class WireFuzzTests() : TestKit(WireSerializer.Bindings)
             new PeerChunk(1, 12, 3, 2, 256f, 32, false, Enumerable.Range(0, 120).Select(i => (byte)i).ToArray(), 0.5, Trace),
             new ReplicaDigest(3, 40, 0xDEADBEEF01234567),
             new PushGradient(2, 41, 40, 1024f, false, 32, Enumerable.Range(0, 300).Select(i => (byte)i).ToArray(), 1.25, Trace),
+            new PushGradient(2, 41, 40, 1f, false, 32, new byte[40], 1.25, Trace) { Factors = [1f, 2f, 3f] },
             new ParameterSlice(1, 9, new byte[200], true, 8, 0.5, Trace),
             new ShardSnapshot(1, 50, new[] { 1f, -2.5f }, counters, true),
             new WorkerStepReport(1, 2, 0.5f, 32, 1000, 0.1, 0.2, 0.3, 4, false, 8f, 3, 0.05),

@@ -49,6 +49,12 @@ public class WireSerializerTests() : TestKit(WireSerializer.Bindings)
         Assert.True(push.Pooled); // the receiving shard returns it to the pool
         push.Release();
 
+        Assert.Null(push.Factors);
+        // K-FAC: the factor contribution rides with the push
+        var withFactors = (PushGradient)RoundTrip(new PushGradient(2, 41, 40, 1f, false, 32, payload, 1.25, Trace) { Factors = [0.5f, -1f, 3e-8f] });
+        Assert.Equal([0.5f, -1f, 3e-8f], withFactors.Factors!);
+        Assert.Equal(12, withFactors.FactorBytes);
+        withFactors.Release();
         var skipped = (PushGradient)RoundTrip(new PushGradient(1, 5, 5, 65536f, true, 32, ReadOnlyMemory<byte>.Empty));
         Assert.True(skipped.NonFinite);
         Assert.Equal(0, skipped.Payload.Length);
@@ -183,7 +189,7 @@ public class WireSerializerTests() : TestKit(WireSerializer.Bindings)
 
         // a payload that claims 2 GB: refused by its length before anything is allocated
         byte[] huge = (byte[])good.Clone();
-        BitConverter.GetBytes(int.MaxValue).CopyTo(huge, good.Length - 100 - 4);
+        BitConverter.GetBytes(int.MaxValue).CopyTo(huge, good.Length - 1 - 100 - 4); // before the payload (and the factors' presence byte)
         Assert.Contains("maximum message size", Assert.Throws<WireFormatException>(() => serializer.FromBinary(huge, "PU")).Message);
 
         Assert.Contains("not a wire message", Assert.Throws<WireFormatException>(() => serializer.ToBinary("a string")).Message);

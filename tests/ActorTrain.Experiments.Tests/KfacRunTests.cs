@@ -92,11 +92,4 @@ public sealed class KfacRunTests() : TempFolderTest("actortrain-kfac-")
         var e = Assert.ThrowsAny<ActorTrainException>(() => ExperimentData.Build(ExperimentSpec.Load(null, overrides)));
         Assert.Contains(message, e.Message);
     }
-
-    [Fact]
-    public void A_cluster_run_refuses_kfac_before_any_node_starts()
-    {
-        var e = Assert.Throws<ActorTrainException>(() => ClusterRunner.RefuseWhatNeedsOneProcess(ExperimentSpec.Load(null, ["optimizer.type=kfac"])));
-        Assert.Contains("run K-FAC in one process", e.Message);
-    }
 }

@@ -140,6 +140,9 @@ public sealed class WireSerializer : SerializerWithStringManifest
                 w.Double(p.SentAt);
                 w.Trace(p.Trace);
                 w.Bytes(p.Payload.Span);
+                // K-FAC: the worker's factor contribution for the shard's layers, when it carries one
+                w.Bool(p.Factors is not null);
+                if (p.Factors is { } factors) w.Floats(factors);
                 break;
             case ParameterSlice s:
                 w.Int(s.Shard);
@@ -360,9 +363,10 @@ public sealed class WireSerializer : SerializerWithStringManifest
                 double sentAt = r.Double();
                 var trace = r.Trace();
                 var payload = r.Bytes("PushGradient.Payload");
+                var factors = r.Bool() ? r.Floats("PushGradient.Factors") : null;
                 bool pooled = payload.Length > 0;
                 return new PushGradient(worker, clock, baseVersion, scale, nonFinite, samples,
-                    pooled ? PushGradient.Rent(payload) : ReadOnlyMemory<byte>.Empty, sentAt, trace, pooled);
+                    pooled ? PushGradient.Rent(payload) : ReadOnlyMemory<byte>.Empty, sentAt, trace, pooled) { Factors = factors };
             }
             case "SL":
             {
