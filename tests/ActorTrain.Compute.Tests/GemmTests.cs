@@ -12,22 +12,30 @@ namespace ActorTrain.Compute.Tests;
 public sealed class GemmTests
 {
     [Theory]
-    [InlineData(8, 32, 5, false)]      // one AVX-512 tile
-    [InlineData(17, 70, 33, false)]    // 512-bit tiles with column and row edges (6 columns masked, 1 row alone)
-    [InlineData(16, 64, 9, true)]      // A^T through strides (the weight gradient)
-    [InlineData(23, 45, 12, true)]
-    [InlineData(7, 40, 6, false)]      // fewer rows than an AVX-512 tile: 256-bit tiles only
-    [InlineData(9, 10, 4, false)]      // narrower than 32 columns (softmax's 10 classes)
-    [InlineData(32, 256, 784, false)]  // the MLP's first layer for a 32-row band
-    public unsafe void Every_tile_shape_gives_the_in_order_fma_loops_bits(int rows, int n, int k, bool transposed)
+    [InlineData(8, 32, 5, false, true)]      // one AVX-512 tile
+    [InlineData(17, 70, 33, false, true)]    // 512-bit tiles with column and row edges (6 columns masked, 1 row alone)
+    [InlineData(16, 64, 9, true, true)]      // A^T through strides (the weight gradient)
+    [InlineData(23, 45, 12, true, false)]    // C = A B (the engine's gradients: no clearing pass)
+    [InlineData(17, 70, 33, false, false)]
+    [InlineData(7, 40, 6, false, true)]      // fewer rows than an AVX-512 tile: 256-bit tiles only
+    [InlineData(9, 10, 4, false, false)]     // narrower than 32 columns (softmax's 10 classes)
+    [InlineData(32, 256, 784, false, true)]  // the MLP's first layer for a 32-row band
+    public unsafe void Every_tile_shape_gives_the_in_order_fma_loops_bits(int rows, int n, int k, bool transposed, bool accumulate)
     {
         var rng = new Core.Rng(7);
         float[] a = Enumerable.Range(0, rows * k).Select(_ => (float)rng.NextGaussian()).ToArray();
         float[] b = Enumerable.Range(0, k * n).Select(_ => (float)rng.NextGaussian()).ToArray();
+        // row 0 of A and column 0 of B tiny with opposite signs: their products underflow to -0, which a cleared C turns into +0
+        for (int p = 0; p < k; p++)
+        {
+            a[transposed ? p * rows : p] = 1e-30f;
+            b[p * n] = -1e-30f;
+        }
         float[] c = Enumerable.Range(0, rows * n).Select(_ => (float)rng.NextGaussian()).ToArray();
         // element (i, p) of A: row-major a[i k + p], or A^T stored as k x rows: a[p rows + i]
         int ars = transposed ? 1 : k, acs = transposed ? rows : 1;
         var expected = (float[])c.Clone();
+        if (!accumulate) Array.Clear(expected);
         for (int i = 0; i < rows; i++)
             for (int j = 0; j < n; j++)
             {
@@ -35,7 +43,8 @@ public sealed class GemmTests
                 for (int p = 0; p < k; p++) s = MathF.FusedMultiplyAdd(a[i * ars + p * acs], b[p * n + j], s);
                 expected[i * n + j] += s;
             }
-        fixed (float* pa = a, pb = b, pc = c) Gemm.MultiplyAdd(rows, n, k, pa, ars, acs, pb, n, pc, n);
-        Assert.Equal(expected, c);
+        fixed (float* pa = a, pb = b, pc = c) Gemm.MultiplyAdd(rows, n, k, pa, ars, acs, pb, n, pc, n, accumulate);
+        // bit for bit: float equality would take -0 for +0
+        Assert.Equal(expected.Select(BitConverter.SingleToInt32Bits), c.Select(BitConverter.SingleToInt32Bits));
     }
 }

@@ -237,18 +237,16 @@ public sealed unsafe class SimdGradientEngine : IGradientEngine
             case Op.WeightGradient:
             {
                 int n = _batchRows;
-                var gw = _gradient.AsSpan(Model.Weight(l).Offset + r0 * fout, (r1 - r0) * fout);
-                gw.Clear();
+                // the band's weight gradient is written, not added to: no clearing pass over it
                 fixed (float* a = _acts[l], d = _deltas[l], g = _gradient)
-                    Gemm.MultiplyAdd(r1 - r0, fout, n, a + r0, 1, fin, d, fout, g + Model.Weight(l).Offset + r0 * fout, fout);
+                    Gemm.MultiplyAdd(r1 - r0, fout, n, a + r0, 1, fin, d, fout, g + Model.Weight(l).Offset + r0 * fout, fout, accumulate: false);
                 break;
             }
             case Op.InputGradient:
             {
                 var prev = _deltas[l - 1].AsSpan(r0 * fin, (r1 - r0) * fin);
-                prev.Clear();
                 fixed (float* d = _deltas[l], wt = _transposed[l], p = _deltas[l - 1])
-                    Gemm.MultiplyAdd(r1 - r0, fin, fout, d + r0 * fout, fout, 1, wt, fin, p + r0 * fin, fin);
+                    Gemm.MultiplyAdd(r1 - r0, fin, fout, d + r0 * fout, fout, 1, wt, fin, p + r0 * fin, fin, accumulate: false);
                 var act = _acts[l].AsSpan(r0 * fin, (r1 - r0) * fin);
                 if (Model.Activation == Activation.Relu)
                 {
