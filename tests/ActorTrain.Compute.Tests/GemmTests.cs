@@ -48,3 +48,43 @@ public sealed class GemmTests
         Assert.Equal(expected.Select(BitConverter.SingleToInt32Bits), c.Select(BitConverter.SingleToInt32Bits));
     }
 }
+
+/// <summary>The backward pass's activation derivatives, vectorised, against the scalar loops they replaced: the same bits, NaN and -0 included.</summary>
+public sealed class ActivationBackwardTests
+{
+    private static (float[] Act, float[] Delta) Inputs(int n)
+    {
+        var rng = new Core.Rng(11);
+        var act = Enumerable.Range(0, n).Select(_ => (float)rng.NextGaussian()).ToArray();
+        var delta = Enumerable.Range(0, n).Select(_ => (float)rng.NextGaussian()).ToArray();
+        act[1] = float.NaN;
+        act[2] = -0f;
+        act[3] = 0f;
+        act[4] = float.Epsilon;
+        delta[5] = float.NaN;
+        return (act, delta);
+    }
+
+    private static int[] Bits(float[] values) => values.Select(BitConverter.SingleToInt32Bits).ToArray();
+
+    [Theory]
+    [InlineData(37)] // vectors and a scalar tail
+    [InlineData(8)]
+    [InlineData(6)]  // tail only
+    public void Relu_and_tanh_backward_give_the_scalar_loops_bits(int n)
+    {
+        var (act, delta) = Inputs(n);
+        var relu = (float[])delta.Clone();
+        Simd.SimdGradientEngine.ReluBackward(act, relu);
+        var expected = (float[])delta.Clone();
+        for (int i = 0; i < n; i++)
+            if (act[i] <= 0) expected[i] = 0;
+        Assert.Equal(Bits(expected), Bits(relu));
+
+        var tanh = (float[])delta.Clone();
+        Simd.SimdGradientEngine.TanhBackward(act, tanh);
+        expected = (float[])delta.Clone();
+        for (int i = 0; i < n; i++) expected[i] *= 1 - act[i] * act[i];
+        Assert.Equal(Bits(expected), Bits(tanh));
+    }
+}

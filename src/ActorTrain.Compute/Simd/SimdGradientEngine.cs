@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
 using ActorTrain.Core.Data;
 using ActorTrain.Core.Engines;
 using ActorTrain.Core.Models;
@@ -19,8 +20,11 @@ public sealed unsafe class SimdGradientEngine : IGradientEngine
 
     private readonly WorkerThreads _threads;
     private readonly Action<int> _partBody;
-    private readonly float[] _weights;
-    private readonly float[] _gradient;
+    private readonly float[] _weights;     // FP16: the caller's weights rounded; FP32 reads the caller's own
+    // The weights and gradient of the call in progress: pinned by ComputeGradient / Evaluate for the
+    // call's duration (the parts run inside it). FP32 reads the caller's weights and every mode writes
+    // the caller's gradient in place: no copy of either per step.
+    private float* _w, _g;
     private readonly float[][] _acts;      // input of layer l (post-activation of layer l-1), MaxBatch x size[l]
     private readonly float[] _logits;      // MaxBatch x outputs
     private readonly float[][] _deltas;    // dL/dz of layer l, MaxBatch x size[l+1]
@@ -43,7 +47,6 @@ public sealed unsafe class SimdGradientEngine : IGradientEngine
         _threads = new WorkerThreads(count, "simd-engine");
         _partBody = RunPart;
         _weights = Pinned(model.ParameterCount);
-        _gradient = Pinned(model.ParameterCount);
         int layers = model.LayerCount;
         _acts = new float[layers][];
         _deltas = new float[layers][];
@@ -72,38 +75,63 @@ public sealed unsafe class SimdGradientEngine : IGradientEngine
         CheckBatch(weights, batch, n);
         if (gradient.Length != Model.ParameterCount) throw new ArgumentException($"gradient must hold {Model.ParameterCount} values", nameof(gradient));
         _fp16 = request.Precision == PrecisionMode.Fp16;
-        LoadWeights(weights);
-        LoadBatch(batch, n);
-        _batchRows = n;
-
-        Forward(n);
-        float loss = (float)OutputLoss(n, request.LossScale);
-
-        for (int l = Model.LayerCount - 1; l >= 0; l--)
+        fixed (float* w = weights, g = gradient)
         {
-            int fin = Model.LayerSizes[l], fout = Model.LayerSizes[l + 1];
-            Parallel(Op.WeightGradient, l, fin);
-            var db = _gradient.AsSpan(Model.Bias(l).Offset, fout);
-            db.Clear();
-            var delta = _deltas[l];
-            for (int i = 0; i < n; i++) TensorPrimitives.Add(db, delta.AsSpan(i * fout, fout), db);
-            if (l == 0) break;
-            Transpose(_weights.AsSpan(Model.Weight(l).Offset, fin * fout), _transposed[l], fin, fout);
-            Parallel(Op.InputGradient, l, n);
-        }
+            _w = LoadWeights(weights, w);
+            _g = g;
+            try
+            {
+                LoadBatch(batch, n);
+                _batchRows = n;
 
-        long underflow = 0;
-        if (_fp16) underflow = HalfPrecision.RoundCountingUnderflow(_gradient, gradient);
-        else _gradient.AsSpan(0, Model.ParameterCount).CopyTo(gradient);
-        bool nonFinite = !HalfPrecision.AllFinite(gradient);
-        return new GradientResult(loss, Model.FlopsPerSample * n, nonFinite, underflow);
+                Forward(n);
+                float loss = (float)OutputLoss(n, request.LossScale);
+
+                for (int l = Model.LayerCount - 1; l >= 0; l--)
+                {
+                    int fin = Model.LayerSizes[l], fout = Model.LayerSizes[l + 1];
+                    Parallel(Op.WeightGradient, l, fin);
+                    var db = new Span<float>(_g + Model.Bias(l).Offset, fout);
+                    db.Clear();
+                    var delta = _deltas[l];
+                    for (int i = 0; i < n; i++) TensorPrimitives.Add(db, delta.AsSpan(i * fout, fout), db);
+                    if (l == 0) break;
+                    Transpose(new ReadOnlySpan<float>(_w + Model.Weight(l).Offset, fin * fout), _transposed[l], fin, fout);
+                    Parallel(Op.InputGradient, l, n);
+                }
+
+                // FP16: the gradient rounded where it lies
+                long underflow = _fp16 ? HalfPrecision.RoundCountingUnderflow(gradient, gradient) : 0;
+                bool nonFinite = !HalfPrecision.AllFinite(gradient);
+                return new GradientResult(loss, Model.FlopsPerSample * n, nonFinite, underflow);
+            }
+            finally
+            {
+                _w = _g = null;
+            }
+        }
     }
 
     public Evaluation Evaluate(ReadOnlySpan<float> weights, Batch batch, PrecisionMode precision)
     {
         if (weights.Length != Model.ParameterCount) throw new ArgumentException($"expected {Model.ParameterCount} weights");
         _fp16 = precision == PrecisionMode.Fp16;
-        LoadWeights(weights);
+        fixed (float* w = weights)
+        {
+            _w = LoadWeights(weights, w);
+            try
+            {
+                return EvaluateLoaded(batch);
+            }
+            finally
+            {
+                _w = null;
+            }
+        }
+    }
+
+    private Evaluation EvaluateLoaded(Batch batch)
+    {
         double lossSum = 0;
         int correct = 0;
         int inputs = Model.Inputs, outs = Model.Outputs;
@@ -130,10 +158,13 @@ public sealed unsafe class SimdGradientEngine : IGradientEngine
         if (batch.Features.Length < n * Model.Inputs) throw new ArgumentException("batch features shorter than count x inputs");
     }
 
-    private void LoadWeights(ReadOnlySpan<float> weights)
+    /// <summary>The weights the call computes with: FP32 the caller's own (<paramref name="pinned"/>), FP16 a rounded copy.</summary>
+    private float* LoadWeights(ReadOnlySpan<float> weights, float* pinned)
     {
+        if (!_fp16) return pinned;
         weights.CopyTo(_weights);
-        if (_fp16) HalfPrecision.Round(_weights.AsSpan(0, Model.ParameterCount));
+        HalfPrecision.Round(_weights.AsSpan(0, Model.ParameterCount));
+        fixed (float* copy = _weights) return copy; // allocated pinned: the address holds
     }
 
     private void LoadBatch(Batch batch, int n)
@@ -221,10 +252,10 @@ public sealed unsafe class SimdGradientEngine : IGradientEngine
             case Op.Forward:
             {
                 var z = hidden ? _acts[l + 1] : _logits;
-                var bias = _weights.AsSpan(Model.Bias(l).Offset, fout);
+                var bias = new ReadOnlySpan<float>(_w + Model.Bias(l).Offset, fout);
                 for (int i = r0; i < r1; i++) bias.CopyTo(z.AsSpan(i * fout, fout));
-                fixed (float* a = _acts[l], w = _weights, c = z)
-                    Gemm.MultiplyAdd(r1 - r0, fout, fin, a + r0 * fin, fin, 1, w + Model.Weight(l).Offset, fout, c + r0 * fout, fout);
+                fixed (float* a = _acts[l], c = z)
+                    Gemm.MultiplyAdd(r1 - r0, fout, fin, a + r0 * fin, fin, 1, _w + Model.Weight(l).Offset, fout, c + r0 * fout, fout);
                 var rows = z.AsSpan(r0 * fout, (r1 - r0) * fout);
                 if (hidden)
                 {
@@ -238,8 +269,8 @@ public sealed unsafe class SimdGradientEngine : IGradientEngine
             {
                 int n = _batchRows;
                 // the band's weight gradient is written, not added to: no clearing pass over it
-                fixed (float* a = _acts[l], d = _deltas[l], g = _gradient)
-                    Gemm.MultiplyAdd(r1 - r0, fout, n, a + r0, 1, fin, d, fout, g + Model.Weight(l).Offset + r0 * fout, fout, accumulate: false);
+                fixed (float* a = _acts[l], d = _deltas[l])
+                    Gemm.MultiplyAdd(r1 - r0, fout, n, a + r0, 1, fin, d, fout, _g + Model.Weight(l).Offset + r0 * fout, fout, accumulate: false);
                 break;
             }
             case Op.InputGradient:
@@ -248,19 +279,40 @@ public sealed unsafe class SimdGradientEngine : IGradientEngine
                 fixed (float* d = _deltas[l], wt = _transposed[l], p = _deltas[l - 1])
                     Gemm.MultiplyAdd(r1 - r0, fin, fout, d + r0 * fout, fout, 1, wt, fin, p + r0 * fin, fin, accumulate: false);
                 var act = _acts[l].AsSpan(r0 * fin, (r1 - r0) * fin);
-                if (Model.Activation == Activation.Relu)
-                {
-                    for (int i = 0; i < prev.Length; i++)
-                        if (act[i] <= 0) prev[i] = 0;
-                }
-                else
-                {
-                    for (int i = 0; i < prev.Length; i++) prev[i] *= 1 - act[i] * act[i];
-                }
+                if (Model.Activation == Activation.Relu) ReluBackward(act, prev);
+                else TanhBackward(act, prev);
                 if (_fp16) HalfPrecision.Round(prev);
                 break;
             }
         }
+    }
+
+    /// <summary>delta = 0 where the activation is not positive (a NaN activation keeps its delta, as the scalar `a &lt;= 0` test did).</summary>
+    internal static void ReluBackward(ReadOnlySpan<float> act, Span<float> delta)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+            for (; i + Vector256<float>.Count <= delta.Length; i += Vector256<float>.Count)
+            {
+                var d = Vector256.Create<float>(delta[i..]);
+                Vector256.ConditionalSelect(Vector256.LessThanOrEqual(Vector256.Create<float>(act[i..]), Vector256<float>.Zero), Vector256<float>.Zero, d)
+                    .CopyTo(delta[i..]);
+            }
+        for (; i < delta.Length; i++)
+            if (act[i] <= 0) delta[i] = 0;
+    }
+
+    /// <summary>delta *= 1 - a^2, each product and difference rounded as the scalar loop rounds them (no fused multiply-add).</summary>
+    internal static void TanhBackward(ReadOnlySpan<float> act, Span<float> delta)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+            for (; i + Vector256<float>.Count <= delta.Length; i += Vector256<float>.Count)
+            {
+                var a = Vector256.Create<float>(act[i..]);
+                (Vector256.Create<float>(delta[i..]) * (Vector256<float>.One - a * a)).CopyTo(delta[i..]);
+            }
+        for (; i < delta.Length; i++) delta[i] *= 1 - act[i] * act[i];
     }
 
     private static void Transpose(ReadOnlySpan<float> source, Span<float> destination, int rows, int cols)
