@@ -125,6 +125,22 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
         Assert.Equal(cluster.Outcome.FinalWeights, resumed.Outcome.FinalWeights);
     }
 
+    /// <summary>
+    /// A dynamic FP16 scale across processes: the stages' finiteness reports and the drivers' verdicts cross
+    /// nodes; from an overflowing 2^24 the run skips steps and backs off exactly as in one process.
+    /// </summary>
+    [Fact]
+    public async Task A_dynamic_fp16_pipeline_on_four_processes_skips_and_scales_as_one_process()
+    {
+        var spec = ExperimentSpec.Load(null, ["training.max-steps=60", "output.plots=off", "telemetry.exporter=none", "topology.workers=2",
+            "parallelism.pipeline-stages=2", "parallelism.micro-batches=4", "precision.mode=fp16", "precision.initial-scale=16777216", "precision.growth-interval=5"]);
+        var single = await ExperimentRunner.RunAsync(spec, Path.Combine(Root, "single"));
+        var (cluster, _) = await RunOnCluster(spec, 4, "cluster");
+        Assert.Equal(File.ReadAllBytes(Path.Combine(single.Folder, "metrics.csv")), File.ReadAllBytes(Path.Combine(cluster.Folder, "metrics.csv")));
+        Assert.Equal(single.Outcome.FinalWeights, cluster.Outcome.FinalWeights);
+        Assert.True(cluster.Summary.SkippedGradients > 0);
+    }
+
     /// <summary>K-FAC across processes: the workers' factor contributions travel with their pushes to the shards on the ps node.</summary>
     [Fact]
     public async Task Kfac_on_three_processes_writes_the_metrics_of_one_process_byte_for_byte()
