@@ -25,6 +25,8 @@ public sealed unsafe class SimdGradientEngine : IGradientEngine
     // call's duration (the parts run inside it). FP32 reads the caller's weights and every mode writes
     // the caller's gradient in place: no copy of either per step.
     private float* _w, _g;
+    // The batch's features, the first layer's input: FP32 the caller's own (pinned for the call), FP16 a rounded copy in _acts[0].
+    private float* _x;
     private readonly float[][] _acts;      // input of layer l (post-activation of layer l-1), MaxBatch x size[l]
     private readonly float[] _logits;      // MaxBatch x outputs
     private readonly float[][] _deltas;    // dL/dz of layer l, MaxBatch x size[l+1]
@@ -81,33 +83,36 @@ public sealed unsafe class SimdGradientEngine : IGradientEngine
             _g = g;
             try
             {
-                LoadBatch(batch, n);
-                _batchRows = n;
-
-                Forward(n);
-                float loss = (float)OutputLoss(n, request.LossScale);
-
-                for (int l = Model.LayerCount - 1; l >= 0; l--)
+                fixed (float* x = batch.Features)
                 {
-                    int fin = Model.LayerSizes[l], fout = Model.LayerSizes[l + 1];
-                    Parallel(Op.WeightGradient, l, fin);
-                    var db = new Span<float>(_g + Model.Bias(l).Offset, fout);
-                    db.Clear();
-                    var delta = _deltas[l];
-                    for (int i = 0; i < n; i++) TensorPrimitives.Add(db, delta.AsSpan(i * fout, fout), db);
-                    if (l == 0) break;
-                    Transpose(new ReadOnlySpan<float>(_w + Model.Weight(l).Offset, fin * fout), _transposed[l], fin, fout);
-                    Parallel(Op.InputGradient, l, n);
-                }
+                    LoadBatch(batch, n, x);
+                    _batchRows = n;
 
-                // FP16: the gradient rounded where it lies
-                long underflow = _fp16 ? HalfPrecision.RoundCountingUnderflow(gradient, gradient) : 0;
-                bool nonFinite = !HalfPrecision.AllFinite(gradient);
-                return new GradientResult(loss, Model.FlopsPerSample * n, nonFinite, underflow);
+                    Forward(n);
+                    float loss = (float)OutputLoss(n, request.LossScale);
+
+                    for (int l = Model.LayerCount - 1; l >= 0; l--)
+                    {
+                        int fin = Model.LayerSizes[l], fout = Model.LayerSizes[l + 1];
+                        Parallel(Op.WeightGradient, l, fin);
+                        var db = new Span<float>(_g + Model.Bias(l).Offset, fout);
+                        db.Clear();
+                        var delta = _deltas[l];
+                        for (int i = 0; i < n; i++) TensorPrimitives.Add(db, delta.AsSpan(i * fout, fout), db);
+                        if (l == 0) break;
+                        Transpose(new ReadOnlySpan<float>(_w + Model.Weight(l).Offset, fin * fout), _transposed[l], fin, fout);
+                        Parallel(Op.InputGradient, l, n);
+                    }
+
+                    // FP16: the gradient rounded where it lies
+                    long underflow = _fp16 ? HalfPrecision.RoundCountingUnderflow(gradient, gradient) : 0;
+                    bool nonFinite = !HalfPrecision.AllFinite(gradient);
+                    return new GradientResult(loss, Model.FlopsPerSample * n, nonFinite, underflow);
+                }
             }
             finally
             {
-                _w = _g = null;
+                _w = _g = _x = null;
             }
         }
     }
@@ -125,7 +130,7 @@ public sealed unsafe class SimdGradientEngine : IGradientEngine
             }
             finally
             {
-                _w = null;
+                _w = _x = null;
             }
         }
     }
@@ -141,8 +146,11 @@ public sealed unsafe class SimdGradientEngine : IGradientEngine
             var part = new Batch(batch.Features.Slice(start * inputs, n * inputs), n,
                 batch.Labels.IsEmpty ? default : batch.Labels.Slice(start, n),
                 batch.Targets.IsEmpty ? default : batch.Targets.Slice(start * outs, n * outs));
-            LoadBatch(part, n);
-            Forward(n);
+            fixed (float* x = part.Features)
+            {
+                LoadBatch(part, n, x);
+                Forward(n);
+            }
             lossSum += OutputLoss(n, 0) * n;
             if (Model.Loss == LossKind.CrossEntropy)
                 for (int i = 0; i < n; i++)
@@ -167,11 +175,17 @@ public sealed unsafe class SimdGradientEngine : IGradientEngine
         fixed (float* copy = _weights) return copy; // allocated pinned: the address holds
     }
 
-    private void LoadBatch(Batch batch, int n)
+    /// <param name="features">the batch's features, pinned by the caller for as long as the pass runs</param>
+    private void LoadBatch(Batch batch, int n, float* features)
     {
-        var x = _acts[0].AsSpan(0, n * Model.Inputs);
-        batch.Features[..x.Length].CopyTo(x);
-        if (_fp16) HalfPrecision.Round(x);
+        if (_fp16)
+        {
+            var x = _acts[0].AsSpan(0, n * Model.Inputs);
+            batch.Features[..x.Length].CopyTo(x);
+            HalfPrecision.Round(x);
+            fixed (float* copy = _acts[0]) _x = copy; // allocated pinned: the address holds
+        }
+        else _x = features;
         if (Model.Loss == LossKind.CrossEntropy)
         {
             if (batch.Labels.Length < n) throw new ArgumentException("a classifier needs one label per sample");
@@ -254,8 +268,11 @@ public sealed unsafe class SimdGradientEngine : IGradientEngine
                 var z = hidden ? _acts[l + 1] : _logits;
                 var bias = new ReadOnlySpan<float>(_w + Model.Bias(l).Offset, fout);
                 for (int i = r0; i < r1; i++) bias.CopyTo(z.AsSpan(i * fout, fout));
-                fixed (float* a = _acts[l], c = z)
+                fixed (float* acts = _acts[l], c = z)
+                {
+                    float* a = l == 0 ? _x : acts;
                     Gemm.MultiplyAdd(r1 - r0, fout, fin, a + r0 * fin, fin, 1, _w + Model.Weight(l).Offset, fout, c + r0 * fout, fout);
+                }
                 var rows = z.AsSpan(r0 * fout, (r1 - r0) * fout);
                 if (hidden)
                 {
@@ -269,8 +286,11 @@ public sealed unsafe class SimdGradientEngine : IGradientEngine
             {
                 int n = _batchRows;
                 // the band's weight gradient is written, not added to: no clearing pass over it
-                fixed (float* a = _acts[l], d = _deltas[l])
+                fixed (float* acts = _acts[l], d = _deltas[l])
+                {
+                    float* a = l == 0 ? _x : acts;
                     Gemm.MultiplyAdd(r1 - r0, fout, n, a + r0, 1, fin, d, fout, _g + Model.Weight(l).Offset + r0 * fout, fout, accumulate: false);
+                }
                 break;
             }
             case Op.InputGradient:
