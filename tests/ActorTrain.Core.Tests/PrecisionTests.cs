@@ -124,9 +124,9 @@ public class HalfRoundingTests
             MathF.Pow(2, -24), MathF.Pow(2, -25), MathF.Pow(2, -25) * 1.0001f, MathF.Pow(2, -24) * 1.5f, MathF.Pow(2, -24) * 2.5f,
             1e-10f, -3e-8f, float.Epsilon, 0.1f, 3.14159265f, 1000.5f, 2049f, 2051f,
         ];
-        // pad to a multiple of 8 so every value goes through the vector path too
-        var padded = edges.Concat(Enumerable.Repeat(0f, 8 - edges.Length % 8)).ToArray();
-        AssertSameAsSystemHalf(padded);
+        // padded to a multiple of 16 and of 8 so every value goes through each vector width too
+        AssertSameAsSystemHalf(edges.Concat(Enumerable.Repeat(0f, 16 - edges.Length % 16)).ToArray());
+        AssertSameAsSystemHalf(edges.Concat(Enumerable.Repeat(0f, 8 - edges.Length % 8)).ToArray());
         AssertSameAsSystemHalf(edges);
     }
 
@@ -143,5 +143,13 @@ public class HalfRoundingTests
                 : (float)((rng.NextDouble() - 0.5) * Math.Pow(2, rng.NextInt(50) - 30));
         }
         AssertSameAsSystemHalf(values);
+        // rounding into another buffer gives the same bits and leaves the source as it was
+        var source = (float[])values.Clone();
+        var into = new float[values.Length + 3];
+        HalfPrecision.Round(source, into);
+        var inPlace = (float[])values.Clone();
+        HalfPrecision.Round(inPlace);
+        Assert.Equal(inPlace.Select(BitConverter.SingleToInt32Bits), into.Take(values.Length).Select(BitConverter.SingleToInt32Bits));
+        Assert.Equal(values.Select(BitConverter.SingleToInt32Bits), source.Select(BitConverter.SingleToInt32Bits));
     }
 }

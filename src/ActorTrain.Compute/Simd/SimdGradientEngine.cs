@@ -170,8 +170,7 @@ public sealed unsafe class SimdGradientEngine : IGradientEngine
     private float* LoadWeights(ReadOnlySpan<float> weights, float* pinned)
     {
         if (!_fp16) return pinned;
-        weights.CopyTo(_weights);
-        HalfPrecision.Round(_weights.AsSpan(0, Model.ParameterCount));
+        HalfPrecision.Round(weights, _weights);
         fixed (float* copy = _weights) return copy; // allocated pinned: the address holds
     }
 
@@ -180,9 +179,7 @@ public sealed unsafe class SimdGradientEngine : IGradientEngine
     {
         if (_fp16)
         {
-            var x = _acts[0].AsSpan(0, n * Model.Inputs);
-            batch.Features[..x.Length].CopyTo(x);
-            HalfPrecision.Round(x);
+            HalfPrecision.Round(batch.Features[..(n * Model.Inputs)], _acts[0]);
             fixed (float* copy = _acts[0]) _x = copy; // allocated pinned: the address holds
         }
         else _x = features;

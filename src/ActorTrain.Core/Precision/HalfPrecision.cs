@@ -19,18 +19,27 @@ public static class HalfPrecision
     private const int Infinity = 0x7F800000;
 
     /// <summary>Rounds every element to FP16 and back, in place.</summary>
-    public static void Round(Span<float> values)
+    public static void Round(Span<float> values) => Round(values, values);
+
+    /// <summary><paramref name="source"/> rounded to FP16 into <paramref name="destination"/> (one pass: a copy and the rounding together).</summary>
+    public static void Round(ReadOnlySpan<float> source, Span<float> destination)
     {
+        if (destination.Length < source.Length) throw new ArgumentException("destination is shorter than source");
         int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            for (; i <= source.Length - Vector512<float>.Count; i += Vector512<float>.Count)
+                Round(Vector512.Create<float>(source.Slice(i, Vector512<float>.Count))).CopyTo(destination.Slice(i));
+        }
         if (Vector256.IsHardwareAccelerated)
         {
-            for (; i <= values.Length - Vector256<float>.Count; i += Vector256<float>.Count)
+            for (; i <= source.Length - Vector256<float>.Count; i += Vector256<float>.Count)
             {
-                var v = Vector256.Create(values.Slice(i, Vector256<float>.Count));
-                Round(v).CopyTo(values.Slice(i));
+                var v = Vector256.Create(source.Slice(i, Vector256<float>.Count));
+                Round(v).CopyTo(destination.Slice(i));
             }
         }
-        for (; i < values.Length; i++) values[i] = (float)(Half)values[i];
+        for (; i < source.Length; i++) destination[i] = (float)(Half)source[i];
     }
 
     /// <summary>
@@ -42,6 +51,17 @@ public static class HalfPrecision
         if (destination.Length < source.Length) throw new ArgumentException("destination is shorter than source");
         long flushed = 0;
         int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            for (; i <= source.Length - Vector512<float>.Count; i += Vector512<float>.Count)
+            {
+                var before = Vector512.Create<float>(source.Slice(i, Vector512<float>.Count));
+                var after = Round(before);
+                after.CopyTo(destination.Slice(i));
+                var lost = Vector512.Equals(after, Vector512<float>.Zero) & ~Vector512.Equals(before, Vector512<float>.Zero);
+                flushed += (long)ulong.PopCount(lost.ExtractMostSignificantBits());
+            }
+        }
         if (Vector256.IsHardwareAccelerated)
         {
             for (; i <= source.Length - Vector256<float>.Count; i += Vector256<float>.Count)
@@ -78,10 +98,37 @@ public static class HalfPrecision
         result = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(abs, Vector256.Create(Infinity)), abs, result);
         return (result | sign).AsSingle();
     }
+    /// <summary>The same rounding, sixteen floats at a time (AVX-512): the same integer operations per lane, so the same bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Round(Vector512<float> x)
+    {
+        var bits = x.AsInt32();
+        var sign = bits & Vector512.Create(SignMask);
+        var abs = bits & Vector512.Create(AbsMask);
+        var lsb = Vector512.ShiftRightLogical(abs, 13) & Vector512<int>.One;
+        var normal = (abs + Vector512.Create(0xFFF) + lsb) & Vector512.Create(unchecked((int)0xFFFFE000));
+        normal = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(normal, Vector512.Create(Overflow)), Vector512.Create(Infinity), normal);
+        var half = Vector512.Create(0.5f);
+        var subnormal = ((abs.AsSingle() + half) - half).AsInt32();
+        var result = Vector512.ConditionalSelect(Vector512.LessThan(abs, Vector512.Create(SmallestNormal)), subnormal, normal);
+        result = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(abs, Vector512.Create(Infinity)), abs, result);
+        return (result | sign).AsSingle();
+    }
+
     /// <summary>True when no element is inf or NaN (x - x is 0 exactly for finite x, NaN otherwise).</summary>
     public static bool AllFinite(ReadOnlySpan<float> values)
     {
         int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var acc = Vector512<float>.Zero;
+            for (; i <= values.Length - Vector512<float>.Count; i += Vector512<float>.Count)
+            {
+                var v = Vector512.Create<float>(values.Slice(i, Vector512<float>.Count));
+                acc += v - v;
+            }
+            if (acc != Vector512<float>.Zero) return false;
+        }
         if (Vector256.IsHardwareAccelerated)
         {
             var acc = Vector256<float>.Zero;
