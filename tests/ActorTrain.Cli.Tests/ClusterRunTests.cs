@@ -283,6 +283,23 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
         return path;
     }
 
+    /// <summary>A pipeline has no spare: losing a stage's process ends the run naming the stage, and the last checkpoint resumes it.</summary>
+    [Fact]
+    public async Task Losing_a_stage_process_stops_a_pipeline_run_naming_the_stage_and_resume_finishes_it()
+    {
+        var spec = ExperimentSpec.Load(null, ["training.max-steps=300", "training.eval-every=20", "training.checkpoint-every=40", "topology.workers=1",
+            "parallelism.pipeline-stages=2", "simulation.clock=wall", "output.plots=off", "telemetry.exporter=none"]);
+        var failure = await Assert.ThrowsAsync<RunFailedWithCheckpointException>(() => RunOnCluster(spec, 4, "stage", FastClusterConfig(),
+            cluster => new KillAtStep(100, () => cluster.Nodes.First(n => n.Role == "ps").Process.Kill())));
+        Assert.Matches("pipeline stage [01] of replica 0 on .* was lost", failure.Message);
+        long last = Checkpoints.Steps(failure.Folder)[^1];
+        Assert.InRange(last, 40, 280);
+
+        var resumed = await ExperimentRunner.ResumeAsync(failure.Folder, outputRoot: Path.Combine(Root, "stage"));
+        Assert.Equal(300, resumed.Outcome.FinalStep);
+        Assert.Equal(last, resumed.Outcome.Evaluations[0].Step);
+    }
+
     [Fact]
     public async Task A_node_with_the_wrong_certificate_cannot_join_a_TLS_cluster()
     {
