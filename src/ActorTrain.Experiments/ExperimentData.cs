@@ -74,7 +74,7 @@ public sealed record ExperimentData(Dataset Train, Dataset Test, Dataset[] Parti
     {
         var p = spec.Parallelism;
         int state = Core.Optimization.Optimizer.Create(spec.Optimizer, 1).State.Count;
-        return Core.Pipeline.StageMemory.Of(model, Cluster.Actors.PipelineSettings.Boundaries(model, p.Stages, p.Boundaries), p.Schedule, p.MicroBatches,
+        return Core.Pipeline.StageMemory.Of(model, StageModel.Boundaries(model, p.Stages, p.Boundaries), p.Schedule, p.MicroBatches,
             spec.Training.BatchSize, state, spec.Precision.Mode == Core.Precision.PrecisionMode.Fp16 ? 2 : 4);
     }
 

@@ -216,7 +216,7 @@ public static class ExperimentRunner
         if (!data.Model.SizesOnly) data.Model.Initialize(initial, Rng.Derive(spec.Seed, 4));
         var p = spec.Parallelism;
         var pipeline = p.Active
-            ? new PipelineSettings(p.Stages, p.MicroBatches, p.Schedule, PipelineSettings.Boundaries(data.Model, p.Stages, p.Boundaries))
+            ? new PipelineSettings(p.Stages, p.MicroBatches, p.Schedule, Core.Pipeline.StageModel.Boundaries(data.Model, p.Stages, p.Boundaries))
             : null;
         return new Coordinator.Settings(data.Model, initial, data.Partitions, data.Test, data.Train.Count,
             spec.Training.BatchSize, spec.Seed, spec.Precision.Mode, spec.Precision.CreateScaler, pipeline?.Stages ?? spec.Topology.Shards,

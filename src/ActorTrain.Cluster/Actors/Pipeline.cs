@@ -23,23 +23,11 @@ public sealed record PipelineSettings(int Stages, int MicroBatches, PipelineSche
     public (int First, int Last) Layers(int stage, int layerCount) =>
         (FirstLayers[stage], stage + 1 < Stages ? FirstLayers[stage + 1] : layerCount);
 
-    /// <summary>
-    /// Stage boundaries balanced by forward FLOPs (the least largest stage, exactly, over the layer
-    /// boundaries), or the ones given (each stage's first layer after the first stage's 0).
-    /// </summary>
-    public static IReadOnlyList<int> Boundaries(ModelSpec model, int stages, IReadOnlyList<int> given)
-    {
-        if (given.Count > 0) return [0, .. given];
-        var flops = Enumerable.Range(0, model.LayerCount).Select(l => (long)model.LayerSizes[l] * model.LayerSizes[l + 1]).ToArray();
-        return ParameterSharding.Partition(flops, stages, "parallelism.pipeline-stages");
-    }
-
     /// <summary>The parameter ranges the stages own, in order (what the coordinator assembles snapshots from).</summary>
     public ParameterRange[] Ranges(ModelSpec model) => Enumerable.Range(0, Stages).Select(s =>
     {
         var (first, last) = Layers(s, model.LayerCount);
-        int start = model.Weight(first).Offset;
-        return new ParameterRange(start, model.Bias(last - 1).Offset + model.Bias(last - 1).Length - start);
+        return StageModel.RangeOf(model, first, last);
     }).ToArray();
 }
 

@@ -33,7 +33,23 @@ public sealed class StageModel
         if (spec.SizesOnly || first < 0 || last > spec.LayerCount || first >= last)
             throw new ArgumentException($"layers [{first}, {last}) of a {spec.LayerCount}-layer model with values");
         (_spec, First, Last) = (spec, first, last);
-        Range = new ParameterRange(spec.Weight(first).Offset, spec.Bias(last - 1).Offset + spec.Bias(last - 1).Length - spec.Weight(first).Offset);
+        Range = RangeOf(spec, first, last);
+    }
+
+    /// <summary>The parameters of layers [<paramref name="first"/>, <paramref name="last"/>): from the first layer's weights to the last layer's bias.</summary>
+    public static ParameterRange RangeOf(ModelSpec spec, int first, int last) =>
+        new(spec.Weight(first).Offset, spec.Bias(last - 1).Offset + spec.Bias(last - 1).Length - spec.Weight(first).Offset);
+
+    /// <summary>
+    /// The first layer of each of <paramref name="stages"/> stages: balanced by forward FLOPs (the
+    /// least largest stage, exactly, over the layer boundaries), or the ones given (each stage's
+    /// first layer after the first stage's 0).
+    /// </summary>
+    public static IReadOnlyList<int> Boundaries(ModelSpec model, int stages, IReadOnlyList<int> given)
+    {
+        if (given.Count > 0) return [0, .. given];
+        var flops = Enumerable.Range(0, model.LayerCount).Select(l => (long)model.LayerSizes[l] * model.LayerSizes[l + 1]).ToArray();
+        return ParameterSharding.Partition(flops, stages, "parallelism.pipeline-stages");
     }
 
     public int First { get; }
