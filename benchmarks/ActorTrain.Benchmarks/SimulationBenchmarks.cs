@@ -52,41 +52,51 @@ internal static class SimulationBenchmarks
         Console.WriteLine("### Scheduler events per second, null model");
         Console.WriteLine();
         Console.WriteLine("A ring of relay actors passes tokens through the virtual link (constant 10 us latency, unlimited bandwidth); each delivery is one event.");
+        Console.WriteLine("Each row: one warm-up run (not counted: the first run in a process is mostly JIT), then 5 runs; median and range of events / s.");
         Console.WriteLine();
-        Console.WriteLine("| actors | tokens in flight | events | wall s | events / s | bytes allocated / event | gen-0 GCs |");
+        Console.WriteLine("| actors | tokens in flight | events per run | events / s, median | min - max | bytes allocated / event | gen-0 GCs / run |");
         Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var (actors, tokens) in new[] { (2, 1), (64, 64), (1024, 1024) })
         {
-            const int hops = 400_000;
-            using var system = ActorSystem.Create("events", ConfigurationFactory.ParseString("akka.loglevel = WARNING"));
-            var network = NetworkSettings.Ideal with { Default = LinkSpec.Ideal with { Latency = new Distribution.Constant(10e-6) } };
-            var link = new VirtualLink(network, 1, actors, 1);
-            var relays = Enumerable.Range(0, actors).Select(i => system.ActorOf(Props.Create(() => new Relay(link)))).ToArray();
-            for (int i = 0; i < actors; i++)
-            {
-                relays[i].Tell(relays[(i + 1) % actors]);
-                link.Attach(relays[i], Endpoint.Worker(i));
-            }
-            var done = new TaskCompletionSource();
-            var idle = system.ActorOf(Props.Create(() => new IdleListener(done)));
-            link.NotifyWhenIdle(idle);
-            // every relay must know its successor before the first token moves
-            Thread.Sleep(200);
-            int perToken = hops / tokens;
-            for (int t = 0; t < tokens; t++) link.Send(relays[t % actors], new Token(perToken), 64, TrafficClass.Control, ActorRefs.Nobody);
-            long allocated = GC.GetTotalAllocatedBytes(precise: true);
-            int collections = GC.CollectionCount(0);
-            var clock = Stopwatch.StartNew();
-            link.Start();
-            done.Task.Wait();
-            double seconds = clock.Elapsed.TotalSeconds;
-            long events = link.Statistics.Events;
-            double perEvent = (GC.GetTotalAllocatedBytes(precise: true) - allocated) / (double)events;
+            var runs = Enumerable.Range(0, 6).Select(_ => RelayRun(actors, tokens)).Skip(1).ToList();
+            var rates = runs.Select(r => r.Events / r.Seconds).Order().ToList();
             Console.WriteLine(FormattableString.Invariant(
-                $"| {actors} | {tokens} | {events} | {seconds:0.00} | {events / seconds:0} | {perEvent:0} | {GC.CollectionCount(0) - collections} |"));
-            system.Terminate().Wait();
+                $"| {actors} | {tokens} | {runs[0].Events} | {rates[rates.Count / 2]:0} | {rates[0]:0} - {rates[^1]:0} | {runs.Average(r => r.BytesPerEvent):0} | {runs.Average(r => r.Collections):0.0} |"));
         }
         Console.WriteLine();
+    }
+
+    /// <summary>One null-model run: <paramref name="tokens"/> tokens around a ring of <paramref name="actors"/> relays, 400,000 hops in all.</summary>
+    private static (long Events, double Seconds, double BytesPerEvent, int Collections) RelayRun(int actors, int tokens)
+    {
+        const int hops = 400_000;
+        using var system = ActorSystem.Create("events", ConfigurationFactory.ParseString("akka.loglevel = WARNING"));
+        var network = NetworkSettings.Ideal with { Default = LinkSpec.Ideal with { Latency = new Distribution.Constant(10e-6) } };
+        var link = new VirtualLink(network, 1, actors, 1);
+        var relays = Enumerable.Range(0, actors).Select(_ => system.ActorOf(Props.Create(() => new Relay(link)))).ToArray();
+        for (int i = 0; i < actors; i++)
+        {
+            relays[i].Tell(relays[(i + 1) % actors]);
+            link.Attach(relays[i], Endpoint.Worker(i));
+        }
+        var done = new TaskCompletionSource();
+        var idle = system.ActorOf(Props.Create(() => new IdleListener(done)));
+        link.NotifyWhenIdle(idle);
+        // every relay must know its successor before the first token moves
+        Thread.Sleep(200);
+        int perToken = hops / tokens;
+        for (int t = 0; t < tokens; t++) link.Send(relays[t % actors], new Token(perToken), 64, TrafficClass.Control, ActorRefs.Nobody);
+        long allocated = GC.GetTotalAllocatedBytes(precise: true);
+        int collections = GC.CollectionCount(0);
+        var clock = Stopwatch.StartNew();
+        link.Start();
+        done.Task.Wait();
+        double seconds = clock.Elapsed.TotalSeconds;
+        long events = link.Statistics.Events;
+        double perEvent = (GC.GetTotalAllocatedBytes(precise: true) - allocated) / (double)events;
+        int gcs = GC.CollectionCount(0) - collections;
+        system.Terminate().Wait();
+        return (events, seconds, perEvent, gcs);
     }
 
     private sealed class IdleListener : ReceiveActor
@@ -178,10 +188,10 @@ internal static class SimulationBenchmarks
     {
         Console.WriteLine("### Simulation overhead");
         Console.WriteLine();
-        Console.WriteLine($"Cores: {Environment.ProcessorCount}. Gradient = the engines' real time; shard = decoding, accumulating, the optimizer step and encoding the answer. Median of 5 after a warm-up.");
+        Console.WriteLine($"Cores: {Environment.ProcessorCount}. Gradient = the engines' real time; shard = decoding, accumulating, the optimizer step and encoding the answer; evaluation = the test-split forward passes (eval-every and the final one), off the coordinator's thread. Median of 5 after a warm-up.");
         Console.WriteLine();
-        Console.WriteLine("| run | clock | wall s | gradient s | shard s | work / (wall x cores) | overhead |");
-        Console.WriteLine("|---|---|---:|---:|---:|---:|---:|");
+        Console.WriteLine("| run | clock | wall s | gradient s | shard s | evaluation s | overhead: 1 - (gradient + shard) / (wall x cores) | overhead, evaluation counted as work |");
+        Console.WriteLine("|---|---|---:|---:|---:|---:|---:|---:|");
         var runs = new (string Name, string? File, string[] Set)[]
         {
             ("quickstart (4 workers, 1000 steps)", null, ["simulation.clock=virtual"]),
@@ -195,18 +205,19 @@ internal static class SimulationBenchmarks
                     "network.latency=\"constant(0us)\"", "network.bandwidth=unlimited"])];
         foreach (var (name, file, set) in runs)
         {
-            var samples = new List<(double Wall, double Gradient, double Shard)>();
+            var samples = new List<(double Wall, double Gradient, double Shard, double Evaluation)>();
             for (int i = -1; i < 5; i++)
             {
                 string root = Path.Combine(Path.GetTempPath(), "actortrain-bench");
                 var r = ExperimentRunner.RunAsync(ExperimentSpec.Load(file, ["output.plots=off", "telemetry.exporter=none", .. set]), root).GetAwaiter().GetResult();
                 Directory.Delete(r.Folder, recursive: true);
-                if (i >= 0) samples.Add((r.Summary.WallSeconds, r.Summary.GradientSeconds, r.Summary.OptimizerSeconds));
+                if (i >= 0) samples.Add((r.Summary.WallSeconds, r.Summary.GradientSeconds, r.Summary.OptimizerSeconds, r.Summary.EvaluationSeconds));
             }
             var m = samples.OrderBy(x => x.Wall).ElementAt(samples.Count / 2);
             double share = (m.Gradient + m.Shard) / (m.Wall * Environment.ProcessorCount);
+            double withEvaluation = (m.Gradient + m.Shard + m.Evaluation) / (m.Wall * Environment.ProcessorCount);
             Console.WriteLine(FormattableString.Invariant(
-                $"| {name} | {set[0].Split('=')[1]} | {m.Wall:0.000} | {m.Gradient:0.000} | {m.Shard:0.000} | {100 * share:0.0}% | {100 * (1 - share):0.0}% |"));
+                $"| {name} | {set[0].Split('=')[1]} | {m.Wall:0.000} | {m.Gradient:0.000} | {m.Shard:0.000} | {m.Evaluation:0.000} | {100 * (1 - share):0.0}% | {100 * (1 - withEvaluation):0.0}% |"));
         }
         Console.WriteLine();
     }

@@ -122,6 +122,13 @@ public sealed record RunSummary(
     /// </summary>
     public string Aggregation { get; init; } = "ps";
 
+    /// <summary>
+    /// Measured seconds of the test-split evaluations (training.eval-every, and the final one), run
+    /// off the coordinator's thread: real work of the run beside gradient_seconds and
+    /// optimizer_seconds, not the simulation's machinery. 0 in files written before it existed.
+    /// </summary>
+    public double EvaluationSeconds { get; init; }
+
     /// <summary>Under all-reduce: how many times a replica's weights were checked bit-equal to another's (every worker at every evaluation).</summary>
     public int ReplicaChecks { get; init; }
 
@@ -215,6 +222,7 @@ public sealed record RunSummary(
         {
             Aggregation = spec.Topology.Aggregation,
             ReplicaChecks = outcome.ReplicaChecks,
+            EvaluationSeconds = outcome.EvaluationSeconds,
             FactorBytesWorkerToShard = outcome.Shards.Sum(c => c.FactorBytesIn),
             Pipeline = PipelineReport.Create(spec, data, outcome),
             SchemaVersion = CurrentSchemaVersion,

@@ -51,6 +51,10 @@ public sealed class ExperimentRunnerTests() : TempFolderTest("actortrain-runs-")
         Assert.All(workers, w => Assert.True(w.CommunicationSeconds > 0));
         // every worker's time adds up to the run's: compute + communication + wait = elapsed, to within the last step
         Assert.All(workers, w => Assert.InRange(w.ComputeSeconds + w.CommunicationSeconds + w.WaitSeconds, result.Summary.ElapsedSeconds - 0.004, result.Summary.ElapsedSeconds + 1e-9));
+        // the real seconds of the work: gradients, the shards' updates and the evaluations (measured, so only their presence and bounds)
+        Assert.True(result.Summary.GradientSeconds > 0 && result.Summary.OptimizerSeconds > 0);
+        Assert.InRange(result.Summary.EvaluationSeconds, 1e-9, result.Summary.WallSeconds);
+        Assert.Equal(result.Summary.EvaluationSeconds, RunSummary.Read(Path.Combine(result.Folder, "summary.json")).EvaluationSeconds);
     }
 
     [Fact]

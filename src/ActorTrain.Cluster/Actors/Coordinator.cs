@@ -124,7 +124,8 @@ public sealed record RunOutcome(
     bool VirtualTime = false,
     LinkStatistics? Link = null,
     IReadOnlyList<FaultEvent>? Faults = null,
-    int ReplicaChecks = 0)
+    int ReplicaChecks = 0,
+    double EvaluationSeconds = 0)
 {
     /// <summary>Staleness of every applied push, summed over shards (bucket i = staleness i; the last is 63+).</summary>
     public long[] StalenessHistogram()
@@ -265,6 +266,8 @@ public sealed class Coordinator : LinkedActor
     private PendingSnapshot? _final;
     // the weights of the last evaluation: what an interrupted run ends with
     private PendingSnapshot? _lastEvaluated;
+    // measured seconds of the evaluations so far (the test split's forward passes, off the actor's thread)
+    private double _evaluationSeconds;
     private IGradientEngine? _evaluator;
     private readonly List<IActorRef> _children = [];
     private IActorRef[] _shards = [];
@@ -800,6 +803,7 @@ public sealed class Coordinator : LinkedActor
     private void OnEvaluated(EvaluationDone done)
     {
         _evaluating = false;
+        _evaluationSeconds += done.Seconds;
         _lastProgress = Stopwatch.GetTimestamp();
         var counters = done.Snapshot.Counters.Select(c => c!).ToArray();
         // Every shard sees every push, so any one shard's sample count is the run's.
@@ -895,7 +899,7 @@ public sealed class Coordinator : LinkedActor
         var workers = _workers.Select((t, i) => new WorkerSummary(i, t.Steps, t.Compute, t.Communication, t.Wait, t.Flops, t.Underflow, t.NonFinite,
             t.Scale, t.Kills, t.Gradient)).ToList();
         _outcome = new RunOutcome(_stopReason, weights, step, _evaluations, workers,
-            shards, time, _wall.Elapsed.TotalSeconds, Link.IsVirtual, Link.Statistics, _faultEvents.ToList(), _replicaChecks);
+            shards, time, _wall.Elapsed.TotalSeconds, Link.IsVirtual, Link.Statistics, _faultEvents.ToList(), _replicaChecks, _evaluationSeconds);
         Context.Stop(Self);
     }
 
