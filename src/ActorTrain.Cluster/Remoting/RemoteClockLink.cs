@@ -29,19 +29,19 @@ public sealed class RemoteClockLink(IActorRef clock, DateTimeOffset epoch, IRout
     public DateTimeOffset Epoch => epoch;
 
     public void Send(IActorRef to, object message, long bytes, TrafficClass traffic, IActorRef sender) =>
-        Emit(new Outgoing(OutKind.Send, to, message, bytes, traffic, sender, 0));
+        Emit(OutKind.Send, to, message, bytes, traffic, sender, 0);
 
     public void ScheduleOnce(IActorRef to, object message, double delay, IActorRef sender) =>
-        Emit(new Outgoing(OutKind.Timer, to, message, 0, TrafficClass.Control, sender, delay));
+        Emit(OutKind.Timer, to, message, 0, TrafficClass.Control, sender, delay);
 
-    public void Kill(IActorRef actor) => Emit(new Outgoing(OutKind.Kill, actor, Akka.Actor.PoisonPill.Instance, 0, TrafficClass.Control, ActorRefs.Nobody, 0));
+    public void Kill(IActorRef actor) => Emit(OutKind.Kill, actor, Akka.Actor.PoisonPill.Instance, 0, TrafficClass.Control, ActorRefs.Nobody, 0);
 
     public void Occupy(double modelled, double measured) => VirtualEvent.Occupy(modelled);
 
-    private static void Emit(Outgoing item)
+    private static void Emit(OutKind kind, IActorRef to, object message, long bytes, TrafficClass traffic, IActorRef sender, double delay)
     {
-        if (!VirtualEvent.TryEmit(item))
-            throw new InvalidOperationException($"virtual link: {item.Message.GetType().Name} sent outside an event on a remote node");
+        if (!VirtualEvent.TryEmit(kind, to, message, bytes, traffic, sender, delay))
+            throw new InvalidOperationException($"virtual link: {message.GetType().Name} sent outside an event on a remote node");
     }
 
     void IEventLink.Enter(VirtualDelivery delivery) => VirtualEvent.Enter(delivery);

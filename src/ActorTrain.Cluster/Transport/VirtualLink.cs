@@ -5,7 +5,7 @@ using Akka.Actor;
 namespace ActorTrain.Cluster.Transport;
 
 /// <summary>A message handed to an actor by the virtual clock; <see cref="Actors.LinkedActor"/> unwraps it.</summary>
-internal sealed record VirtualDelivery(object Message, long Seq, double Start, IEventLink Link, TransferTiming? Transfer = null);
+internal sealed record VirtualDelivery(object Message, long Seq, double Start, IEventLink Link, TransferTiming? Transfer = null, object? Receiver = null);
 
 /// <summary>The side of a virtual clock an actor's event runs against: the scheduler itself, or its proxy on another node.</summary>
 internal interface IEventLink
@@ -54,21 +54,19 @@ public sealed class VirtualLink : ILink, IEventLink
     private readonly double _lookahead;
     private readonly Attachments _endpoints = new();
     private readonly PriorityQueue<Event, (double Time, long Seq)> _queue = new();
-    private readonly Dictionary<IActorRef, double> _busyUntil = new();
+    // each actor's clock and held events, found once per event (Akka's IActorRef hash walks the path)
+    private readonly Dictionary<IActorRef, ActorState> _actors = new();
     private readonly Dictionary<IActorRef, double> _deathTime = new();
     private readonly List<(long Seq, List<Outgoing> Items)> _done = [];
     private readonly List<Outgoing> _seeds = [];
     private readonly DuplicateFilter _duplicates = new();
     private readonly LinkCounters _counters = new();
-    private readonly HashSet<IActorRef> _releasedTargets = [];
     private readonly List<(Event Event, (double, long) Key)> _deferred = [];
-    // Events for an actor already released in the window, in (time, seq) order: its next one goes
-    // back into the queue when it completes (so while any are held, the earliest of the actor's
-    // events is in the queue, and a later one popped before it completes joins the end).
-    // Re-queueing them all every batch cost O(N) per batch, so N pushes landing on one shard in a
-    // window cost O(N^2) per step (issue 19).
-    private readonly Dictionary<IActorRef, Queue<(Event Event, (double, long) Key)>> _waiting = new();
     private int _waitingCount;
+    // the number of the window being released: an actor released in it has ReleasedIn equal to it
+    private long _window;
+    // the last batch's list once its deliveries are told, for the next batch
+    private List<Release>? _spareBatch;
     private readonly Dictionary<Fabric.Flow, FlowAttempt> _flowAttempts = [];
     private long _wakes;
     private readonly IRoute _route;
@@ -127,25 +125,25 @@ public sealed class VirtualLink : ILink, IEventLink
     public void NotifyWhenIdle(IActorRef listener) => _idleListener = listener;
 
     public void Send(IActorRef to, object message, long bytes, TrafficClass traffic, IActorRef sender) =>
-        Emit(new Outgoing(OutKind.Send, to, message, bytes, traffic, sender, 0));
+        Emit(OutKind.Send, to, message, bytes, traffic, sender, 0);
 
     public void ScheduleOnce(IActorRef to, object message, double delay, IActorRef sender) =>
-        Emit(new Outgoing(OutKind.Timer, to, message, 0, TrafficClass.Control, sender, delay));
+        Emit(OutKind.Timer, to, message, 0, TrafficClass.Control, sender, delay);
 
-    public void Kill(IActorRef actor) => Emit(new Outgoing(OutKind.Kill, actor, PoisonPill.Instance, 0, TrafficClass.Control, ActorRefs.Nobody, 0));
+    public void Kill(IActorRef actor) => Emit(OutKind.Kill, actor, PoisonPill.Instance, 0, TrafficClass.Control, ActorRefs.Nobody, 0);
 
     public void Occupy(double modelled, double measured) => VirtualEvent.Occupy(modelled);
 
     public TransferTiming? Transfer => VirtualEvent.Current?.Transfer;
 
-    private void Emit(Outgoing item)
+    private void Emit(OutKind kind, IActorRef to, object message, long bytes, TrafficClass traffic, IActorRef sender, double delay)
     {
-        if (VirtualEvent.TryEmit(item)) return;
+        if (VirtualEvent.TryEmit(kind, to, message, bytes, traffic, sender, delay)) return;
         lock (_lock)
         {
             if (_started)
-                throw new InvalidOperationException($"virtual link: {item.Message.GetType().Name} sent outside an event after the start; under the virtual clock every message must come from a delivered event");
-            _seeds.Add(item);
+                throw new InvalidOperationException($"virtual link: {message.GetType().Name} sent outside an event after the start; under the virtual clock every message must come from a delivered event");
+            _seeds.Add(new Outgoing(kind, to, message, bytes, traffic, sender, delay));
         }
     }
 
@@ -169,7 +167,7 @@ public sealed class VirtualLink : ILink, IEventLink
         {
             _stopped = true;
             _queue.Clear();
-            _waiting.Clear();
+            foreach (var actor in _actors.Values) actor.Waiting?.Clear();
             _waitingCount = 0;
         }
     }
@@ -179,7 +177,7 @@ public sealed class VirtualLink : ILink, IEventLink
     void IEventLink.Exit(IActorRef self)
     {
         var e = VirtualEvent.Exit();
-        Complete(self, e.Seq, e.Now, e.Outbox);
+        Complete(self, e.Seq, e.Now, e.Outbox, e.Receiver as ActorState);
     }
 
     /// <summary>
@@ -187,15 +185,18 @@ public sealed class VirtualLink : ILink, IEventLink
     /// <paramref name="outbox"/>. Called on the actor's thread in one process, by the
     /// <see cref="Remoting.ClockEndpoint"/> for actors on other nodes.
     /// </summary>
-    internal void Complete(IActorRef actor, long seq, double now, List<Outgoing> outbox)
+    internal void Complete(IActorRef actor, long seq, double now, List<Outgoing> outbox) => Complete(actor, seq, now, outbox, null);
+
+    private void Complete(IActorRef actor, long seq, double now, List<Outgoing> outbox, ActorState? state)
     {
         List<Release> batch;
         lock (_lock)
         {
-            _busyUntil[actor] = now;
+            state ??= StateOf(actor);
+            state.BusyUntil = now;
             _done.Add((seq, outbox));
             // the actor's next held event competes again, with its own key: the earliest of its events still to come
-            if (_waiting.TryGetValue(actor, out var held) && held.TryDequeue(out var next))
+            if (state.Waiting is { } held && held.TryDequeue(out var next))
             {
                 _waitingCount--;
                 _queue.Enqueue(next.Event, next.Key);
@@ -296,10 +297,16 @@ public sealed class VirtualLink : ILink, IEventLink
 
     private void Enqueue(Event e, double time) => _queue.Enqueue(e, (time, _seq++));
 
+    private ActorState StateOf(IActorRef actor)
+    {
+        if (!_actors.TryGetValue(actor, out var state)) _actors[actor] = state = new ActorState();
+        return state;
+    }
+
     /// <summary>The next batch of deliveries (kills in front of it are carried out first). Under the lock.</summary>
     private List<Release> ReleaseBatch()
     {
-        var batch = new List<Release>();
+        var batch = Interlocked.Exchange(ref _spareBatch, null) ?? [];
         while (!_stopped && _queue.TryPeek(out var head, out var headKey))
         {
             if (head.Kind is EventKind.FlowStart or EventKind.FlowEnd)
@@ -314,18 +321,19 @@ public sealed class VirtualLink : ILink, IEventLink
                 _queue.Dequeue();
                 _now = headKey.Time;
                 _deathTime[head.Target] = headKey.Time;
-                if (_waiting.Remove(head.Target, out var lost))
+                if (StateOf(head.Target).Waiting is { Count: > 0 } lost)
                 {
                     // held for the actor now dead: lost with it, as they would be from the queue
                     _waitingCount -= lost.Count;
                     foreach (var _ in lost) _counters.LostToStopped();
+                    lost.Clear();
                 }
                 batch.Add(new Release(head.Target, head.Message, ActorRefs.Nobody));
                 continue;
             }
             _now = headKey.Time;
             _windowEnd = headKey.Time + _lookahead;
-            _releasedTargets.Clear();
+            _window++;
             while (_queue.TryPeek(out var e, out var key) && e.Kind != EventKind.Kill
                    && (_lookahead > 0 ? key.Time < _windowEnd : key.Time == headKey.Time))
             {
@@ -336,7 +344,7 @@ public sealed class VirtualLink : ILink, IEventLink
                     _deferred.Add((e, key));
                     continue;
                 }
-                if (_deathTime.ContainsKey(e.Target) || (_deathTime.TryGetValue(e.Sender, out double died) && e.Departure > died))
+                if (_deathTime.Count > 0 && (_deathTime.ContainsKey(e.Target) || (_deathTime.TryGetValue(e.Sender, out double died) && e.Departure > died)))
                 {
                     _counters.LostToStopped();
                     continue;
@@ -346,18 +354,19 @@ public sealed class VirtualLink : ILink, IEventLink
                     _counters.Duplicate();
                     continue;
                 }
-                if (!_releasedTargets.Add(e.Target))
+                var target = StateOf(e.Target);
+                if (target.ReleasedIn == _window)
                 {
                     // already accepted by the duplicate filter: held as a plain event
-                    if (!_waiting.TryGetValue(e.Target, out var held)) _waiting[e.Target] = held = new();
-                    held.Enqueue((e with { MessageId = -1 }, key));
+                    (target.Waiting ??= new()).Enqueue((e with { MessageId = -1 }, key));
                     _waitingCount++;
                     continue;
                 }
-                double start = Math.Max(key.Time, _busyUntil.GetValueOrDefault(e.Target));
+                target.ReleasedIn = _window;
+                double start = Math.Max(key.Time, target.BusyUntil);
                 _counters.Event();
                 _outstanding++;
-                batch.Add(new Release(e.Target, new VirtualDelivery(e.Message, key.Seq, start, this, e.Fabric as TransferTiming), e.Sender));
+                batch.Add(new Release(e.Target, new VirtualDelivery(e.Message, key.Seq, start, this, e.Fabric as TransferTiming, target), e.Sender));
             }
             foreach (var (e, key) in _deferred) _queue.Enqueue(e, key); // flow events, for the fabric between batches
             _deferred.Clear();
@@ -371,6 +380,23 @@ public sealed class VirtualLink : ILink, IEventLink
     private void Tell(List<Release> batch)
     {
         foreach (var r in batch) _route.Tell(r.To, r.Message, r.Sender);
+        batch.Clear();
+        Volatile.Write(ref _spareBatch, batch);
+    }
+
+    /// <summary>
+    /// An actor's side of the clock: where its last event ended, the window it was last released in,
+    /// and its events held back until that one completes, in (time, seq) order. When it completes,
+    /// the next held one goes back into the queue (so while any are held, the earliest of the
+    /// actor's events is in the queue, and a later one popped before it completes joins the end).
+    /// Re-queueing them all every batch cost O(N) per batch, so N pushes landing on one shard in a
+    /// window cost O(N^2) per step (issue 19).
+    /// </summary>
+    private sealed class ActorState
+    {
+        public double BusyUntil;
+        public long ReleasedIn = -1;
+        public Queue<(Event Event, (double, long) Key)>? Waiting;
     }
 
     private enum EventKind { Deliver, Kill, FlowStart, FlowEnd }
@@ -392,12 +418,16 @@ internal sealed class VirtualEvent(long seq, double start)
     public readonly List<Outgoing> Outbox = [];
     public double Now = start;
 
+    /// <summary>The scheduler's record of the receiving actor (what <see cref="VirtualDelivery.Receiver"/> carried), handed back with the outbox.</summary>
+    public object? Receiver;
+
     /// <summary>How the message being handled crossed a sharing fabric (null otherwise).</summary>
     public TransferTiming? Transfer;
 
     public static VirtualEvent? Current => _current;
 
-    public static void Enter(VirtualDelivery delivery) => _current = new VirtualEvent(delivery.Seq, delivery.Start) { Transfer = delivery.Transfer };
+    public static void Enter(VirtualDelivery delivery) =>
+        _current = new VirtualEvent(delivery.Seq, delivery.Start) { Transfer = delivery.Transfer, Receiver = delivery.Receiver };
 
     public static VirtualEvent Exit()
     {
@@ -412,11 +442,11 @@ internal sealed class VirtualEvent(long seq, double start)
         e.Now += Math.Max(0, modelled);
     }
 
-    /// <summary>Adds the item to the current event's outbox (its delay made absolute); false outside an event.</summary>
-    public static bool TryEmit(Outgoing item)
+    /// <summary>Adds the item to the current event's outbox, departing <paramref name="delay"/> after the event's time; false outside an event.</summary>
+    public static bool TryEmit(OutKind kind, IActorRef to, object message, long bytes, TrafficClass traffic, IActorRef sender, double delay)
     {
         if (_current is not { } e) return false;
-        e.Outbox.Add(item with { At = e.Now + item.At });
+        e.Outbox.Add(new Outgoing(kind, to, message, bytes, traffic, sender, e.Now + delay));
         return true;
     }
 }
