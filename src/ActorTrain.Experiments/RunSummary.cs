@@ -7,9 +7,13 @@ namespace ActorTrain.Experiments;
 public sealed record WorkerReport(int Worker, double Slowdown, long Steps, double ComputeSeconds, double CommunicationSeconds, double WaitSeconds,
     double Gflops, long UnderflowedElements, long NonFiniteSteps, float LossScale, int Kills);
 
-/// <summary>What the link did: messages, retransmissions after drops, duplicates the receivers discarded, losses; on a sharing fabric, its resources.</summary>
+/// <summary>
+/// What the link did: messages, retransmissions after drops, duplicates the receivers discarded,
+/// losses; on a sharing fabric, its resources. Under the virtual clock, the events delivered and the
+/// batches they were released in (events / batches: how many ran side by side on average).
+/// </summary>
 public sealed record NetworkReport(string Description, long Messages, long WireBytes, long Retransmissions, long DuplicatesDiscarded, long Lost,
-    long LostToStoppedActors, long Events, FabricReport? Fabric = null);
+    long LostToStoppedActors, long Events, FabricReport? Fabric = null, long Batches = 0);
 
 /// <summary>
 /// One fabric resource over the run: bytes carried; utilisation, bytes over capacity x run time;
@@ -241,7 +245,7 @@ public sealed record RunSummary(
             bandwidth = FormattableString.Invariant($"{(n.Fabric.Topology == Core.Simulation.FabricTopology.Switch ? "switch" : "leaf-spine")}, NIC {n.Fabric.NicBytesPerSecond * 8 / 1e9:0.###} Gbit/s shared");
         string description = FormattableString.Invariant($"latency {d.Latency}, bandwidth {bandwidth}, jitter {Core.Simulation.Quantity.FormatSeconds(d.Jitter)}, drop {d.Drop}") +
             (n.Racks > 1 ? $", {n.Racks} racks" : "") + (n.Rules.Count > 0 ? $", {n.Rules.Count} link rules" : "");
-        return new NetworkReport(description, s.Messages, s.WireBytes, s.Retransmissions, s.DuplicatesDiscarded, s.Lost, s.LostToStoppedActors, s.Events);
+        return new NetworkReport(description, s.Messages, s.WireBytes, s.Retransmissions, s.DuplicatesDiscarded, s.Lost, s.LostToStoppedActors, s.Events, Batches: s.Batches);
     }
 
     /// <summary>Counts of applied pushes by staleness 0, 1, 2, ... up to the largest seen (the last bucket is 63+).</summary>

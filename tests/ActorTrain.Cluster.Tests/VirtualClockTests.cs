@@ -214,4 +214,46 @@ public class VirtualClockTests : TestKit
         Assert.All(outcome.Shards, c => Assert.Equal(8 * 256, c.PushesApplied));
         Assert.True(link.Statistics.Events > 8 * 256 * 4 * 2);
     }
+
+    private sealed record Note(int Id);
+
+    /// <summary>Records where each event began on the virtual clock, then is busy for 30 us.</summary>
+    private sealed class Busy : LinkedActor
+    {
+        public Busy(ILink link, List<(int Id, double Start)> starts) : base(link) => Receive<Note>(n =>
+        {
+            lock (starts) starts.Add((n.Id, Link.Now));
+            Link.Occupy(30e-6, 0);
+        });
+    }
+
+    private sealed class Idle : Akka.Actor.ReceiveActor
+    {
+        public Idle(TaskCompletionSource<double> done) => Receive<SimulationIdle>(i => done.TrySetResult(i.Time));
+    }
+
+    /// <summary>
+    /// All of an actor's events of one lookahead window go out in one batch, in order, and each
+    /// begins at max(its arrival, the end of the one before): timers at 10, 20, 90 and 150 us, a
+    /// 100 us lookahead, 30 us per event: starts 10, 40, 90 (one batch), then 150 (the next).
+    /// </summary>
+    [Fact]
+    public async Task An_actor_s_events_of_one_window_run_in_one_batch_each_after_the_one_before()
+    {
+        var link = new VirtualLink(Network(), 1, 1, 1);
+        var starts = new List<(int Id, double Start)>();
+        var busy = Sys.ActorOf(Akka.Actor.Props.Create(() => new Busy(link, starts)));
+        var done = new TaskCompletionSource<double>(TaskCreationOptions.RunContinuationsAsynchronously);
+        link.NotifyWhenIdle(Sys.ActorOf(Akka.Actor.Props.Create(() => new Idle(done))));
+        // seeded out of order: the clock orders them
+        foreach (var (id, at) in new[] { (3, 90e-6), (1, 10e-6), (4, 150e-6), (2, 20e-6) })
+            link.ScheduleOnce(busy, new Note(id), at, Akka.Actor.ActorRefs.Nobody);
+        link.Start();
+        await done.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal([1, 2, 3, 4], starts.Select(s => s.Id));
+        double[] expected = [10e-6, 40e-6, 90e-6, 150e-6];
+        for (int i = 0; i < 4; i++) Assert.Equal(expected[i], starts[i].Start, 1e-9);
+        Assert.Equal(4, link.Statistics.Events);
+        Assert.Equal(2, link.Statistics.Batches);
+    }
 }

@@ -15,6 +15,10 @@ public abstract class LinkedActor(ILink link) : ReceiveActor
 {
     protected ILink Link { get; } = link;
 
+    // Under the virtual clock: where this actor's last event ended. The scheduler releases all of an
+    // actor's events of a window at once, in order; each starts no earlier than the one before ended.
+    private double _eventEnd;
+
     /// <summary>
     /// True when the message in hand comes from the actor attached for <paramref name="claimed"/>;
     /// otherwise (a forged or misrouted message, a stranger on the network) one log line names the
@@ -30,14 +34,14 @@ public abstract class LinkedActor(ILink link) : ReceiveActor
     protected override bool AroundReceive(Receive receive, object message)
     {
         if (message is not VirtualDelivery delivery) return base.AroundReceive(receive, message);
-        delivery.Link.Enter(delivery);
+        delivery.Link.Enter(delivery, _eventEnd);
         try
         {
             return base.AroundReceive(receive, delivery.Message);
         }
         finally
         {
-            delivery.Link.Exit(Self);
+            _eventEnd = delivery.Link.Exit(Self);
         }
     }
 }

@@ -44,12 +44,13 @@ public sealed class RemoteClockLink(IActorRef clock, DateTimeOffset epoch, IRout
             throw new InvalidOperationException($"virtual link: {message.GetType().Name} sent outside an event on a remote node");
     }
 
-    void IEventLink.Enter(VirtualDelivery delivery) => VirtualEvent.Enter(delivery);
+    void IEventLink.Enter(VirtualDelivery delivery, double previousEnd) => VirtualEvent.Enter(delivery, previousEnd);
 
-    void IEventLink.Exit(IActorRef self)
+    double IEventLink.Exit(IActorRef self)
     {
         var e = VirtualEvent.Exit();
         route.Tell(clock, new EventDone(self, e.Seq, e.Now, e.Outbox), self);
+        return e.Now;
     }
 }
 

@@ -110,12 +110,13 @@ public sealed record LinkStatistics(
     long Events = 0,
     string? FirstLost = null,
     IReadOnlyList<ResourceUsage>? Fabric = null,
-    long FabricRecomputations = 0);
+    long FabricRecomputations = 0,
+    long Batches = 0);
 
 /// <summary>Thread-safe tallies behind <see cref="LinkStatistics"/>.</summary>
 internal sealed class LinkCounters
 {
-    private long _messages, _bytes, _retransmissions, _duplicates, _lost, _lostToStopped, _events;
+    private long _messages, _bytes, _retransmissions, _duplicates, _lost, _lostToStopped, _events, _batches;
     private string? _firstLost;
 
     public void Planned(TransferPlan plan, long bytes, Endpoint from, Endpoint to) =>
@@ -136,10 +137,11 @@ internal sealed class LinkCounters
     public void Duplicate() => Interlocked.Increment(ref _duplicates);
     public void LostToStopped() => Interlocked.Increment(ref _lostToStopped);
     public void Event() => Interlocked.Increment(ref _events);
+    public void Batch() => Interlocked.Increment(ref _batches);
 
     public LinkStatistics Snapshot() => new(Interlocked.Read(ref _messages), Interlocked.Read(ref _bytes), Interlocked.Read(ref _retransmissions),
         Interlocked.Read(ref _duplicates), Interlocked.Read(ref _lost), Interlocked.Read(ref _lostToStopped), Interlocked.Read(ref _events),
-        Volatile.Read(ref _firstLost));
+        Volatile.Read(ref _firstLost), Batches: Interlocked.Read(ref _batches));
 }
 
 /// <summary>

@@ -10,8 +10,11 @@ internal sealed record VirtualDelivery(object Message, long Seq, double Start, I
 /// <summary>The side of a virtual clock an actor's event runs against: the scheduler itself, or its proxy on another node.</summary>
 internal interface IEventLink
 {
-    void Enter(VirtualDelivery delivery);
-    void Exit(IActorRef self);
+    /// <summary>The event begins at max(its delivery's start, <paramref name="previousEnd"/>: where the actor's previous event ended).</summary>
+    void Enter(VirtualDelivery delivery, double previousEnd);
+
+    /// <summary>The event is over; returns the time it ended.</summary>
+    double Exit(IActorRef self);
 }
 
 public enum OutKind { Send, Timer, Kill }
@@ -29,15 +32,17 @@ public sealed record SimulationIdle(double Time);
 /// The virtual clock: a conservative discrete-event scheduler (DESIGN.md section 3). Every message
 /// is an event ordered by (arrival time, sequence number). The scheduler releases a batch, all
 /// events earlier than t_min + lookahead (the least latency any message can have; only events at
-/// exactly t_min when that is zero), at most one per actor, and waits until each receiving actor
-/// has processed its event and handed back its outbox. Nothing an actor sends can arrive inside
-/// the window it was released in, so the actors of a batch run in parallel without breaking
-/// causality. When the batch is done the outboxes are sorted by the sequence number of the event
+/// exactly t_min when that is zero), and waits until each receiving actor has processed its events
+/// and handed back their outboxes. Nothing an actor sends can arrive inside the window it was
+/// released in, so the actors of a batch run in parallel, and an actor with several events in the
+/// window takes them one after the other from its mailbox, in order, without breaking causality. When the batch is done the outboxes are sorted by the sequence number of the event
 /// that produced them (not by which thread finished first), planned through the
 /// <see cref="NetworkModel"/> in that order and given new sequence numbers: a seed fixes the whole
 /// run, whatever the thread timing.
 ///
-/// An actor's time: it starts an event at max(arrival, the end of its previous event) and moves on
+/// An actor's time: it starts an event at max(arrival, the end of its previous event; the actor
+/// applies that for its second and later events of a window, whose predecessor has not run when
+/// the batch goes out) and moves on
 /// by what it <see cref="Occupy"/>s (modelled compute, apply); what it sends departs at its time of
 /// sending. A killed actor is a barrier event: handled alone, between batches; what was addressed
 /// to it, or what it had sent that would only have left after its death, is lost.
@@ -62,9 +67,6 @@ public sealed class VirtualLink : ILink, IEventLink
     private readonly DuplicateFilter _duplicates = new();
     private readonly LinkCounters _counters = new();
     private readonly List<(Event Event, (double, long) Key)> _deferred = [];
-    private int _waitingCount;
-    // the number of the window being released: an actor released in it has ReleasedIn equal to it
-    private long _window;
     // the last batch's list once its deliveries are told, for the next batch
     private List<Release>? _spareBatch;
     private readonly Dictionary<Fabric.Flow, FlowAttempt> _flowAttempts = [];
@@ -167,17 +169,16 @@ public sealed class VirtualLink : ILink, IEventLink
         {
             _stopped = true;
             _queue.Clear();
-            foreach (var actor in _actors.Values) actor.Waiting?.Clear();
-            _waitingCount = 0;
         }
     }
 
-    void IEventLink.Enter(VirtualDelivery delivery) => VirtualEvent.Enter(delivery);
+    void IEventLink.Enter(VirtualDelivery delivery, double previousEnd) => VirtualEvent.Enter(delivery, previousEnd);
 
-    void IEventLink.Exit(IActorRef self)
+    double IEventLink.Exit(IActorRef self)
     {
         var e = VirtualEvent.Exit();
         Complete(self, e.Seq, e.Now, e.Outbox, e.Receiver as ActorState);
+        return e.Now;
     }
 
     /// <summary>
@@ -195,12 +196,6 @@ public sealed class VirtualLink : ILink, IEventLink
             state ??= StateOf(actor);
             state.BusyUntil = now;
             _done.Add((seq, outbox));
-            // the actor's next held event competes again, with its own key: the earliest of its events still to come
-            if (state.Waiting is { } held && held.TryDequeue(out var next))
-            {
-                _waitingCount--;
-                _queue.Enqueue(next.Event, next.Key);
-            }
             if (--_outstanding > 0 || _stopped) return;
             _done.Sort((a, b) => a.Seq.CompareTo(b.Seq));
             foreach (var (_, items) in _done)
@@ -321,19 +316,11 @@ public sealed class VirtualLink : ILink, IEventLink
                 _queue.Dequeue();
                 _now = headKey.Time;
                 _deathTime[head.Target] = headKey.Time;
-                if (StateOf(head.Target).Waiting is { Count: > 0 } lost)
-                {
-                    // held for the actor now dead: lost with it, as they would be from the queue
-                    _waitingCount -= lost.Count;
-                    foreach (var _ in lost) _counters.LostToStopped();
-                    lost.Clear();
-                }
                 batch.Add(new Release(head.Target, head.Message, ActorRefs.Nobody));
                 continue;
             }
             _now = headKey.Time;
             _windowEnd = headKey.Time + _lookahead;
-            _window++;
             while (_queue.TryPeek(out var e, out var key) && e.Kind != EventKind.Kill
                    && (_lookahead > 0 ? key.Time < _windowEnd : key.Time == headKey.Time))
             {
@@ -354,15 +341,9 @@ public sealed class VirtualLink : ILink, IEventLink
                     _counters.Duplicate();
                     continue;
                 }
+                // An actor's second event of the window follows its first in its mailbox: it starts at
+                // max(arrival, the end of the one before), which the actor applies (LinkedActor)
                 var target = StateOf(e.Target);
-                if (target.ReleasedIn == _window)
-                {
-                    // already accepted by the duplicate filter: held as a plain event
-                    (target.Waiting ??= new()).Enqueue((e with { MessageId = -1 }, key));
-                    _waitingCount++;
-                    continue;
-                }
-                target.ReleasedIn = _window;
                 double start = Math.Max(key.Time, target.BusyUntil);
                 _counters.Event();
                 _outstanding++;
@@ -370,9 +351,13 @@ public sealed class VirtualLink : ILink, IEventLink
             }
             foreach (var (e, key) in _deferred) _queue.Enqueue(e, key); // flow events, for the fabric between batches
             _deferred.Clear();
-            if (_outstanding > 0) break;
+            if (_outstanding > 0)
+            {
+                _counters.Batch();
+                break;
+            }
         }
-        if (_outstanding == 0 && _queue.Count == 0 && _waitingCount == 0 && !_stopped && _idleListener is { } listener)
+        if (_outstanding == 0 && _queue.Count == 0 && !_stopped && _idleListener is { } listener)
             batch.Add(new Release(listener, new SimulationIdle(_now), ActorRefs.Nobody));
         return batch;
     }
@@ -384,19 +369,10 @@ public sealed class VirtualLink : ILink, IEventLink
         Volatile.Write(ref _spareBatch, batch);
     }
 
-    /// <summary>
-    /// An actor's side of the clock: where its last event ended, the window it was last released in,
-    /// and its events held back until that one completes, in (time, seq) order. When it completes,
-    /// the next held one goes back into the queue (so while any are held, the earliest of the
-    /// actor's events is in the queue, and a later one popped before it completes joins the end).
-    /// Re-queueing them all every batch cost O(N) per batch, so N pushes landing on one shard in a
-    /// window cost O(N^2) per step (issue 19).
-    /// </summary>
+    /// <summary>An actor's side of the clock: where its last completed event ended.</summary>
     private sealed class ActorState
     {
         public double BusyUntil;
-        public long ReleasedIn = -1;
-        public Queue<(Event Event, (double, long) Key)>? Waiting;
     }
 
     private enum EventKind { Deliver, Kill, FlowStart, FlowEnd }
@@ -426,8 +402,8 @@ internal sealed class VirtualEvent(long seq, double start)
 
     public static VirtualEvent? Current => _current;
 
-    public static void Enter(VirtualDelivery delivery) =>
-        _current = new VirtualEvent(delivery.Seq, delivery.Start) { Transfer = delivery.Transfer, Receiver = delivery.Receiver };
+    public static void Enter(VirtualDelivery delivery, double previousEnd) =>
+        _current = new VirtualEvent(delivery.Seq, Math.Max(delivery.Start, previousEnd)) { Transfer = delivery.Transfer, Receiver = delivery.Receiver };
 
     public static VirtualEvent Exit()
     {
