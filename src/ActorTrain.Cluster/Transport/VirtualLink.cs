@@ -35,16 +35,16 @@ public sealed record SimulationIdle(double Time);
 /// exactly t_min when that is zero), and waits until each receiving actor has processed its events
 /// and handed back their outboxes. Nothing an actor sends can arrive inside the window it was
 /// released in, so the actors of a batch run in parallel, and an actor with several events in the
-/// window takes them one after the other from its mailbox, in order, without breaking causality. When the batch is done the outboxes are sorted by the sequence number of the event
-/// that produced them (not by which thread finished first), planned through the
+/// window takes them one after the other from its mailbox, in order, without breaking causality.
+/// When the batch is done the outboxes are sorted by the sequence number of the event that
+/// produced them (not by which thread finished first), planned through the
 /// <see cref="NetworkModel"/> in that order and given new sequence numbers: a seed fixes the whole
 /// run, whatever the thread timing.
 ///
 /// An actor's time: it starts an event at max(arrival, the end of its previous event; the actor
 /// applies that for its second and later events of a window, whose predecessor has not run when
-/// the batch goes out) and moves on
-/// by what it <see cref="Occupy"/>s (modelled compute, apply); what it sends departs at its time of
-/// sending. A killed actor is a barrier event: handled alone, between batches; what was addressed
+/// the batch goes out) and moves on by what it <see cref="Occupy"/>s (modelled compute, apply);
+/// what it sends departs at its time of sending. A killed actor is a barrier event: handled alone, between batches; what was addressed
 /// to it, or what it had sent that would only have left after its death, is lost.
 ///
 /// The scheduler is not an actor: the thread that hands back the last outbox of a batch plans it
@@ -59,7 +59,7 @@ public sealed class VirtualLink : ILink, IEventLink
     private readonly double _lookahead;
     private readonly Attachments _endpoints = new();
     private readonly PriorityQueue<Event, (double Time, long Seq)> _queue = new();
-    // each actor's clock and held events, found once per event (Akka's IActorRef hash walks the path)
+    // each actor's clock, found once per event and carried in its delivery (Akka's IActorRef hash walks the path)
     private readonly Dictionary<IActorRef, ActorState> _actors = new();
     private readonly Dictionary<IActorRef, double> _deathTime = new();
     private readonly List<(long Seq, List<Outgoing> Items)> _done = [];
