@@ -58,15 +58,18 @@ public sealed class VirtualLink : ILink, IEventLink
     private readonly Fabric? _fabric;
     private readonly double _lookahead;
     private readonly Attachments _endpoints = new();
-    private readonly PriorityQueue<Event, (double Time, long Seq)> _queue = new();
-    // each actor's clock, found once per event and carried in its delivery (Akka's IActorRef hash walks the path)
+    private readonly PriorityQueue<Event, EventKey> _queue = new();
+    // each actor's clock and endpoint, found once per event and carried in its delivery: by reference
+    // first (Akka's IActorRef hash walks the whole path), then by Akka's equality (another instance
+    // of a ref to the same actor, as deserialized from another node, finds the same record)
     private readonly Dictionary<IActorRef, ActorState> _actors = new();
+    private readonly Dictionary<IActorRef, ActorState> _byReference = new(ReferenceEqualityComparer.Instance);
     private readonly Dictionary<IActorRef, double> _deathTime = new();
     private readonly List<(long Seq, List<Outgoing> Items)> _done = [];
     private readonly List<Outgoing> _seeds = [];
     private readonly DuplicateFilter _duplicates = new();
     private readonly LinkCounters _counters = new();
-    private readonly List<(Event Event, (double, long) Key)> _deferred = [];
+    private readonly List<(Event Event, EventKey Key)> _deferred = [];
     // the last batch's list once its deliveries are told, for the next batch
     private List<Release>? _spareBatch;
     private readonly Dictionary<Fabric.Flow, FlowAttempt> _flowAttempts = [];
@@ -119,7 +122,12 @@ public sealed class VirtualLink : ILink, IEventLink
 
     public LinkStatistics Statistics => _counters.Snapshot() with { Fabric = FabricUsage, FabricRecomputations = FabricRecomputations };
 
-    public void Attach(IActorRef actor, Endpoint endpoint) => _endpoints.Attach(actor, endpoint);
+    public void Attach(IActorRef actor, Endpoint endpoint)
+    {
+        _endpoints.Attach(actor, endpoint);
+        lock (_lock)
+            if (_actors.TryGetValue(actor, out var state)) state.Endpoint = endpoint;
+    }
 
     public bool Vouches(IActorRef sender, Endpoint claimed) => _endpoints.Vouches(sender, claimed);
 
@@ -225,7 +233,7 @@ public sealed class VirtualLink : ILink, IEventLink
             Enqueue(new Event(EventKind.Deliver, item.To, item.Message, item.Sender, -1, item.At), Math.Max(floor, item.At + _lookahead));
             return;
         }
-        if (!_endpoints.TryGetValue(item.Sender, out var from) || !_endpoints.TryGetValue(item.To, out var to))
+        if (EndpointOf(item.Sender) is not { } from || EndpointOf(item.To) is not { } to)
             throw new InvalidOperationException($"virtual link: {item.Sender.Path} or {item.To.Path} was never attached to an endpoint");
         if (_fabric is { } fabric)
         {
@@ -290,12 +298,25 @@ public sealed class VirtualLink : ILink, IEventLink
         if (double.IsFinite(next)) Enqueue(new Event(EventKind.FlowEnd, e.Target, e.Message, e.Sender, -1, e.Departure, ++_wakes), next);
     }
 
-    private void Enqueue(Event e, double time) => _queue.Enqueue(e, (time, _seq++));
+    private void Enqueue(Event e, double time) => _queue.Enqueue(e, new EventKey(time, _seq++));
 
+    /// <summary>The actor's record (created on first sight). Under the lock.</summary>
     private ActorState StateOf(IActorRef actor)
     {
-        if (!_actors.TryGetValue(actor, out var state)) _actors[actor] = state = new ActorState();
+        if (_byReference.TryGetValue(actor, out var state)) return state;
+        if (!_actors.TryGetValue(actor, out state)) _actors[actor] = state = new ActorState();
+        // refs deserialized afresh for every message would grow the cache without bound
+        if (_byReference.Count > 4 * _actors.Count + 1024) _byReference.Clear();
+        _byReference[actor] = state;
         return state;
+    }
+
+    /// <summary>The endpoint the actor was attached for, null if never. Under the lock.</summary>
+    private Endpoint? EndpointOf(IActorRef actor)
+    {
+        var state = StateOf(actor);
+        if (state.Endpoint is null && _endpoints.TryGetValue(actor, out var endpoint)) state.Endpoint = endpoint;
+        return state.Endpoint;
     }
 
     /// <summary>The next batch of deliveries (kills in front of it are carried out first). Under the lock.</summary>
@@ -369,10 +390,24 @@ public sealed class VirtualLink : ILink, IEventLink
         Volatile.Write(ref _spareBatch, batch);
     }
 
-    /// <summary>An actor's side of the clock: where its last completed event ended.</summary>
+    /// <summary>An actor's side of the clock: where its last completed event ended, and its endpoint once known.</summary>
     private sealed class ActorState
     {
         public double BusyUntil;
+        public Endpoint? Endpoint;
+    }
+
+    /// <summary>
+    /// An event's place in the queue: arrival time, then sequence number (the order of a (double,
+    /// long) tuple, compared without the tuple's generic comparers, which showed in the profile).
+    /// </summary>
+    private readonly record struct EventKey(double Time, long Seq) : IComparable<EventKey>
+    {
+        public int CompareTo(EventKey other)
+        {
+            int byTime = Time.CompareTo(other.Time);
+            return byTime != 0 ? byTime : Seq.CompareTo(other.Seq);
+        }
     }
 
     private enum EventKind { Deliver, Kill, FlowStart, FlowEnd }

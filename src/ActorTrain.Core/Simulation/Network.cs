@@ -185,7 +185,8 @@ public sealed class NetworkModel(NetworkSettings settings, ulong seed)
 
     public TransferPlan Plan(Endpoint from, Endpoint to, long bytes, double departure)
     {
-        if (!_links.TryGetValue((from, to), out var link)) link = (settings.Resolve(from, to), 0);
+        ref var link = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_links, (from, to), out bool known);
+        if (!known) link = (settings.Resolve(from, to), 0);
         var spec = link.Spec;
         _arrivals.Clear();
         double attemptAt = departure;
@@ -206,7 +207,6 @@ public sealed class NetworkModel(NetworkSettings settings, ulong seed)
             }
             attemptAt = start + settings.RetransmitTimeout;
         }
-        _links[(from, to)] = link;
         return new TransferPlan(departure, _arrivals.ToArray(), attempts);
     }
 
