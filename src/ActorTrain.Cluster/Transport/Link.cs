@@ -160,7 +160,7 @@ internal sealed class DuplicateFilter
     /// <summary>True for the first copy of a message to arrive, false for its duplicates.</summary>
     public bool Accept(long id)
     {
-        if (!_pending.TryGetValue(id, out var entry)) return true;
+        if (_pending.Count == 0 || !_pending.TryGetValue(id, out var entry)) return true;
         if (entry.Left == 1) _pending.Remove(id);
         else _pending[id] = (entry.Left - 1, true);
         return !entry.Seen;

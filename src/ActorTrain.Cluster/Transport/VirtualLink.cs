@@ -5,7 +5,9 @@ using Akka.Actor;
 namespace ActorTrain.Cluster.Transport;
 
 /// <summary>A message handed to an actor by the virtual clock; <see cref="Actors.LinkedActor"/> unwraps it.</summary>
-internal sealed record VirtualDelivery(object Message, long Seq, double Start, IEventLink Link, TransferTiming? Transfer = null, object? Receiver = null);
+/// <param name="Outbox">An empty list for the event's outbox, reused from an earlier event (null: a new one).</param>
+internal sealed record VirtualDelivery(object Message, long Seq, double Start, IEventLink Link, TransferTiming? Transfer = null, object? Receiver = null,
+    List<Outgoing>? Outbox = null);
 
 /// <summary>The side of a virtual clock an actor's event runs against: the scheduler itself, or its proxy on another node.</summary>
 internal interface IEventLink
@@ -72,6 +74,8 @@ public sealed class VirtualLink : ILink, IEventLink
     private readonly List<(Event Event, EventKey Key)> _deferred = [];
     // the last batch's list once its deliveries are told, for the next batch
     private List<Release>? _spareBatch;
+    // outbox lists already planned, emptied, for the next events (small ones only)
+    private readonly Stack<List<Outgoing>> _spareOutboxes = new();
     private readonly Dictionary<Fabric.Flow, FlowAttempt> _flowAttempts = [];
     private long _wakes;
     private readonly IRoute _route;
@@ -205,9 +209,13 @@ public sealed class VirtualLink : ILink, IEventLink
             state.BusyUntil = now;
             _done.Add((seq, outbox));
             if (--_outstanding > 0 || _stopped) return;
-            _done.Sort((a, b) => a.Seq.CompareTo(b.Seq));
+            System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_done).Sort(new BySeq());
             foreach (var (_, items) in _done)
+            {
                 foreach (var item in items) Plan(item);
+                items.Clear();
+                if (items.Capacity <= 16 && _spareOutboxes.Count < 4096) _spareOutboxes.Push(items);
+            }
             _done.Clear();
             batch = ReleaseBatch();
         }
@@ -368,7 +376,8 @@ public sealed class VirtualLink : ILink, IEventLink
                 double start = Math.Max(key.Time, target.BusyUntil);
                 _counters.Event();
                 _outstanding++;
-                batch.Add(new Release(e.Target, new VirtualDelivery(e.Message, key.Seq, start, this, e.Fabric as TransferTiming, target), e.Sender));
+                batch.Add(new Release(e.Target, new VirtualDelivery(e.Message, key.Seq, start, this, e.Fabric as TransferTiming, target,
+                    _spareOutboxes.TryPop(out var outbox) ? outbox : null), e.Sender));
             }
             foreach (var (e, key) in _deferred) _queue.Enqueue(e, key); // flow events, for the fabric between batches
             _deferred.Clear();
@@ -397,6 +406,11 @@ public sealed class VirtualLink : ILink, IEventLink
         public Endpoint? Endpoint;
     }
 
+    private readonly struct BySeq : IComparer<(long Seq, List<Outgoing> Items)>
+    {
+        public int Compare((long Seq, List<Outgoing> Items) a, (long Seq, List<Outgoing> Items) b) => a.Seq.CompareTo(b.Seq);
+    }
+
     /// <summary>
     /// An event's place in the queue: arrival time, then sequence number (the order of a (double,
     /// long) tuple, compared without the tuple's generic comparers, which showed in the profile).
@@ -420,31 +434,49 @@ public sealed class VirtualLink : ILink, IEventLink
     private readonly record struct Release(IActorRef To, object Message, IActorRef Sender);
 }
 
-/// <summary>The virtual event an actor is handling on this thread: its time and what it has sent so far.</summary>
-internal sealed class VirtualEvent(long seq, double start)
+/// <summary>
+/// The virtual event an actor is handling on this thread: its time and what it has sent so far.
+/// One object per thread, reused from event to event (its outbox list is the delivery's or new).
+/// </summary>
+internal sealed class VirtualEvent
 {
-    [ThreadStatic] private static VirtualEvent? _current;
+    [ThreadStatic] private static VirtualEvent? _current, _spare;
 
-    public readonly long Seq = seq;
-    public readonly List<Outgoing> Outbox = [];
-    public double Now = start;
+    public long Seq { get; private set; }
+    public List<Outgoing> Outbox { get; private set; } = null!;
+    public double Now;
 
     /// <summary>The scheduler's record of the receiving actor (what <see cref="VirtualDelivery.Receiver"/> carried), handed back with the outbox.</summary>
-    public object? Receiver;
+    public object? Receiver { get; private set; }
 
     /// <summary>How the message being handled crossed a sharing fabric (null otherwise).</summary>
-    public TransferTiming? Transfer;
+    public TransferTiming? Transfer { get; private set; }
 
     public static VirtualEvent? Current => _current;
 
-    public static void Enter(VirtualDelivery delivery, double previousEnd) =>
-        _current = new VirtualEvent(delivery.Seq, Math.Max(delivery.Start, previousEnd)) { Transfer = delivery.Transfer, Receiver = delivery.Receiver };
+    public static void Enter(VirtualDelivery delivery, double previousEnd)
+    {
+        var e = _spare ?? new VirtualEvent();
+        _spare = null;
+        e.Seq = delivery.Seq;
+        e.Now = Math.Max(delivery.Start, previousEnd);
+        e.Outbox = delivery.Outbox ?? [];
+        e.Receiver = delivery.Receiver;
+        e.Transfer = delivery.Transfer;
+        _current = e;
+    }
 
-    public static VirtualEvent Exit()
+    /// <summary>Ends the thread's event: what it was (its shell is kept for the thread's next event).</summary>
+    public static (long Seq, double Now, List<Outgoing> Outbox, object? Receiver) Exit()
     {
         var e = _current ?? throw new InvalidOperationException("virtual link: an event ended that never began");
         _current = null;
-        return e;
+        var ended = (e.Seq, e.Now, e.Outbox, e.Receiver);
+        e.Outbox = null!;
+        e.Receiver = null;
+        e.Transfer = null;
+        _spare = e;
+        return ended;
     }
 
     public static void Occupy(double modelled)
