@@ -6,8 +6,9 @@ namespace ActorTrain.Cluster.Transport;
 
 /// <summary>A message handed to an actor by the virtual clock; <see cref="Actors.LinkedActor"/> unwraps it.</summary>
 /// <param name="Outbox">An empty list for the event's outbox, reused from an earlier event (null: a new one).</param>
+/// <param name="Slot">Where the scheduler expects the event's outbox among its batch's (-1: none).</param>
 internal sealed record VirtualDelivery(object Message, long Seq, double Start, IEventLink Link, TransferTiming? Transfer = null, object? Receiver = null,
-    List<Outgoing>? Outbox = null);
+    List<Outgoing>? Outbox = null, int Slot = -1);
 
 /// <summary>The side of a virtual clock an actor's event runs against: the scheduler itself, or its proxy on another node.</summary>
 internal interface IEventLink
@@ -68,6 +69,13 @@ public sealed class VirtualLink : ILink, IEventLink
     private readonly Dictionary<IActorRef, ActorState> _byReference = new(ReferenceEqualityComparer.Instance);
     private readonly Dictionary<IActorRef, double> _deathTime = new();
     private readonly List<(long Seq, List<Outgoing> Items)> _done = [];
+    // The outboxes of the batch's events handled in this process, each in the slot its delivery
+    // named: written without the lock (one writer per slot), read by the thread whose completion
+    // brings _outstanding to 0 (the interlocked decrements order them). Outboxes from other nodes
+    // come in through the lock into _remoteDone.
+    private (long Seq, List<Outgoing>? Items)[] _slots = new (long, List<Outgoing>?)[64];
+    private int _slotsUsed;
+    private readonly List<(long Seq, List<Outgoing> Items)> _remoteDone = [];
     private readonly List<Outgoing> _seeds = [];
     private readonly DuplicateFilter _duplicates = new();
     private readonly LinkCounters _counters = new();
@@ -189,7 +197,14 @@ public sealed class VirtualLink : ILink, IEventLink
     double IEventLink.Exit(IActorRef self)
     {
         var e = VirtualEvent.Exit();
-        Complete(self, e.Seq, e.Now, e.Outbox, e.Receiver as ActorState);
+        if (e.Receiver is ActorState state && e.Slot >= 0)
+        {
+            // this process's event: no lock unless it is the batch's last
+            state.BusyUntil = e.Now;
+            _slots[e.Slot] = (e.Seq, e.Outbox);
+            if (Interlocked.Decrement(ref _outstanding) == 0) PlanAndRelease();
+        }
+        else Complete(self, e.Seq, e.Now, e.Outbox);
         return e.Now;
     }
 
@@ -198,17 +213,31 @@ public sealed class VirtualLink : ILink, IEventLink
     /// <paramref name="outbox"/>. Called on the actor's thread in one process, by the
     /// <see cref="Remoting.ClockEndpoint"/> for actors on other nodes.
     /// </summary>
-    internal void Complete(IActorRef actor, long seq, double now, List<Outgoing> outbox) => Complete(actor, seq, now, outbox, null);
+    internal void Complete(IActorRef actor, long seq, double now, List<Outgoing> outbox)
+    {
+        lock (_lock)
+        {
+            StateOf(actor).BusyUntil = now;
+            _remoteDone.Add((seq, outbox));
+        }
+        if (Interlocked.Decrement(ref _outstanding) == 0) PlanAndRelease();
+    }
 
-    private void Complete(IActorRef actor, long seq, double now, List<Outgoing> outbox, ActorState? state)
+    /// <summary>The batch is over: its outboxes planned in the order of the events that produced them, and the next batch told.</summary>
+    private void PlanAndRelease()
     {
         List<Release> batch;
         lock (_lock)
         {
-            state ??= StateOf(actor);
-            state.BusyUntil = now;
-            _done.Add((seq, outbox));
-            if (--_outstanding > 0 || _stopped) return;
+            if (_stopped) return;
+            for (int i = 0; i < _slotsUsed; i++)
+            {
+                if (_slots[i].Items is { } local) _done.Add((_slots[i].Seq, local));
+                _slots[i] = default;
+            }
+            _slotsUsed = 0;
+            _done.AddRange(_remoteDone);
+            _remoteDone.Clear();
             System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_done).Sort(new BySeq());
             foreach (var (_, items) in _done)
             {
@@ -376,8 +405,9 @@ public sealed class VirtualLink : ILink, IEventLink
                 double start = Math.Max(key.Time, target.BusyUntil);
                 _counters.Event();
                 _outstanding++;
+                if (_slotsUsed == _slots.Length) Array.Resize(ref _slots, 2 * _slots.Length);
                 batch.Add(new Release(e.Target, new VirtualDelivery(e.Message, key.Seq, start, this, e.Fabric as TransferTiming, target,
-                    _spareOutboxes.TryPop(out var outbox) ? outbox : null), e.Sender));
+                    _spareOutboxes.TryPop(out var outbox) ? outbox : null, _slotsUsed++), e.Sender));
             }
             foreach (var (e, key) in _deferred) _queue.Enqueue(e, key); // flow events, for the fabric between batches
             _deferred.Clear();
@@ -443,6 +473,7 @@ internal sealed class VirtualEvent
     [ThreadStatic] private static VirtualEvent? _current, _spare;
 
     public long Seq { get; private set; }
+    public int Slot { get; private set; }
     public List<Outgoing> Outbox { get; private set; } = null!;
     public double Now;
 
@@ -459,6 +490,7 @@ internal sealed class VirtualEvent
         var e = _spare ?? new VirtualEvent();
         _spare = null;
         e.Seq = delivery.Seq;
+        e.Slot = delivery.Slot;
         e.Now = Math.Max(delivery.Start, previousEnd);
         e.Outbox = delivery.Outbox ?? [];
         e.Receiver = delivery.Receiver;
@@ -467,11 +499,11 @@ internal sealed class VirtualEvent
     }
 
     /// <summary>Ends the thread's event: what it was (its shell is kept for the thread's next event).</summary>
-    public static (long Seq, double Now, List<Outgoing> Outbox, object? Receiver) Exit()
+    public static (long Seq, double Now, List<Outgoing> Outbox, object? Receiver, int Slot) Exit()
     {
         var e = _current ?? throw new InvalidOperationException("virtual link: an event ended that never began");
         _current = null;
-        var ended = (e.Seq, e.Now, e.Outbox, e.Receiver);
+        var ended = (e.Seq, e.Now, e.Outbox, e.Receiver, e.Slot);
         e.Outbox = null!;
         e.Receiver = null;
         e.Transfer = null;
