@@ -26,7 +26,7 @@ public enum OutKind { Send, Timer, Kill }
 /// What an actor did during a virtual event: a send, a timer or a kill, departing at
 /// <paramref name="At"/> (absolute virtual time once the event is over).
 /// </summary>
-public sealed record Outgoing(OutKind Kind, IActorRef To, object Message, long Bytes, TrafficClass Traffic, IActorRef Sender, double At);
+public readonly record struct Outgoing(OutKind Kind, IActorRef To, object Message, long Bytes, TrafficClass Traffic, IActorRef Sender, double At);
 
 /// <summary>Told to the idle listener when no event is left and nothing is being processed.</summary>
 public sealed record SimulationIdle(double Time);
@@ -252,7 +252,7 @@ public sealed class VirtualLink : ILink, IEventLink
     }
 
     /// <summary>Turns an outgoing item into queued events, in the deterministic order of the calls. Under the lock.</summary>
-    private void Plan(Outgoing item)
+    private void Plan(in Outgoing item)
     {
         // Nothing may land inside the window just released (a timer of zero delay, say).
         double floor = _lookahead > 0 ? _windowEnd : _now;
@@ -290,7 +290,7 @@ public sealed class VirtualLink : ILink, IEventLink
     /// the copy it carried (unless dropped) is delivered its latency later. Drops and latencies are
     /// drawn here, in the deterministic order of planning; the fabric decides only the timing.
     /// </summary>
-    private void PlanFlows(Fabric fabric, Outgoing item, Endpoint from, Endpoint to)
+    private void PlanFlows(Fabric fabric, in Outgoing item, Endpoint from, Endpoint to)
     {
         var plan = _network.PlanAttempts(from, to, item.At);
         _counters.Planned(plan, item.Bytes, from, to);
