@@ -129,14 +129,14 @@ internal sealed class LinkCounters
     {
         Interlocked.Increment(ref _messages);
         Interlocked.Add(ref _bytes, bytes * attempts);
-        Interlocked.Add(ref _retransmissions, attempts - 1);
+        if (attempts > 1) Interlocked.Add(ref _retransmissions, attempts - 1);
         if (lost && Interlocked.Increment(ref _lost) == 1)
             _firstLost = FormattableString.Invariant($"{from} -> {to} at {Quantity.FormatSeconds(departure)}, after {attempts} attempts");
     }
 
     public void Duplicate() => Interlocked.Increment(ref _duplicates);
     public void LostToStopped() => Interlocked.Increment(ref _lostToStopped);
-    public void Event() => Interlocked.Increment(ref _events);
+    public void Events(int count) => Interlocked.Add(ref _events, count);
     public void Batch() => Interlocked.Increment(ref _batches);
 
     public LinkStatistics Snapshot() => new(Interlocked.Read(ref _messages), Interlocked.Read(ref _bytes), Interlocked.Read(ref _retransmissions),

@@ -403,7 +403,6 @@ public sealed class VirtualLink : ILink, IEventLink
                 // max(arrival, the end of the one before), which the actor applies (LinkedActor)
                 var target = StateOf(e.Target);
                 double start = Math.Max(key.Time, target.BusyUntil);
-                _counters.Event();
                 _outstanding++;
                 if (_slotsUsed == _slots.Length) Array.Resize(ref _slots, 2 * _slots.Length);
                 batch.Add(new Release(e.Target, new VirtualDelivery(e.Message, key.Seq, start, this, e.Fabric as TransferTiming, target,
@@ -413,6 +412,7 @@ public sealed class VirtualLink : ILink, IEventLink
             _deferred.Clear();
             if (_outstanding > 0)
             {
+                _counters.Events(_outstanding);
                 _counters.Batch();
                 break;
             }

@@ -230,7 +230,7 @@ public sealed class WallClockLink : ILink, IDisposable
                 return;
             }
         }
-        _counters.Event();
+        _counters.Events(1);
         _route.Tell(to, message, sender);
     }
 
