@@ -61,7 +61,7 @@ public sealed class VirtualLink : ILink, IEventLink
     private readonly Fabric? _fabric;
     private readonly double _lookahead;
     private readonly Attachments _endpoints = new();
-    private readonly EventQueue<Event, EventKey> _queue = new();
+    private readonly PriorityQueue<Event, EventKey> _queue = new();
     // each actor's clock and endpoint, found once per event and carried in its delivery: by reference
     // first (Akka's IActorRef hash walks the whole path), then by Akka's equality (another instance
     // of a ref to the same actor, as deserialized from another node, finds the same record)
