@@ -140,7 +140,7 @@ public static class ClusterRunner
                 Core.Simulation.Endpoint.Shard(k))),
             (_, false) => request.Ids.Select(w => ($"worker-{w}", Coordinator.WorkerProps(settings, w, engines, link, request.Coordinator, request.Shards),
                 Core.Simulation.Endpoint.Worker(w))),
-            (_, true) => request.Ids.Select(r => ($"pipeline-{r}", Coordinator.DriverProps(settings, r, link, request.Coordinator), Core.Simulation.Endpoint.Worker(r))),
+            (_, true) => request.Ids.Select(r => (PipelineDriver.ActorName(r, spec.Topology.Workers), Coordinator.DriverProps(settings, r, link, request.Coordinator), Core.Simulation.Endpoint.Worker(r))),
         };
         return new HostedPart(link, actors.ToList(), NodeTelemetry(spec, request.Role));
     }

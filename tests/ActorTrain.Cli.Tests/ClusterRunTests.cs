@@ -248,10 +248,30 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
         Assert.Contains("shard 0", failure.Message);
         Assert.Contains("was lost", failure.Message);
         Assert.Contains("--resume", failure.Message);
+        await AssertResumeFinishes(failure, "ps");
+    }
+
+    /// <summary>A pipeline has no spare: losing a stage's process ends the run naming the stage, and the last checkpoint resumes it.</summary>
+    [Fact]
+    public async Task Losing_a_stage_process_stops_a_pipeline_run_naming_the_stage_and_resume_finishes_it()
+    {
+        var spec = ExperimentSpec.Load(null, ["training.max-steps=300", "training.eval-every=20", "training.checkpoint-every=40", "topology.workers=1",
+            "parallelism.pipeline-stages=2", "simulation.clock=wall", "output.plots=off", "telemetry.exporter=none"]);
+        var failure = await Assert.ThrowsAsync<RunFailedWithCheckpointException>(() => RunOnCluster(spec, 4, "stage", FastClusterConfig(),
+            cluster => new KillAtStep(100, () => cluster.Nodes.First(n => n.Role == "ps").Process.Kill())));
+        Assert.Matches("pipeline stage [01] of replica 0 on .* was lost", failure.Message);
+        await AssertResumeFinishes(failure, "stage");
+    }
+
+    /// <summary>
+    /// A run of 300 steps (checkpoint every 40) lost a process at step 100: its last checkpoint is one
+    /// of those, and --resume goes on from it (its first evaluation) to step 300.
+    /// </summary>
+    private async Task AssertResumeFinishes(RunFailedWithCheckpointException failure, string output)
+    {
         long last = Checkpoints.Steps(failure.Folder)[^1];
         Assert.InRange(last, 40, 280);
-
-        var resumed = await ExperimentRunner.ResumeAsync(failure.Folder, outputRoot: Path.Combine(Root, "ps"));
+        var resumed = await ExperimentRunner.ResumeAsync(failure.Folder, outputRoot: Path.Combine(Root, output));
         Assert.Equal(300, resumed.Outcome.FinalStep);
         Assert.Equal(last, resumed.Outcome.Evaluations[0].Step);
     }
@@ -281,23 +301,6 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
             akka.stdout-loglevel = OFF
             """);
         return path;
-    }
-
-    /// <summary>A pipeline has no spare: losing a stage's process ends the run naming the stage, and the last checkpoint resumes it.</summary>
-    [Fact]
-    public async Task Losing_a_stage_process_stops_a_pipeline_run_naming_the_stage_and_resume_finishes_it()
-    {
-        var spec = ExperimentSpec.Load(null, ["training.max-steps=300", "training.eval-every=20", "training.checkpoint-every=40", "topology.workers=1",
-            "parallelism.pipeline-stages=2", "simulation.clock=wall", "output.plots=off", "telemetry.exporter=none"]);
-        var failure = await Assert.ThrowsAsync<RunFailedWithCheckpointException>(() => RunOnCluster(spec, 4, "stage", FastClusterConfig(),
-            cluster => new KillAtStep(100, () => cluster.Nodes.First(n => n.Role == "ps").Process.Kill())));
-        Assert.Matches("pipeline stage [01] of replica 0 on .* was lost", failure.Message);
-        long last = Checkpoints.Steps(failure.Folder)[^1];
-        Assert.InRange(last, 40, 280);
-
-        var resumed = await ExperimentRunner.ResumeAsync(failure.Folder, outputRoot: Path.Combine(Root, "stage"));
-        Assert.Equal(300, resumed.Outcome.FinalStep);
-        Assert.Equal(last, resumed.Outcome.Evaluations[0].Step);
     }
 
     [Fact]

@@ -389,7 +389,7 @@ public sealed class Coordinator : LinkedActor
                 .Select(s => Context.ActorOf(StageProps(_settings, s, Link, Self, r), PipelineStage.ActorName(r, s, replicas))).ToArray()).ToArray();
             _shards = _stageGrid[0];
             _workerRefs = Enumerable.Range(0, replicas).Select(r => Context.ActorOf(DriverProps(_settings, r, Link, Self),
-                replicas == 1 ? "pipeline" : $"pipeline-{r}")).ToArray();
+                PipelineDriver.ActorName(r, replicas))).ToArray();
             _children.AddRange(_stageGrid.SelectMany(r => r));
             _children.AddRange(_workerRefs);
             Launch();
@@ -492,24 +492,27 @@ public sealed class Coordinator : LinkedActor
         return settings.ShardDispatcher is { } dispatcher ? props.WithDispatcher(dispatcher) : props;
     }
 
-    /// <summary>A pipeline's loss scale at the start: the scaler's in FP16 (a dynamic one's initial scale), 1 in FP32.</summary>
-    private static float StageLossScale(Settings settings) => settings.Precision == Core.Precision.PrecisionMode.Fp16 ? settings.LossScaler().Scale : 1;
+    /// <summary>A pipeline replica's loss scaler: the run's in FP16 (static or dynamic), a static 1 in FP32.</summary>
+    private static LossScaler PipelineScaler(Settings settings) =>
+        settings.Precision == Core.Precision.PrecisionMode.Fp16 ? settings.LossScaler() : LossScaler.Static(1);
 
     /// <summary>Pipeline stage s of a run with these settings.</summary>
     public static Props StageProps(Settings settings, int s, ILink link, IActorRef coordinator, int replica = 0)
     {
         var timing = settings.Timing ?? TimingSettings.Measured;
+        // the stages start at the scaler's scale; a dynamic one is the driver's, which tells them each step's
+        var scaler = PipelineScaler(settings);
         var props = PipelineStage.Props(new PipelineStage.Settings(s, settings.Pipeline!, settings.Model, settings.InitialWeights, settings.Optimizer,
             settings.Schedule, settings.MaxSteps, settings.EvalEvery, settings.BatchSize, timing.ComputeTime, timing.ShardDevice, settings.TraceEvery,
-            replica, settings.Partitions.Count, settings.Precision, StageLossScale(settings), settings.CheckpointEvery, settings.Resume?.Shards[s],
-            settings.Precision == Core.Precision.PrecisionMode.Fp16 && settings.LossScaler() is Core.Precision.DynamicLossScaler), link, coordinator);
+            replica, settings.Partitions.Count, settings.Precision, scaler.Scale, settings.CheckpointEvery, settings.Resume?.Shards[s],
+            scaler is Core.Precision.DynamicLossScaler), link, coordinator);
         return settings.ShardDispatcher is { } dispatcher ? props.WithDispatcher(dispatcher) : props;
     }
 
     /// <summary>Pipeline replica r's driver (on worker r's endpoint; built here, or by a worker node's host).</summary>
     public static Props DriverProps(Settings settings, int r, ILink link, IActorRef coordinator) =>
         PipelineDriver.Props(settings.Pipeline!, r, settings.Model, settings.Partitions[r], settings.BatchSize, WorkerDataSeed(settings.Seed, r),
-            settings.MaxSteps, settings.Precision == Core.Precision.PrecisionMode.Fp16 ? settings.LossScaler() : Core.Precision.LossScaler.Static(1), link, coordinator,
+            settings.MaxSteps, PipelineScaler(settings), link, coordinator,
             settings.Resume?.WorkerClock(r) ?? 0);
 
     /// <summary>Worker w of a run with these settings (built here, or by a worker node's host).</summary>

@@ -596,6 +596,9 @@ public sealed class PipelineDriver : LinkedActor
         Receive<StopTraining>(_ => Context.Stop(Self));
     }
 
+    /// <summary>The actor's name: pipeline, or pipeline-r with several replicas.</summary>
+    public static string ActorName(int replica, int replicas) => replicas == 1 ? "pipeline" : $"pipeline-{replica}";
+
     public static Props Props(PipelineSettings pipeline, int replica, ModelSpec model, Dataset partition, int batchSize, ulong dataSeed, long maxSteps,
         Core.Precision.LossScaler scaler, ILink link, IActorRef coordinator, long startStep = 0) =>
         Akka.Actor.Props.Create(() => new PipelineDriver(pipeline, replica, model, partition, batchSize, dataSeed, maxSteps, scaler, link, coordinator, startStep));
