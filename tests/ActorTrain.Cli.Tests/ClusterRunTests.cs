@@ -68,7 +68,7 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
 
         Assert.Equal(StopReason.MaxSteps, cluster.Outcome.StopReason);
         Assert.Equal(300, cluster.Outcome.FinalStep);
-        Assert.Equal(File.ReadAllBytes(Path.Combine(single.Folder, "metrics.csv")), File.ReadAllBytes(Path.Combine(cluster.Folder, "metrics.csv")));
+        AssertSameMetrics(single, cluster);
         Assert.Equal(single.Outcome.FinalWeights, cluster.Outcome.FinalWeights);
         // both nodes served their part and left the cluster on their own
         foreach (string role in new[] { "ps", "worker" })
@@ -87,7 +87,7 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
         var (cluster, planned) = await RunOnCluster(spec, 4, "cluster");
         Assert.Equal((0, 3), (planned.PsNodes, planned.WorkerNodes));
         Assert.Equal(100, cluster.Outcome.FinalStep);
-        Assert.Equal(File.ReadAllBytes(Path.Combine(single.Folder, "metrics.csv")), File.ReadAllBytes(Path.Combine(cluster.Folder, "metrics.csv")));
+        AssertSameMetrics(single, cluster);
         Assert.Equal(single.Outcome.FinalWeights, cluster.Outcome.FinalWeights);
         Assert.Equal(single.Outcome.ReplicaChecks, cluster.Outcome.ReplicaChecks);
         Assert.True(cluster.Outcome.ReplicaChecks > 0);
@@ -107,7 +107,7 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
         var (cluster, planned) = await RunOnCluster(spec, 4, "cluster");
         Assert.Equal((2, 1), (planned.PsNodes, planned.WorkerNodes));
         Assert.Equal(60, cluster.Outcome.FinalStep);
-        Assert.Equal(File.ReadAllBytes(Path.Combine(single.Folder, "metrics.csv")), File.ReadAllBytes(Path.Combine(cluster.Folder, "metrics.csv")));
+        AssertSameMetrics(single, cluster);
         Assert.Equal(single.Outcome.FinalWeights, cluster.Outcome.FinalWeights);
         string Pipeline(RunResult r) => JsonDocument.Parse(File.ReadAllText(Path.Combine(r.Folder, "summary.json"))).RootElement.GetProperty("pipeline").GetRawText();
         Assert.Equal(Pipeline(single), Pipeline(cluster));
@@ -136,7 +136,7 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
             "parallelism.pipeline-stages=2", "parallelism.micro-batches=4", "precision.mode=fp16", "precision.initial-scale=16777216", "precision.growth-interval=5"]);
         var single = await ExperimentRunner.RunAsync(spec, Path.Combine(Root, "single"));
         var (cluster, _) = await RunOnCluster(spec, 4, "cluster");
-        Assert.Equal(File.ReadAllBytes(Path.Combine(single.Folder, "metrics.csv")), File.ReadAllBytes(Path.Combine(cluster.Folder, "metrics.csv")));
+        AssertSameMetrics(single, cluster);
         Assert.Equal(single.Outcome.FinalWeights, cluster.Outcome.FinalWeights);
         Assert.True(cluster.Summary.SkippedGradients > 0);
     }
@@ -151,7 +151,7 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
         var single = await ExperimentRunner.RunAsync(spec, Path.Combine(Root, "single"));
         var (cluster, _) = await RunOnCluster(spec, 3, "cluster");
         Assert.Equal(40, cluster.Outcome.FinalStep);
-        Assert.Equal(File.ReadAllBytes(Path.Combine(single.Folder, "metrics.csv")), File.ReadAllBytes(Path.Combine(cluster.Folder, "metrics.csv")));
+        AssertSameMetrics(single, cluster);
         Assert.Equal(single.Outcome.FinalWeights, cluster.Outcome.FinalWeights);
         Assert.True(cluster.Summary.FactorBytesWorkerToShard > 0);
         Assert.Equal(single.Summary.FactorBytesWorkerToShard, cluster.Summary.FactorBytesWorkerToShard);
@@ -262,6 +262,10 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
         Assert.Matches("pipeline stage [01] of replica 0 on .* was lost", failure.Message);
         await AssertResumeFinishes(failure, "stage");
     }
+
+    /// <summary>The two runs wrote the same metrics.csv, byte for byte.</summary>
+    private static void AssertSameMetrics(RunResult single, RunResult cluster) =>
+        Assert.Equal(File.ReadAllBytes(Path.Combine(single.Folder, "metrics.csv")), File.ReadAllBytes(Path.Combine(cluster.Folder, "metrics.csv")));
 
     /// <summary>
     /// A run of 300 steps (checkpoint every 40) lost a process at step 100: its last checkpoint is one
@@ -389,7 +393,7 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
             Assert.Equal(1, sent);
             Assert.Equal(StopReason.MaxSteps, cluster.Outcome.StopReason);
             Assert.Equal(single.Outcome.FinalWeights, cluster.Outcome.FinalWeights);
-            Assert.Equal(File.ReadAllBytes(Path.Combine(single.Folder, "metrics.csv")), File.ReadAllBytes(Path.Combine(cluster.Folder, "metrics.csv")));
+            AssertSameMetrics(single, cluster);
         }
         finally
         {
