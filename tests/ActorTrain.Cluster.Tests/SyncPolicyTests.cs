@@ -209,6 +209,51 @@ public class ShardTests : TestKit
         Assert.Equal([2L, 0, 1], counters.StalenessHistogram.Take(3));
     }
 
+    /// <summary>
+    /// The shard sums each push as soon as its predecessors are summed; the result must stay the
+    /// worker-order sum. 1 + 1e8 - 1e8 is 0 in that order, 1 in most others (float addition is not associative).
+    /// </summary>
+    [Theory]
+    [InlineData(new[] { 0, 1, 2 })]
+    [InlineData(new[] { 2, 1, 0 })]
+    [InlineData(new[] { 0, 2, 1 })]
+    [InlineData(new[] { 1, 2, 0 })]
+    public void Bsp_sums_the_pushes_in_worker_order_whatever_order_they_arrive_in(int[] arrival)
+    {
+        float[] gradients = [1f, 1e8f, -1e8f];
+        var settings = new ParameterServerShard.Settings(0, 0, [0f], 3, new SyncPolicy(SyncPolicyKind.Bsp), new OptimizerSettings(),
+            LearningRateSchedule.Create(ScheduleKind.Constant, 1.0, 10), 10, 1000);
+        var coordinator = CreateTestProbe();
+        var shard = Sys.ActorOf(ParameterServerShard.Props(settings, new WallClockLink(), coordinator.Ref));
+        shard.Tell(Begin.First);
+        coordinator.ExpectMsg<ShardSnapshot>();
+        var workers = gradients.Select(_ => CreateTestProbe()).ToArray();
+        foreach (int w in arrival) shard.Tell(new PushGradient(w, 0, 0, 1f, false, 1, Wire.Dense(gradients[w])), workers[w].Ref);
+        // w = 0 - 1 x ((1 + 1e8) - 1e8) / 3 = 0
+        foreach (var worker in workers) Assert.Equal(0f, Wire.Values(worker.ExpectMsg<ParameterSlice>(), 1)[0]);
+    }
+
+    [Fact]
+    public void A_second_bsp_push_of_one_clock_from_one_worker_is_dropped_and_the_step_waits_for_the_others()
+    {
+        var coordinator = CreateTestProbe();
+        var shard = Sys.ActorOf(ParameterServerShard.Props(Settings(2, new SyncPolicy(SyncPolicyKind.Bsp)), new WallClockLink(), coordinator.Ref));
+        shard.Tell(Begin.First);
+        coordinator.ExpectMsg<ShardSnapshot>();
+        var (first, second) = (CreateTestProbe(), CreateTestProbe());
+        shard.Tell(Push(0, 0, 0), first.Ref);
+        shard.Tell(new PushGradient(0, 0, 0, 1f, false, 10, Wire.Dense(100f, 100f, 100f)), first.Ref);
+        shard.Tell(Push(1, 0, 0), second.Ref);
+        Assert.Equal(1, first.ExpectMsg<ParameterSlice>().Version);
+        Assert.Equal(1, second.ExpectMsg<ParameterSlice>().Version);
+        shard.Tell(FinalSnapshotRequest.Instance);
+        var final = coordinator.ExpectMsg<ShardSnapshot>();
+        // the step averaged the two unit pushes (counted twice, worker 0's would have closed it and
+        // worker 1's been dropped as late; summed, the 100s would show)
+        Assert.Equal([1f - 0.5f, 2f - 0.5f, 3f - 0.5f], final.Values.ToArray());
+        Assert.Equal((2L, 0L), (final.Counters.PushesApplied, final.Counters.PushesDroppedLate));
+    }
+
     [Fact]
     public void A_non_finite_push_leaves_the_master_weights_untouched()
     {

@@ -87,6 +87,10 @@ public sealed class ParameterServerShard : LinkedActor
     private readonly List<(int Id, long Clock)> _parked = [];
     private readonly float[] _decoded;
     private readonly PushGradient?[] _clockPushes;
+    // BSP: the pushes of workers 0.._summedUpTo-1 are already in _sum; _summedSeconds[w] is the time
+    // worker w's push is charged when the step closes (NaN: skipped, nothing charged)
+    private int _summedUpTo;
+    private readonly double[] _summedSeconds;
     private readonly Downlink _downlink;
     private readonly CodecTimer _codecTimer, _downlinkTimer;
     private readonly long? _sliceBytes;
@@ -128,6 +132,7 @@ public sealed class ParameterServerShard : LinkedActor
         _applySeconds = settings.Device?.ApplySeconds(settings.Length, _kfac is null ? _optimizer.State.Count : 1) ?? 0;
         _decoded = new float[settings.InitialValues.Length];
         _clockPushes = new PushGradient?[settings.Workers];
+        _summedSeconds = new double[settings.Workers];
         _downlink = new Downlink(compression, settings.Workers, settings.InitialValues.Length,
             Rng.Derive(0xD0, (ulong)settings.ShardId), settings.Blocks ?? []);
         if (settings.Restore is { } restore) Restore(restore);
@@ -339,11 +344,34 @@ public sealed class ParameterServerShard : LinkedActor
             push.Release();
             return;
         }
+        if (_clockPushes[push.Worker] is not null)
+        {
+            // one push per worker and clock: a second one is forged or corrupted (counting it would close the step without another worker's)
+            Context.GetLogger().Warning("shard {0}: dropped a second BSP push of clock {1} from worker {2}", _settings.ShardId, push.Clock, push.Worker);
+            push.Release();
+            return;
+        }
         _received++;
         _pushers.Add(push.Worker);
         _scaleSum += push.LossScale;
         _clockPushes[push.Worker] = push;
+        SumInOrder();
         if (_received >= _quorum) StepBsp();
+    }
+
+    /// <summary>
+    /// BSP sums its pushes in worker order. Each push whose predecessors are all summed is summed at
+    /// once, while the other workers still compute, instead of all of them when the last arrives: the
+    /// same additions in the same order (the same bits), off the step's critical path. The bookkeeping
+    /// (counters, the virtual clock's charge) stays with the step, so the modelled time is unchanged.
+    /// </summary>
+    private void SumInOrder()
+    {
+        for (; _summedUpTo < _clockPushes.Length && _clockPushes[_summedUpTo] is { } held; _summedUpTo++)
+        {
+            AddFactors(held);
+            _summedSeconds[_summedUpTo] = Sum(held, out double seconds) ? seconds : double.NaN;
+        }
     }
 
     /// <summary>The held pushes of this clock make one optimizer step; their workers get the new slice.</summary>
@@ -358,10 +386,15 @@ public sealed class ParameterServerShard : LinkedActor
         for (int w = 0; w < _clockPushes.Length; w++)
         {
             if (_clockPushes[w] is not { } held) continue;
-            AddFactors(held);
-            Accumulate(held);
+            if (w < _summedUpTo) Count(held, !double.IsNaN(_summedSeconds[w]), _summedSeconds[w]);
+            else
+            {
+                AddFactors(held);
+                Accumulate(held);
+            }
             _clockPushes[w] = null;
         }
+        _summedUpTo = 0;
         if (_finite > 0) Apply(_settings.Schedule.Rate(_version), 1f / _finite);
         if (links is { Count: > 0 })
             _lastApply = RunTelemetry.Record("shard.apply", _run, Link, from, Link.Now,
@@ -405,17 +438,24 @@ public sealed class ParameterServerShard : LinkedActor
         ReleaseParked();
     }
 
-    /// <summary>Adds the unscaled push to the sum; false when it is non-finite and skipped.</summary>
+    /// <summary>Adds the unscaled push to the sum and counts it; false when it is non-finite and skipped.</summary>
     private bool Accumulate(PushGradient push)
     {
-        if (push.NonFinite)
-        {
-            _skipped++;
-            RunTelemetry.SkippedPushes.Add(1, _shardTag);
-            return false;
-        }
+        bool summed = Sum(push, out double seconds);
+        Count(push, summed, seconds);
+        return summed;
+    }
+
+    /// <summary>
+    /// The arithmetic of <see cref="Accumulate"/>: decodes the push (a dense FP32 one is read where it
+    /// lies), adds it unscaled to the sum and gives its payload back; false when it is non-finite or
+    /// malformed and the sum stays as it was. <paramref name="seconds"/>: what summing it costs on the shard's device.
+    /// </summary>
+    private bool Sum(PushGradient push, out double seconds)
+    {
+        seconds = 0;
+        if (push.NonFinite) return false;
         long started = Stopwatch.GetTimestamp();
-        // a dense FP32 push is summed from where its floats lie in the payload (no copy into the decode buffer)
         ReadOnlySpan<float> gradient = _decoded;
         try
         {
@@ -427,20 +467,34 @@ public sealed class ParameterServerShard : LinkedActor
         }
         catch (CompressionFormatException e)
         {
-            // counted like a non-finite push: skipped, and the shard's state stays as it was
             Context.GetLogger().Warning("shard {0}: dropped a malformed push of worker {1}: {2}", _settings.ShardId, push.Worker, e.Message);
             push.Release();
-            _skipped++;
             return false;
         }
         double decode = _codecTimer.Decode(_settings.Length, push.WireBytes - PushGradient.HeaderBytes, Stopwatch.GetElapsedTime(started).TotalSeconds, _settings.Blocks);
         TensorPrimitives.MultiplyAdd(gradient, 1f / push.LossScale, _sum, _sum);
         // only now: the view above reads the payload, which goes back to the pool here
         push.Release();
-        if (Link.IsVirtual) Link.Occupy(_accumulateSeconds + decode, 0);
+        seconds = _accumulateSeconds + decode;
+        return true;
+    }
+
+    /// <summary>
+    /// The bookkeeping of a push <see cref="Sum"/> has seen: a summed one is charged its time and
+    /// counted (with its staleness under BSP); a skipped one (non-finite, or malformed: counted like a
+    /// non-finite push, the shard's state stays as it was) is counted as skipped.
+    /// </summary>
+    private void Count(PushGradient push, bool summed, double seconds)
+    {
+        if (!summed)
+        {
+            _skipped++;
+            RunTelemetry.SkippedPushes.Add(1, _shardTag);
+            return;
+        }
+        if (Link.IsVirtual) Link.Occupy(seconds, 0);
         _finite++;
         if (IsBsp) RecordStaleness(_version - push.BaseVersion);
-        return true;
     }
 
     /// <summary>One optimizer step on sum * factor, then the sum is cleared.</summary>
