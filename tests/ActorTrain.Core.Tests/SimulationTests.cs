@@ -135,7 +135,8 @@ public class NetworkModelTests
         var plan = model.Plan(Endpoint.Worker(0), Endpoint.Shard(0), 125_000, departure: 0.010);
         // 125,000 bytes at 125,000,000 bytes/s = 1 ms on the wire, then 1 ms of latency
         Assert.Equal([0.012], plan.Arrivals, (a, b) => Math.Abs(a - b) < 1e-12);
-        Assert.Equal(1, plan.Attempts);
+        Assert.Equal((1, 1), (plan.Attempts, plan.Copies));
+        Assert.Null(plan.LaterArrivals); // one copy: nothing allocated for later ones
         var big = model.Plan(Endpoint.Worker(1), Endpoint.Shard(0), 1_250_000, departure: 0);
         Assert.Equal(0.011, big.Arrivals[0], 12);
     }
@@ -170,6 +171,7 @@ public class NetworkModelTests
             Assert.False(plan.Lost);
             attempts += plan.Attempts;
             copies += plan.Arrivals.Length;
+            Assert.Equal(plan.Copies - 1, plan.LaterArrivals?.Length ?? 0);
             // each retry leaves one retransmit timeout after the previous attempt
             Assert.True(plan.Arrivals.Min() >= i + 0.001 - 1e-12);
         }

@@ -7,8 +7,33 @@ namespace ActorTrain.Cluster.Transport;
 /// <summary>A message handed to an actor by the virtual clock; <see cref="Actors.LinkedActor"/> unwraps it.</summary>
 /// <param name="Outbox">An empty list for the event's outbox, reused from an earlier event (null: a new one).</param>
 /// <param name="Slot">Where the scheduler expects the event's outbox among its batch's (-1: none).</param>
-internal sealed record VirtualDelivery(object Message, long Seq, double Start, IEventLink Link, TransferTiming? Transfer = null, object? Receiver = null,
-    List<Outgoing>? Outbox = null, int Slot = -1);
+/// <remarks>
+/// A delivery to an actor of this process is handed back with its event's outbox and reused for a
+/// later event (one allocation less per message): nothing may keep it after the event's
+/// <see cref="IEventLink.Exit"/>.
+/// </remarks>
+internal sealed class VirtualDelivery(object message, long seq, double start, IEventLink link, TransferTiming? transfer = null, object? receiver = null,
+    List<Outgoing>? outbox = null, int slot = -1)
+{
+    public object Message { get; private set; } = message;
+    public long Seq { get; private set; } = seq;
+    public double Start { get; private set; } = start;
+    public IEventLink Link { get; } = link;
+    public TransferTiming? Transfer { get; private set; } = transfer;
+    public object? Receiver { get; private set; } = receiver;
+    public List<Outgoing>? Outbox { get; private set; } = outbox;
+    public int Slot { get; private set; } = slot;
+
+    /// <summary>The same shell for another event of the same link.</summary>
+    public VirtualDelivery Reuse(object message, long seq, double start, TransferTiming? transfer, object? receiver, List<Outgoing>? outbox, int slot)
+    {
+        (Message, Seq, Start, Transfer, Receiver, Outbox, Slot) = (message, seq, start, transfer, receiver, outbox, slot);
+        return this;
+    }
+
+    /// <summary>Drops what the event referred to, so a spare shell holds nothing alive.</summary>
+    public void Clear() => (Message, Transfer, Receiver, Outbox) = (null!, null, null, null);
+}
 
 /// <summary>The side of a virtual clock an actor's event runs against: the scheduler itself, or its proxy on another node.</summary>
 internal interface IEventLink
@@ -73,13 +98,15 @@ public sealed class VirtualLink : ILink, IEventLink
     // named: written without the lock (one writer per slot), read by the thread whose completion
     // brings _outstanding to 0 (the interlocked decrements order them). Outboxes from other nodes
     // come in through the lock into _remoteDone.
-    private (long Seq, List<Outgoing>? Items)[] _slots = new (long, List<Outgoing>?)[64];
+    private (long Seq, List<Outgoing>? Items, VirtualDelivery? Delivery)[] _slots = new (long, List<Outgoing>?, VirtualDelivery?)[64];
+    private readonly Stack<VirtualDelivery> _spareDeliveries = new();
     private int _slotsUsed;
     private readonly List<(long Seq, List<Outgoing> Items)> _remoteDone = [];
     private readonly List<Outgoing> _seeds = [];
     private readonly DuplicateFilter _duplicates = new();
     private readonly LinkCounters _counters = new();
     private readonly List<(Event Event, EventKey Key)> _deferred = [];
+    private readonly Stack<Event> _spareEvents = new();
     // the last batch's list once its deliveries are told, for the next batch
     private List<Release>? _spareBatch;
     // outbox lists already planned, emptied, for the next events (small ones only)
@@ -201,7 +228,7 @@ public sealed class VirtualLink : ILink, IEventLink
         {
             // this process's event: no lock unless it is the batch's last
             state.BusyUntil = e.Now;
-            _slots[e.Slot] = (e.Seq, e.Outbox);
+            _slots[e.Slot] = (e.Seq, e.Outbox, e.Delivery);
             if (Interlocked.Decrement(ref _outstanding) == 0) PlanAndRelease();
         }
         else Complete(self, e.Seq, e.Now, e.Outbox);
@@ -233,6 +260,11 @@ public sealed class VirtualLink : ILink, IEventLink
             for (int i = 0; i < _slotsUsed; i++)
             {
                 if (_slots[i].Items is { } local) _done.Add((_slots[i].Seq, local));
+                if (_slots[i].Delivery is { } spare)
+                {
+                    spare.Clear();
+                    _spareDeliveries.Push(spare);
+                }
                 _slots[i] = default;
             }
             _slotsUsed = 0;
@@ -259,15 +291,15 @@ public sealed class VirtualLink : ILink, IEventLink
         switch (item.Kind)
         {
             case OutKind.Timer:
-                Enqueue(new Event(EventKind.Deliver, item.To, item.Message, item.Sender, -1, item.At), Math.Max(floor, item.At));
+                Enqueue(NewEvent(EventKind.Deliver, item.To, item.Message, item.Sender, -1, item.At), Math.Max(floor, item.At));
                 return;
             case OutKind.Kill:
-                Enqueue(new Event(EventKind.Kill, item.To, item.Message, item.Sender, -1, item.At), Math.Max(floor, item.At));
+                Enqueue(NewEvent(EventKind.Kill, item.To, item.Message, item.Sender, -1, item.At), Math.Max(floor, item.At));
                 return;
         }
         if (item.Traffic == TrafficClass.Control)
         {
-            Enqueue(new Event(EventKind.Deliver, item.To, item.Message, item.Sender, -1, item.At), Math.Max(floor, item.At + _lookahead));
+            Enqueue(NewEvent(EventKind.Deliver, item.To, item.Message, item.Sender, -1, item.At), Math.Max(floor, item.At + _lookahead));
             return;
         }
         if (EndpointOf(item.Sender) is not { } from || EndpointOf(item.To) is not { } to)
@@ -280,9 +312,9 @@ public sealed class VirtualLink : ILink, IEventLink
         var plan = _network.Plan(from, to, item.Bytes, item.At);
         _counters.Planned(plan, item.Bytes, from, to);
         long id = _nextMessageId++;
-        _duplicates.Expect(id, plan.Arrivals.Length);
-        foreach (double arrival in plan.Arrivals)
-            Enqueue(new Event(EventKind.Deliver, item.To, item.Message, item.Sender, id, item.At), Math.Max(floor, arrival));
+        _duplicates.Expect(id, plan.Copies);
+        for (int i = 0; i < plan.Copies; i++)
+            Enqueue(NewEvent(EventKind.Deliver, item.To, item.Message, item.Sender, id, item.At), Math.Max(floor, plan.Arrival(i)));
     }
 
     /// <summary>
@@ -297,10 +329,10 @@ public sealed class VirtualLink : ILink, IEventLink
         long id = _nextMessageId++;
         _duplicates.Expect(id, plan.Copies);
         var path = fabric.Route(from, to);
-        var delivery = new Event(EventKind.Deliver, item.To, item.Message, item.Sender, id, item.At);
+        var delivery = NewEvent(EventKind.Deliver, item.To, item.Message, item.Sender, id, item.At);
         foreach (var (start, latency) in plan.Attempts)
             // not floored to the window: a flow's end and its delivery come at least a lookahead after its start
-            Enqueue(new Event(EventKind.FlowStart, item.To, item.Message, item.Sender, id, item.At,
+            Enqueue(NewEvent(EventKind.FlowStart, item.To, item.Message, item.Sender, id, item.At,
                 new FlowAttempt(path, item.Bytes, latency is { } l ? l + path.Latency : null, delivery)), start);
     }
 
@@ -329,10 +361,13 @@ public sealed class VirtualLink : ILink, IEventLink
         {
             _flowAttempts.Remove(flow, out var done);
             if (done!.Latency is { } latency)
-                Enqueue(done.Delivery with { Fabric = new TransferTiming(flow.Started, time, flow.Uncontended) }, time + latency);
+            {
+                var d = done.Delivery;
+                Enqueue(NewEvent(d.Kind, d.Target, d.Message, d.Sender, d.MessageId, d.Departure, new TransferTiming(flow.Started, time, flow.Uncontended)), time + latency);
+            }
         }
         double next = fabric.NextEnd;
-        if (double.IsFinite(next)) Enqueue(new Event(EventKind.FlowEnd, e.Target, e.Message, e.Sender, -1, e.Departure, ++_wakes), next);
+        if (double.IsFinite(next)) Enqueue(NewEvent(EventKind.FlowEnd, e.Target, e.Message, e.Sender, -1, e.Departure, ++_wakes), next);
     }
 
     private void Enqueue(Event e, double time) => _queue.Enqueue(e, new EventKey(time, _seq++));
@@ -392,11 +427,13 @@ public sealed class VirtualLink : ILink, IEventLink
                 if (_deathTime.Count > 0 && (_deathTime.ContainsKey(e.Target) || (_deathTime.TryGetValue(e.Sender, out double died) && e.Departure > died)))
                 {
                     _counters.LostToStopped();
+                    Recycle(e);
                     continue;
                 }
                 if (e.MessageId >= 0 && !_duplicates.Accept(e.MessageId))
                 {
                     _counters.Duplicate();
+                    Recycle(e);
                     continue;
                 }
                 // An actor's second event of the window follows its first in its mailbox: it starts at
@@ -405,8 +442,12 @@ public sealed class VirtualLink : ILink, IEventLink
                 double start = Math.Max(key.Time, target.BusyUntil);
                 _outstanding++;
                 if (_slotsUsed == _slots.Length) Array.Resize(ref _slots, 2 * _slots.Length);
-                batch.Add(new Release(e.Target, new VirtualDelivery(e.Message, key.Seq, start, this, e.Fabric as TransferTiming, target,
-                    _spareOutboxes.TryPop(out var outbox) ? outbox : null, _slotsUsed++), e.Sender));
+                var outbox = _spareOutboxes.TryPop(out var spareOutbox) ? spareOutbox : null;
+                var delivery = _spareDeliveries.TryPop(out var spare)
+                    ? spare.Reuse(e.Message, key.Seq, start, e.Fabric as TransferTiming, target, outbox, _slotsUsed++)
+                    : new VirtualDelivery(e.Message, key.Seq, start, this, e.Fabric as TransferTiming, target, outbox, _slotsUsed++);
+                batch.Add(new Release(e.Target, delivery, e.Sender));
+                Recycle(e);
             }
             foreach (var (e, key) in _deferred) _queue.Enqueue(e, key); // flow events, for the fabric between batches
             _deferred.Clear();
@@ -456,7 +497,35 @@ public sealed class VirtualLink : ILink, IEventLink
 
     private enum EventKind { Deliver, Kill, FlowStart, FlowEnd }
 
-    private sealed record Event(EventKind Kind, IActorRef Target, object Message, IActorRef Sender, long MessageId, double Departure, object? Fabric = null);
+    /// <summary>
+    /// A queued event. A delivery without fabric timing goes back to <see cref="_spareEvents"/> once
+    /// released or dropped (one allocation less per message); the fabric's events are left to the collector.
+    /// </summary>
+    private sealed class Event
+    {
+        public EventKind Kind;
+        public IActorRef Target = null!, Sender = null!;
+        public object Message = null!;
+        public long MessageId;
+        public double Departure;
+        public object? Fabric;
+    }
+
+    /// <summary>A queued event, recycled when one is spare. Under the lock.</summary>
+    private Event NewEvent(EventKind kind, IActorRef target, object message, IActorRef sender, long messageId, double departure, object? fabric = null)
+    {
+        var e = _spareEvents.TryPop(out var spare) ? spare : new Event();
+        (e.Kind, e.Target, e.Message, e.Sender, e.MessageId, e.Departure, e.Fabric) = (kind, target, message, sender, messageId, departure, fabric);
+        return e;
+    }
+
+    /// <summary>A delivery released or dropped: nothing refers to it any more. Under the lock.</summary>
+    private void Recycle(Event e)
+    {
+        if (e.Fabric is not null || _spareEvents.Count >= 65536) return;
+        (e.Target, e.Message, e.Sender) = (null!, null!, null!);
+        _spareEvents.Push(e);
+    }
 
     /// <summary>One attempt of a message on the fabric: its path and size, and when its copy arrives after the last byte (null: dropped).</summary>
     private sealed record FlowAttempt(FabricPath Path, long Bytes, double? Latency, Event Delivery);
@@ -483,6 +552,9 @@ internal sealed class VirtualEvent
     /// <summary>How the message being handled crossed a sharing fabric (null otherwise).</summary>
     public TransferTiming? Transfer { get; private set; }
 
+    /// <summary>The delivery that began the event.</summary>
+    public VirtualDelivery? Delivery { get; private set; }
+
     public static VirtualEvent? Current => _current;
 
     public static void Enter(VirtualDelivery delivery, double previousEnd)
@@ -495,18 +567,20 @@ internal sealed class VirtualEvent
         e.Outbox = delivery.Outbox ?? [];
         e.Receiver = delivery.Receiver;
         e.Transfer = delivery.Transfer;
+        e.Delivery = delivery;
         _current = e;
     }
 
     /// <summary>Ends the thread's event: what it was (its shell is kept for the thread's next event).</summary>
-    public static (long Seq, double Now, List<Outgoing> Outbox, object? Receiver, int Slot) Exit()
+    public static (long Seq, double Now, List<Outgoing> Outbox, object? Receiver, int Slot, VirtualDelivery? Delivery) Exit()
     {
         var e = _current ?? throw new InvalidOperationException("virtual link: an event ended that never began");
         _current = null;
-        var ended = (e.Seq, e.Now, e.Outbox, e.Receiver, e.Slot);
+        var ended = (e.Seq, e.Now, e.Outbox, e.Receiver, e.Slot, e.Delivery);
         e.Outbox = null!;
         e.Receiver = null;
         e.Transfer = null;
+        e.Delivery = null;
         _spare = e;
         return ended;
     }

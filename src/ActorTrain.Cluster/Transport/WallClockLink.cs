@@ -100,10 +100,10 @@ public sealed class WallClockLink : ILink, IDisposable
         {
             plan = _network.Plan(from, target, bytes, Now);
             id = _nextId++;
-            lock (_duplicates) _duplicates.Expect(id, plan.Arrivals.Length);
+            lock (_duplicates) _duplicates.Expect(id, plan.Copies);
         }
         _counters.Planned(plan, bytes, from, target);
-        foreach (double arrival in plan.Arrivals) _line.Add(arrival, to, message, sender, id);
+        for (int i = 0; i < plan.Copies; i++) _line.Add(plan.Arrival(i), to, message, sender, id);
     }
 
     public void ScheduleOnce(IActorRef to, object message, double delay, IActorRef sender) => _line.Add(Now + delay, to, message, sender, -1);

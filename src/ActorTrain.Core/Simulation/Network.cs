@@ -149,15 +149,21 @@ public sealed record NetworkSettings(
 }
 
 /// <summary>
-/// When a message sent at <see cref="Departure"/> arrives: <see cref="Arrivals"/>[0] is its first
-/// delivery, the later entries are duplicate deliveries (a retransmission whose earlier copy did
-/// arrive, but whose acknowledgement was lost) that the receiving side discards. Empty when every
-/// attempt was lost.
+/// When a message sent at <see cref="Departure"/> arrives: <see cref="Copies"/> deliveries, the
+/// first at <see cref="FirstArrival"/>, the later ones (<see cref="LaterArrivals"/>) duplicates (a
+/// retransmission whose earlier copy did arrive, but whose acknowledgement was lost) that the
+/// receiving side discards. No copy when every attempt was lost. A plan of one copy allocates nothing.
 /// </summary>
-public readonly record struct TransferPlan(double Departure, double[] Arrivals, int Attempts)
+public readonly record struct TransferPlan(double Departure, int Copies, double FirstArrival, double[]? LaterArrivals, int Attempts)
 {
-    public bool Lost => Arrivals.Length == 0;
+    public bool Lost => Copies == 0;
     public int Retransmissions => Attempts - 1;
+
+    /// <summary>Copy <paramref name="i"/>'s arrival, 0 &lt;= i &lt; <see cref="Copies"/>.</summary>
+    public double Arrival(int i) => i == 0 ? FirstArrival : LaterArrivals![i - 1];
+
+    /// <summary>Every copy's arrival, first to last (a new array each time).</summary>
+    public double[] Arrivals => [.. Enumerable.Range(0, Copies).Select(Arrival)];
 }
 
 /// <summary>
@@ -207,7 +213,8 @@ public sealed class NetworkModel(NetworkSettings settings, ulong seed)
             }
             attemptAt = start + settings.RetransmitTimeout;
         }
-        return new TransferPlan(departure, _arrivals.ToArray(), attempts);
+        return _arrivals.Count == 0 ? new TransferPlan(departure, 0, double.NaN, null, attempts)
+            : new TransferPlan(departure, _arrivals.Count, _arrivals[0], _arrivals.Count > 1 ? System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_arrivals)[1..].ToArray() : null, attempts);
     }
 
     /// <summary>
