@@ -5,8 +5,8 @@ using Akka.Actor;
 namespace ActorTrain.Cluster.Transport;
 
 /// <summary>A message handed to an actor by the virtual clock; <see cref="Actors.LinkedActor"/> unwraps it.</summary>
-/// <param name="Outbox">An empty list for the event's outbox, reused from an earlier event (null: a new one).</param>
-/// <param name="Slot">Where the scheduler expects the event's outbox among its batch's (-1: none).</param>
+/// <param name="outbox">An empty list for the event's outbox, reused from an earlier event (null: a new one).</param>
+/// <param name="slot">Where the scheduler expects the event's outbox among its batch's (-1: none).</param>
 /// <remarks>
 /// A delivery to an actor of this process is handed back with its event's outbox and reused for a
 /// later event (one allocation less per message): nothing may keep it after the event's
