@@ -22,7 +22,7 @@ public static class RunTelemetry
     public static readonly Counter<long> Bytes = Meter.CreateCounter<long>("actortrain.bytes", "By", "Encoded bytes received by shards (worker_to_shard) and sent by them (shard_to_worker).");
     public static readonly Counter<long> Pushes = Meter.CreateCounter<long>("actortrain.pushes", "{push}", "Gradient pushes received by shards.");
     public static readonly Counter<long> DroppedPushes = Meter.CreateCounter<long>("actortrain.pushes.dropped", "{push}", "Pushes dropped: late (BSP backup workers), or from a killed worker's predecessor (reason = predecessor).");
-    public static readonly Counter<long> SkippedPushes = Meter.CreateCounter<long>("actortrain.pushes.skipped", "{push}", "Pushes skipped as non-finite.");
+    public static readonly Counter<long> SkippedPushes = Meter.CreateCounter<long>("actortrain.pushes.skipped", "{push}", "Pushes skipped as non-finite or malformed.");
     /// <summary>
     /// Bucket boundaries for durations in seconds, 1 us to 100 s, 1-2.5-5 per decade: the SDK's
     /// default boundaries are for milliseconds (0 to 10,000), which put every step of under 5 s in
