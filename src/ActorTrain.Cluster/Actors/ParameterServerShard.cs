@@ -355,7 +355,7 @@ public sealed class ParameterServerShard : LinkedActor
         _pushers.Add(push.Worker);
         _scaleSum += push.LossScale;
         _clockPushes[push.Worker] = push;
-        SumInOrder();
+        SumInOrder(all: false);
         if (_received >= _quorum) StepBsp();
     }
 
@@ -364,11 +364,17 @@ public sealed class ParameterServerShard : LinkedActor
     /// once, while the other workers still compute, instead of all of them when the last arrives: the
     /// same additions in the same order (the same bits), off the step's critical path. The bookkeeping
     /// (counters, the virtual clock's charge) stays with the step, so the modelled time is unchanged.
+    /// <paramref name="all"/>: the step closes, every held push is summed (a worker without one is skipped).
     /// </summary>
-    private void SumInOrder()
+    private void SumInOrder(bool all)
     {
-        for (; _summedUpTo < _clockPushes.Length && _clockPushes[_summedUpTo] is { } held; _summedUpTo++)
+        for (; _summedUpTo < _clockPushes.Length; _summedUpTo++)
         {
+            if (_clockPushes[_summedUpTo] is not { } held)
+            {
+                if (all) continue;
+                return;
+            }
             AddFactors(held);
             _summedSeconds[_summedUpTo] = Sum(held, out double seconds) ? seconds : double.NaN;
         }
@@ -383,15 +389,11 @@ public sealed class ParameterServerShard : LinkedActor
         int aggregated = _received;
         // Summed in worker order, not arrival order: float addition is not associative, and the
         // arrival order follows thread timing, which would make BSP runs differ in the last bits.
+        SumInOrder(all: true);
         for (int w = 0; w < _clockPushes.Length; w++)
         {
             if (_clockPushes[w] is not { } held) continue;
-            if (w < _summedUpTo) Count(held, !double.IsNaN(_summedSeconds[w]), _summedSeconds[w]);
-            else
-            {
-                AddFactors(held);
-                Accumulate(held);
-            }
+            Count(held, !double.IsNaN(_summedSeconds[w]), _summedSeconds[w]);
             _clockPushes[w] = null;
         }
         _summedUpTo = 0;

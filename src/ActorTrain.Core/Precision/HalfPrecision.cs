@@ -98,6 +98,7 @@ public static class HalfPrecision
         result = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(abs, Vector256.Create(Infinity)), abs, result);
         return (result | sign).AsSingle();
     }
+
     /// <summary>The same rounding, sixteen floats at a time (AVX-512): the same integer operations per lane, so the same bits.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Round(Vector512<float> x)
