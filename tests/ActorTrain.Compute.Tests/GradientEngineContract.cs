@@ -216,9 +216,35 @@ public sealed class IlgpuCpuEngineTests : GradientEngineContract
     protected override IGradientEngine Create(ModelSpec model, int maxBatch) => new IlgpuGradientEngine(model, maxBatch, IlgpuTarget.Cpu);
 }
 
+/// <summary>
+/// The tiled products (what a GPU runs) on ILGPU's CPU emulator, 4 x 4 threads a group: the
+/// contract's odd sizes (5, 7, 9, 11, 20 ...) leave partial tiles on every edge.
+/// </summary>
+public sealed class IlgpuCpuTiledEngineTests : GradientEngineContract
+{
+    protected override IGradientEngine Create(ModelSpec model, int maxBatch) => new IlgpuGradientEngine(model, maxBatch, IlgpuTarget.Cpu, tiled: true);
+
+    [Fact]
+    public void The_emulator_runs_products_per_element_unless_tiles_are_asked_for()
+    {
+        var spec = ModelSpec.SoftmaxRegression(3, 2);
+        using var plain = new IlgpuGradientEngine(spec, 4, IlgpuTarget.Cpu);
+        using var tiled = new IlgpuGradientEngine(spec, 4, IlgpuTarget.Cpu, tiled: true);
+        Assert.Equal(0, plain.Tile);
+        Assert.Equal(4, tiled.Tile);
+    }
+}
+
 [RequiresCuda]
 public sealed class IlgpuCudaEngineTests : GradientEngineContract
 {
     protected override int Scale => 8;
     protected override IGradientEngine Create(ModelSpec model, int maxBatch) => new IlgpuGradientEngine(model, maxBatch, IlgpuTarget.Cuda);
+
+    [EngineFact]
+    public void A_gpu_runs_the_products_in_16_by_16_tiles()
+    {
+        using var engine = new IlgpuGradientEngine(ModelSpec.SoftmaxRegression(3, 2), 4, IlgpuTarget.Cuda);
+        Assert.Equal(16, engine.Tile);
+    }
 }

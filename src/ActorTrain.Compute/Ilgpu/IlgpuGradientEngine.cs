@@ -22,7 +22,18 @@ public sealed class IlgpuGradientEngine : IGradientEngine
     private readonly Accelerator _accelerator;
     private IPrecisionPath? _fp32, _fp16;
 
+    private readonly int _tile;
+
     public IlgpuGradientEngine(ModelSpec model, int maxBatch, IlgpuTarget target = IlgpuTarget.Auto)
+        : this(model, maxBatch, target, tiled: null)
+    {
+    }
+
+    /// <param name="tiled">
+    /// The products tiled through shared memory (true), per element (false), or tiled on a GPU and per
+    /// element on the CPU emulator (null), where a group barrier is a synchronisation of real threads.
+    /// </param>
+    internal IlgpuGradientEngine(ModelSpec model, int maxBatch, IlgpuTarget target, bool? tiled)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxBatch);
         Model = model;
@@ -32,6 +43,8 @@ public sealed class IlgpuGradientEngine : IGradientEngine
         {
             var device = IlgpuDevices.Select(_context, target);
             _accelerator = device.CreateAccelerator(_context);
+            // 16 x 16 threads a group where the accelerator allows (CUDA, OpenCL), else 4 x 4 (the emulator's 16)
+            _tile = !(tiled ?? _accelerator.AcceleratorType != AcceleratorType.CPU) ? 0 : _accelerator.MaxNumThreadsPerGroup >= 16 * 16 ? 16 : 4;
         }
         catch
         {
@@ -41,6 +54,9 @@ public sealed class IlgpuGradientEngine : IGradientEngine
     }
 
     public string Name => $"ilgpu-{_accelerator.AcceleratorType.ToString().ToLowerInvariant()} ({_accelerator.Name})";
+
+    /// <summary>The side of the products' tiles; 0: one thread per element, no tiles.</summary>
+    internal int Tile => _tile;
     public ModelSpec Model { get; }
     public int MaxBatch { get; }
     public AcceleratorType AcceleratorType => _accelerator.AcceleratorType;
@@ -65,8 +81,8 @@ public sealed class IlgpuGradientEngine : IGradientEngine
     }
 
     private IPrecisionPath Path(PrecisionMode precision) => precision == PrecisionMode.Fp16
-        ? _fp16 ??= new PrecisionPath<ILGPU.Half, HalfStorage>(_accelerator, Model, MaxBatch)
-        : _fp32 ??= new PrecisionPath<float, SingleStorage>(_accelerator, Model, MaxBatch);
+        ? _fp16 ??= new PrecisionPath<ILGPU.Half, HalfStorage>(_accelerator, Model, MaxBatch, _tile)
+        : _fp32 ??= new PrecisionPath<float, SingleStorage>(_accelerator, Model, MaxBatch, _tile);
 
     public void Dispose()
     {
@@ -98,15 +114,22 @@ public sealed class IlgpuGradientEngine : IGradientEngine
         private readonly T[] _hostWeights, _hostInputs, _hostLogits;
         private readonly float[] _hostGradient, _hostRowLoss, _hostLogitsF;
 
-        private readonly Action<Index2D, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int, int> _dense;
         private readonly Action<Index1D, ArrayView<T>, ArrayView<int>, ArrayView<float>, ArrayView<T>, ArrayView<float>, int, int, float> _outputDelta;
-        private readonly Action<Index2D, ArrayView<T>, ArrayView<T>, ArrayView<float>, int, int, int, int> _weightGradient;
         private readonly Action<Index1D, ArrayView<T>, ArrayView<float>, int, int, int> _biasGradient;
-        private readonly Action<Index2D, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int> _inputDelta;
 
-        public PrecisionPath(Accelerator acc, ModelSpec model, int maxBatch)
+        // the three products, per element (_tile 0) or tiled
+        private readonly int _tile;
+        private readonly Action<Index2D, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int, int> _dense = null!;
+        private readonly Action<Index2D, ArrayView<T>, ArrayView<T>, ArrayView<float>, int, int, int, int> _weightGradient = null!;
+        private readonly Action<Index2D, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int> _inputDelta = null!;
+        private Action<KernelConfig, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int, int, int> _denseTiled = null!;
+        private Action<KernelConfig, ArrayView<T>, ArrayView<T>, ArrayView<float>, int, int, int, int> _weightGradientTiled = null!;
+        private Action<KernelConfig, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int, int> _inputDeltaTiled = null!;
+
+        public PrecisionPath(Accelerator acc, ModelSpec model, int maxBatch, int tile)
         {
             _acc = acc;
+            _tile = tile;
             _model = model;
             _maxBatch = maxBatch;
             int p = model.ParameterCount, layers = model.LayerCount;
@@ -131,11 +154,49 @@ public sealed class IlgpuGradientEngine : IGradientEngine
             _hostGradient = new float[p];
             _hostRowLoss = new float[maxBatch];
 
-            _dense = acc.LoadAutoGroupedStreamKernel<Index2D, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int, int>(Kernels.Dense<T, TS>);
             _outputDelta = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<T>, ArrayView<int>, ArrayView<float>, ArrayView<T>, ArrayView<float>, int, int, float>(Kernels.OutputDelta<T, TS>);
-            _weightGradient = acc.LoadAutoGroupedStreamKernel<Index2D, ArrayView<T>, ArrayView<T>, ArrayView<float>, int, int, int, int>(Kernels.WeightGradient<T, TS>);
             _biasGradient = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<T>, ArrayView<float>, int, int, int>(Kernels.BiasGradient<T, TS>);
-            _inputDelta = acc.LoadAutoGroupedStreamKernel<Index2D, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int>(Kernels.InputDelta<T, TS>);
+            if (tile == 16) LoadTiled<Tile16>();
+            else if (tile == 4) LoadTiled<Tile4>();
+            else
+            {
+                _dense = acc.LoadAutoGroupedStreamKernel<Index2D, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int, int>(Kernels.Dense<T, TS>);
+                _weightGradient = acc.LoadAutoGroupedStreamKernel<Index2D, ArrayView<T>, ArrayView<T>, ArrayView<float>, int, int, int, int>(Kernels.WeightGradient<T, TS>);
+                _inputDelta = acc.LoadAutoGroupedStreamKernel<Index2D, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int>(Kernels.InputDelta<T, TS>);
+            }
+        }
+
+        private void LoadTiled<TT>() where TT : struct, ITile
+        {
+            _denseTiled = _acc.LoadStreamKernel<ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int, int, int>(Kernels.DenseTiled<T, TS, TT>);
+            _weightGradientTiled = _acc.LoadStreamKernel<ArrayView<T>, ArrayView<T>, ArrayView<float>, int, int, int, int>(Kernels.WeightGradientTiled<T, TS, TT>);
+            _inputDeltaTiled = _acc.LoadStreamKernel<ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int, int>(Kernels.InputDeltaTiled<T, TS, TT>);
+        }
+
+        /// <summary>Layer l's forward product of n rows into output, with its bias and activation.</summary>
+        private void Dense(int n, int l, ArrayView<T> output, int activation)
+        {
+            int fin = _model.LayerSizes[l], fout = _model.LayerSizes[l + 1];
+            if (_tile > 0)
+                _denseTiled(Kernels.TileGrid(_tile, n, fout), _acts[l].View, _weights.View, output, n, fin, fout, _model.Weight(l).Offset, _model.Bias(l).Offset, activation);
+            else _dense(new Index2D(n, fout), _acts[l].View, _weights.View, output, fin, fout, _model.Weight(l).Offset, _model.Bias(l).Offset, activation);
+        }
+
+        /// <summary>Layer l's weight gradient over n rows, into the gradient buffer.</summary>
+        private void WeightGradient(int n, int l)
+        {
+            int fin = _model.LayerSizes[l], fout = _model.LayerSizes[l + 1];
+            if (_tile > 0) _weightGradientTiled(Kernels.TileGrid(_tile, fin, fout), _acts[l].View, _deltas[l].View, _gradient.View, n, fin, fout, _model.Weight(l).Offset);
+            else _weightGradient(new Index2D(fin, fout), _acts[l].View, _deltas[l].View, _gradient.View, n, fin, fout, _model.Weight(l).Offset);
+        }
+
+        /// <summary>Layer l's delta back to layer l - 1 over n rows, through the activation's derivative.</summary>
+        private void InputDelta(int n, int l)
+        {
+            int fin = _model.LayerSizes[l], fout = _model.LayerSizes[l + 1];
+            if (_tile > 0)
+                _inputDeltaTiled(Kernels.TileGrid(_tile, n, fin), _deltas[l].View, _weights.View, _acts[l].View, _deltas[l - 1].View, n, fin, fout, _model.Weight(l).Offset, ActivationCode());
+            else _inputDelta(new Index2D(n, fin), _deltas[l].View, _weights.View, _acts[l].View, _deltas[l - 1].View, fin, fout, _model.Weight(l).Offset, ActivationCode());
         }
 
         public float Compute(ReadOnlySpan<float> weights, Batch batch, Span<float> gradient, float lossScale, out long underflow)
@@ -147,12 +208,10 @@ public sealed class IlgpuGradientEngine : IGradientEngine
                 _model.Outputs, LossKind(), lossScale / n);
             for (int l = _model.LayerCount - 1; l >= 0; l--)
             {
-                int fin = _model.LayerSizes[l], fout = _model.LayerSizes[l + 1];
-                _weightGradient(new Index2D(fin, fout), _acts[l].View, _deltas[l].View, _gradient.View, n, fin, fout, _model.Weight(l).Offset);
+                int fout = _model.LayerSizes[l + 1];
+                WeightGradient(n, l);
                 _biasGradient(fout, _deltas[l].View, _gradient.View, n, fout, _model.Bias(l).Offset);
-                if (l > 0)
-                    _inputDelta(new Index2D(n, fin), _deltas[l].View, _weights.View, _acts[l].View, _deltas[l - 1].View,
-                        fin, fout, _model.Weight(l).Offset, ActivationCode());
+                if (l > 0) InputDelta(n, l);
             }
             _acc.Synchronize();
             _gradient.View.CopyToCPU(ref _hostGradient[0], _hostGradient.Length);
@@ -217,10 +276,7 @@ public sealed class IlgpuGradientEngine : IGradientEngine
             for (int l = 0; l < _model.LayerCount; l++)
             {
                 bool hidden = l < _model.LayerCount - 1;
-                var output = hidden ? _acts[l + 1] : _logits;
-                _dense(new Index2D(n, _model.LayerSizes[l + 1]), _acts[l].View, _weights.View, output.View,
-                    _model.LayerSizes[l], _model.LayerSizes[l + 1], _model.Weight(l).Offset, _model.Bias(l).Offset,
-                    hidden ? ActivationCode() : Kernels.Identity);
+                Dense(n, l, (hidden ? _acts[l + 1] : _logits).View, hidden ? ActivationCode() : Kernels.Identity);
             }
         }
 
