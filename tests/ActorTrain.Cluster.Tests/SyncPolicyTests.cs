@@ -270,6 +270,64 @@ public class ShardTests : TestKit
         Assert.Equal([1f, 2f, 3f], final.Values.ToArray());
         Assert.Equal((1L, 0L), (final.Counters.PushesSkippedNonFinite, final.Counters.Steps));
     }
+
+    /// <summary>
+    /// Worker 0's push is summed on arrival; losing worker 1 then closes the step with that one push.
+    /// It counts once, and the next step (now of one push, read unsummed) starts from the new weights.
+    /// </summary>
+    [Fact]
+    public void A_bsp_step_closed_by_a_lost_worker_applies_the_push_summed_on_arrival_once()
+    {
+        var coordinator = CreateTestProbe();
+        var shard = Sys.ActorOf(ParameterServerShard.Props(Settings(2, SyncPolicy.Bsp), new WallClockLink(), coordinator.Ref));
+        shard.Tell(Begin.First);
+        coordinator.ExpectMsg<ShardSnapshot>();
+        var worker = CreateTestProbe();
+        shard.Tell(Push(0, 0, 0), worker.Ref);
+        shard.Tell(new WorkerLost(1));
+        // SGD, rate 0.5, gradient (1, 1, 1), one push
+        Assert.Equal([0.5f, 1.5f, 2.5f], Wire.Values(worker.ExpectMsg<ParameterSlice>(), 3));
+        // and the sum it went through is empty again for the next step
+        shard.Tell(Push(0, 1, 1), worker.Ref);
+        Assert.Equal([0f, 1f, 2f], Wire.Values(worker.ExpectMsg<ParameterSlice>(), 3));
+        shard.Tell(FinalSnapshotRequest.Instance);
+        Assert.Equal(2L, coordinator.ExpectMsg<ShardSnapshot>().Counters.Steps);
+    }
+
+    public static TheoryData<SyncPolicyKind, string> MalformedPushes => new()
+    {
+        { SyncPolicyKind.Asp, "garbage" }, { SyncPolicyKind.Asp, "two values for three" }, { SyncPolicyKind.Asp, "cut short" },
+        { SyncPolicyKind.Bsp, "garbage" }, { SyncPolicyKind.Bsp, "two values for three" }, { SyncPolicyKind.Bsp, "cut short" },
+    };
+
+    /// <summary>
+    /// A push whose payload does not decode (a stranger's, or corrupted) is skipped and counted like a
+    /// non-finite one, the weights stay as they were, the worker is answered, and the next push applies.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(MalformedPushes))]
+    public void A_malformed_push_is_skipped_and_the_next_one_applies(SyncPolicyKind kind, string payload)
+    {
+        byte[] bytes = payload switch
+        {
+            "garbage" => [1, 2, 3, 4, 5, 6, 7, 8, 9],
+            "two values for three" => Wire.Dense(1f, 1f),
+            _ => Wire.Dense(1f, 1f, 1f)[..^2],
+        };
+        var coordinator = CreateTestProbe();
+        var shard = Sys.ActorOf(ParameterServerShard.Props(Settings(1, new SyncPolicy(kind)), new WallClockLink(), coordinator.Ref));
+        shard.Tell(Begin.First);
+        coordinator.ExpectMsg<ShardSnapshot>();
+        var worker = CreateTestProbe();
+        shard.Tell(new PushGradient(0, 0, 0, 1f, false, 10, bytes), worker.Ref);
+        Assert.Equal([1f, 2f, 3f], Wire.Values(worker.ExpectMsg<ParameterSlice>(), 3));
+        shard.Tell(Push(0, 1, 1), worker.Ref);
+        // SGD, rate 0.5, gradient (1, 1, 1)
+        Assert.Equal([0.5f, 1.5f, 2.5f], Wire.Values(worker.ExpectMsg<ParameterSlice>(), 3));
+        shard.Tell(FinalSnapshotRequest.Instance);
+        var final = coordinator.ExpectMsg<ShardSnapshot>();
+        Assert.Equal((1L, 1L), (final.Counters.PushesSkippedNonFinite, final.Counters.Steps));
+    }
 }
 
 public class StalenessAwareLearningRateTests : TestKit

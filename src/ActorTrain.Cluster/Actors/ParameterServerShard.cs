@@ -355,8 +355,8 @@ public sealed class ParameterServerShard : LinkedActor
         _pushers.Add(push.Worker);
         _scaleSum += push.LossScale;
         _clockPushes[push.Worker] = push;
-        SumInOrder(all: false);
         if (_received >= _quorum) StepBsp();
+        else SumInOrder(all: false);
     }
 
     /// <summary>
@@ -387,17 +387,31 @@ public sealed class ParameterServerShard : LinkedActor
         double from = Link.Now;
         var links = RunTelemetry.Tracing ? _clockPushes.Where(p => p is not null && Sampled(p)).Select(p => new ActivityLink(p!.Trace)).ToList() : null;
         int aggregated = _received;
-        // Summed in worker order, not arrival order: float addition is not associative, and the
-        // arrival order follows thread timing, which would make BSP runs differ in the last bits.
-        SumInOrder(all: true);
-        for (int w = 0; w < _clockPushes.Length; w++)
+        double rate = _settings.Schedule.Rate(_version);
+        if (_received == 1 && _summedUpTo == 0)
         {
-            if (_clockPushes[w] is not { } held) continue;
-            Count(held, !double.IsNaN(_summedSeconds[w]), _summedSeconds[w]);
+            // one push makes the step (one worker, a quorum of one) and was not summed on arrival
+            // (it was when a lost worker closes the step): the optimizer reads it, unsummed
+            int w = 0;
+            while (_clockPushes[w] is null) w++;
+            AddFactors(_clockPushes[w]!);
+            StepAlone(_clockPushes[w]!, rate);
             _clockPushes[w] = null;
         }
-        _summedUpTo = 0;
-        if (_finite > 0) Apply(_settings.Schedule.Rate(_version), 1f / _finite);
+        else
+        {
+            // Summed in worker order, not arrival order: float addition is not associative, and the
+            // arrival order follows thread timing, which would make BSP runs differ in the last bits.
+            SumInOrder(all: true);
+            for (int w = 0; w < _clockPushes.Length; w++)
+            {
+                if (_clockPushes[w] is not { } held) continue;
+                Count(held, !double.IsNaN(_summedSeconds[w]), _summedSeconds[w]);
+                _clockPushes[w] = null;
+            }
+            _summedUpTo = 0;
+            if (_finite > 0) Apply(rate, 1f / _finite);
+        }
         if (links is { Count: > 0 })
             _lastApply = RunTelemetry.Record("shard.apply", _run, Link, from, Link.Now,
                 [_shardTag, new("actortrain.version", _version + 1), new("actortrain.pushes", aggregated)], links);
@@ -416,16 +430,15 @@ public sealed class ParameterServerShard : LinkedActor
     private void OnAsyncPush(PushGradient push)
     {
         double from = Link.Now;
-        if (Accumulate(push))
+        long staleness = _version - push.BaseVersion;
+        double rate = _settings.Schedule.Rate(Step);
+        if (_settings.Policy.StalenessAwareLearningRate) rate /= Math.Max(1, staleness);
+        // The learning rate, not the gradient, is divided by N: Adam, AdamW, Adagrad and RMSprop
+        // do not see a gradient's scale, so gradient / N would still move each push a whole
+        // rate and a clock of N pushes up to N times as far as a BSP step. For SGD and momentum both
+        // are the same step; L2 decay now also acts once per clock, not N times.
+        if (StepAlone(push, rate / _settings.Workers))
         {
-            long staleness = _version - push.BaseVersion;
-            double rate = _settings.Schedule.Rate(Step);
-            if (_settings.Policy.StalenessAwareLearningRate) rate /= Math.Max(1, staleness);
-            // The learning rate, not the gradient, is divided by N: Adam, AdamW, Adagrad and RMSprop
-            // do not see a gradient's scale, so gradient / N would still move each push a whole
-            // rate and a clock of N pushes up to N times as far as a BSP step. For SGD and momentum both
-            // are the same step; L2 decay now also acts once per clock, not N times.
-            Apply(rate / _settings.Workers, 1f);
             RecordStaleness(staleness);
             if (RunTelemetry.Tracing && Sampled(push))
                 _lastApply = RunTelemetry.Record("shard.apply", _run, Link, from, Link.Now,
@@ -440,25 +453,61 @@ public sealed class ParameterServerShard : LinkedActor
         ReleaseParked();
     }
 
-    /// <summary>Adds the unscaled push to the sum and counts it; false when it is non-finite and skipped.</summary>
-    private bool Accumulate(PushGradient push)
+    /// <summary>
+    /// ASP and SSP, and BSP when one push makes the step: the optimizer reads the push itself (unscaled
+    /// into <see cref="_decoded"/> when its loss scale is not 1) instead of a sum holding only it: no
+    /// pass adding it into the sum, none clearing the sum after. The step is what summing it into
+    /// zeros gave, but for the sign of a zero element of the gradient (+0 + -0 is +0), which moves no
+    /// weight other than a zero. Counted and charged as a sum and an apply; false when the push is
+    /// non-finite or malformed (skipped and counted).
+    /// </summary>
+    private bool StepAlone(PushGradient push, double rate)
     {
-        bool summed = Sum(push, out double seconds);
-        Count(push, summed, seconds);
-        return summed;
+        if (!TryRead(push, out var gradient, out double decode))
+        {
+            Count(push, false, 0);
+            return false;
+        }
+        if (push.LossScale != 1f)
+        {
+            TensorPrimitives.Multiply(gradient, 1f / push.LossScale, _decoded);
+            gradient = _decoded;
+        }
+        Count(push, true, _accumulateSeconds + decode);
+        _optimizer.Step(_weights, gradient, rate);
+        // only now: the gradient may be a view of the payload, which goes back to the pool here
+        push.Release();
+        ChargeApply();
+        return true;
     }
 
     /// <summary>
-    /// The arithmetic of <see cref="Accumulate"/>: decodes the push (a dense FP32 one is read where it
-    /// lies), adds it unscaled to the sum and gives its payload back; false when it is non-finite or
-    /// malformed and the sum stays as it was. <paramref name="seconds"/>: what summing it costs on the shard's device.
+    /// Decodes the push (a dense FP32 one is read where it lies), adds it unscaled to the sum and gives
+    /// its payload back; false when it is non-finite or malformed and the sum stays as it was.
+    /// <paramref name="seconds"/>: what summing it costs on the shard's device.
     /// </summary>
     private bool Sum(PushGradient push, out double seconds)
     {
         seconds = 0;
+        if (!TryRead(push, out var gradient, out double decode)) return false;
+        TensorPrimitives.MultiplyAdd(gradient, 1f / push.LossScale, _sum, _sum);
+        // only now: the view above reads the payload, which goes back to the pool here
+        push.Release();
+        seconds = _accumulateSeconds + decode;
+        return true;
+    }
+
+    /// <summary>
+    /// The push's gradient, still scaled: a dense FP32 payload where it lies, any other decoded into
+    /// <see cref="_decoded"/>. False when it is non-finite, or malformed (logged, its payload given
+    /// back). <paramref name="decodeSeconds"/>: what decoding it costs on the shard's device.
+    /// </summary>
+    private bool TryRead(PushGradient push, out ReadOnlySpan<float> gradient, out double decodeSeconds)
+    {
+        gradient = _decoded;
+        decodeSeconds = 0;
         if (push.NonFinite) return false;
         long started = Stopwatch.GetTimestamp();
-        ReadOnlySpan<float> gradient = _decoded;
         try
         {
             if (!_settings.SizesOnly && !GradientCodec.TryViewDense(push.Payload.Span, _decoded.Length, out gradient))
@@ -473,11 +522,7 @@ public sealed class ParameterServerShard : LinkedActor
             push.Release();
             return false;
         }
-        double decode = _codecTimer.Decode(_settings.Length, push.WireBytes - PushGradient.HeaderBytes, Stopwatch.GetElapsedTime(started).TotalSeconds, _settings.Blocks);
-        TensorPrimitives.MultiplyAdd(gradient, 1f / push.LossScale, _sum, _sum);
-        // only now: the view above reads the payload, which goes back to the pool here
-        push.Release();
-        seconds = _accumulateSeconds + decode;
+        decodeSeconds = _codecTimer.Decode(_settings.Length, push.WireBytes - PushGradient.HeaderBytes, Stopwatch.GetElapsedTime(started).TotalSeconds, _settings.Blocks);
         return true;
     }
 
@@ -505,6 +550,12 @@ public sealed class ParameterServerShard : LinkedActor
         if (factor != 1f) TensorPrimitives.Multiply(_sum, factor, _sum);
         _optimizer.Step(_weights, _sum, rate);
         Array.Clear(_sum);
+        ChargeApply();
+    }
+
+    /// <summary>Under the virtual clock: the optimizer step's modelled time (with K-FAC's preconditioning and inversion).</summary>
+    private void ChargeApply()
+    {
         if (Link.IsVirtual) Link.Occupy(_applySeconds + _preconditionSeconds + (_kfac?.InvertedLastStep == true ? _inverseSeconds : 0), 0);
     }
 
