@@ -44,7 +44,8 @@ public sealed class IlgpuGradientEngine : IGradientEngine
             var device = IlgpuDevices.Select(_context, target);
             _accelerator = device.CreateAccelerator(_context);
             // 16 x 16 threads a group where the accelerator allows (CUDA, OpenCL), else 4 x 4 (the emulator's 16)
-            _tile = !(tiled ?? _accelerator.AcceleratorType != AcceleratorType.CPU) ? 0 : _accelerator.MaxNumThreadsPerGroup >= 16 * 16 ? 16 : 4;
+            bool tiles = tiled ?? _accelerator.AcceleratorType != AcceleratorType.CPU;
+            _tile = !tiles ? 0 : _accelerator.MaxNumThreadsPerGroup >= 16 * 16 ? 16 : 4;
         }
         catch
         {
@@ -57,6 +58,7 @@ public sealed class IlgpuGradientEngine : IGradientEngine
 
     /// <summary>The side of the products' tiles; 0: one thread per element, no tiles.</summary>
     internal int Tile => _tile;
+
     public ModelSpec Model { get; }
     public int MaxBatch { get; }
     public AcceleratorType AcceleratorType => _accelerator.AcceleratorType;
@@ -122,9 +124,9 @@ public sealed class IlgpuGradientEngine : IGradientEngine
         private readonly Action<Index2D, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int, int> _dense = null!;
         private readonly Action<Index2D, ArrayView<T>, ArrayView<T>, ArrayView<float>, int, int, int, int> _weightGradient = null!;
         private readonly Action<Index2D, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int> _inputDelta = null!;
-        private Action<KernelConfig, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int, int, int> _denseTiled = null!;
-        private Action<KernelConfig, ArrayView<T>, ArrayView<T>, ArrayView<float>, int, int, int, int> _weightGradientTiled = null!;
-        private Action<KernelConfig, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int, int> _inputDeltaTiled = null!;
+        private readonly Action<KernelConfig, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int, int, int> _denseTiled = null!;
+        private readonly Action<KernelConfig, ArrayView<T>, ArrayView<T>, ArrayView<float>, int, int, int, int> _weightGradientTiled = null!;
+        private readonly Action<KernelConfig, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int, int> _inputDeltaTiled = null!;
 
         public PrecisionPath(Accelerator acc, ModelSpec model, int maxBatch, int tile)
         {
@@ -156,8 +158,8 @@ public sealed class IlgpuGradientEngine : IGradientEngine
 
             _outputDelta = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<T>, ArrayView<int>, ArrayView<float>, ArrayView<T>, ArrayView<float>, int, int, float>(Kernels.OutputDelta<T, TS>);
             _biasGradient = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<T>, ArrayView<float>, int, int, int>(Kernels.BiasGradient<T, TS>);
-            if (tile == 16) LoadTiled<Tile16>();
-            else if (tile == 4) LoadTiled<Tile4>();
+            if (tile > 0)
+                (_denseTiled, _weightGradientTiled, _inputDeltaTiled) = tile == 16 ? LoadTiled<Tile16>(acc) : LoadTiled<Tile4>(acc);
             else
             {
                 _dense = acc.LoadAutoGroupedStreamKernel<Index2D, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int, int>(Kernels.Dense<T, TS>);
@@ -166,12 +168,13 @@ public sealed class IlgpuGradientEngine : IGradientEngine
             }
         }
 
-        private void LoadTiled<TT>() where TT : struct, ITile
-        {
-            _denseTiled = _acc.LoadStreamKernel<ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int, int, int>(Kernels.DenseTiled<T, TS, TT>);
-            _weightGradientTiled = _acc.LoadStreamKernel<ArrayView<T>, ArrayView<T>, ArrayView<float>, int, int, int, int>(Kernels.WeightGradientTiled<T, TS, TT>);
-            _inputDeltaTiled = _acc.LoadStreamKernel<ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int, int>(Kernels.InputDeltaTiled<T, TS, TT>);
-        }
+        private static (Action<KernelConfig, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int, int, int>,
+            Action<KernelConfig, ArrayView<T>, ArrayView<T>, ArrayView<float>, int, int, int, int>,
+            Action<KernelConfig, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int, int>) LoadTiled<TT>(Accelerator acc)
+            where TT : struct, ITile =>
+            (acc.LoadStreamKernel<ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int, int, int>(Kernels.DenseTiled<T, TS, TT>),
+             acc.LoadStreamKernel<ArrayView<T>, ArrayView<T>, ArrayView<float>, int, int, int, int>(Kernels.WeightGradientTiled<T, TS, TT>),
+             acc.LoadStreamKernel<ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, int, int, int, int>(Kernels.InputDeltaTiled<T, TS, TT>));
 
         /// <summary>Layer l's forward product of n rows into output, with its bias and activation.</summary>
         private void Dense(int n, int l, ArrayView<T> output, int activation)
