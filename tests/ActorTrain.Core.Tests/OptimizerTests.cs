@@ -65,6 +65,88 @@ public class OptimizerTests
         // w (1 - 0.1 * 0.1) = (0.99, -1.98), then -0.1 sign(g)
         Near([0.89, -2.08], Steps(new() { Kind = OptimizerKind.AdamW, WeightDecay = 0.1 }, 0.1, 1));
 
+    public static TheoryData<OptimizerKind, double, int> Kinds()
+    {
+        var data = new TheoryData<OptimizerKind, double, int>();
+        foreach (var kind in new[] { OptimizerKind.Sgd, OptimizerKind.Momentum, OptimizerKind.Nesterov, OptimizerKind.Adagrad, OptimizerKind.RmsProp, OptimizerKind.Adam, OptimizerKind.AdamW })
+            foreach (double decay in new[] { 0, 0.01 })
+                foreach (int length in new[] { 3, 37 })
+                    data.Add(kind, decay, length);
+        return data;
+    }
+
+    /// <summary>
+    /// The optimizers run Vector&lt;float&gt; lanes (8 or 16 elements) and read the gradient times a
+    /// scale; both must give the bits of the plain per-element loops on the gradient multiplied
+    /// beforehand. 37 elements: whole lanes and a tail; 3: the tail alone. The loops below are the
+    /// per-element updates as written before the lanes (PyTorch's formulas; see the trajectory test).
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Kinds))]
+    public void Lanes_and_the_gradient_scale_give_the_bits_of_the_per_element_loop(OptimizerKind kind, double decay, int length)
+    {
+        var settings = new OptimizerSettings { Kind = kind, WeightDecay = decay };
+        var rng = new Rng(11);
+        var w = new float[length];
+        for (int i = 0; i < length; i++) w[i] = (float)rng.NextGaussian();
+        var expected = (float[])w.Clone();
+        var optimizer = Optimizer.Create(settings, length);
+        var reference = new PerElement(settings, length);
+        const float scale = 0.3f;
+        for (int step = 1; step <= 5; step++)
+        {
+            var g = new float[length];
+            for (int i = 0; i < length; i++) g[i] = (float)rng.NextGaussian();
+            g[0] = -0f;
+            double lr = 0.05 / step;
+            optimizer.Step(w, g, lr, scale);
+            reference.Step(expected, g.Select(x => x * scale).ToArray(), lr, step);
+        }
+        Assert.Equal(expected.Select(BitConverter.SingleToInt32Bits), w.Select(BitConverter.SingleToInt32Bits));
+    }
+
+    /// <summary>The updates one element at a time, as the optimizers were written before they ran lanes.</summary>
+    private sealed class PerElement(OptimizerSettings s, int length)
+    {
+        private readonly float[] _a = new float[length], _b = new float[length];
+
+        public void Step(float[] w, float[] g, double lr, long t)
+        {
+            float rate = (float)lr, mu = (float)s.Momentum, eps = (float)s.EffectiveEpsilon;
+            bool decoupled = s.Kind == OptimizerKind.AdamW;
+            float wd = decoupled ? 0f : (float)s.WeightDecay;
+            for (int i = 0; i < w.Length; i++)
+            {
+                if (decoupled) w[i] *= (float)(1 - lr * s.WeightDecay);
+                float d = wd == 0 ? g[i] : g[i] + wd * w[i];
+                switch (s.Kind)
+                {
+                    case OptimizerKind.Sgd:
+                        w[i] -= rate * d;
+                        break;
+                    case OptimizerKind.Momentum or OptimizerKind.Nesterov:
+                        _a[i] = mu * _a[i] + d;
+                        w[i] -= rate * (s.Kind == OptimizerKind.Nesterov ? d + mu * _a[i] : _a[i]);
+                        break;
+                    case OptimizerKind.Adagrad:
+                        _a[i] += d * d;
+                        w[i] -= rate * d / (MathF.Sqrt(_a[i]) + eps);
+                        break;
+                    case OptimizerKind.RmsProp:
+                        _a[i] = (float)s.Alpha * _a[i] + (float)(1 - s.Alpha) * d * d;
+                        w[i] -= rate * d / (MathF.Sqrt(_a[i]) + eps);
+                        break;
+                    default:
+                        _a[i] += (d - _a[i]) * (float)(1 - s.Beta1);
+                        _b[i] = (float)s.Beta2 * _b[i] + (float)(1 - s.Beta2) * d * d;
+                        float denom = MathF.Sqrt(_b[i]) / (float)Math.Sqrt(1 - Math.Pow(s.Beta2, t)) + eps;
+                        w[i] -= (float)(lr / (1 - Math.Pow(s.Beta1, t))) * _a[i] / denom;
+                        break;
+                }
+            }
+        }
+    }
+
     [Fact]
     public void Optimizer_on_a_slice_touches_only_its_range()
     {

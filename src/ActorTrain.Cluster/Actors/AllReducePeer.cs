@@ -443,8 +443,7 @@ public sealed class AllReducePeer : IGradientExchange
         var gradient = sum.AsSpan(0, Math.Min(sum.Length, _weights.Length));
         if (finite > 0 && IsFinite(gradient))
         {
-            if (finite != 1) TensorPrimitives.Multiply(gradient, 1f / finite, gradient);
-            _optimizer.Step(_weights, gradient, _settings.Schedule.Rate(_step));
+            _optimizer.Step(_weights, gradient, _settings.Schedule.Rate(_step), finite != 1 ? 1f / finite : 1f);
             _applied += finite;
             _staleness[0] += finite;
             _skipped += _ranks - finite;

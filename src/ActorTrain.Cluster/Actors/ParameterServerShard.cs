@@ -454,9 +454,9 @@ public sealed class ParameterServerShard : LinkedActor
     }
 
     /// <summary>
-    /// ASP and SSP, and BSP when one push makes the step: the optimizer reads the push itself (unscaled
-    /// into <see cref="_decoded"/> when its loss scale is not 1) instead of a sum holding only it: no
-    /// pass adding it into the sum, none clearing the sum after. The step is what summing it into
+    /// ASP and SSP, and BSP when one push makes the step: the optimizer reads the push itself,
+    /// unscaling each element as it reads it, instead of a sum holding only it: no pass adding it into
+    /// the sum, none clearing the sum after. The step is what summing it into
     /// zeros gave, but for the sign of a zero element of the gradient (+0 + -0 is +0), which moves no
     /// weight other than a zero. Counted and charged as a sum and an apply; false when the push is
     /// non-finite or malformed (skipped and counted).
@@ -468,13 +468,8 @@ public sealed class ParameterServerShard : LinkedActor
             Count(push, false, 0);
             return false;
         }
-        if (push.LossScale != 1f)
-        {
-            TensorPrimitives.Multiply(gradient, 1f / push.LossScale, _decoded);
-            gradient = _decoded;
-        }
         Count(push, true, _accumulateSeconds + decode);
-        _optimizer.Step(_weights, gradient, rate);
+        _optimizer.Step(_weights, gradient, rate, 1f / push.LossScale);
         // only now: the gradient may be a view of the payload, which goes back to the pool here
         push.Release();
         ChargeApply();
@@ -544,11 +539,10 @@ public sealed class ParameterServerShard : LinkedActor
         if (IsBsp) RecordStaleness(_version - push.BaseVersion);
     }
 
-    /// <summary>One optimizer step on sum * factor, then the sum is cleared.</summary>
+    /// <summary>One optimizer step on sum * factor (multiplied as the optimizer reads it), then the sum is cleared.</summary>
     private void Apply(double rate, float factor)
     {
-        if (factor != 1f) TensorPrimitives.Multiply(_sum, factor, _sum);
-        _optimizer.Step(_weights, _sum, rate);
+        _optimizer.Step(_weights, _sum, rate, factor);
         Array.Clear(_sum);
         ChargeApply();
     }

@@ -268,7 +268,7 @@ public sealed class KfacOptimizer : Optimizer
     /// <summary>Whether the last step inverted the factors (the virtual clock charges <see cref="KfacLayer.InverseFlops"/>).</summary>
     public bool InvertedLastStep { get; private set; }
 
-    protected override void Apply(Span<float> w, ReadOnlySpan<float> g, double lr)
+    protected override void Apply(Span<float> w, ReadOnlySpan<float> g, double lr, float gradientScale)
     {
         var k = Settings.Kfac;
         bool fresh = _contributions > 0;
@@ -294,7 +294,7 @@ public sealed class KfacOptimizer : Optimizer
             var layer = _layers[l];
             int offset = layer.Offset - _start, da = layer.ADim, dg = layer.GDim, length = layer.Length;
             var grad = _grad.AsSpan(0, length);
-            for (int i = 0; i < length; i++) grad[i] = (double)g[offset + i] + wd * (double)w[offset + i];
+            for (int i = 0; i < length; i++) grad[i] = (double)(g[offset + i] * gradientScale) + wd * (double)w[offset + i];
             var direction = _direction.AsSpan(0, length);
             if (_haveInverses)
             {
