@@ -294,32 +294,45 @@ public class ShardTests : TestKit
         Assert.Equal(2L, coordinator.ExpectMsg<ShardSnapshot>().Counters.Steps);
     }
 
-    public static TheoryData<SyncPolicyKind, string> MalformedPushes => new()
+    public static TheoryData<SyncPolicyKind, string> MalformedPushes()
     {
-        { SyncPolicyKind.Asp, "garbage" }, { SyncPolicyKind.Asp, "two values for three" }, { SyncPolicyKind.Asp, "cut short" },
-        { SyncPolicyKind.Bsp, "garbage" }, { SyncPolicyKind.Bsp, "two values for three" }, { SyncPolicyKind.Bsp, "cut short" },
-    };
+        var data = new TheoryData<SyncPolicyKind, string>();
+        foreach (var kind in new[] { SyncPolicyKind.Asp, SyncPolicyKind.Bsp })
+            foreach (string malformed in new[] { "garbage", "two values for three", "cut short", "loss scale 0", "loss scale -1", "loss scale NaN", "loss scale infinity" })
+                data.Add(kind, malformed);
+        return data;
+    }
 
     /// <summary>
-    /// A push whose payload does not decode (a stranger's, or corrupted) is skipped and counted like a
-    /// non-finite one, the weights stay as they were, the worker is answered, and the next push applies.
+    /// A push whose payload does not decode, or whose loss scale is not a positive finite number (a
+    /// stranger's, or corrupted), is skipped and counted like a non-finite one, the weights stay as
+    /// they were, the worker is answered, and the next push applies.
     /// </summary>
     [Theory]
     [MemberData(nameof(MalformedPushes))]
-    public void A_malformed_push_is_skipped_and_the_next_one_applies(SyncPolicyKind kind, string payload)
+    public void A_malformed_push_is_skipped_and_the_next_one_applies(SyncPolicyKind kind, string malformed)
     {
-        byte[] bytes = payload switch
+        byte[] bytes = malformed switch
         {
             "garbage" => [1, 2, 3, 4, 5, 6, 7, 8, 9],
             "two values for three" => Wire.Dense(1f, 1f),
-            _ => Wire.Dense(1f, 1f, 1f)[..^2],
+            "cut short" => Wire.Dense(1f, 1f, 1f)[..^2],
+            _ => Wire.Dense(1f, 1f, 1f),
+        };
+        float scale = malformed switch
+        {
+            "loss scale 0" => 0f,
+            "loss scale -1" => -1f,
+            "loss scale NaN" => float.NaN,
+            "loss scale infinity" => float.PositiveInfinity,
+            _ => 1f,
         };
         var coordinator = CreateTestProbe();
         var shard = Sys.ActorOf(ParameterServerShard.Props(Settings(1, new SyncPolicy(kind)), new WallClockLink(), coordinator.Ref));
         shard.Tell(Begin.First);
         coordinator.ExpectMsg<ShardSnapshot>();
         var worker = CreateTestProbe();
-        shard.Tell(new PushGradient(0, 0, 0, 1f, false, 10, bytes), worker.Ref);
+        shard.Tell(new PushGradient(0, 0, 0, scale, false, 10, bytes), worker.Ref);
         Assert.Equal([1f, 2f, 3f], Wire.Values(worker.ExpectMsg<ParameterSlice>(), 3));
         shard.Tell(Push(0, 1, 1), worker.Ref);
         // SGD, rate 0.5, gradient (1, 1, 1)

@@ -494,14 +494,22 @@ public sealed class ParameterServerShard : LinkedActor
 
     /// <summary>
     /// The push's gradient, still scaled: a dense FP32 payload where it lies, any other decoded into
-    /// <see cref="_decoded"/>. False when it is non-finite, or malformed (logged, its payload given
-    /// back). <paramref name="decodeSeconds"/>: what decoding it costs on the shard's device.
+    /// <see cref="_decoded"/>. False when it is non-finite, or malformed: a payload that does not
+    /// decode, or a loss scale that is not a positive finite number (logged, its payload given back). <paramref name="decodeSeconds"/>: what decoding it costs on the shard's device.
     /// </summary>
     private bool TryRead(PushGradient push, out ReadOnlySpan<float> gradient, out double decodeSeconds)
     {
         gradient = _decoded;
         decodeSeconds = 0;
         if (push.NonFinite) return false;
+        if (!(push.LossScale > 0) || !float.IsFinite(push.LossScale))
+        {
+            // a forged or corrupted scale: dividing by it would put inf or NaN into the master weights
+            Context.GetLogger().Warning("shard {0}: dropped a push of worker {1} with loss scale {2} (not a positive finite number)",
+                _settings.ShardId, push.Worker, push.LossScale);
+            push.Release();
+            return false;
+        }
         long started = Stopwatch.GetTimestamp();
         try
         {
