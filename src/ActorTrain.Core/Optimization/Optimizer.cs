@@ -190,41 +190,17 @@ internal sealed class Sgd : Optimizer
     }
 }
 
-/// <summary>sum += g^2; w -= lr g / (sqrt(sum) + eps).</summary>
-internal sealed class Adagrad(OptimizerSettings s, int length) : Optimizer(s, length)
-{
-    private readonly float[] _sum = new float[length];
-
-    public override IReadOnlyList<float[]> State => [_sum];
-
-    protected override void Apply(Span<float> w, ReadOnlySpan<float> g, double lr, float scale)
-    {
-        float rate = (float)lr, wd = (float)Settings.WeightDecay, eps = (float)Settings.EffectiveEpsilon;
-        int i = 0, width = Vector<float>.Count;
-        if (Vector.IsHardwareAccelerated)
-        {
-            var sum = _sum.AsSpan();
-            for (; i <= w.Length - width; i += width)
-            {
-                var wi = new Vector<float>(w[i..]);
-                var d = L2(g, wi, i, wd, scale);
-                var si = new Vector<float>(sum[i..]) + d * d;
-                wi -= rate * d / (Vector.SquareRoot(si) + new Vector<float>(eps));
-                si.CopyTo(sum[i..]);
-                wi.CopyTo(w[i..]);
-            }
-        }
-        for (; i < w.Length; i++)
-        {
-            float d = L2(g, w, i, wd, scale);
-            _sum[i] += d * d;
-            w[i] -= rate * d / (MathF.Sqrt(_sum[i]) + eps);
-        }
-    }
-}
+/// <summary>sum += g^2; w -= lr g / (sqrt(sum) + eps): the running average below with alpha = 1 and 1 for
+/// its (1 - alpha), which multiply exactly, so the bits are those of the sum.</summary>
+internal sealed class Adagrad(OptimizerSettings s, int length) : SquareScaled(s, length, 1f, 1f);
 
 /// <summary>v = alpha v + (1 - alpha) g^2; w -= lr g / (sqrt(v) + eps).</summary>
-internal sealed class RmsProp(OptimizerSettings s, int length) : Optimizer(s, length)
+internal sealed class RmsProp(OptimizerSettings s, int length)
+    // 1 - alpha is formed in double, as PyTorch does with its Python-float hyperparameters.
+    : SquareScaled(s, length, (float)s.Alpha, (float)(1 - s.Alpha));
+
+/// <summary>A step divided by the root of a running average of squared gradients, s = alpha s + beta g^2.</summary>
+internal abstract class SquareScaled(OptimizerSettings s, int length, float alpha, float beta) : Optimizer(s, length)
 {
     private readonly float[] _square = new float[length];
 
@@ -233,8 +209,6 @@ internal sealed class RmsProp(OptimizerSettings s, int length) : Optimizer(s, le
     protected override void Apply(Span<float> w, ReadOnlySpan<float> g, double lr, float scale)
     {
         float rate = (float)lr, wd = (float)Settings.WeightDecay, eps = (float)Settings.EffectiveEpsilon;
-        // 1 - alpha is formed in double, as PyTorch does with its Python-float hyperparameters.
-        float alpha = (float)Settings.Alpha, oneMinusAlpha = (float)(1 - Settings.Alpha);
         int i = 0, width = Vector<float>.Count;
         if (Vector.IsHardwareAccelerated)
         {
@@ -243,7 +217,7 @@ internal sealed class RmsProp(OptimizerSettings s, int length) : Optimizer(s, le
             {
                 var wi = new Vector<float>(w[i..]);
                 var d = L2(g, wi, i, wd, scale);
-                var si = alpha * new Vector<float>(square[i..]) + oneMinusAlpha * d * d;
+                var si = alpha * new Vector<float>(square[i..]) + beta * d * d;
                 wi -= rate * d / (Vector.SquareRoot(si) + new Vector<float>(eps));
                 si.CopyTo(square[i..]);
                 wi.CopyTo(w[i..]);
@@ -252,7 +226,7 @@ internal sealed class RmsProp(OptimizerSettings s, int length) : Optimizer(s, le
         for (; i < w.Length; i++)
         {
             float d = L2(g, w, i, wd, scale);
-            _square[i] = alpha * _square[i] + oneMinusAlpha * d * d;
+            _square[i] = alpha * _square[i] + beta * d * d;
             w[i] -= rate * d / (MathF.Sqrt(_square[i]) + eps);
         }
     }
