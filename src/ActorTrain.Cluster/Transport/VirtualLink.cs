@@ -309,7 +309,8 @@ public sealed class VirtualLink : ILink, IEventLink
             Enqueue(NewEvent(EventKind.Deliver, item.To, item.Message, item.Sender, -1, item.At), Math.Max(floor, item.At + _lookahead));
             return;
         }
-        if (EndpointOf(item.Sender) is not { } from || EndpointOf(item.To) is not { } to)
+        var receiver = StateOf(item.To);
+        if (EndpointOf(item.Sender) is not { } from || EndpointOf(receiver, item.To) is not { } to)
             throw new InvalidOperationException($"virtual link: {item.Sender.Path} or {item.To.Path} was never attached to an endpoint");
         if (_fabric is { } fabric)
         {
@@ -321,7 +322,12 @@ public sealed class VirtualLink : ILink, IEventLink
         long id = _nextMessageId++;
         _duplicates.Expect(id, plan.Copies);
         for (int i = 0; i < plan.Copies; i++)
-            Enqueue(NewEvent(EventKind.Deliver, item.To, item.Message, item.Sender, id, item.At), Math.Max(floor, plan.Arrival(i)));
+        {
+            var e = NewEvent(EventKind.Deliver, item.To, item.Message, item.Sender, id, item.At);
+            // found here already: the release takes the receiver's record without looking it up again
+            e.TargetState = receiver;
+            Enqueue(e, Math.Max(floor, plan.Arrival(i)));
+        }
     }
 
     /// <summary>
@@ -391,9 +397,10 @@ public sealed class VirtualLink : ILink, IEventLink
     }
 
     /// <summary>The endpoint the actor was attached for, null if never. Under the lock.</summary>
-    private Endpoint? EndpointOf(IActorRef actor)
+    private Endpoint? EndpointOf(IActorRef actor) => EndpointOf(StateOf(actor), actor);
+
+    private Endpoint? EndpointOf(ActorState state, IActorRef actor)
     {
-        var state = StateOf(actor);
         if (state.Endpoint is null && _endpoints.TryGetValue(actor, out var endpoint)) state.Endpoint = endpoint;
         return state.Endpoint;
     }
@@ -445,7 +452,7 @@ public sealed class VirtualLink : ILink, IEventLink
                 }
                 // An actor's second event of the window follows its first in its mailbox: it starts at
                 // max(arrival, the end of the one before), which the actor applies (LinkedActor)
-                var target = StateOf(e.Target);
+                var target = e.TargetState ?? StateOf(e.Target);
                 double start = Math.Max(key.Time, target.BusyUntil);
                 _outstanding++;
                 if (_slotsUsed == _slots.Length) Array.Resize(ref _slots, 2 * _slots.Length);
@@ -516,13 +523,16 @@ public sealed class VirtualLink : ILink, IEventLink
         public long MessageId;
         public double Departure;
         public object? Fabric;
+
+        /// <summary>The target's record when planning found it (a network delivery), else null.</summary>
+        public ActorState? TargetState;
     }
 
     /// <summary>A queued event, recycled when one is spare. Under the lock.</summary>
     private Event NewEvent(EventKind kind, IActorRef target, object message, IActorRef sender, long messageId, double departure, object? fabric = null)
     {
         var e = _spareEvents.TryPop(out var spare) ? spare : new Event();
-        (e.Kind, e.Target, e.Message, e.Sender, e.MessageId, e.Departure, e.Fabric) = (kind, target, message, sender, messageId, departure, fabric);
+        (e.Kind, e.Target, e.Message, e.Sender, e.MessageId, e.Departure, e.Fabric, e.TargetState) = (kind, target, message, sender, messageId, departure, fabric, null);
         return e;
     }
 
@@ -530,7 +540,7 @@ public sealed class VirtualLink : ILink, IEventLink
     private void Recycle(Event e)
     {
         if (e.Fabric is not null || _spareEvents.Count >= 65536) return;
-        (e.Target, e.Message, e.Sender) = (null!, null!, null!);
+        (e.Target, e.Message, e.Sender, e.TargetState) = (null!, null!, null!, null);
         _spareEvents.Push(e);
     }
 
