@@ -3,6 +3,7 @@ using System.Security.Cryptography.X509Certificates;
 using System.Text.Json;
 using ActorTrain.Cli;
 using ActorTrain.Cluster.Actors;
+using ActorTrain.Core;
 using ActorTrain.Experiments;
 using Akka.Actor;
 using Akka.Cluster;
@@ -38,9 +39,16 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
         Func<LocalCluster, string, Task<RunResult>> run)
     {
         var cluster = LocalCluster.Plan(nodes, spec, Cli, clusterConfig, Path.Combine(Root, "logs-" + output));
+        RunFailedException? stalled = null;
         try
         {
             return (await run(cluster, Path.Combine(Root, output)).WaitAsync(TimeSpan.FromMinutes(3)), cluster);
+        }
+        catch (RunFailedException e) when (e.Message.Contains("stalled"))
+        {
+            // no test expects a stall: keep what the nodes said, which goes with the temporary folder
+            cluster.KillAll();
+            stalled = e;
         }
         catch
         {
@@ -51,7 +59,12 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
         {
             await cluster.DisposeAsync();
         }
+        throw new RunFailedException(stalled.Message + NodeLogTails(), stalled);
     }
+
+    /// <summary>The last lines of every node log under the test's folder, for a failure message.</summary>
+    private string NodeLogTails() => string.Concat(Directory.GetFiles(Root, "node-*.log", SearchOption.AllDirectories).Order()
+        .Select(log => $"\n--- {Path.GetFileName(log)} (last 30 lines)\n{string.Join('\n', File.ReadLines(log).TakeLast(30))}"));
 
     /// <param name="observer">Given the cluster (to kill one of its nodes, say), the observer of the run.</param>
     private Task<(RunResult Result, LocalCluster Cluster)> RunOnCluster(ExperimentSpec spec, int nodes, string output, string? clusterConfig = null,
