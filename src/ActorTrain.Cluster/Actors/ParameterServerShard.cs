@@ -392,10 +392,10 @@ public sealed class ParameterServerShard : LinkedActor
         {
             // one push makes the step (one worker, a quorum of one) and was not summed on arrival
             // (it was when a lost worker closes the step): the optimizer reads it, unsummed
-            int w = 0;
-            while (_clockPushes[w] is null) w++;
-            AddFactors(_clockPushes[w]!);
-            StepAlone(_clockPushes[w]!, rate);
+            int w = Array.FindIndex(_clockPushes, p => p is not null);
+            var held = _clockPushes[w]!;
+            AddFactors(held);
+            StepAlone(held, rate);
             _clockPushes[w] = null;
         }
         else
@@ -495,7 +495,8 @@ public sealed class ParameterServerShard : LinkedActor
     /// <summary>
     /// The push's gradient, still scaled: a dense FP32 payload where it lies, any other decoded into
     /// <see cref="_decoded"/>. False when it is non-finite, or malformed: a payload that does not
-    /// decode, or a loss scale that is not a positive finite number (logged, its payload given back). <paramref name="decodeSeconds"/>: what decoding it costs on the shard's device.
+    /// decode, or a loss scale that is not a positive finite number (logged, its payload given back).
+    /// <paramref name="decodeSeconds"/>: what decoding it costs on the shard's device.
     /// </summary>
     private bool TryRead(PushGradient push, out ReadOnlySpan<float> gradient, out double decodeSeconds)
     {
@@ -530,9 +531,9 @@ public sealed class ParameterServerShard : LinkedActor
     }
 
     /// <summary>
-    /// The bookkeeping of a push <see cref="Sum"/> has seen: a summed one is charged its time and
-    /// counted (with its staleness under BSP); a skipped one (non-finite, or malformed: counted like a
-    /// non-finite push, the shard's state stays as it was) is counted as skipped.
+    /// The bookkeeping of a push <see cref="Sum"/> or <see cref="StepAlone"/> has read: a used one is
+    /// charged its time and counted (with its staleness under BSP); a skipped one (non-finite, or
+    /// malformed: counted like a non-finite push, the shard's state stays as it was) is counted as skipped.
     /// </summary>
     private void Count(PushGradient push, bool summed, double seconds)
     {

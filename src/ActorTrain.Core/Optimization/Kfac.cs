@@ -268,7 +268,7 @@ public sealed class KfacOptimizer : Optimizer
     /// <summary>Whether the last step inverted the factors (the virtual clock charges <see cref="KfacLayer.InverseFlops"/>).</summary>
     public bool InvertedLastStep { get; private set; }
 
-    protected override void Apply(Span<float> w, ReadOnlySpan<float> g, double lr, float gradientScale)
+    protected override void Apply(Span<float> w, ReadOnlySpan<float> g, double lr, float scale)
     {
         var k = Settings.Kfac;
         bool fresh = _contributions > 0;
@@ -294,7 +294,7 @@ public sealed class KfacOptimizer : Optimizer
             var layer = _layers[l];
             int offset = layer.Offset - _start, da = layer.ADim, dg = layer.GDim, length = layer.Length;
             var grad = _grad.AsSpan(0, length);
-            for (int i = 0; i < length; i++) grad[i] = (double)(g[offset + i] * gradientScale) + wd * (double)w[offset + i];
+            for (int i = 0; i < length; i++) grad[i] = (double)(g[offset + i] * scale) + wd * (double)w[offset + i];
             var direction = _direction.AsSpan(0, length);
             if (_haveInverses)
             {
@@ -304,19 +304,19 @@ public sealed class KfacOptimizer : Optimizer
                 MultiplyInto(t, da, dg, _gInverse[l], dg, direction);
             }
             else grad.CopyTo(direction);
-            double scale = 1;
+            double clip = 1;
             if (k.KlClip > 0 && _haveInverses)
             {
                 double inner = 0;
                 for (int i = 0; i < length; i++) inner += direction[i] * grad[i];
-                if (inner > 0) scale = Math.Min(1, Math.Sqrt(k.KlClip / (lr * lr * inner)));
+                if (inner > 0) clip = Math.Min(1, Math.Sqrt(k.KlClip / (lr * lr * inner)));
             }
             var v = _velocity.AsSpan(offset, length);
             var weights = w.Slice(offset, length);
             float rate = (float)lr;
             for (int i = 0; i < length; i++)
             {
-                v[i] = mu * v[i] + (float)(scale * direction[i]);
+                v[i] = mu * v[i] + (float)(clip * direction[i]);
                 weights[i] -= rate * v[i];
             }
         }
