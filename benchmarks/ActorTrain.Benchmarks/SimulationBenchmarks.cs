@@ -23,7 +23,17 @@ internal static class SimulationBenchmarks
     public static int Run(string[] args)
     {
         string what = args.Length > 0 ? args[0] : "all";
-        if (what is "events" or "all") Events(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : null);
+        int? tokens = null;
+        if (what == "events" && args.Length > 1)
+        {
+            if (args[1] is not ("1" or "64" or "1024"))
+            {
+                Console.Error.WriteLine($"simulation events: '{args[1]}' is not a row's tokens in flight; use 1, 64 or 1024 (or nothing for all three)");
+                return 2;
+            }
+            tokens = int.Parse(args[1], CultureInfo.InvariantCulture);
+        }
+        if (what is "events" or "all") Events(tokens);
         if (what is "scale" or "all") Scale();
         if (what is "validate" or "all") Validate();
         if (what is "tracing" or "all") Tracing();
