@@ -286,8 +286,8 @@ public static class ClusterRunner
     }
 
     /// <summary>
-    /// The coordinator's side of a cluster run: waits until the ps and worker members are Up,
-    /// places the run on them, and gives its topology host to <see cref="ExperimentRunner.RunInto"/>.
+    /// The coordinator's side of a cluster run: waits until the ps and worker members are Up and
+    /// every one of them has seen the others (<see cref="Membership.NotYetSeenBy"/>), places the run on them, and gives its topology host to <see cref="ExperimentRunner.RunInto"/>.
     /// </summary>
     private sealed class CoordinatorHost(ActorSystem system, Config config) : ITopologyHost
     {
@@ -305,11 +305,14 @@ public static class ClusterRunner
             while (true)
             {
                 cancellation.ThrowIfCancellationRequested();
-                var up = cluster.State.Members.Where(m => m.Status == MemberStatus.Up).OrderBy(m => m.Address.ToString()).ToList();
+                var state = cluster.State;
+                var up = state.Members.Where(m => m.Status == MemberStatus.Up).OrderBy(m => m.Address.ToString()).ToList();
                 var ps = up.Where(m => m.HasRole("ps")).ToList();
                 var workers = up.Where(m => m.HasRole("worker")).ToList();
                 bool selfUp = up.Any(m => m.Address == cluster.SelfAddress);
-                if (selfUp && ps.Count >= psNodes && workers.Count >= workerNodes)
+                // every member must know every other before the run starts, or the first frames between two nodes can be dropped as a stranger's
+                var unseen = Membership.NotYetSeenBy(up.Select(m => m.Address), state.SeenBy);
+                if (selfUp && ps.Count >= psNodes && workers.Count >= workerNodes && unseen.Count == 0)
                 {
                     _ps = ps.Select(m => Resolve(m.Address)).ToArray();
                     _workers = workers.Select(m => Resolve(m.Address)).ToArray();
@@ -318,7 +321,8 @@ public static class ClusterRunner
                 }
                 if (deadline.Elapsed > timeout)
                     throw new RunFailedException($"the cluster did not form within {timeout.TotalSeconds:0} s (actortrain.cluster.join-timeout): " +
-                        $"{ps.Count} of {psNodes} ps and {workers.Count} of {workerNodes} worker nodes are Up, this node is {(selfUp ? "Up" : "not Up")}; " +
+                        $"{ps.Count} of {psNodes} ps and {workers.Count} of {workerNodes} worker nodes are Up, this node is {(selfUp ? "Up" : "not Up")}" +
+                        (unseen.Count > 0 ? $", and {string.Join(", ", unseen)} had not yet seen the others join" : "") + "; " +
                         $"are the nodes started with --seed {cluster.SelfAddress.Host}:{cluster.SelfAddress.Port}?" +
                         (config.GetBoolean("actortrain.cluster.tls.enabled") ? " TLS is on: a node whose certificate is not trusted here (actortrain.cluster.tls.trusted-thumbprints) is refused at the handshake, see its log" : ""));
                 await Task.Delay(100, cancellation);
@@ -376,7 +380,10 @@ public static class ClusterRunner
 
         public async Task EndRun()
         {
-            foreach (var host in _hosts) host.Tell(Cluster.Remoting.EndRun.Instance);
+            // from an actor of this node, through the gateways: a node hears EndRun from the coordinator alone, and a message
+            // with no sender comes from deadLetters (every node dropped it, and left only when it saw this node go)
+            var route = Route;
+            foreach (var host in _hosts) route.Tell(host, Cluster.Remoting.EndRun.Instance, _gateway);
             // Give the hosts a moment to hear it before this node leaves; they also leave when they see the coordinator go.
             await Task.Delay(200);
         }

@@ -83,11 +83,13 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
         Assert.Equal(300, cluster.Outcome.FinalStep);
         AssertSameMetrics(single, cluster);
         Assert.Equal(single.Outcome.FinalWeights, cluster.Outcome.FinalWeights);
-        // both nodes served their part and left the cluster on their own
+        // both nodes served their part and left the cluster; the coordinator's EndRun was heard (not dropped as a stranger's)
         foreach (string role in new[] { "ps", "worker" })
         {
             string log = File.ReadAllText(Directory.GetFiles(Path.Combine(Root, "logs-cluster"), $"*-{role}.log").Single());
             Assert.Contains($"{role} node left the cluster", log);
+            Assert.DoesNotContain("not this cluster's coordinator", log);
+            Assert.DoesNotContain("not a member of this cluster", log);
         }
     }
 
