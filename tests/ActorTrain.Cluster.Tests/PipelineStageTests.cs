@@ -25,10 +25,14 @@ public sealed class PipelineStageTests : TestKit
     private static readonly PipelineSettings Pipeline = new(2, 2, PipelineScheduleKind.GPipe, [0, 1]);
     private const int Batch = 4, Micro = 2;
 
-    /// <summary>Stands for the neighbouring stage (an actor is attached to one endpoint); this test's actor is the driver and the coordinator.</summary>
-    private readonly Akka.TestKit.TestProbe _neighbour;
+    /// <summary>Stand for the neighbouring stage and the coordinator (an actor is attached to one endpoint); this test's actor is the driver.</summary>
+    private readonly Akka.TestKit.TestProbe _neighbour, _coordinator;
 
-    public PipelineStageTests() => _neighbour = CreateTestProbe();
+    public PipelineStageTests()
+    {
+        _neighbour = CreateTestProbe();
+        _coordinator = CreateTestProbe();
+    }
 
     private IActorRef Stage(int stage, bool dynamicScale = false)
     {
@@ -41,13 +45,14 @@ public sealed class PipelineStageTests : TestKit
             Precision = dynamicScale ? Core.Precision.PrecisionMode.Fp16 : Core.Precision.PrecisionMode.Fp32, LossScale = dynamicScale ? 1024 : 1,
             DynamicScale = dynamicScale,
         };
-        var actor = Sys.ActorOf(PipelineStage.Props(settings, link, TestActor));
+        var actor = Sys.ActorOf(PipelineStage.Props(settings, link, _coordinator.Ref));
         link.Attach(_neighbour.Ref, Endpoint.Shard(1 - stage));
         link.Attach(TestActor, Endpoint.Worker(0));
+        link.Attach(_coordinator.Ref, Endpoint.Coordinator);
         link.Attach(actor, Endpoint.Shard(stage));
         var peers = stage == 0 ? new[] { actor, _neighbour.Ref } : [_neighbour.Ref, actor];
-        actor.Tell(new Begin(Peers: [.. peers, TestActor, actor]), TestActor);
-        ExpectMsg<ShardSnapshot>(s => !s.Final);
+        actor.Tell(new Begin(Peers: [.. peers, TestActor, actor]), _coordinator.Ref);
+        _coordinator.ExpectMsg<ShardSnapshot>(s => !s.Final);
         return actor;
     }
 
@@ -64,8 +69,8 @@ public sealed class PipelineStageTests : TestKit
         var replies = Enumerable.Range(0, toNeighbour).Select(_ => _neighbour.ExpectMsg<object>()).ToList();
         replies.AddRange(Enumerable.Range(0, toDriver).Select(_ => ExpectMsg<object>()));
         if (!final) return replies;
-        stage.Tell(FinalSnapshotRequest.Instance, TestActor);
-        replies.Add(ExpectMsg<ShardSnapshot>(s => s.Final));
+        stage.Tell(FinalSnapshotRequest.Instance, _coordinator.Ref);
+        replies.Add(_coordinator.ExpectMsg<ShardSnapshot>(s => s.Final));
         return replies;
     }
 

@@ -31,6 +31,17 @@ public abstract class LinkedActor(ILink link) : ReceiveActor
         return false;
     }
 
+    /// <summary>
+    /// Handles the run's control messages (Begin, WorkerLost, FinalSnapshotRequest, StopTraining)
+    /// only when the coordinator sent them: from anyone else they are dropped as
+    /// <see cref="Authentic"/> drops them. A stranger's WorkerLost would shrink a BSP barrier, its
+    /// StopTraining would take a shard out of the run.
+    /// </summary>
+    protected void ReceiveFromCoordinator<T>(Action<T> handler) => Receive<T>(message =>
+    {
+        if (Authentic(Endpoint.Coordinator, message!)) handler(message);
+    });
+
     protected override bool AroundReceive(Receive receive, object message)
     {
         if (message is not VirtualDelivery delivery) return base.AroundReceive(receive, message);

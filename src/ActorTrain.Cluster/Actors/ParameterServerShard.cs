@@ -165,7 +165,7 @@ public sealed class ParameterServerShard : LinkedActor
 
     private void Training()
     {
-        Receive<Begin>(begin =>
+        ReceiveFromCoordinator<Begin>(begin =>
         {
             _run = _lastApply = begin.Trace;
             // counters that stay at zero are exported as zero, not missing (a clean run has no dropped or skipped pushes)
@@ -193,9 +193,9 @@ public sealed class ParameterServerShard : LinkedActor
             else OnAsyncPush(push);
             _busy.Stop();
         });
-        Receive<WorkerLost>(OnWorkerLost);
-        Receive<FinalSnapshotRequest>(_ => Finish());
-        Receive<StopTraining>(_ => Context.Stop(Self));
+        ReceiveFromCoordinator<WorkerLost>(OnWorkerLost);
+        ReceiveFromCoordinator<FinalSnapshotRequest>(_ => Finish());
+        ReceiveFromCoordinator<StopTraining>(_ => Context.Stop(Self));
     }
 
     /// <summary>
@@ -225,7 +225,7 @@ public sealed class ParameterServerShard : LinkedActor
         Receive<PushGradient>(push => push.Release());
         Receive<FinalSnapshotRequest>(_ => { });
         Receive<WorkerLost>(_ => { });
-        Receive<StopTraining>(_ => Context.Stop(Self));
+        ReceiveFromCoordinator<StopTraining>(_ => Context.Stop(Self));
     }
 
     /// <summary>A push from a traced step (telemetry can trace 1 step in N; untraced pushes carry the run's context).</summary>

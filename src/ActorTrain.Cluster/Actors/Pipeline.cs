@@ -169,7 +169,7 @@ public sealed class PipelineStage : LinkedActor
         _replicaSamples = new int[settings.Replicas];
         _replicaFinite = new bool[settings.Replicas];
 
-        Receive<Begin>(OnBegin);
+        ReceiveFromCoordinator<Begin>(OnBegin);
         Receive<PipelineBatch>(OnBatch);
         Receive<StageActivations>(a =>
         {
@@ -206,8 +206,8 @@ public sealed class PipelineStage : LinkedActor
             Done();
         });
         Receive<StageVerdict>(OnVerdict);
-        Receive<FinalSnapshotRequest>(_ => Finish());
-        Receive<StopTraining>(_ => Context.Stop(Self));
+        ReceiveFromCoordinator<FinalSnapshotRequest>(_ => Finish());
+        ReceiveFromCoordinator<StopTraining>(_ => Context.Stop(Self));
     }
 
     /// <summary>
@@ -584,7 +584,7 @@ public sealed class PipelineDriver : LinkedActor
         _step = startStep;
         _coordinator = coordinator;
         _maxSteps = maxSteps;
-        Receive<Begin>(begin =>
+        ReceiveFromCoordinator<Begin>(begin =>
         {
             // Peers: the replica's stages in order, then this driver
             if (begin.Peers is not { } peers || peers.Count != pipeline.Stages + 1) return;
@@ -593,7 +593,7 @@ public sealed class PipelineDriver : LinkedActor
         });
         Receive<StageDone>(OnDone);
         Receive<StageChecked>(OnChecked);
-        Receive<StopTraining>(_ => Context.Stop(Self));
+        ReceiveFromCoordinator<StopTraining>(_ => Context.Stop(Self));
     }
 
     /// <summary>The actor's name: pipeline, or pipeline-r with several replicas.</summary>

@@ -102,8 +102,8 @@ public sealed class Worker : LinkedActor, IExchangeHost
             ? new AllReducePeer(this, allReduce, settings, _weights, coordinator)
             : new ParameterServerClient(this, settings, _weights, shards);
 
-        Receive<Begin>(OnBegin);
-        Receive<StopTraining>(_ => Context.Stop(Self));
+        ReceiveFromCoordinator<Begin>(OnBegin);
+        ReceiveFromCoordinator<StopTraining>(_ => Context.Stop(Self));
         ReceiveAny(message =>
         {
             if (!_exchange.Receive(message)) Unhandled(message);
