@@ -392,6 +392,8 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
                     coordinator.Tell(new Cluster.Protocol.ShardSnapshot(k, 300, Enumerable.Repeat(1e6f, 5000).ToArray(), counters, true), self);
                 coordinator.Tell(new Cluster.Protocol.WorkerStepReport(0, 5, 99f, 32, 1, 1, 1, 1, 0, false, 1, 0, 0), self);
                 At("clock").Tell(new Cluster.Remoting.EventDone(coordinator, 1, 1e9, []), self);
+                // a message type the wire format does not know goes by Akka's default serializer (JSON, which names any type)
+                coordinator.Tell(Coordinator.Interrupt.Instance, self);
                 var gateway = At("gateway");
                 var rng = new Random(5);
                 for (int i = 0; i < 200; i++)

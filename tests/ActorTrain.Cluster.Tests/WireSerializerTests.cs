@@ -273,3 +273,30 @@ public sealed class GatewayTests : IAsyncLifetime
         Assert.Equal(new WorkerLost(7), Assert.Single(received));
     }
 }
+
+/// <summary>
+/// Akka's default JSON serializer is replaced on cluster nodes: it rebuilt any type a stranger
+/// named (a coordinator's Interrupt stopped a live run), so JSON frames are refused, and so is
+/// sending a message that has no wire format.
+/// </summary>
+public class RefusedSerializerTests() : TestKit(WireSerializer.Bindings.WithFallback(RefusedSerializer.Config))
+{
+    [Fact]
+    public void A_json_message_is_refused_on_arrival_and_a_message_without_a_wire_format_on_sending()
+    {
+        // what a stranger's actor system (Akka's defaults) writes for a local-only message
+        using var stranger = ActorSystem.Create("stranger", "akka.loglevel = OFF");
+        var json = stranger.Serialization.FindSerializerFor(Coordinator.Interrupt.Instance);
+        Assert.Equal(1, json.Identifier);
+        byte[] bytes = json.ToBinary(Coordinator.Interrupt.Instance);
+        string manifest = Akka.Util.TypeExtensions.TypeQualifiedName(typeof(Coordinator.Interrupt));
+
+        var refused = Assert.Throws<WireFormatException>(() => Sys.Serialization.Deserialize(bytes, 1, manifest));
+        Assert.Contains("refused", refused.Message);
+        Assert.Contains("Interrupt", refused.Message);
+        Assert.IsType<RefusedSerializer>(Sys.Serialization.FindSerializerFor(Coordinator.Interrupt.Instance));
+        Assert.Throws<WireFormatException>(() => Sys.Serialization.FindSerializerFor(Coordinator.Interrupt.Instance).ToBinary(Coordinator.Interrupt.Instance));
+        // the run's messages keep their format
+        Assert.IsType<WireSerializer>(Sys.Serialization.FindSerializerFor(StopTraining.Instance));
+    }
+}
