@@ -251,7 +251,7 @@ public static class ClusterRunner
     /// <summary>An actor system on the cluster settings, with the wire serializer bound and TLS set up when enabled.</summary>
     public static ActorSystem CreateSystem(Config config, string role)
     {
-        var setup = BootstrapSetup.Create().WithConfig(WireSerializer.Bindings.WithFallback(RefusedSerializer.Config).WithFallback(config));
+        var setup = BootstrapSetup.Create().WithConfig(WireSerializer.Bindings.WithFallback(NodeSerializers.Config).WithFallback(config));
         if (config.GetBoolean("actortrain.cluster.tls.enabled")) return ActorSystem.Create(SystemName, ActorSystemSetup.Create(setup, Tls(config)));
         return ActorSystem.Create(SystemName, setup);
     }

@@ -394,6 +394,9 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
                 At("clock").Tell(new Cluster.Remoting.EventDone(coordinator, 1, 1e9, []), self);
                 // a message type the wire format does not know goes by Akka's default serializer (JSON, which names any type)
                 coordinator.Tell(Coordinator.Interrupt.Instance, self);
+                // Akka's own messages that stop an actor before it sees them
+                coordinator.Tell(PoisonPill.Instance, self);
+                coordinator.Tell(Kill.Instance, self);
                 var gateway = At("gateway");
                 var rng = new Random(5);
                 for (int i = 0; i < 200; i++)

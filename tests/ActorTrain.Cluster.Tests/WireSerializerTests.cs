@@ -275,28 +275,59 @@ public sealed class GatewayTests : IAsyncLifetime
 }
 
 /// <summary>
-/// Akka's default JSON serializer is replaced on cluster nodes: it rebuilt any type a stranger
-/// named (a coordinator's Interrupt stopped a live run), so JSON frames are refused, and so is
-/// sending a message that has no wire format.
+/// What a node's Akka.Remote rebuilds (<see cref="NodeSerializers"/>): the bytes a stranger's actor
+/// system (Akka's defaults) writes for a local-only message, a PoisonPill or a Kill are refused on
+/// arrival; Akka's housekeeping still passes. (A payload inside Akka's messages, such as an
+/// Identify's id, is written in JSON by Akka's defaults and refused with it: no run sends one.)
 /// </summary>
-public class RefusedSerializerTests() : TestKit(WireSerializer.Bindings.WithFallback(RefusedSerializer.Config))
+public class NodeSerializersTests() : TestKit(WireSerializer.Bindings.WithFallback(NodeSerializers.Config).WithFallback("akka.actor.provider = remote\nakka.remote.dot-netty.tcp.port = 0"))
 {
-    [Fact]
-    public void A_json_message_is_refused_on_arrival_and_a_message_without_a_wire_format_on_sending()
-    {
-        // what a stranger's actor system (Akka's defaults) writes for a local-only message
-        using var stranger = ActorSystem.Create("stranger", "akka.loglevel = OFF");
-        var json = stranger.Serialization.FindSerializerFor(Coordinator.Interrupt.Instance);
-        Assert.Equal(1, json.Identifier);
-        byte[] bytes = json.ToBinary(Coordinator.Interrupt.Instance);
-        string manifest = Akka.Util.TypeExtensions.TypeQualifiedName(typeof(Coordinator.Interrupt));
+    private readonly ActorSystem _stranger = ActorSystem.Create("stranger", "akka.loglevel = OFF\nakka.actor.provider = remote\nakka.remote.dot-netty.tcp.port = 0");
 
-        var refused = Assert.Throws<WireFormatException>(() => Sys.Serialization.Deserialize(bytes, 1, manifest));
+    protected override void AfterAll()
+    {
+        _stranger.Terminate().Wait();
+        base.AfterAll();
+    }
+
+    /// <summary>Writes <paramref name="message"/> as the stranger would, reads it as a node does.</summary>
+    private object Arrive(object message)
+    {
+        var serializer = _stranger.Serialization.FindSerializerFor(message);
+        string manifest = Akka.Serialization.Serialization.ManifestFor(serializer, message);
+        return Sys.Serialization.Deserialize(serializer.ToBinary(message), serializer.Identifier, manifest);
+    }
+
+    public static TheoryData<string> Refused => new() { "json", "poison pill", "kill" };
+
+    [Theory]
+    [MemberData(nameof(Refused))]
+    public void A_message_that_would_act_on_the_node_is_refused_on_arrival(string kind)
+    {
+        object message = kind switch
+        {
+            "json" => Coordinator.Interrupt.Instance,
+            "poison pill" => PoisonPill.Instance,
+            _ => Kill.Instance,
+        };
+        var refused = Assert.Throws<WireFormatException>(() => Arrive(message));
         Assert.Contains("refused", refused.Message);
-        Assert.Contains("Interrupt", refused.Message);
-        Assert.IsType<RefusedSerializer>(Sys.Serialization.FindSerializerFor(Coordinator.Interrupt.Instance));
-        Assert.Throws<WireFormatException>(() => Sys.Serialization.FindSerializerFor(Coordinator.Interrupt.Instance).ToBinary(Coordinator.Interrupt.Instance));
-        // the run's messages keep their format
-        Assert.IsType<WireSerializer>(Sys.Serialization.FindSerializerFor(StopTraining.Instance));
+    }
+
+    [Fact]
+    public void Akka_housekeeping_and_the_run_s_messages_still_arrive()
+    {
+        Assert.IsType<Akka.Remote.RemoteWatcher.Heartbeat>(Arrive(Akka.Remote.RemoteWatcher.Heartbeat.Instance));
+        Assert.IsType<GuardedMiscSerializer>(Sys.Serialization.FindSerializerFor(Akka.Remote.RemoteWatcher.Heartbeat.Instance));
+        Assert.IsType<WireSerializer>(Sys.Serialization.FindSerializerFor(new WorkerLost(3)));
+    }
+
+    [Fact]
+    public void A_message_without_a_wire_format_is_refused_on_sending_and_a_remote_deployment_on_arrival()
+    {
+        var json = Sys.Serialization.FindSerializerFor(Coordinator.Interrupt.Instance);
+        Assert.IsType<RefusedJsonSerializer>(json);
+        Assert.Throws<WireFormatException>(() => json.ToBinary(Coordinator.Interrupt.Instance));
+        Assert.Throws<WireFormatException>(() => Sys.Serialization.Deserialize([1, 2, 3], 3, "Akka.Remote.DaemonMsgCreate, Akka.Remote"));
     }
 }

@@ -1,0 +1,88 @@
+using Akka.Actor;
+using Akka.Remote.Serialization;
+using Akka.Serialization;
+
+namespace ActorTrain.Cluster.Remoting;
+
+/// <summary>
+/// What a cluster node's Akka.Remote will rebuild from a frame. Akka's defaults serve a process
+/// that trusts every peer; a node takes the run's messages in the wire format
+/// (<see cref="WireSerializer"/>) and Akka's own housekeeping, and refuses the rest:
+/// <list type="bullet">
+/// <item>Akka's default serializer (Newtonsoft JSON, bound to System.Object) rebuilds any type a
+/// frame names, private ones included: a stranger's JSON <c>Coordinator.Interrupt</c> stopped a
+/// live run (<see cref="RefusedJsonSerializer"/>).</item>
+/// <item>A <c>PoisonPill</c> or <c>Kill</c> stops an actor before the actor sees it: a stranger's
+/// stopped the coordinator (<see cref="GuardedMiscSerializer"/>).</item>
+/// <item>Remote deployment creates an actor of any type named (the run places its actors, it
+/// never deploys them: <see cref="RefusedDeploymentSerializer"/>).</item>
+/// </list>
+/// Each replacement takes the name and id of the serializer it replaces, so the bindings to it and
+/// the frames that name it come to the replacement.
+/// </summary>
+public static class NodeSerializers
+{
+    public static Akka.Configuration.Config Config => Akka.Configuration.ConfigurationFactory.ParseString($$"""
+        akka.actor.serializers {
+          json = "{{typeof(RefusedJsonSerializer).AssemblyQualifiedName}}"
+          daemon-create = "{{typeof(RefusedDeploymentSerializer).AssemblyQualifiedName}}"
+          akka-misc = "{{typeof(GuardedMiscSerializer).AssemblyQualifiedName}}"
+        }
+        """);
+}
+
+/// <summary>Refuses both ways: sending names the type that has no wire format, receiving names what came.</summary>
+public abstract class RefusingSerializer(ExtendedActorSystem system, string what) : Serializer(system)
+{
+    public override bool IncludeManifest => true;
+
+    public override byte[] ToBinary(object obj) =>
+        throw new WireFormatException($"{obj.GetType().FullName} cannot be sent to another node ({what}): only the run's messages and Akka's own cross the network");
+
+    public override object FromBinary(byte[] bytes, Type type) =>
+        throw new WireFormatException($"{what} ({type?.FullName ?? "no type named"}, {bytes.Length} bytes) was refused: this node does not rebuild it from the network");
+}
+
+/// <summary>In place of Akka's Newtonsoft JSON serializer (id 1).</summary>
+public sealed class RefusedJsonSerializer(ExtendedActorSystem system) : RefusingSerializer(system, "a message in Akka's JSON format")
+{
+    /// <summary>Akka hands the settings of the serializer replaced (serialization-settings.json) to this constructor; none apply.</summary>
+    public RefusedJsonSerializer(ExtendedActorSystem system, Akka.Configuration.Config settings) : this(system)
+    {
+    }
+
+    public override int Identifier => 1;
+}
+
+/// <summary>In place of Akka.Remote's remote-deployment serializer (id 3).</summary>
+public sealed class RefusedDeploymentSerializer(ExtendedActorSystem system) : RefusingSerializer(system, "a remote deployment")
+{
+    public override int Identifier => 3;
+}
+
+/// <summary>
+/// Akka.Remote's serializer of its miscellaneous messages (id 16: identify, actor references,
+/// heartbeats, status replies, ...) except that a PoisonPill or Kill arriving is refused. Sending
+/// them stays possible, as a run never sends them to another node.
+/// </summary>
+public sealed class GuardedMiscSerializer : SerializerWithStringManifest
+{
+    private readonly MiscMessageSerializer _inner;
+    private readonly HashSet<string> _refused;
+
+    public GuardedMiscSerializer(ExtendedActorSystem system) : base(system)
+    {
+        _inner = new MiscMessageSerializer(system);
+        _refused = [_inner.Manifest(PoisonPill.Instance), _inner.Manifest(Kill.Instance)];
+    }
+
+    public override int Identifier => _inner.Identifier;
+
+    public override string Manifest(object o) => _inner.Manifest(o);
+
+    public override byte[] ToBinary(object obj) => _inner.ToBinary(obj);
+
+    public override object FromBinary(byte[] bytes, string manifest) => _refused.Contains(manifest)
+        ? throw new WireFormatException($"a {(manifest == _inner.Manifest(Kill.Instance) ? "Kill" : "PoisonPill")} from the network was refused: only the coordinator ends a run, with its own messages")
+        : _inner.FromBinary(bytes, manifest);
+}
