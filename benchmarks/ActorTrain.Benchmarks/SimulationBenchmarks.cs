@@ -200,17 +200,20 @@ internal static class SimulationBenchmarks
     /// The share of a run's wall time not spent on gradients and optimizer math: 1 - (gradient
     /// seconds + shard seconds) / (wall seconds x cores), all measured (real) times, telemetry off.
     /// </summary>
+    /// <summary>How long <see cref="Overhead"/> runs each row before counting: until the runtime's tiered compilation has settled.</summary>
+    private const double WarmUpSeconds = 5;
+
     private static void Overhead()
     {
         Console.WriteLine("### Simulation overhead");
         Console.WriteLine();
-        Console.WriteLine($"Cores: {Environment.ProcessorCount}. Gradient = the engines' real time; shard = decoding, accumulating, the optimizer step and encoding the answer; evaluation = the test-split forward passes (eval-every and the final one), off the coordinator's thread. Median of 5 after a warm-up.");
+        Console.WriteLine($"Cores: {Environment.ProcessorCount}. Gradient = the engines' real time; shard = decoding, accumulating, the optimizer step and encoding the answer; evaluation = the test-split forward passes (eval-every and the final one), off the coordinator's thread. Median of 5 after warming up for {WarmUpSeconds} s of runs (at least one).");
         Console.WriteLine();
         Console.WriteLine("Floor: the first overhead if the cores never idled (wall = all the work / cores), i.e. evaluation / (gradient + shard + evaluation): with these work times no run goes below it. The second overhead's floor is 0. " +
             "Both are shares, so faster work raises them at the same machinery cost; the last column is that cost itself: core time neither on gradients, the shards nor evaluation, per step.");
         Console.WriteLine();
-        Console.WriteLine("| run | clock | wall s | gradient s | shard s | evaluation s | overhead: 1 - (gradient + shard) / (wall x cores) | its floor | overhead, evaluation counted as work | (wall x cores - work) / steps, ms |");
-        Console.WriteLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        Console.WriteLine("| run | clock | warm-up runs | wall s | gradient s | shard s | evaluation s | overhead: 1 - (gradient + shard) / (wall x cores) | its floor | overhead, evaluation counted as work | (wall x cores - work) / steps, ms |");
+        Console.WriteLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         var runs = new (string Name, string? File, string[] Set)[]
         {
             ("quickstart (4 workers, 1000 steps)", null, ["simulation.clock=virtual"]),
@@ -224,13 +227,22 @@ internal static class SimulationBenchmarks
                     "network.latency=\"constant(0us)\"", "network.bandwidth=unlimited"])];
         foreach (var (name, file, set) in runs)
         {
-            var samples = new List<(double Wall, double Gradient, double Shard, double Evaluation, long Steps)>();
-            for (int i = -1; i < 5; i++)
+            RunSummary Once()
             {
                 string root = Path.Combine(Path.GetTempPath(), "actortrain-bench");
                 var r = ExperimentRunner.RunAsync(ExperimentSpec.Load(file, ["output.plots=off", "telemetry.exporter=none", .. set]), root).GetAwaiter().GetResult();
                 Directory.Delete(r.Folder, recursive: true);
-                if (i >= 0) samples.Add((r.Summary.WallSeconds, r.Summary.GradientSeconds, r.Summary.OptimizerSeconds, r.Summary.EvaluationSeconds, r.Summary.Steps));
+                return r.Summary;
+            }
+            // warm up for WarmUpSeconds of runs (at least one): the runtime recompiles hot code twice (instrumented, then
+            // optimised) in the background, and a quickstart run (0.05 s warm) settles after about 20 runs, 4 s (medians of runs 0-4 / 5-9 / 10-19 / 20-29: 0.25 / 0.081 / 0.067 / 0.052 s)
+            int warmUps = 0;
+            for (var warming = Stopwatch.StartNew(); warmUps == 0 || warming.Elapsed.TotalSeconds < WarmUpSeconds; warmUps++) Once();
+            var samples = new List<(double Wall, double Gradient, double Shard, double Evaluation, long Steps)>();
+            for (int i = 0; i < 5; i++)
+            {
+                var r = Once();
+                samples.Add((r.WallSeconds, r.GradientSeconds, r.OptimizerSeconds, r.EvaluationSeconds, r.Steps));
             }
             var m = samples.OrderBy(x => x.Wall).ElementAt(samples.Count / 2);
             double share = (m.Gradient + m.Shard) / (m.Wall * Environment.ProcessorCount);
@@ -238,7 +250,7 @@ internal static class SimulationBenchmarks
             double floor = m.Evaluation / (m.Gradient + m.Shard + m.Evaluation);
             double machinery = (m.Wall * Environment.ProcessorCount - m.Gradient - m.Shard - m.Evaluation) / Math.Max(1, m.Steps);
             Console.WriteLine(FormattableString.Invariant(
-                $"| {name} | {set[0].Split('=')[1]} | {m.Wall:0.000} | {m.Gradient:0.000} | {m.Shard:0.000} | {m.Evaluation:0.000} | {100 * (1 - share):0.0}% | {100 * floor:0.0}% | {100 * (1 - withEvaluation):0.0}% | {1000 * machinery:0.000} |"));
+                $"| {name} | {set[0].Split('=')[1]} | {warmUps} | {m.Wall:0.000} | {m.Gradient:0.000} | {m.Shard:0.000} | {m.Evaluation:0.000} | {100 * (1 - share):0.0}% | {100 * floor:0.0}% | {100 * (1 - withEvaluation):0.0}% | {1000 * machinery:0.000} |"));
         }
         Console.WriteLine();
     }
