@@ -317,6 +317,8 @@ public static class ClusterRunner
                     _ps = ps.Select(m => Resolve(m.Address)).ToArray();
                     _workers = workers.Select(m => Resolve(m.Address)).ToArray();
                     _hosts.AddRange(_ps.Concat(_workers));
+                    // a member that joined but hosts nothing (any process can join without TLS) is not heard
+                    _gateway.Tell(new Gateway.HearOnly(HostNodes));
                     return;
                 }
                 if (deadline.Elapsed > timeout)
@@ -329,6 +331,9 @@ public static class ClusterRunner
             }
         }
 
+        /// <summary>The nodes the run is placed on.</summary>
+        private HashSet<Address> HostNodes => [.. _hosts.Select(h => h.Path.Address)];
+
         private IActorRef Resolve(Address address) => ((ExtendedActorSystem)system).Provider.ResolveActorRef(new RootActorPath(address) / "user" / "node");
 
         public async Task<RunOutcome> Run(ExperimentSpec spec, Coordinator.Settings settings, GradientEngineFactory engines, IRunObserver observer,
@@ -336,7 +341,10 @@ public static class ClusterRunner
         {
             var route = Route;
             var link = ExperimentRunner.CreateLink(spec, route);
-            var clock = link is VirtualLink virtualLink ? system.ActorOf(ClockEndpoint.Props(virtualLink, a => Membership.Admits(system, a)), "clock") : null;
+            var hosts = HostNodes;
+            var clock = link is VirtualLink virtualLink
+                ? system.ActorOf(ClockEndpoint.Props(virtualLink, a => hosts.Contains(a) && Membership.Admits(system, a)), "clock")
+                : null;
             _gateway.Tell(new Gateway.UseEventLink(link));
             if (spec.Topology.AllReduce != (_ps.Length == 0))
                 throw new ActorTrainException(spec.Topology.AllReduce

@@ -364,6 +364,65 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
     }
 
     /// <summary>
+    /// Without TLS any process that reaches the seed can join the cluster. One joins with the
+    /// coordinator's role before the run, and at step 100 tells every node the run is over and
+    /// asks for its telemetry, sends the virtual clock a forged outbox, and sends forged
+    /// virtual-clock events through every node's gateway. A node hears only the cluster's first
+    /// coordinator (the oldest member with that role); the clock and the gateways only the nodes
+    /// the run is placed on: the run ends as one process's, byte for byte.
+    /// </summary>
+    [Fact]
+    public async Task A_process_that_joins_as_a_second_coordinator_is_not_heard_as_the_coordinator()
+    {
+        var spec = ExperimentSpec.Load(null, ["training.max-steps=300", "output.plots=off", "telemetry.exporter=none"]);
+        var single = await ExperimentRunner.RunAsync(spec, Path.Combine(Root, "single"));
+        ActorSystem? intruder = null;
+        int sent = 0;
+        try
+        {
+            var (attacked, _) = await OnCluster(spec, 3, "joined", null, (c, folder) =>
+            {
+                intruder = ClusterRunner.CreateSystem(ClusterRunner.LoadConfig(new ClusterNodeOptions("coordinator", null, 0, [$"127.0.0.1:{c.SeedPort}"])), "coordinator");
+                var self = intruder.ActorOf(Props.Empty, "coordinator");
+                var gateway = new Cluster.Remoting.GatewayRoute(intruder.ActorOf(Cluster.Remoting.Gateway.Props(16_000, 4 << 20), "gateway"),
+                    Akka.Cluster.Cluster.Get(intruder).SelfAddress);
+                var observer = new KillAtStep(100, () =>
+                {
+                    var cluster = Akka.Cluster.Cluster.Get(intruder);
+                    // the run waits for no one: hold it here until the intruder is a member that knows the others
+                    for (var deadline = DateTime.UtcNow.AddSeconds(30); cluster.State.Members.Count(m => m.Status == MemberStatus.Up) < 4;)
+                    {
+                        Assert.True(DateTime.UtcNow < deadline, "the intruder did not join within 30 s");
+                        Thread.Sleep(50);
+                    }
+                    var provider = ((ExtendedActorSystem)intruder).Provider;
+                    foreach (var member in cluster.State.Members.Where(m => m.Address != cluster.SelfAddress))
+                    {
+                        var node = provider.ResolveActorRef(new RootActorPath(member.Address) / "user" / "node");
+                        node.Tell(Cluster.Remoting.CollectTelemetry.Instance, self);
+                        node.Tell(Cluster.Remoting.EndRun.Instance, self);
+                        var clock = provider.ResolveActorRef(new RootActorPath(member.Address) / "user" / "clock");
+                        clock.Tell(new Cluster.Remoting.EventDone(clock, 1, 1e9, []), self);
+                        // a virtual-clock event through the node's gateway: run by the shard or worker there, it would end as a real outbox
+                        foreach (string actor in new[] { "shard-0", "shard-1", "worker-0", "worker-1" })
+                            gateway.Tell(provider.ResolveActorRef(new RootActorPath(member.Address) / "user" / "node" / actor),
+                                new Cluster.Remoting.RemoteEvent(Cluster.Protocol.FinalSnapshotRequest.Instance, 1, 1e9), self);
+                        sent++;
+                    }
+                });
+                return ClusterRunner.RunAsync(spec, c.CoordinatorOptions, folder, observer, default, c.Launch);
+            });
+            Assert.Equal(3, sent); // the coordinator, the ps node and the worker node
+            Assert.Equal(StopReason.MaxSteps, attacked.Outcome.StopReason);
+            AssertSameMetrics(single, attacked);
+        }
+        finally
+        {
+            if (intruder is not null) await intruder.Terminate();
+        }
+    }
+
+    /// <summary>
     /// A process that is not a member of the cluster, knowing only the coordinator's address, sends
     /// forged final snapshots and step reports to the coordinator, a forged event to the virtual
     /// clock, and malformed and forged frames to the gateway, in the middle of the run. All of it is

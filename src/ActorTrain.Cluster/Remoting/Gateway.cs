@@ -27,6 +27,13 @@ public sealed class Gateway : ReceiveActor, IWithTimers
     /// <summary>Local only: the (virtual-clock) link whose events arriving deliveries belong to (null: none, the run is over).</summary>
     public sealed record UseEventLink(ILink? Link);
 
+    /// <summary>
+    /// Local only: from now on take frames from the nodes of the run this node serves and no other
+    /// member. Any process that reaches a seed can join a cluster without TLS; once a member, its
+    /// forged virtual-clock events would run inside the run's actors and end as real outboxes.
+    /// </summary>
+    public sealed record HearOnly(IReadOnlyCollection<Address> Nodes);
+
     private readonly WireSerializer _serializer;
     private readonly int _chunkSize;
     private readonly int _maxMessageSize;
@@ -36,6 +43,8 @@ public sealed class Gateway : ReceiveActor, IWithTimers
     private readonly Dictionary<Address, Assembly> _assembling = new();
     private readonly Func<Address, bool> _member;
     private readonly HashSet<Address> _refused = [];
+    // the run's nodes (HearOnly); null: every member
+    private HashSet<Address>? _heard;
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private IEventLink? _events;
     private long _nextTransfer;
@@ -58,6 +67,7 @@ public sealed class Gateway : ReceiveActor, IWithTimers
         Receive<Outbound>(Send);
         Receive<Frame>(OnFrame);
         Receive<UseEventLink>(u => _events = u.Link as IEventLink);
+        Receive<HearOnly>(h => _heard = [.. h.Nodes]);
         Receive<Sweep>(_ => Expire());
     }
 
@@ -149,10 +159,12 @@ public sealed class Gateway : ReceiveActor, IWithTimers
     private void OnFrame(Frame frame)
     {
         var from = Sender.Path.Address;
-        if (!_member(from))
+        if (!_member(from) || _heard is { } heard && !heard.Contains(from))
         {
             // a stranger: one line per node, then silence (it may send much)
-            if (_refused.Add(from)) _log.Warning("gateway: frames from {0}, which is not a member of this cluster, are dropped", from);
+            if (_refused.Add(from))
+                _log.Warning(_member(from) ? "gateway: frames from {0}, a member that is not a node of this run, are dropped"
+                    : "gateway: frames from {0}, which is not a member of this cluster, are dropped", from);
             return;
         }
         if (frame.Count == 1)

@@ -4,18 +4,34 @@ using Akka.Cluster;
 namespace ActorTrain.Cluster.Remoting;
 
 /// <summary>
-/// Who may speak to a node: actors of this node, and current members of its cluster (with a given
-/// role, where one is asked for). Everything else that reaches a node over the network — a process
+/// Who may speak to a node: actors of this node, and current members of its cluster; the run's
+/// requests, only its coordinator. Everything else that reaches a node over the network — a process
 /// that only knows its address — is dropped by the actors that ask here.
 /// </summary>
 public static class Membership
 {
-    public static bool Admits(ActorSystem system, Address from, string? role = null)
+    public static bool Admits(ActorSystem system, Address from)
     {
         var cluster = Akka.Cluster.Cluster.Get(system);
-        if (!from.HasGlobalScope || from == cluster.SelfAddress) return role is null || cluster.SelfRoles.Contains(role);
-        return cluster.State.Members.Any(m => m.Address == from && (role is null || m.HasRole(role)) && m.Status is MemberStatus.Joining
+        if (!from.HasGlobalScope || from == cluster.SelfAddress) return true;
+        return cluster.State.Members.Any(m => m.Address == from && m.Status is MemberStatus.Joining
             or MemberStatus.WeaklyUp or MemberStatus.Up or MemberStatus.Leaving or MemberStatus.Exiting);
+    }
+
+    /// <summary>
+    /// Whether <paramref name="from"/> is this cluster's coordinator: the oldest member with the
+    /// coordinator's role. Without TLS any process that reaches the seed can join, with any role; one
+    /// that joined as a second coordinator told every node the run was over (a shard was lost). The
+    /// cluster's coordinator founds it (or joins before any other coordinator), so it is the oldest.
+    /// </summary>
+    public static bool IsCoordinator(ActorSystem system, Address from)
+    {
+        var cluster = Akka.Cluster.Cluster.Get(system);
+        Member? oldest = null;
+        foreach (var m in cluster.State.Members)
+            if (m.HasRole("coordinator") && m.Status is MemberStatus.Up or MemberStatus.Leaving or MemberStatus.Exiting && (oldest is null || m.IsOlderThan(oldest)))
+                oldest = m;
+        return oldest is not null && oldest.Address == (from.HasGlobalScope ? from : cluster.SelfAddress);
     }
 
     /// <summary>

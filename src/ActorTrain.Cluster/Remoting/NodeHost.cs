@@ -52,7 +52,7 @@ public sealed class NodeHost : ReceiveActor
     /// <summary>Requests are the coordinator's alone: a stranger's EndRun would take the node out of the run.</summary>
     private bool FromCoordinator(object request)
     {
-        if (Membership.Admits(Context.System, Sender.Path.Address, "coordinator")) return true;
+        if (Membership.IsCoordinator(Context.System, Sender.Path.Address)) return true;
         Context.GetLogger().Warning("node: dropped a {0} from {1}, which is not this cluster's coordinator", request.GetType().Name, Sender.Path);
         return false;
     }
@@ -78,6 +78,8 @@ public sealed class NodeHost : ReceiveActor
             _part = part;
             _link = part.Link;
             _gateway.Tell(new Gateway.UseEventLink(part.Link));
+            _gateway.Tell(new Gateway.HearOnly([Sender.Path.Address, request.Coordinator.Path.Address, .. request.Shards.Select(a => a.Path.Address),
+                .. request.Clock is { } clock ? [clock.Path.Address] : Array.Empty<Address>()]));
             var refs = new IActorRef[part.Actors.Count];
             for (int i = 0; i < refs.Length; i++)
             {
@@ -101,6 +103,8 @@ public sealed class NodeHost : ReceiveActor
     {
         if (_link is { } link)
         {
+            _gateway.Tell(new Gateway.HearOnly([Sender.Path.Address, roster.Coordinator.Path.Address, .. roster.Shards.Select(a => a.Path.Address),
+                .. roster.Workers.Select(a => a.Path.Address)]));
             link.Attach(roster.Coordinator, Endpoint.Coordinator);
             for (int k = 0; k < roster.Shards.Length; k++) link.Attach(roster.Shards[k], Endpoint.Shard(k));
             for (int w = 0; w < roster.Workers.Length; w++) link.Attach(roster.Workers[w], Endpoint.Worker(w));
