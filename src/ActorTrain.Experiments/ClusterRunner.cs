@@ -287,7 +287,8 @@ public static class ClusterRunner
 
     /// <summary>
     /// The coordinator's side of a cluster run: waits until the ps and worker members are Up and
-    /// every one of them has seen the others (<see cref="Membership.NotYetSeenBy"/>), places the run on them, and gives its topology host to <see cref="ExperimentRunner.RunInto"/>.
+    /// every one of them has seen the others (<see cref="Membership.NotYetSeenBy"/>), places the run
+    /// on them, and gives its topology host to <see cref="ExperimentRunner.RunInto"/>.
     /// </summary>
     private sealed class CoordinatorHost(ActorSystem system, Config config) : ITopologyHost
     {
@@ -310,8 +311,9 @@ public static class ClusterRunner
                 var ps = up.Where(m => m.HasRole("ps")).ToList();
                 var workers = up.Where(m => m.HasRole("worker")).ToList();
                 bool selfUp = up.Any(m => m.Address == cluster.SelfAddress);
-                // every member must know every other before the run starts, or the first frames between two nodes can be dropped as a stranger's
-                var unseen = Membership.NotYetSeenBy(up.Select(m => m.Address), state.SeenBy);
+                // every node of the run must know every other before the run starts, or the first frames between two of them can be
+                // dropped as a stranger's (a member that hosts nothing, such as a process that joined uninvited, is not waited for)
+                var unseen = Membership.NotYetSeenBy(ps.Concat(workers).Select(m => m.Address), state.SeenBy);
                 if (selfUp && ps.Count >= psNodes && workers.Count >= workerNodes && unseen.Count == 0)
                 {
                     _ps = ps.Select(m => Resolve(m.Address)).ToArray();

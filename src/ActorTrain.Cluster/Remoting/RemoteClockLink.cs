@@ -57,7 +57,7 @@ public sealed class RemoteClockLink(IActorRef clock, DateTimeOffset epoch, IRout
 /// <summary>The scheduler's door on its own node: outboxes of events handled on other nodes.</summary>
 public sealed class ClockEndpoint : ReceiveActor
 {
-    /// <param name="member">Whether a node's outboxes are heard (a current member): a stranger's forged EventDone would derail the clock.</param>
+    /// <param name="member">Whether a node's outboxes are heard (a current member the run is placed on): a stranger's forged EventDone would derail the clock.</param>
     public ClockEndpoint(VirtualLink link, Func<Address, bool> member) =>
         Receive<EventDone>(done =>
         {
