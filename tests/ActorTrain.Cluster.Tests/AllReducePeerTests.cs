@@ -1,9 +1,6 @@
 using ActorTrain.Cluster.Actors;
 using ActorTrain.Cluster.Protocol;
-using ActorTrain.Cluster.Transport;
 using ActorTrain.Core.Collectives;
-using ActorTrain.Core.Optimization;
-using ActorTrain.Core.Simulation;
 using Akka.Actor;
 using Akka.TestKit.Xunit2;
 
@@ -12,20 +9,8 @@ namespace ActorTrain.Cluster.Tests;
 /// <summary>All-reduce peers under attack: what a stranger sends them (or the coordinator on their behalf) changes nothing.</summary>
 public class AllReducePeerTests : TestKit
 {
-    private async Task<RunOutcome> Run(IRunObserver? observer = null)
-    {
-        var (train, test) = BspTrainingTests.Data();
-        var settings = BspTrainingTests.Settings(train, test, 3, 1, 10, 30, new OptimizerSettings()) with
-        {
-            Timing = new TimingSettings(new ComputeTime(ComputeTimeKind.Fixed, 0.001)),
-            AllReduce = new AllReduceSettings(new RingAllReduce(), 1, Fp16: false),
-        };
-        var network = NetworkSettings.Ideal with { Default = new LinkSpec(Distribution.Parse("constant(100us)", "network.latency", true), 1.25e9, 0, 0) };
-        var link = new VirtualLink(network, 1, 3, 0);
-        var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-        Sys.ActorOf(Coordinator.Props(settings, new ReferenceEngineFactory(), link, completion, observer), "coordinator-" + Guid.NewGuid().ToString("N"));
-        return await completion.Task.WaitAsync(TimeSpan.FromSeconds(120));
-    }
+    private Task<RunOutcome> Run(IRunObserver? observer = null) =>
+        StrangerTarget.Run(Sys, 3, 1, observer, new AllReduceSettings(new RingAllReduce(), 1, Fp16: false));
 
     /// <summary>
     /// At the first evaluation (the workers are stepping by then), a stranger sends every worker a

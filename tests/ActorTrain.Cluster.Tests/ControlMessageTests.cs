@@ -1,8 +1,5 @@
 using ActorTrain.Cluster.Actors;
 using ActorTrain.Cluster.Protocol;
-using ActorTrain.Cluster.Transport;
-using ActorTrain.Core.Optimization;
-using ActorTrain.Core.Simulation;
 using Akka.Actor;
 using Akka.TestKit.Xunit2;
 
@@ -14,19 +11,7 @@ namespace ActorTrain.Cluster.Tests;
 /// </summary>
 public class ControlMessageTests : TestKit
 {
-    private async Task<RunOutcome> Run(IRunObserver? observer = null)
-    {
-        var (train, test) = BspTrainingTests.Data();
-        var settings = BspTrainingTests.Settings(train, test, 3, 2, 10, 30, new OptimizerSettings()) with
-        {
-            Timing = new TimingSettings(new ComputeTime(ComputeTimeKind.Fixed, 0.001)),
-        };
-        var network = NetworkSettings.Ideal with { Default = new LinkSpec(Distribution.Parse("constant(100us)", "network.latency", true), 1.25e9, 0, 0) };
-        var link = new VirtualLink(network, 1, 3, 2);
-        var completion = new TaskCompletionSource<RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-        Sys.ActorOf(Coordinator.Props(settings, new ReferenceEngineFactory(), link, completion, observer), "coordinator-" + Guid.NewGuid().ToString("N"));
-        return await completion.Task.WaitAsync(TimeSpan.FromSeconds(120));
-    }
+    private Task<RunOutcome> Run(IRunObserver? observer = null) => StrangerTarget.Run(Sys, 3, 2, observer);
 
     /// <summary>
     /// At the first evaluation a stranger tells both shards that workers 0 and 1 were lost (taken

@@ -117,3 +117,29 @@ internal static class Wire
         return values;
     }
 }
+
+/// <summary>
+/// A 30-step run under the virtual clock (reference engine, 1 ms of compute per step, 100 us links)
+/// whose coordinator is named so that a test's stranger finds its actors at /user/coordinator-*/...
+/// </summary>
+internal static class StrangerTarget
+{
+    public static async Task<Cluster.Actors.RunOutcome> Run(Akka.Actor.ActorSystem system, int workers, int shards, Cluster.Actors.IRunObserver? observer,
+        Cluster.Actors.AllReduceSettings? allReduce = null)
+    {
+        var (train, test) = BspTrainingTests.Data();
+        var settings = BspTrainingTests.Settings(train, test, workers, shards, 10, 30, new Core.Optimization.OptimizerSettings()) with
+        {
+            Timing = new Cluster.Actors.TimingSettings(new Core.Simulation.ComputeTime(Core.Simulation.ComputeTimeKind.Fixed, 0.001)),
+            AllReduce = allReduce,
+        };
+        var network = Core.Simulation.NetworkSettings.Ideal with
+        {
+            Default = new Core.Simulation.LinkSpec(Core.Simulation.Distribution.Parse("constant(100us)", "network.latency", true), 1.25e9, 0, 0),
+        };
+        var link = new Cluster.Transport.VirtualLink(network, 1, workers, allReduce is null ? shards : 0);
+        var completion = new TaskCompletionSource<Cluster.Actors.RunOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
+        system.ActorOf(Cluster.Actors.Coordinator.Props(settings, new ReferenceEngineFactory(), link, completion, observer), "coordinator-" + Guid.NewGuid().ToString("N"));
+        return await completion.Task.WaitAsync(TimeSpan.FromSeconds(120));
+    }
+}
