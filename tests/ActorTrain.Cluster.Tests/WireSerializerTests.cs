@@ -331,3 +331,30 @@ public class NodeSerializersTests() : TestKit(WireSerializer.Bindings.WithFallba
         Assert.Throws<WireFormatException>(() => Sys.Serialization.Deserialize([1, 2, 3], 3, "Akka.Remote.DaemonMsgCreate, Akka.Remote"));
     }
 }
+
+/// <summary>An ask through the gateways takes its answer from the asked node only.</summary>
+public class GatewayAskTests() : TestKit("akka.actor.provider = remote\nakka.remote.dot-netty.tcp.port = 0")
+{
+    /// <summary>Stands for the gateways: keeps who asked, delivers nothing.</summary>
+    private sealed class Captured : IRoute
+    {
+        public readonly TaskCompletionSource<IActorRef> Asker = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void Tell(IActorRef to, object message, IActorRef sender) => Asker.TrySetResult(sender);
+    }
+
+    [Fact]
+    public async Task An_answer_from_another_node_is_dropped_and_the_asked_node_s_is_taken()
+    {
+        var provider = ((ExtendedActorSystem)Sys).Provider;
+        var host = provider.ResolveActorRef("akka.tcp://actortrain@127.0.0.1:7001/user/node");
+        var stranger = provider.ResolveActorRef("akka.tcp://actortrain@127.0.0.1:7002/user/node");
+        var route = new Captured();
+        var asked = GatewayAsk.Ask(Sys, route, host, CollectTelemetry.Instance, TimeSpan.FromSeconds(30));
+        var asker = await route.Asker.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        asker.Tell(new HostFailed("forged"), stranger);
+        asker.Tell(new HostFailed("forged"), TestActor);
+        asker.Tell(new Hosted("ps", []), host);
+        Assert.Equal("ps", Assert.IsType<Hosted>(await asked).Role);
+    }
+}

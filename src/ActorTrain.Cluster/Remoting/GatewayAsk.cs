@@ -1,11 +1,14 @@
 using ActorTrain.Cluster.Transport;
 using Akka.Actor;
+using Akka.Event;
 
 namespace ActorTrain.Cluster.Remoting;
 
 /// <summary>
 /// Ask, with the request sent along a route (through the gateways, so it may be larger than an
-/// Akka.Remote frame): a short-lived actor sends it as itself and completes with the first answer.
+/// Akka.Remote frame): a short-lived actor sends it as itself and completes with the first answer
+/// from the target's node. Its name is one of Akka's predictable temporary names, so anything
+/// else that reaches it (a stranger's HostFailed would fail the run's placement) is dropped.
 /// </summary>
 public static class GatewayAsk
 {
@@ -38,6 +41,12 @@ public static class GatewayAsk
             (_route, _target, _request) = (route, target, request);
             ReceiveAny(reply =>
             {
+                if (Sender.Path.Address != _target.Path.Address)
+                {
+                    Context.GetLogger().Warning("ask: dropped a {0} from {1}, which is not the asked node {2}", reply.GetType().Name, Sender.Path,
+                        _target.Path.Address);
+                    return;
+                }
                 answer.TrySetResult(reply);
                 Context.Stop(Self);
             });
