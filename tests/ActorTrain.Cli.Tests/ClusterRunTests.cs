@@ -456,6 +456,8 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
                 // Akka's own messages that stop an actor before it sees them
                 coordinator.Tell(PoisonPill.Instance, self);
                 coordinator.Tell(Kill.Instance, self);
+                coordinator.Tell(new Status.Failure(new InvalidOperationException("forged")), self);
+                coordinator.Tell(new Status.Failure(new InvalidOperationException("forged")), ActorRefs.NoSender);
                 var gateway = At("gateway");
                 var rng = new Random(5);
                 for (int i = 0; i < 200; i++)

@@ -298,7 +298,7 @@ public class NodeSerializersTests() : TestKit(WireSerializer.Bindings.WithFallba
         return Sys.Serialization.Deserialize(serializer.ToBinary(message), serializer.Identifier, manifest);
     }
 
-    public static TheoryData<string> Refused => new() { "json", "poison pill", "kill" };
+    public static TheoryData<string> Refused => new() { "json", "poison pill", "kill", "failure", "success" };
 
     [Theory]
     [MemberData(nameof(Refused))]
@@ -308,7 +308,9 @@ public class NodeSerializersTests() : TestKit(WireSerializer.Bindings.WithFallba
         {
             "json" => Coordinator.Interrupt.Instance,
             "poison pill" => PoisonPill.Instance,
-            _ => Kill.Instance,
+            "kill" => Kill.Instance,
+            "failure" => new Status.Failure(new InvalidOperationException("forged")),
+            _ => new Status.Success(null),
         };
         var refused = Assert.Throws<WireFormatException>(() => Arrive(message));
         Assert.Contains("refused", refused.Message);

@@ -13,7 +13,8 @@ namespace ActorTrain.Cluster.Remoting;
 /// frame names, private ones included: a stranger's JSON <c>Coordinator.Interrupt</c> stopped a
 /// live run (<see cref="RefusedJsonSerializer"/>).</item>
 /// <item>A <c>PoisonPill</c> or <c>Kill</c> stops an actor before the actor sees it: a stranger's
-/// stopped the coordinator (<see cref="GuardedMiscSerializer"/>).</item>
+/// stopped the coordinator; a <c>Status.Failure</c> fails a coordinator's run
+/// (<see cref="GuardedMiscSerializer"/>).</item>
 /// <item>Remote deployment creates an actor of any type named (the run places its actors, it
 /// never deploys them: <see cref="RefusedDeploymentSerializer"/>).</item>
 /// </list>
@@ -62,18 +63,27 @@ public sealed class RefusedDeploymentSerializer(ExtendedActorSystem system) : Re
 
 /// <summary>
 /// Akka.Remote's serializer of its miscellaneous messages (id 16: identify, actor references,
-/// heartbeats, status replies, ...) except that a PoisonPill or Kill arriving is refused. Sending
-/// them stays possible, as a run never sends them to another node.
+/// heartbeats, ...) except that a PoisonPill, a Kill or a status reply arriving is refused: the
+/// first two stop an actor before it sees them, and a coordinator fails its run on a
+/// <c>Status.Failure</c> (its own evaluations report failures that way; a stranger's failed a live
+/// run). Sending them stays possible, as a run never sends them to another node.
 /// </summary>
 public sealed class GuardedMiscSerializer : SerializerWithStringManifest
 {
     private readonly MiscMessageSerializer _inner;
-    private readonly HashSet<string> _refused;
+    // manifest -> what it is, for the log line
+    private readonly Dictionary<string, string> _refused;
 
     public GuardedMiscSerializer(ExtendedActorSystem system) : base(system)
     {
         _inner = new MiscMessageSerializer(system);
-        _refused = [_inner.Manifest(PoisonPill.Instance), _inner.Manifest(Kill.Instance)];
+        _refused = new()
+        {
+            [_inner.Manifest(PoisonPill.Instance)] = "PoisonPill",
+            [_inner.Manifest(Kill.Instance)] = "Kill",
+            [_inner.Manifest(new Status.Failure(null))] = "Status.Failure",
+            [_inner.Manifest(new Status.Success(null))] = "Status.Success",
+        };
     }
 
     public override int Identifier => _inner.Identifier;
@@ -82,7 +92,7 @@ public sealed class GuardedMiscSerializer : SerializerWithStringManifest
 
     public override byte[] ToBinary(object obj) => _inner.ToBinary(obj);
 
-    public override object FromBinary(byte[] bytes, string manifest) => _refused.Contains(manifest)
-        ? throw new WireFormatException($"a {(manifest == _inner.Manifest(Kill.Instance) ? "Kill" : "PoisonPill")} from the network was refused: only the coordinator ends a run, with its own messages")
+    public override object FromBinary(byte[] bytes, string manifest) => _refused.TryGetValue(manifest, out var what)
+        ? throw new WireFormatException($"a {what} from the network was refused: only the coordinator ends a run, with its own messages")
         : _inner.FromBinary(bytes, manifest);
 }
