@@ -257,8 +257,10 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
     [Fact]
     public async Task Losing_the_ps_process_stops_the_run_with_a_clear_error_and_resume_finishes_it_from_the_last_checkpoint()
     {
+        // 5 ms a step (1.5 s a run): one run of the suite saw a kill test end without the failure it expects. The evaluation
+        // that triggers the kill runs off the training's path, and with measured compute the 300 steps can end before it comes
         var spec = ExperimentSpec.Load(null, ["training.max-steps=300", "training.eval-every=20", "training.checkpoint-every=40",
-            "simulation.clock=wall", "output.plots=off", "telemetry.exporter=none"]);
+            "simulation.clock=wall", "simulation.compute-time=5ms", "output.plots=off", "telemetry.exporter=none"]);
         var failure = await Assert.ThrowsAsync<RunFailedWithCheckpointException>(() => RunOnCluster(spec, 3, "ps", FastClusterConfig(),
             cluster => new KillAtStep(100, () => cluster.Nodes.Single(n => n.Role == "ps").Process.Kill())));
         Assert.Contains("shard 0", failure.Message);
@@ -272,7 +274,7 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
     public async Task Losing_a_stage_process_stops_a_pipeline_run_naming_the_stage_and_resume_finishes_it()
     {
         var spec = ExperimentSpec.Load(null, ["training.max-steps=300", "training.eval-every=20", "training.checkpoint-every=40", "topology.workers=1",
-            "parallelism.pipeline-stages=2", "simulation.clock=wall", "output.plots=off", "telemetry.exporter=none"]);
+            "parallelism.pipeline-stages=2", "simulation.clock=wall", "simulation.compute-time=5ms", "output.plots=off", "telemetry.exporter=none"]);
         var failure = await Assert.ThrowsAsync<RunFailedWithCheckpointException>(() => RunOnCluster(spec, 4, "stage", FastClusterConfig(),
             cluster => new KillAtStep(100, () => cluster.Nodes.First(n => n.Role == "ps").Process.Kill())));
         Assert.Matches("pipeline stage [01] of replica 0 on .* was lost", failure.Message);
@@ -458,6 +460,7 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
                 coordinator.Tell(Kill.Instance, self);
                 coordinator.Tell(new Status.Failure(new InvalidOperationException("forged")), self);
                 coordinator.Tell(new Status.Failure(new InvalidOperationException("forged")), ActorRefs.NoSender);
+                ((IInternalActorRef)coordinator).SendSystemMessage(new Akka.Dispatch.SysMsg.Terminate());
                 var gateway = At("gateway");
                 var rng = new Random(5);
                 for (int i = 0; i < 200; i++)

@@ -276,8 +276,9 @@ public sealed class GatewayTests : IAsyncLifetime
 
 /// <summary>
 /// What a node's Akka.Remote rebuilds (<see cref="NodeSerializers"/>): the bytes a stranger's actor
-/// system (Akka's defaults) writes for a local-only message, a PoisonPill or a Kill are refused on
-/// arrival; Akka's housekeeping still passes. (A payload inside Akka's messages, such as an
+/// system (Akka's defaults) writes for a local-only message, a PoisonPill, a Kill, a status reply or
+/// a system message other than death watch's are refused on arrival; Akka's housekeeping and death
+/// watch still pass. (A payload inside Akka's messages, such as an
 /// Identify's id, is written in JSON by Akka's defaults and refused with it: no run sends one.)
 /// </summary>
 public class NodeSerializersTests() : TestKit(WireSerializer.Bindings.WithFallback(NodeSerializers.Config).WithFallback("akka.actor.provider = remote\nakka.remote.dot-netty.tcp.port = 0"))
@@ -298,7 +299,7 @@ public class NodeSerializersTests() : TestKit(WireSerializer.Bindings.WithFallba
         return Sys.Serialization.Deserialize(serializer.ToBinary(message), serializer.Identifier, manifest);
     }
 
-    public static TheoryData<string> Refused => new() { "json", "poison pill", "kill", "failure", "success" };
+    public static TheoryData<string> Refused => new() { "json", "poison pill", "kill", "failure", "success", "terminate", "supervise", "failed" };
 
     [Theory]
     [MemberData(nameof(Refused))]
@@ -310,7 +311,10 @@ public class NodeSerializersTests() : TestKit(WireSerializer.Bindings.WithFallba
             "poison pill" => PoisonPill.Instance,
             "kill" => Kill.Instance,
             "failure" => new Status.Failure(new InvalidOperationException("forged")),
-            _ => new Status.Success(null),
+            "success" => new Status.Success(null),
+            "terminate" => new Akka.Dispatch.SysMsg.Terminate(),
+            "supervise" => new Akka.Dispatch.SysMsg.Supervise(_stranger.DeadLetters, false),
+            _ => new Akka.Dispatch.SysMsg.Failed(_stranger.DeadLetters, new InvalidOperationException("forged"), 1),
         };
         var refused = Assert.Throws<WireFormatException>(() => Arrive(message));
         Assert.Contains("refused", refused.Message);
@@ -320,6 +324,11 @@ public class NodeSerializersTests() : TestKit(WireSerializer.Bindings.WithFallba
     public void Akka_housekeeping_and_the_run_s_messages_still_arrive()
     {
         Assert.IsType<Akka.Remote.RemoteWatcher.Heartbeat>(Arrive(Akka.Remote.RemoteWatcher.Heartbeat.Instance));
+        // remote death watch: how a coordinator learns that a shard or worker on a live node stopped
+        var watched = (IInternalActorRef)_stranger.DeadLetters;
+        Assert.IsType<Akka.Dispatch.SysMsg.Watch>(Arrive(new Akka.Dispatch.SysMsg.Watch(watched, watched)));
+        Assert.IsType<Akka.Dispatch.SysMsg.Unwatch>(Arrive(new Akka.Dispatch.SysMsg.Unwatch(watched, watched)));
+        Assert.IsType<Akka.Dispatch.SysMsg.DeathWatchNotification>(Arrive(new Akka.Dispatch.SysMsg.DeathWatchNotification(watched, true, false)));
         Assert.IsType<GuardedMiscSerializer>(Sys.Serialization.FindSerializerFor(Akka.Remote.RemoteWatcher.Heartbeat.Instance));
         Assert.IsType<WireSerializer>(Sys.Serialization.FindSerializerFor(new WorkerLost(3)));
     }

@@ -15,6 +15,8 @@ namespace ActorTrain.Cluster.Remoting;
 /// <item>A <c>PoisonPill</c> or <c>Kill</c> stops an actor before the actor sees it: a stranger's
 /// stopped the coordinator; a <c>Status.Failure</c> fails a coordinator's run
 /// (<see cref="GuardedMiscSerializer"/>).</item>
+/// <item>System messages act on an actor's life: a stranger's <c>Terminate</c> stopped the
+/// coordinator. Only death watch crosses nodes in a run (<see cref="GuardedSystemMessageSerializer"/>).</item>
 /// <item>Remote deployment creates an actor of any type named (the run places its actors, it
 /// never deploys them: <see cref="RefusedDeploymentSerializer"/>).</item>
 /// </list>
@@ -28,6 +30,7 @@ public static class NodeSerializers
           json = "{{typeof(RefusedJsonSerializer).AssemblyQualifiedName}}"
           daemon-create = "{{typeof(RefusedDeploymentSerializer).AssemblyQualifiedName}}"
           akka-misc = "{{typeof(GuardedMiscSerializer).AssemblyQualifiedName}}"
+          akka-system-msg = "{{typeof(GuardedSystemMessageSerializer).AssemblyQualifiedName}}"
         }
         """);
 }
@@ -95,4 +98,28 @@ public sealed class GuardedMiscSerializer : SerializerWithStringManifest
     public override object FromBinary(byte[] bytes, string manifest) => _refused.TryGetValue(manifest, out var what)
         ? throw new WireFormatException($"a {what} from the network was refused: only the coordinator ends a run, with its own messages")
         : _inner.FromBinary(bytes, manifest);
+}
+
+/// <summary>
+/// Akka.Remote's serializer of system messages (id 22), taking from the network only what remote
+/// death watch needs (Watch, Unwatch, DeathWatchNotification). The rest (Terminate, Create,
+/// Recreate, Suspend, Resume, Supervise, Failed) crosses nodes only for remotely deployed actors,
+/// which a run never has; a stranger's Terminate stopped the coordinator.
+/// </summary>
+public sealed class GuardedSystemMessageSerializer : Serializer
+{
+    private static readonly HashSet<Type> Heard = [typeof(Akka.Dispatch.SysMsg.Watch), typeof(Akka.Dispatch.SysMsg.Unwatch), typeof(Akka.Dispatch.SysMsg.DeathWatchNotification)];
+    private readonly SystemMessageSerializer _inner;
+
+    public GuardedSystemMessageSerializer(ExtendedActorSystem system) : base(system) => _inner = new SystemMessageSerializer(system);
+
+    public override int Identifier => _inner.Identifier;
+
+    public override bool IncludeManifest => _inner.IncludeManifest;
+
+    public override byte[] ToBinary(object obj) => _inner.ToBinary(obj);
+
+    public override object FromBinary(byte[] bytes, Type type) => type is not null && Heard.Contains(type)
+        ? _inner.FromBinary(bytes, type)
+        : throw new WireFormatException($"a system message ({type?.Name ?? "no type named"}) from the network was refused: only death watch crosses nodes in a run");
 }
