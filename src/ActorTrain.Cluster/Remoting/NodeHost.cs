@@ -60,6 +60,22 @@ public sealed class NodeHost : ReceiveActor
     public static Props Props(Func<HostRun, IRoute, HostedPart> build, IActorRef gateway) =>
         Akka.Actor.Props.Create(() => new NodeHost(build, gateway));
 
+    /// <summary>
+    /// A shard or worker that fails is stopped, never restarted: Akka's default would rebuild it
+    /// from its props, so a shard would serve its initial weights as if nothing had happened. Stopped,
+    /// it is lost to the coordinator's death watch like an actor of a lost node (the run ends with its
+    /// checkpoint, or goes on without a worker), and this node's log names the cause.
+    /// </summary>
+    protected override SupervisorStrategy SupervisorStrategy()
+    {
+        var log = _log;
+        return new OneForOneStrategy(0, TimeSpan.Zero, cause =>
+        {
+            log.Error(cause, "an actor of this node's part of the run failed and is stopped: {0}", cause.Message);
+            return Directive.Stop;
+        });
+    }
+
     protected override void PreStart() =>
         Akka.Cluster.Cluster.Get(Context.System).Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents, typeof(ClusterEvent.MemberRemoved));
 
