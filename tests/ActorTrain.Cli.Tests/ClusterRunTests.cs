@@ -391,7 +391,7 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
                 var observer = new KillAtStep(100, () =>
                 {
                     var cluster = Akka.Cluster.Cluster.Get(intruder);
-                    // the run waits for no one: hold it here until the intruder is a member that knows the others
+                    // the run does not wait for the intruder: hold it here (the coordinator's thread) until the intruder is Up and knows the others
                     for (var deadline = DateTime.UtcNow.AddSeconds(30); cluster.State.Members.Count(m => m.Status == MemberStatus.Up) < 4;)
                     {
                         Assert.True(DateTime.UtcNow < deadline, "the intruder did not join within 30 s");
