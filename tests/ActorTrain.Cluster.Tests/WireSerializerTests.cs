@@ -278,8 +278,8 @@ public sealed class GatewayTests : IAsyncLifetime
 /// What a node's Akka.Remote rebuilds (<see cref="NodeSerializers"/>): the bytes a stranger's actor
 /// system (Akka's defaults) writes for a local-only message, a PoisonPill, a Kill, a status reply or
 /// a system message other than death watch's are refused on arrival; Akka's housekeeping and death
-/// watch still pass. (A payload inside Akka's messages, such as an
-/// Identify's id, is written in JSON by Akka's defaults and refused with it: no run sends one.)
+/// watch still pass. (A payload inside Akka's messages, such as an Identify's id, is written in
+/// JSON by Akka's defaults and refused with it: no run sends one.)
 /// </summary>
 public class NodeSerializersTests() : TestKit(WireSerializer.Bindings.WithFallback(NodeSerializers.Config).WithFallback("akka.actor.provider = remote\nakka.remote.dot-netty.tcp.port = 0"))
 {
