@@ -369,3 +369,27 @@ public class GatewayAskTests() : TestKit("akka.actor.provider = remote\nakka.rem
         Assert.Equal("ps", Assert.IsType<Hosted>(await asked).Role);
     }
 }
+
+/// <summary>
+/// Remote death watch between two systems that both refuse what <see cref="NodeSerializers"/>
+/// refuses: the coordinator learns this way that a shard or worker on a live node stopped.
+/// </summary>
+public class RemoteDeathWatchTests() : TestKit(WireSerializer.Bindings.WithFallback(NodeSerializers.Config)
+    .WithFallback("akka.actor.provider = remote\nakka.remote.dot-netty.tcp { hostname = 127.0.0.1, port = 0 }\nakka.loglevel = OFF"))
+{
+    [Fact]
+    public async Task A_watched_actor_on_another_node_that_stops_is_reported_terminated()
+    {
+        using var node = ActorSystem.Create("node", WireSerializer.Bindings.WithFallback(NodeSerializers.Config)
+            .WithFallback("akka.actor.provider = remote\nakka.remote.dot-netty.tcp { hostname = 127.0.0.1, port = 0 }\nakka.loglevel = OFF"));
+        var shard = node.ActorOf(Props.Empty, "shard-0");
+        var address = ((ExtendedActorSystem)node).Provider.DefaultAddress;
+        var remote = ((ExtendedActorSystem)Sys).Provider.ResolveActorRef(shard.Path.ToStringWithAddress(address) + "#" + shard.Path.Uid);
+        Watch(remote);
+        // the Watch and the stop race; a Watch that arrives after the stop is answered with a death notification too
+        node.Stop(shard);
+        var terminated = ExpectTerminated(remote, TimeSpan.FromSeconds(20));
+        Assert.False(terminated.AddressTerminated);
+        await node.Terminate();
+    }
+}
