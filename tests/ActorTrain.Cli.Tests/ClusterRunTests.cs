@@ -39,16 +39,16 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
         Func<LocalCluster, string, Task<RunResult>> run)
     {
         var cluster = LocalCluster.Plan(nodes, spec, Cli, clusterConfig, Path.Combine(Root, "logs-" + output));
-        RunFailedException? stalled = null;
+        Exception? unexpected = null;
         try
         {
             return (await run(cluster, Path.Combine(Root, output)).WaitAsync(TimeSpan.FromMinutes(3)), cluster);
         }
-        catch (RunFailedException e) when (e.Message.Contains("stalled"))
+        catch (Exception e) when (e is TimeoutException || e is RunFailedException && e.Message.Contains("stalled"))
         {
-            // no test expects a stall: keep what the nodes said, which goes with the temporary folder
+            // no test expects a stall or a hang: keep what the nodes said, which goes with the temporary folder
             cluster.KillAll();
-            stalled = e;
+            unexpected = e;
         }
         catch
         {
@@ -59,7 +59,7 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
         {
             await cluster.DisposeAsync();
         }
-        throw new RunFailedException(stalled.Message + NodeLogTails(), stalled);
+        throw new RunFailedException(unexpected.Message + NodeLogTails(), unexpected);
     }
 
     /// <summary>The last lines of every node log under the test's folder, for a failure message.</summary>

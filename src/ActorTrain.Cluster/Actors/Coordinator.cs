@@ -666,7 +666,8 @@ public sealed class Coordinator : LinkedActor
     /// <summary>Wall clock: no step report, snapshot or evaluation for simulation.stall-timeout ends the run.</summary>
     private void CheckProgress()
     {
-        if (_settings.StallTimeout is not { } timeout || _final is not null || _evaluating) return;
+        // waiting for the rest of the final snapshots is not exempt: a shard that never sends its own would hang the run
+        if (_settings.StallTimeout is not { } timeout || _final is { } f && f.Received == _settings.Shards || _evaluating) return;
         var quiet = Stopwatch.GetElapsedTime(_lastProgress);
         if (quiet < timeout) return;
         Fail(new Core.RunFailedException(FormattableString.Invariant(
@@ -684,6 +685,8 @@ public sealed class Coordinator : LinkedActor
             causes.Add($"{link.Lost} message(s) were lost for good, every attempt dropped (network.drop; network.max-attempts attempts each; the first: {link.FirstLost})");
         if (_killedForGood.Count > 0)
             causes.Add($"worker(s) {string.Join(", ", _killedForGood)} were killed by faults without restart-after and {_settings.Policy.Kind.ToString().ToUpperInvariant()} waits for every worker");
+        if (_final is { } f && f.Received < _settings.Shards)
+            causes.Add($"the final snapshot of shard(s) {string.Join(", ", Enumerable.Range(0, _settings.Shards).Where(k => f.Counters[k] is null))} never came, after another shard's");
         if (causes.Count == 0) causes.Add("no lost message and no dead worker explains it (a bug: please report it with the run's config.conf)");
         return string.Join("; ", causes);
     }
@@ -743,6 +746,11 @@ public sealed class Coordinator : LinkedActor
         PendingSnapshot pending;
         if (s.Final)
         {
+            // A node lost mid-run can have delivered its workers' last pushes to some shards and not to
+            // others, so one shard reaches the last step while another never will (its survivors wait for
+            // the finished shard's answer): once a node is lost, the first final snapshot ends every shard.
+            if (_final is null && _lost.Count > 0 && !_stopping)
+                foreach (var holder in _holders) Link.Send(holder, FinalSnapshotRequest.Instance, 0, TrafficClass.Control, Self);
             pending = _final ??= new PendingSnapshot(_settings.InitialWeights.Length, _settings.Shards);
             pending.Version = Math.Max(pending.Version, s.Step);
             pending.MinVersion = Math.Min(pending.MinVersion, s.Step);
