@@ -28,10 +28,16 @@ internal static class Kernels
         float sum = s.Load(weights[bOffset + o]);
         for (int k = 0; k < fanIn; k++)
             sum += s.Load(input[i * fanIn + k]) * s.Load(weights[wOffset + k * fanOut + o]);
-        if (activation == Relu) sum = XMath.Max(sum, 0f);
-        else if (activation == Tanh) sum = XMath.Tanh(sum);
-        output[i * fanOut + o] = s.Store(sum);
+        output[i * fanOut + o] = s.Store(Activate(sum, activation));
     }
+
+    /// <summary>The layer's activation of a pre-activation sum (identity, ReLU or tanh).</summary>
+    private static float Activate(float sum, int activation) =>
+        activation == Relu ? XMath.Max(sum, 0f) : activation == Tanh ? XMath.Tanh(sum) : sum;
+
+    /// <summary>A delta back through the activation, given the activation's output a (ReLU: a &gt; 0; tanh: 1 - a^2).</summary>
+    private static float ThroughDerivative(float sum, float a, int activation) =>
+        activation == Relu ? (a > 0f ? sum : 0f) : sum * (1f - a * a);
 
     /// <summary>grad[W_l][k, o] = sum_i input[i, k] delta[i, o]; index = (k, o); per element.</summary>
     public static void WeightGradient<T, TS>(Index2D index, ArrayView<T> input, ArrayView<T> delta, ArrayView<float> gradient,
@@ -58,8 +64,7 @@ internal static class Kernels
         float sum = 0;
         for (int o = 0; o < fanOut; o++) sum += s.Load(delta[i * fanOut + o]) * s.Load(weights[wOffset + k * fanOut + o]);
         float a = s.Load(activations[i * fanIn + k]);
-        float d = activation == Relu ? (a > 0f ? sum : 0f) : sum * (1f - a * a);
-        previous[i * fanIn + k] = s.Store(d);
+        previous[i * fanIn + k] = s.Store(ThroughDerivative(sum, a, activation));
     }
 
     /// <summary>The largest tile side: its shared memory is what every group allocates.</summary>
@@ -122,9 +127,7 @@ internal static class Kernels
         int i = Grid.IdxY * tile + Group.IdxY, o = Grid.IdxX * tile + Group.IdxX;
         if (i >= rows || o >= fanOut) return;
         sum += s.Load(weights[bOffset + o]);
-        if (activation == Relu) sum = XMath.Max(sum, 0f);
-        else if (activation == Tanh) sum = XMath.Tanh(sum);
-        output[i * fanOut + o] = s.Store(sum);
+        output[i * fanOut + o] = s.Store(Activate(sum, activation));
     }
 
     /// <summary>grad[W_l][k, o] = sum_i input[i, k] delta[i, o] (input read transposed), tiled (<see cref="TileGrid"/>(tile, fanIn, fanOut)).</summary>
@@ -156,8 +159,7 @@ internal static class Kernels
         int i = Grid.IdxY * tile + Group.IdxY, k = Grid.IdxX * tile + Group.IdxX;
         if (i >= rows || k >= fanIn) return;
         float a = s.Load(activations[i * fanIn + k]);
-        float d = activation == Relu ? (a > 0f ? sum : 0f) : sum * (1f - a * a);
-        previous[i * fanIn + k] = s.Store(d);
+        previous[i * fanIn + k] = s.Store(ThroughDerivative(sum, a, activation));
     }
 
     /// <summary>

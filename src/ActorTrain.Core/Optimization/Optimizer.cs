@@ -109,8 +109,8 @@ public abstract class Optimizer
     /// <summary>
     /// The step. Implementations read element i as g[i] x scale, and those that run Vector&lt;float&gt;
     /// lanes keep the scalar loop's operations in its order (no fused multiply-add): the same bits,
-    /// 8-16 elements at a time (tested against the scalar loops). Vectorising took the shard's Adam
-    /// step from half of a one-worker step.
+    /// 8-16 elements at a time (tested against the scalar loops). Before Adam ran on lanes, the
+    /// shard's step took half as long as a one-worker gradient step.
     /// </summary>
     protected abstract void Apply(Span<float> w, ReadOnlySpan<float> g, double lr, float scale);
 
