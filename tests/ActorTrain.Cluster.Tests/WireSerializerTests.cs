@@ -321,7 +321,7 @@ public class NodeSerializersTests() : TestKit(WireSerializer.Bindings.WithFallba
     }
 
     [Fact]
-    public void Akka_housekeeping_and_the_run_s_messages_still_arrive()
+    public void Akka_housekeeping_and_death_watch_still_arrive_and_the_run_s_messages_keep_the_wire_format()
     {
         Assert.IsType<Akka.Remote.RemoteWatcher.Heartbeat>(Arrive(Akka.Remote.RemoteWatcher.Heartbeat.Instance));
         // remote death watch: how a coordinator learns that a shard or worker on a live node stopped
