@@ -371,12 +371,14 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
     /// asks for its telemetry, sends the virtual clock a forged outbox, and sends forged
     /// virtual-clock events through every node's gateway. A node hears only the cluster's first
     /// coordinator (the oldest member with that role); the clock and the gateways only the nodes
-    /// the run is placed on: the run ends as one process's, byte for byte.
+    /// the run is placed on. Then it leaves, which a node takes for the run's end only from the
+    /// cluster's coordinator: the run ends as one process's, byte for byte.
     /// </summary>
     [Fact]
     public async Task A_process_that_joins_as_a_second_coordinator_is_not_heard_as_the_coordinator()
     {
-        var spec = ExperimentSpec.Load(null, ["training.max-steps=300", "output.plots=off", "telemetry.exporter=none"]);
+        // 2,000 steps: the nodes hear of the intruder's leaving (at step 100) while the run still goes on
+        var spec = ExperimentSpec.Load(null, ["training.max-steps=2000", "output.plots=off", "telemetry.exporter=none"]);
         var single = await ExperimentRunner.RunAsync(spec, Path.Combine(Root, "single"));
         ActorSystem? intruder = null;
         int sent = 0;
@@ -411,6 +413,11 @@ public sealed class ClusterRunTests() : TempFolderTest("actortrain-cluster-")
                                 new Cluster.Remoting.RemoteEvent(Cluster.Protocol.FinalSnapshotRequest.Instance, 1, 1e9), self);
                         sent++;
                     }
+                    // and leaves: a node that took any coordinator's leaving for the run's end would leave too
+                    var left = new TaskCompletionSource();
+                    cluster.RegisterOnMemberRemoved(() => left.TrySetResult());
+                    cluster.Leave(cluster.SelfAddress);
+                    Assert.True(left.Task.Wait(TimeSpan.FromSeconds(30)), "the intruder did not leave within 30 s");
                 });
                 return ClusterRunner.RunAsync(spec, c.CoordinatorOptions, folder, observer, default, c.Launch);
             });

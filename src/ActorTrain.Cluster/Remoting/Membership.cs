@@ -35,6 +35,14 @@ public static class Membership
     }
 
     /// <summary>
+    /// Whether <paramref name="removed"/>, a member with the coordinator's role just removed, was this
+    /// cluster's coordinator: no coordinator that remains is older. One that joined later and left
+    /// must not take the nodes out of the run.
+    /// </summary>
+    public static bool WasCoordinator(ActorSystem system, Member removed) =>
+        !Akka.Cluster.Cluster.Get(system).State.Members.Any(m => m.HasRole("coordinator") && m.Address != removed.Address && m.IsOlderThan(removed));
+
+    /// <summary>
     /// The members that have not yet seen this node's current view of the cluster (its gossip's
     /// seen-by set), in the order given. A leader moves joining nodes to Up without waiting for them
     /// to hear of each other, so a node can be Up here while another member still drops its frames

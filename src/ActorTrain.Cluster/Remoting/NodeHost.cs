@@ -44,7 +44,9 @@ public sealed class NodeHost : ReceiveActor
         Receive<EndRun>(e => { if (FromCoordinator(e)) Leave("the run is over"); });
         Receive<ClusterEvent.MemberRemoved>(removed =>
         {
-            if (removed.Member.HasRole("coordinator")) Leave($"the coordinator {removed.Member.Address} left");
+            // the cluster's coordinator, not any member with its role (a process that joined as one and left)
+            if (removed.Member.HasRole("coordinator") && Membership.WasCoordinator(Context.System, removed.Member))
+                Leave($"the coordinator {removed.Member.Address} left");
         });
         Receive<ClusterEvent.IMemberEvent>(_ => { });
     }
